@@ -6,7 +6,12 @@ or ``fields.Raw(metadata={"type": "file"})``; they reach the plugin as :class:`U
 
 from __future__ import annotations
 
+import copy
 import typing
+from typing import Any
+
+import marshmallow
+from marshmallow import fields, validate
 
 
 class UploadedFile(typing.NamedTuple):
@@ -21,3 +26,54 @@ class UploadedFile(typing.NamedTuple):
     filename: str
     content_type: str
     original_filename: str
+
+
+def is_file_field(field: fields.Field) -> bool:
+    """True for a DEEPaaS file argument: ``type="file"`` in the field's metadata."""
+    return field.metadata.get("type") == "file"
+
+
+def accept_choices(arguments: dict[str, fields.Field]) -> list[str]:
+    """Media types a model offers through its ``accept`` argument (its ``OneOf`` choices), or []."""
+    field = arguments.get("accept")
+    if field is None:
+        return []
+    for validator in field.validators:
+        if isinstance(validator, validate.OneOf):
+            return [str(choice) for choice in validator.choices]
+    return []
+
+
+def accept_default(arguments: dict[str, fields.Field]) -> str | None:
+    """The ``accept`` argument's default media type, if it has one."""
+    field = arguments.get("accept")
+    if field is None or field.load_default is marshmallow.missing:
+        return None
+    default = field.load_default
+    return str(default() if callable(default) else default)
+
+
+def build_schema(arguments: dict[str, fields.Field], name: str) -> type[marshmallow.Schema]:
+    """A marshmallow Schema class named ``name`` whose fields are ``arguments`` (copied)."""
+    return marshmallow.Schema.from_dict(copy.deepcopy(arguments), name=name)
+
+
+def schema_fields(schema: Any) -> dict[str, fields.Field] | None:
+    """Normalise a plugin's ``schema`` attribute (dict, Schema class or instance) to fields."""
+    if schema is None:
+        return None
+    if isinstance(schema, dict):
+        return dict(schema)
+    if isinstance(schema, marshmallow.Schema) or (
+        isinstance(schema, type) and issubclass(schema, marshmallow.Schema)
+    ):
+        return dict(schema._declared_fields)
+    raise TypeError(f"schema must be a dict of fields or a marshmallow Schema, not {type(schema).__name__}")
+
+
+def json_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as stored in a training object: files become their original file name."""
+    return {
+        key: value.original_filename if isinstance(value, UploadedFile) else value
+        for key, value in arguments.items()
+    }

@@ -1,0 +1,1 @@
+"""The HTTP layer: aiohttp handlers that parse, call the model layer and respond."""

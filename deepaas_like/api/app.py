@@ -1,0 +1,156 @@
+"""The aiohttp application: the routes table, error mapping and resource lifetimes."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import traceback
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.web_middlewares import normalize_path_middleware
+
+from deepaas_like.api import openapi
+from deepaas_like.api.keys import MODELS, SETTINGS, TRAININGS
+from deepaas_like.api.v2 import handlers
+from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
+from deepaas_like.jobs.store import JobStore
+from deepaas_like.jobs.trainings import Trainings
+from deepaas_like.model.loading import resolve_model_names
+from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.settings import Settings
+from deepaas_like.workers.process import ProcessWorkerPool
+
+LOG = logging.getLogger(__name__)
+LOG_BUFFER = web.AppKey("log_buffer", collections.deque)
+
+
+def add_routes(app: web.Application, settings: Settings) -> None:
+    """Every route of the API, in one table. Trailing-slash paths are canonical."""
+    prefix = settings.base_path
+    model = prefix + "/v2/models/{model_name}"
+    app.router.add_routes(
+        [
+            web.get(prefix + "/", handlers.versions),
+            web.get(prefix + "/v2/", handlers.version_v2),
+            web.get(prefix + "/v2/models/", handlers.list_models),
+            web.get(model + "/", handlers.get_model),
+            web.post(model + "/predict/", handlers.predict),
+            web.post(model + "/train/", handlers.start_training),
+            web.get(model + "/train/", handlers.list_trainings),
+            web.get(model + "/train/{uuid}", handlers.get_training),
+            web.delete(model + "/train/{uuid}", handlers.cancel_training),
+        ]
+    )
+    if settings.doc_endpoint:
+        app.router.add_get(prefix + "/openapi.json", _openapi_document)
+        app.router.add_get(prefix + "/ui", _redirect_to_ui)
+    if settings.debug_endpoint:
+        app.router.add_get(prefix + "/debug", _debug)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Every error becomes JSON: ``{"message": ...}``, or ``{"field": [...]}`` for 422."""
+    debug = request.app[SETTINGS].debug
+    try:
+        return await handler(request)
+    except InvalidArguments as error:
+        return web.json_response(error.messages, status=error.status)
+    except DeepaasLikeError as error:
+        body = {"message": error.message}
+        if debug and isinstance(error, PluginError) and error.traceback:
+            body["traceback"] = error.traceback
+        return web.json_response(body, status=error.status)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
+        return web.json_response({"message": error.reason}, status=error.status, headers=headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the last line of defence: JSON, and keep serving
+        LOG.exception("unhandled error on %s %s", request.method, request.path)
+        body = {"message": f"internal server error: {type(error).__name__}"}
+        if debug:
+            body["traceback"] = traceback.format_exc()
+        return web.json_response(body, status=500)
+
+
+async def _jobs(app: web.Application) -> AsyncIterator[None]:
+    store = await JobStore.open(app[SETTINGS].database_url)
+    app[TRAININGS] = Trainings(store)
+    yield
+    await app[TRAININGS].close()
+    await store.close()
+
+
+async def _models(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    models = {name: _make_model(name, settings) for name in resolve_model_names(list(settings.model_names), settings.namespace)}
+    results = await asyncio.gather(*(model.start() for model in models.values()), return_exceptions=True)
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
+        raise failure
+    app[MODELS] = models
+    if settings.doc_endpoint:
+        for model in models.values():
+            openapi.add_model_paths(app[_API_SPEC].spec, settings, model)
+    LOG.info("serving %s", ", ".join(models))
+    yield
+    await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
+
+
+def _make_model(name: str, settings: Settings) -> ModelWrapper:
+    def pool(size: int) -> ProcessWorkerPool:
+        return ProcessWorkerPool(name, settings.namespace, size=size, warm=settings.warm, gpus=list(settings.gpus))
+
+    return ModelWrapper(name, pool(settings.workers_for(name)), lambda: pool(settings.train_workers))
+
+
+_API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
+
+
+async def _openapi_document(request: web.Request) -> web.StreamResponse:
+    return await request.app.router["swagger.spec"].handler(request)
+
+
+async def _redirect_to_ui(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(request.app[SETTINGS].base_path + "/api")
+
+
+async def _debug(request: web.Request) -> web.Response:
+    return web.Response(text="\n".join(request.app[LOG_BUFFER]), content_type="text/plain")
+
+
+class _BufferHandler(logging.Handler):
+    def __init__(self, buffer: collections.deque) -> None:
+        super().__init__()
+        self.buffer = buffer
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.buffer.append(self.format(record))
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The application serving ``settings.model_names`` (every installed model if empty).
+
+    Models start (workers spawned and warmed) when the application starts; a model that
+    is not installed or fails to load makes start-up raise ``PluginLoadError``.
+    """
+    app = web.Application(
+        middlewares=[error_middleware, normalize_path_middleware(append_slash=True, redirect_class=web.HTTPPermanentRedirect)],
+        client_max_size=settings.client_max_size or 1024**4,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_jobs, _models])
+    add_routes(app, settings)
+    if settings.debug_endpoint:
+        app[LOG_BUFFER] = collections.deque(maxlen=2000)
+        logging.getLogger().addHandler(_BufferHandler(app[LOG_BUFFER]))
+    if settings.doc_endpoint:
+        app[_API_SPEC] = openapi.setup_openapi(app, settings)
+    return app

@@ -1,0 +1,156 @@
+"""Read a request's arguments (query string, multipart or urlencoded form, JSON body) and
+parse them with webargs against a model's argument schema.
+
+Uploaded files are streamed to disk in a temporary directory of the request's own, never
+held whole in memory; the caller deletes that directory when the call ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import marshmallow
+from aiohttp import web
+from multidict import MultiDict
+from webargs.aiohttpparser import AIOHTTPParser
+from webargs.multidictproxy import MultiDictProxy
+
+from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
+from deepaas_like.model.args import UploadedFile, is_file_field
+
+_RAW = "deepaas_like.raw_arguments"
+_CHUNK = 256 * 1024  # bytes read from the socket per step of an upload
+
+
+class BodyTooLarge(DeepaasLikeError):
+    """The request body exceeds ``client-max-size``."""
+
+    status = 413
+
+
+class _Parser(AIOHTTPParser):
+    DEFAULT_UNKNOWN_BY_LOCATION = {**AIOHTTPParser.DEFAULT_UNKNOWN_BY_LOCATION, "request": marshmallow.EXCLUDE}
+
+    def handle_error(self, error: marshmallow.ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any) -> Any:  # noqa: ARG002
+        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        raise InvalidArguments(messages.get("request", messages))
+
+
+parser = _Parser()
+
+
+@parser.location_loader("request")
+def _load_request(request: web.Request, schema: marshmallow.Schema) -> Any:
+    raw = request[_RAW]
+    if isinstance(raw, MultiDict):
+        return MultiDictProxy(raw, schema)
+    return raw
+
+
+class Uploads:
+    """The temporary directory holding one request's uploaded files."""
+
+    def __init__(self, parent: str | None = None) -> None:
+        self.directory: str | None = None
+        self._parent = parent
+
+    def new_path(self, original_filename: str) -> str:
+        """A fresh path for an upload; only the original name's extension is kept."""
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix="deepaas-like-upload-", dir=self._parent)
+        suffix = os.path.splitext(os.path.basename(original_filename or ""))[1]
+        suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 16 else ""
+        handle, path = tempfile.mkstemp(dir=self.directory, suffix=suffix)
+        os.close(handle)
+        return path
+
+    def cleanup(self) -> None:
+        """Delete every upload of the request."""
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+
+async def read_arguments(request: web.Request, uploads: Uploads, max_size: int) -> MultiDict | dict[str, Any]:
+    """Collect the raw arguments of ``request``: query string plus body.
+
+    Returns a MultiDict for query/form requests, a dict for JSON bodies. Raises
+    :class:`InvalidArguments` for a malformed body and :class:`BodyTooLarge` past
+    ``max_size`` bytes (0: no limit).
+    """
+    raw: MultiDict = MultiDict(request.query)
+    content_type = request.content_type
+    if content_type == "multipart/form-data":
+        await _read_multipart(request, raw, uploads, max_size)
+    elif content_type == "application/x-www-form-urlencoded":
+        raw.extend(await request.post())
+    elif content_type == "application/json" or content_type.endswith("+json"):
+        if request.can_read_body:
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except ValueError as error:
+                raise InvalidArguments({"_body": [f"invalid JSON: {error}"]}) from error
+            if not isinstance(body, dict):
+                raise InvalidArguments({"_body": ["the JSON body must be an object of arguments"]})
+            return {**{key: raw.getall(key) if len(raw.getall(key)) > 1 else raw[key] for key in raw}, **body}
+    return raw
+
+
+async def _read_multipart(request: web.Request, raw: MultiDict, uploads: Uploads, max_size: int) -> None:
+    received = 0
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as error:
+        raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
+    while True:
+        try:
+            part = await reader.next()
+        except (ValueError, AssertionError) as error:
+            raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
+        if part is None:
+            return
+        if not hasattr(part, "read_chunk") or part.name is None:
+            continue  # nested multiparts and unnamed parts carry no argument
+        if part.filename is None:
+            value = await part.read(decode=True)
+            received += len(value)
+            _check_size(received, max_size)
+            raw.add(part.name, value.decode(part.get_charset(default="utf-8"), errors="replace"))
+            continue
+        path = uploads.new_path(part.filename)
+        with open(path, "wb") as handle:
+            while chunk := await part.read_chunk(_CHUNK):
+                received += len(chunk)
+                _check_size(received, max_size)
+                handle.write(chunk)
+        content_type = part.headers.get("Content-Type", "application/octet-stream")
+        raw.add(part.name, UploadedFile(part.name, path, content_type, part.filename))
+
+
+def _check_size(received: int, max_size: int) -> None:
+    if max_size and received > max_size:
+        raise BodyTooLarge(f"request body exceeds the limit of {max_size} bytes (client-max-size)")
+
+
+async def parse_arguments(request: web.Request, schema: type[marshmallow.Schema], uploads: Uploads, max_size: int) -> tuple[dict[str, Any], set[str]]:
+    """Read and validate ``request``'s arguments against ``schema``.
+
+    Returns the loaded arguments and the names the client actually sent. Raises
+    :class:`InvalidArguments` with ``{"field": ["message", ...]}``.
+    """
+    raw = await read_arguments(request, uploads, max_size)
+    request[_RAW] = raw
+    instance = schema()
+    loaded = await parser.parse(instance, request, location="request", unknown=marshmallow.EXCLUDE)
+    not_files = {
+        name: ["must be an uploaded file (multipart/form-data)"]
+        for name, field in instance.fields.items()
+        if is_file_field(field) and name in loaded and not isinstance(loaded[name], UploadedFile)
+    }
+    if not_files:
+        raise InvalidArguments(not_files)
+    return loaded, set(raw.keys())

@@ -1,0 +1,13 @@
+"""Typed keys of the state the application holds (``app[KEY]``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from deepaas_like.jobs.trainings import Trainings
+from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+MODELS = web.AppKey("models", dict[str, ModelWrapper])
+TRAININGS = web.AppKey("trainings", Trainings)

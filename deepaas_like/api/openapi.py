@@ -1,0 +1,166 @@
+"""The OpenAPI 3 document: aiohttp-apigami for the fixed routes, plus one set of paths per
+model built from the plugin's own argument and response schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apigami import AiohttpApiSpec, OpenApiVersion
+from apispec import APISpec
+from marshmallow import fields
+
+import deepaas_like
+from deepaas_like.api.negotiation import is_json
+from deepaas_like.api.v2 import handlers
+from deepaas_like.model.args import is_file_field
+from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.settings import Settings
+
+_FAILURE = {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
+_FIELD_ERRORS = {
+    "type": "object",
+    "description": "messages per argument name",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
+_TRAINING = {
+    "type": "object",
+    "properties": {
+        "uuid": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "date": {"type": "string"},
+        "finish_date": {"type": "string"},
+        "args": {"type": "object"},
+        "status": {"type": "string", "enum": ["running", "done", "error", "cancelled"]},
+        "message": {"type": "string"},
+        "result": {"type": "object"},
+    },
+    "required": ["uuid", "date", "args", "status"],
+}
+
+
+def file_field_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:  # noqa: ARG001
+    """apispec attribute function: DEEPaaS file arguments are binary strings in OpenAPI 3."""
+    return {"type": "string", "format": "binary"} if is_file_field(field) else {}
+
+
+def setup_openapi(app: web.Application, settings: Settings) -> AiohttpApiSpec:
+    """Serve the document at ``/swagger.json`` and ``/openapi.json`` and Swagger UI at ``/api``."""
+    prefix = settings.base_path
+    api_spec = AiohttpApiSpec(
+        url=f"{prefix}/swagger.json",
+        app=app,
+        swagger_path=f"{prefix}/api",
+        static_path=f"{prefix}/static/swagger",
+        title="deepaas_like",
+        version=deepaas_like.__version__,
+        openapi_version=OpenApiVersion.V303,
+        info={"description": "Model serving API (DEEPaaS V2 compatible)."},
+    )
+    api_spec.spec.plugins[0].converter.add_attribute_function(file_field_property)
+    return api_spec
+
+
+def _json(schema: Any, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    reasons = {
+        402: "endpoint disabled",
+        404: "unknown model or training",
+        406: "no acceptable media type",
+        413: "request body too large",
+        422: "invalid arguments",
+        500: "the plugin failed",
+        501: "the plugin lacks the hook",
+        503: "the model has no worker",
+    }
+    return {str(code): _json(_FIELD_ERRORS if code == 422 else _FAILURE, reasons[code]) for code in codes}
+
+
+def _request_body(schema: Any, arguments: dict[str, fields.Field]) -> dict[str, Any]:
+    content = {"multipart/form-data": {"schema": schema}}
+    if not any(is_file_field(field) for field in arguments.values()):
+        content["application/json"] = {"schema": schema}
+    return {"content": content}
+
+
+def _add(spec: APISpec, path: str, method: str, handler: Any, operation: dict[str, Any], **kwargs: Any) -> None:
+    # The handler carries no apigami docs, so the plugin keeps ``operation`` as given; the
+    # marshmallow plugin still turns its schema classes into components.
+    spec.path(path=path, operations={method: operation}, method=method, handler=handler, **kwargs)
+
+
+def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> None:
+    """Document ``model``'s metadata, predict and train routes with its own schemas."""
+    base = f"{settings.base_path}/v2/models/{model.name}"
+    tags = [model.name]
+    _add(
+        spec,
+        f"{base}/",
+        "get",
+        handlers.get_model,
+        {"tags": tags, "summary": f"Metadata of {model.name}", "responses": {"200": _json({"type": "object"}, "metadata"), **_errors(404)}},
+    )
+    description = model.description
+    if settings.predict_endpoint and model.predict_schema is not None:
+        prediction: Any = model.response_schema or {
+            "type": "object",
+            "properties": {"status": {"type": "string"}, "predictions": {}},
+        }
+        content = {"application/json": {"schema": prediction}}
+        for media_type in model.accept_choices:
+            if not is_json(media_type):
+                content[media_type] = {"schema": {"type": "string", "format": "binary"}}
+        _add(
+            spec,
+            f"{base}/predict/",
+            "post",
+            handlers.predict,
+            {
+                "tags": tags,
+                "summary": f"Predict with {model.name}",
+                "description": "Media type: the `accept` argument if given, else the `Accept` header.",
+                "requestBody": _request_body(model.predict_schema, description.predict_args or {}),
+                "responses": {"200": {"description": "the prediction", "content": content}, **_errors(404, 406, 413, 422, 500, 503)},
+            },
+        )
+    if settings.train_endpoint and model.train_schema is not None:
+        trainings = f"{base}/train/"
+        _add(
+            spec,
+            trainings,
+            "post",
+            handlers.start_training,
+            {
+                "tags": tags,
+                "summary": f"Start a training of {model.name}",
+                "requestBody": _request_body(model.train_schema, description.train_args or {}),
+                "responses": {"200": _json(_TRAINING, "the training, running"), **_errors(404, 413, 422, 501)},
+            },
+        )
+        _add(
+            spec,
+            trainings,
+            "get",
+            handlers.list_trainings,
+            {"tags": tags, "summary": f"Trainings of {model.name}", "responses": {"200": _json({"type": "array", "items": _TRAINING}, "every training"), **_errors(404)}},
+        )
+        uuid_parameter = {"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}
+        training = trainings + "{uuid}"
+        _add(
+            spec,
+            training,
+            "get",
+            handlers.get_training,
+            {"tags": tags, "summary": "A training", "responses": {"200": _json(_TRAINING, "the training"), **_errors(404)}},
+            parameters=[uuid_parameter],
+        )
+        _add(
+            spec,
+            training,
+            "delete",
+            handlers.cancel_training,
+            {"tags": tags, "summary": "Cancel a training", "responses": {"200": _json(_TRAINING, "the training, cancelled"), **_errors(404)}},
+        )

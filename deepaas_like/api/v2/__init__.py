@@ -1,0 +1,1 @@
+"""DEEPaaS V2 compatible routes."""

@@ -1,0 +1,1 @@
+"""Console scripts: ``deepaas-like-run`` (server) and ``deepaas-like-cli`` (one-shot calls)."""

@@ -1,0 +1,96 @@
+"""Every configuration option (oslo.config), registered in one place.
+
+Option names and defaults follow DEEPaaS 2.6 where it has the option.
+"""
+
+from __future__ import annotations
+
+import os
+
+from oslo_config import cfg
+
+from deepaas_like.model.loading import DEFAULT_NAMESPACE
+from deepaas_like.settings import Settings, default_database_url
+
+MODEL_ENV = "DEEPAAS_V2_MODEL"
+
+server_opts = [
+    cfg.HostAddressOpt("listen-ip", default="127.0.0.1", help="IP address the server listens on."),
+    cfg.PortOpt("listen-port", default=5000, help="Port the server listens on."),
+    cfg.StrOpt("base-path", default="", help="Path prefix of every route, e.g. /deepaas."),
+    cfg.BoolOpt("predict-endpoint", default=True, help="Serve the predict endpoints (402 when off)."),
+    cfg.BoolOpt("train-endpoint", default=True, help="Serve the train endpoints (402 when off)."),
+    cfg.BoolOpt("doc-endpoint", default=True, help="Serve /swagger.json, /openapi.json and Swagger UI at /api."),
+    cfg.BoolOpt("debug-endpoint", default=False, help="Serve recent log lines at /debug."),
+    cfg.BoolOpt("debug", default=False, help="Log at DEBUG and add tracebacks to error responses."),
+    cfg.IntOpt(
+        "client-max-size",
+        default=0,
+        min=0,
+        help="Largest request body accepted, in bytes; larger ones get 413. 0: no limit.",
+    ),
+    cfg.StrOpt("upload-dir", help="Directory for uploaded files while a call runs (default: the system temp dir)."),
+]
+
+model_opts = [
+    cfg.MultiStrOpt(
+        "model-name",
+        default=[],
+        help=f"Model(s) to serve, by entry-point name; repeat or separate with commas. "
+        f"Default: ${MODEL_ENV}, else every installed model.",
+    ),
+    cfg.StrOpt("model-namespace", default=DEFAULT_NAMESPACE, help="Entry-point group that plugins are found in."),
+    cfg.IntOpt("workers", default=1, min=1, help="Worker processes per model for predictions."),
+    cfg.DictOpt("model-workers", default={}, help="Per-model predict workers, e.g. demo:2,other:1; overrides workers."),
+    cfg.IntOpt("train-workers", default=1, min=1, help="Worker processes per model for trainings (started on first use)."),
+    cfg.ListOpt("gpus", default=[], help="GPU ids given to workers round-robin through CUDA_VISIBLE_DEVICES, e.g. 0,1."),
+    cfg.BoolOpt("warm", default=True, help="Call each plugin's warm() in every worker before it takes work."),
+]
+
+jobs_opts = [
+    cfg.StrOpt(
+        "database-url",
+        default=default_database_url(),
+        sample_default="sqlite+aiosqlite:///$XDG_STATE_HOME/deepaas_like/jobs.sqlite",
+        help="SQLAlchemy async URL of the job database (sqlite+aiosqlite:///... or postgresql+psycopg://...).",
+    ),
+]
+
+ALL_OPTS = server_opts + model_opts + jobs_opts
+
+
+def register(conf: cfg.ConfigOpts) -> None:
+    """Register every option as a command-line option of ``conf`` (DEFAULT group)."""
+    conf.register_cli_opts(ALL_OPTS)
+
+
+def model_names(conf: cfg.ConfigOpts) -> tuple[str, ...]:
+    """``--model-name`` values split on commas, else ``$DEEPAAS_V2_MODEL``, else ()."""
+    values = list(conf.model_name) or [os.environ.get(MODEL_ENV, "")]
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def settings(conf: cfg.ConfigOpts) -> Settings:
+    """The :class:`Settings` the parsed configuration describes."""
+    try:
+        model_workers = {name: int(count) for name, count in (conf.model_workers or {}).items()}
+    except ValueError as error:
+        raise cfg.Error(f"model-workers takes name:count pairs: {error}") from error
+    return Settings(
+        model_names=model_names(conf),
+        namespace=conf.model_namespace,
+        base_path=conf.base_path.rstrip("/"),
+        predict_endpoint=conf.predict_endpoint,
+        train_endpoint=conf.train_endpoint,
+        doc_endpoint=conf.doc_endpoint,
+        debug_endpoint=conf.debug_endpoint,
+        debug=conf.debug,
+        workers=conf.workers,
+        model_workers=model_workers,
+        train_workers=conf.train_workers,
+        gpus=tuple(conf.gpus),
+        warm=conf.warm,
+        client_max_size=conf.client_max_size,
+        database_url=conf.database_url,
+        upload_dir=conf.upload_dir,
+    )

@@ -1,0 +1,90 @@
+"""The project's exceptions. Each carries the HTTP status it maps to (see ``api.app``)."""
+
+from __future__ import annotations
+
+
+class DeepaasLikeError(Exception):
+    """Base class: a message a user can act on, and the HTTP status that reports it."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelNotFound(DeepaasLikeError):
+    """No model of that name is served."""
+
+    status = 404
+
+
+class JobNotFound(DeepaasLikeError):
+    """No training (or other job) of that uuid exists for the model."""
+
+    status = 404
+
+
+class EndpointDisabled(DeepaasLikeError):
+    """The endpoint was switched off by configuration (DEEPaaS answers 402)."""
+
+    status = 402
+
+
+class HookNotImplemented(DeepaasLikeError):
+    """The plugin does not define the hook the route needs (``predict``, ``train``)."""
+
+    status = 501
+
+
+class InvalidArguments(DeepaasLikeError):
+    """Request arguments failed validation; ``messages`` is ``{"field": ["message", ...]}``."""
+
+    status = 422
+
+    def __init__(self, messages: dict) -> None:
+        super().__init__("invalid arguments: " + ", ".join(sorted(map(str, messages))))
+        self.messages = messages
+
+
+class NotAcceptable(DeepaasLikeError):
+    """No media type the model can produce matches the request's ``Accept`` header."""
+
+    status = 406
+
+
+class PluginError(DeepaasLikeError):
+    """Plugin code raised; ``error_type`` is the exception's class name."""
+
+    status = 500
+
+    def __init__(self, error_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.traceback = traceback
+
+
+class InvalidPrediction(DeepaasLikeError):
+    """The plugin's prediction does not match its own ``schema``."""
+
+    status = 500
+
+    def __init__(self, messages: dict) -> None:
+        super().__init__("prediction does not match the model's schema: " + str(messages))
+        self.messages = messages
+
+
+class WorkerDied(DeepaasLikeError):
+    """The worker process running the call exited before answering."""
+
+    status = 500
+
+
+class ModelUnavailable(DeepaasLikeError):
+    """The model has no worker able to take work (it failed to start or warm)."""
+
+    status = 503
+
+
+class PluginLoadError(DeepaasLikeError):
+    """A plugin is not installed or failed to import; raised at start-up."""

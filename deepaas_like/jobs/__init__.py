@@ -1,0 +1,1 @@
+"""Training jobs: SQLAlchemy rows that survive restarts, and the code that runs them."""

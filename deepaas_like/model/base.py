@@ -1,0 +1,43 @@
+"""The plugin contract as an abstract base class (DEEPaaS V2's ``BaseModel``).
+
+Plugins need not subclass it: a module with the same functions works. Every hook is
+optional except ``predict`` for the predict endpoint and ``train`` for the train endpoint.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from marshmallow import fields
+
+
+class BaseModel(abc.ABC):
+    """What a model plugin may define; the server calls these in worker processes."""
+
+    #: Optional: ``dict[str, Field]`` or a ``marshmallow.Schema`` subclass that predictions
+    #: are validated against.
+    schema: Any = None
+
+    def warm(self) -> None:
+        """Load weights once per worker, before the worker takes work."""
+
+    def get_metadata(self) -> dict[str, Any]:
+        """Describe the model; merged over ``{"id", "name", "links"}``."""
+        return {}
+
+    def get_predict_args(self) -> dict[str, fields.Field]:
+        """Arguments of :meth:`predict`, as marshmallow fields keyed by argument name."""
+        return {}
+
+    @abc.abstractmethod
+    def predict(self, **kwargs: Any) -> Any:
+        """Return JSON-able data, ``bytes``, a binary file object or a path to a file."""
+
+    def get_train_args(self) -> dict[str, fields.Field]:
+        """Arguments of :meth:`train`, as marshmallow fields keyed by argument name."""
+        return {}
+
+    def train(self, **kwargs: Any) -> Any:
+        """Train; the JSON-able return value becomes the training's ``result.output``."""
+        raise NotImplementedError

@@ -1,0 +1,89 @@
+"""One served model: its description, argument schemas and worker pools."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import marshmallow
+
+from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction
+from deepaas_like.model import args as model_args
+from deepaas_like.model.plugin import FileResult, ModelDescription
+from deepaas_like.workers.base import WorkerPool
+
+
+class ModelWrapper:
+    """A model as the HTTP layer sees it: metadata, schemas, ``predict`` and ``train``.
+
+    Predictions run on ``predict_pool``; trainings on a second pool made by
+    ``make_train_pool`` when the first training starts, so a long training never
+    holds up predictions.
+    """
+
+    def __init__(self, name: str, predict_pool: WorkerPool, make_train_pool: Callable[[], WorkerPool]) -> None:
+        self.name = name
+        self.predict_pool = predict_pool
+        self._make_train_pool = make_train_pool
+        self._train_pool: WorkerPool | None = None
+        self.description: ModelDescription
+        self.predict_schema: type[marshmallow.Schema] | None = None
+        self.train_schema: type[marshmallow.Schema] | None = None
+        self.response_schema: type[marshmallow.Schema] | None = None
+
+    async def start(self) -> None:
+        """Start and warm the predict workers and build the argument schemas from the
+        plugin's description. Raises ``PluginLoadError``.
+        """
+        description = await self.predict_pool.start()
+        self.description = description
+        prefix = "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", self.name) if part)
+        if description.predict_args is not None:
+            self.predict_schema = model_args.build_schema(description.predict_args, f"{prefix}PredictArgs")
+        if description.train_args is not None:
+            self.train_schema = model_args.build_schema(description.train_args, f"{prefix}TrainArgs")
+        if description.response_fields is not None:
+            self.response_schema = model_args.build_schema(description.response_fields, f"{prefix}Response")
+
+    async def stop(self) -> None:
+        await self.predict_pool.stop()
+        if self._train_pool is not None:
+            await self._train_pool.stop()
+
+    def metadata(self) -> dict[str, Any]:
+        """The plugin's metadata merged over ``{"id": name, "name": name}``."""
+        return {"id": self.name, "name": self.name, **self.description.metadata}
+
+    @property
+    def accept_choices(self) -> list[str]:
+        """Media types the ``accept`` argument offers, in the plugin's order (may be [])."""
+        return model_args.accept_choices(self.description.predict_args or {})
+
+    async def predict(self, kwargs: dict[str, Any]) -> Any:
+        """Run ``predict(**kwargs)`` in a worker and check the result against ``schema``.
+
+        Returns JSON-able data, ``bytes`` or a :class:`FileResult`. Raises
+        ``HookNotImplemented``, ``InvalidPrediction`` and whatever the pool raises.
+        """
+        if self.predict_schema is None:
+            raise HookNotImplemented(f"model {self.name!r} does not implement predict()")
+        result = await self.predict_pool.run("predict", kwargs)
+        if self.response_schema is not None and not isinstance(result, (bytes, FileResult)):
+            errors = self.response_schema().validate(result if isinstance(result, dict) else {"": result})
+            if errors:
+                raise InvalidPrediction(errors)
+        return result
+
+    async def train(self, kwargs: dict[str, Any], job_id: str) -> Any:
+        """Run ``train(**kwargs)`` in a training worker; ``job_id`` lets :meth:`kill` stop it."""
+        if self.train_schema is None:
+            raise HookNotImplemented(f"model {self.name!r} does not implement train()")
+        if self._train_pool is None:
+            self._train_pool = self._make_train_pool()
+            await self._train_pool.start()
+        return await self._train_pool.run("train", kwargs, job_id=job_id)
+
+    async def kill(self, job_id: str) -> bool:
+        """Kill the training worker running ``job_id``; False if none is."""
+        return self._train_pool is not None and await self._train_pool.kill(job_id)

@@ -1,0 +1,10 @@
+"""Options for oslo-config-generator (entry point ``oslo.config.opts``: ``deepaas_like``)."""
+
+from __future__ import annotations
+
+from deepaas_like import config
+
+
+def list_opts() -> list[tuple[str, list]]:
+    """Every option, in the DEFAULT group."""
+    return [("DEFAULT", [*config.server_opts, *config.model_opts, *config.jobs_opts])]

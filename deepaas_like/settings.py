@@ -1,0 +1,43 @@
+"""Settings the server runs with, read from configuration once in ``cmd/`` and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from deepaas_like.model.loading import DEFAULT_NAMESPACE
+
+
+def default_database_url() -> str:
+    """A SQLite file in the per-user state directory (``$XDG_STATE_HOME`` or ``~/.local/state``)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return "sqlite+aiosqlite:///" + os.path.join(state, "deepaas_like", "jobs.sqlite")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the server needs; defaults are DEEPaaS's where it has the option.
+
+    ``client_max_size`` is in bytes (0: unlimited); ``model_workers`` maps a model name to
+    its number of predict workers, overriding ``workers``.
+    """
+
+    model_names: tuple[str, ...] = ()
+    namespace: str = DEFAULT_NAMESPACE
+    base_path: str = ""
+    predict_endpoint: bool = True
+    train_endpoint: bool = True
+    doc_endpoint: bool = True
+    debug_endpoint: bool = False
+    debug: bool = False
+    workers: int = 1
+    model_workers: dict[str, int] = dataclasses.field(default_factory=dict)
+    train_workers: int = 1
+    gpus: tuple[str, ...] = ()
+    warm: bool = True
+    client_max_size: int = 0
+    database_url: str = dataclasses.field(default_factory=default_database_url)
+    upload_dir: str | None = None
+
+    def workers_for(self, model: str) -> int:
+        return self.model_workers.get(model, self.workers)

@@ -1,0 +1,41 @@
+"""The interface every worker pool implements (local processes now, Ray actors later)."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from deepaas_like.model.plugin import ModelDescription
+
+
+class WorkerPool(abc.ABC):
+    """Warmed workers of one model; each runs one call at a time."""
+
+    description: ModelDescription
+
+    @abc.abstractmethod
+    async def start(self) -> ModelDescription:
+        """Start every worker, warm it, and return the plugin's description.
+
+        Raises ``PluginLoadError`` when the plugin cannot be imported or warmed.
+        """
+
+    @abc.abstractmethod
+    async def run(self, hook: str, kwargs: dict[str, Any], job_id: str | None = None) -> Any:
+        """Run ``hook(**kwargs)`` on a free worker, waiting for one; returns its result.
+
+        ``job_id`` names the call so that :meth:`kill` can stop it. Raises
+        ``PluginError``, ``InvalidArguments`` (the plugin raised a marshmallow
+        ValidationError), ``WorkerDied`` or ``ModelUnavailable``.
+        """
+
+    @abc.abstractmethod
+    async def kill(self, job_id: str) -> bool:
+        """Stop the call ``job_id`` by killing its worker (replaced by a fresh one).
+
+        Returns False when no such call is running.
+        """
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop every worker."""
