@@ -64,9 +64,9 @@ def register(conf: cfg.ConfigOpts) -> None:
     conf.register_cli_opts(ALL_OPTS)
 
 
-def model_names(conf: cfg.ConfigOpts) -> tuple[str, ...]:
+def model_names(values: list[str]) -> tuple[str, ...]:
     """``--model-name`` values split on commas, else ``$DEEPAAS_V2_MODEL``, else ()."""
-    values = list(conf.model_name) or [os.environ.get(MODEL_ENV, "")]
+    values = list(values) or [os.environ.get(MODEL_ENV, "")]
     return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
 
 
@@ -77,7 +77,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
     except ValueError as error:
         raise cfg.Error(f"model-workers takes name:count pairs: {error}") from error
     return Settings(
-        model_names=model_names(conf),
+        model_names=model_names(conf.model_name),
         namespace=conf.model_namespace,
         base_path=conf.base_path.rstrip("/"),
         predict_endpoint=conf.predict_endpoint,

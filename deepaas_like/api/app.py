@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.web_middlewares import normalize_path_middleware
+from aiohttp_apigami.constants import SWAGGER_DICT
 
 from deepaas_like.api import openapi
 from deepaas_like.api.keys import MODELS, SETTINGS, TRAININGS
@@ -114,7 +115,7 @@ _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
 
 
 async def _openapi_document(request: web.Request) -> web.StreamResponse:
-    return await request.app.router["swagger.spec"].handler(request)
+    return web.json_response(request.app[SWAGGER_DICT])
 
 
 async def _redirect_to_ui(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,179 @@
+"""Shared fixtures: real ``deepaas-like-run`` servers on 127.0.0.1 and test plugins made
+discoverable through real entry points (a ``.dist-info`` folder on ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+NAMESPACE = "deepaas.v2.model"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def png_bytes(size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (10, 200, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ServerURL(str):
+    """The base URL of a running server ("http://127.0.0.1:PORT"), with its process,
+    upload directory and database URL; :meth:`stop` ends it with SIGINT.
+    """
+
+    process: subprocess.Popen
+    upload_dir: Path
+    database_url: str
+    log: Path
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(
+    models: Sequence[str],
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+    database_url: str | None = None,
+    timeout: float = 120.0,
+) -> ServerURL:
+    """Start ``deepaas-like-run`` and wait until ``GET /`` answers; raise with its log if it exits."""
+    port = free_port()
+    upload_dir = workdir / f"uploads-{port}"
+    upload_dir.mkdir(parents=True)
+    database_url = database_url or f"sqlite+aiosqlite:///{workdir / 'jobs.sqlite'}"
+    command = [
+        shutil.which("deepaas-like-run") or "deepaas-like-run",
+        "--listen-ip", "127.0.0.1",
+        "--listen-port", str(port),
+        "--database-url", database_url,
+        "--upload-dir", str(upload_dir),
+        *(f"--model-name={name}" for name in models),
+        *args,
+    ]
+    log = workdir / f"server-{port}.log"
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    url = ServerURL(f"http://127.0.0.1:{port}")
+    url.process, url.upload_dir, url.database_url, url.log = process, upload_dir, database_url, log
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            requests.get(url + "/", timeout=1)
+            return url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server did not answer within {timeout} s:\n{log.read_text()}")
+
+
+class ServerFactory:
+    """Starts servers in ``workdir``; :meth:`close` stops them and checks no upload is left."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.servers: list[ServerURL] = []
+
+    def __call__(self, *models: str, env: dict[str, str] | None = None, args: Sequence[str] = (), database_url: str | None = None) -> ServerURL:
+        server = start_server(models, self.workdir, env=env, args=args, database_url=database_url)
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        for server in self.servers:
+            assert list(server.upload_dir.iterdir()) == [], f"uploads left behind in {server.upload_dir}"
+
+
+@pytest.fixture
+def run_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Factory: ``run_server(*model_names, env=None, args=())`` -> :class:`ServerURL`.
+
+    Every server started is stopped at teardown, and must have left no upload behind.
+    """
+    factory = ServerFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """Like :func:`run_server`, for servers shared by the tests of one module."""
+    factory = ServerFactory(tmp_path_factory.mktemp("servers"))
+    yield factory
+    factory.close()
+
+
+def make_plugin_site(site: Path, plugins: dict[str, str]) -> dict[str, str]:
+    """Make ``plugins`` (entry-point name -> ``module`` or ``module:Class`` in
+    tests/fixtures/plugins) discoverable; returns the env that exposes them.
+    """
+    dist = site / "deepaas_like_test_plugins-0.0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: deepaas-like-test-plugins\nVersion: 0.0\n")
+    lines = [f"[{NAMESPACE}]"] + [f"{name} = {target}" for name, target in plugins.items()]
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    path = os.pathsep.join([str(site), str(FIXTURE_PLUGINS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {"PYTHONPATH": path}
+
+
+TEST_PLUGINS = {
+    "deepaas_style": "deepaas_style",
+    "class_style": "class_style:Model",
+    "failing": "failing",
+    "predict_only": "predict_only",
+    "broken": "broken",
+}
+
+
+@pytest.fixture
+def plugin_env(tmp_path: Path) -> dict[str, str]:
+    """Env (``PYTHONPATH``) under which the test plugins in tests/fixtures/plugins are installed."""
+    return make_plugin_site(tmp_path / "site", TEST_PLUGINS)
+
+
+@pytest.fixture
+def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install the test plugins for this process (and the workers it spawns)."""
+    env = make_plugin_site(tmp_path / "site", TEST_PLUGINS)
+    for entry in reversed(env["PYTHONPATH"].split(os.pathsep)):
+        monkeypatch.syspath_prepend(entry)
+    monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Plugins under test must not reach a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    sys.dont_write_bytecode = True
