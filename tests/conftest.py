@@ -135,14 +135,14 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFa
     factory.close()
 
 
-def make_plugin_site(site: Path, plugins: dict[str, str]) -> dict[str, str]:
+def make_plugin_site(site: Path, plugins: dict[str, str], namespace: str = NAMESPACE) -> dict[str, str]:
     """Make ``plugins`` (entry-point name -> ``module`` or ``module:Class`` in
     tests/fixtures/plugins) discoverable; returns the env that exposes them.
     """
     dist = site / "deepaas_like_test_plugins-0.0.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: deepaas-like-test-plugins\nVersion: 0.0\n")
-    lines = [f"[{NAMESPACE}]"] + [f"{name} = {target}" for name, target in plugins.items()]
+    lines = [f"[{namespace}]"] + [f"{name} = {target}" for name, target in plugins.items()]
     (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
     path = os.pathsep.join([str(site), str(FIXTURE_PLUGINS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return {"PYTHONPATH": path}

@@ -1,0 +1,52 @@
+"""Accept header parsing and media-type choice (RFC 9110, section 12.5.1)."""
+
+import pytest
+
+from deepaas_like.api.negotiation import best_match, choose_media_type, is_json, parse_accept, quality
+from deepaas_like.exceptions import NotAcceptable
+
+OFFERED = ["application/json", "image/png", "application/zip"]
+
+
+def test_parse_accept_reads_q_values_and_skips_garbage():
+    ranges = parse_accept("image/png;q=0.5, text/*;level=1, bogus, */*;q=abc")
+    assert [(r.type, r.subtype, r.q) for r in ranges] == [("image", "png", 0.5), ("text", "*", 1.0), ("*", "*", 0.0)]
+
+
+def test_most_specific_range_sets_the_quality():
+    ranges = parse_accept("image/*;q=0.9, image/png;q=0.1")
+    assert quality(ranges, "image/png") == 0.1
+    assert quality(ranges, "image/jpeg") == 0.9
+    assert quality(ranges, "application/json") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("image/png", "image/png"),
+        ("application/zip;q=0.9, image/png;q=0.8", "application/zip"),
+        ("*/*", "application/json"),
+        ("image/*, application/json;q=0.5", "image/png"),
+        ("image/png;q=0, */*;q=0.1", "application/json"),
+        ("APPLICATION/ZIP", "application/zip"),
+        ("text/csv", None),
+        ("*/*;q=0", None),
+    ],
+)
+def test_best_match(header, expected):
+    assert best_match(header, OFFERED) == expected
+
+
+def test_choose_media_type_precedence():
+    assert choose_media_type("image/png", "application/zip", OFFERED, "application/json") == "application/zip"
+    assert choose_media_type("image/png", None, OFFERED, "application/json") == "image/png"
+    assert choose_media_type(None, None, OFFERED, "application/zip") == "application/zip"
+    assert choose_media_type("*/*", None, OFFERED, None) == "application/json"
+    assert choose_media_type("text/csv", None, [], None) is None, "models without accept answer JSON"
+    with pytest.raises(NotAcceptable, match="text/csv"):
+        choose_media_type("text/csv", None, OFFERED, None)
+
+
+def test_is_json():
+    assert is_json("application/json") and is_json("application/problem+json; charset=utf-8") and is_json(None)
+    assert not is_json("image/png")

@@ -1,0 +1,70 @@
+"""Persistent worker processes: warm once, answer calls, survive plugin crashes, be killed."""
+
+import asyncio
+import os
+
+import pytest
+
+from deepaas_like.exceptions import InvalidArguments, PluginError, PluginLoadError, WorkerDied
+from deepaas_like.workers.process import ProcessWorkerPool
+
+
+async def test_workers_warm_once_and_answer(plugin_path):
+    pool = ProcessWorkerPool("class_style", "deepaas.v2.model", size=2)
+    description = await pool.start()
+    try:
+        assert description.metadata["warmed"] is True
+        results = await asyncio.gather(*(pool.run("predict", {"x": i}) for i in range(8)))
+        assert [r["double"] for r in results] == [2 * i for i in range(8)]
+        pids = {r["pid"] for r in results}
+        assert len(pids) == 2 and os.getpid() not in pids
+    finally:
+        await pool.stop()
+
+
+async def test_plugin_errors_come_back_typed(plugin_path):
+    pool = ProcessWorkerPool("failing", "deepaas.v2.model")
+    await pool.start()
+    try:
+        with pytest.raises(PluginError, match="RuntimeError: the model broke") as caught:
+            await pool.run("predict", {"how": "raise"})
+        assert "Traceback" in caught.value.traceback
+        with pytest.raises(InvalidArguments) as invalid:
+            await pool.run("predict", {"how": "invalid"})
+        assert invalid.value.messages == {"how": ["this input makes no sense"]}
+        with pytest.raises(WorkerDied, match="exited with code 3"):
+            await pool.run("predict", {"how": "exit"})
+        assert await pool.run("predict", {"how": "ok"}) == {"value": 1}, "a fresh worker replaced the dead one"
+    finally:
+        await pool.stop()
+
+
+async def test_kill_stops_the_call_and_the_worker_is_replaced(plugin_path):
+    pool = ProcessWorkerPool("deepaas_style", "deepaas.v2.model")
+    await pool.start()
+    try:
+        call = asyncio.create_task(pool.run("train", {"sleep": 30}, job_id="job"))
+        await asyncio.sleep(0.5)
+        assert await pool.kill("job") is True
+        with pytest.raises(WorkerDied, match="SIGKILL"):
+            await asyncio.wait_for(call, 10)
+        assert await pool.kill("job") is False
+        assert await asyncio.wait_for(pool.run("train", {"sleep": 0}), 60) == {"slept": 0}
+    finally:
+        await pool.stop()
+
+
+async def test_gpus_are_assigned_round_robin(plugin_path):
+    pool = ProcessWorkerPool("class_style", "deepaas.v2.model", size=2, gpus=["3", "5"])
+    await pool.start()
+    try:
+        results = await asyncio.gather(*(pool.run("predict", {"x": i}) for i in range(4)))
+        assert {(r["pid"], r["gpu"]) for r in results} == {(results[0]["pid"], results[0]["gpu"]), (results[1]["pid"], results[1]["gpu"])}
+        assert sorted({r["gpu"] for r in results}) == ["3", "5"]
+    finally:
+        await pool.stop()
+
+
+async def test_a_plugin_that_cannot_load_fails_start(plugin_path):
+    with pytest.raises(PluginLoadError, match="ModuleNotFoundError"):
+        await ProcessWorkerPool("broken", "deepaas.v2.model").start()
