@@ -192,3 +192,18 @@ def test_uploads_are_deleted_after_each_call(demo):
         requests.post(demo + PREDICT, files={"image": png_bytes()}, data={"accept": accept})
     requests.post(demo + PREDICT, files={"image": ("x.txt", b"not an image")})
     assert list(demo.upload_dir.iterdir()) == []
+
+
+def test_body_over_client_max_size_is_413_and_leaves_nothing(run_server):
+    server = run_server("demo", args=["--client-max-size", "2000"])
+    answer = requests.post(server + PREDICT, files={"image": ("big.png", b"x" * 50_000)})
+    assert answer.status_code == 413 and "client-max-size" in answer.json()["message"]
+    assert list(server.upload_dir.iterdir()) == []
+    assert requests.post(server + PREDICT, files={"image": png_bytes((8, 8))}).status_code == 200
+
+
+def test_json_body_and_query_string_arguments(demo):
+    answer = requests.post(demo + "/v2/models/demo/train/?epochs=2", json={"learning_rate": 0.5})
+    assert answer.json()["args"]["epochs"] == 2 and answer.json()["args"]["learning_rate"] == 0.5
+    bad = requests.post(demo + TRAIN, data="{not json", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 422 and "_body" in bad.json()
