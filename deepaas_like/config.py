@@ -44,6 +44,18 @@ model_opts = [
     cfg.DictOpt("model-workers", default={}, help="Per-model predict workers, e.g. demo:2,other:1; overrides workers."),
     cfg.IntOpt("train-workers", default=1, min=1, help="Worker processes per model for trainings (started on first use)."),
     cfg.ListOpt("gpus", default=[], help="GPU ids given to workers round-robin through CUDA_VISIBLE_DEVICES, e.g. 0,1."),
+    cfg.IntOpt(
+        "max-batch-size",
+        default=8,
+        min=1,
+        help="Most requests grouped into one predict_batch() call, for plugins that have it. 1: no batching.",
+    ),
+    cfg.FloatOpt(
+        "batch-wait-ms",
+        default=5.0,
+        min=0,
+        help="Longest a request waits for others to join its batch, in milliseconds.",
+    ),
     cfg.BoolOpt("warm", default=True, help="Call each plugin's warm() in every worker before it takes work."),
 ]
 
@@ -88,6 +100,8 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         workers=conf.workers,
         model_workers=model_workers,
         train_workers=conf.train_workers,
+        max_batch_size=conf.max_batch_size,
+        batch_wait_ms=conf.batch_wait_ms,
         gpus=tuple(conf.gpus),
         warm=conf.warm,
         client_max_size=conf.client_max_size,

@@ -33,6 +33,8 @@ class Settings:
     workers: int = 1
     model_workers: dict[str, int] = dataclasses.field(default_factory=dict)
     train_workers: int = 1
+    max_batch_size: int = 8
+    batch_wait_ms: float = 5.0
     gpus: tuple[str, ...] = ()
     warm: bool = True
     client_max_size: int = 0

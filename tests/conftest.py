@@ -154,6 +154,7 @@ TEST_PLUGINS = {
     "failing": "failing",
     "predict_only": "predict_only",
     "broken": "broken",
+    "batching": "batching",
 }
 
 

@@ -108,7 +108,15 @@ def _make_model(name: str, settings: Settings) -> ModelWrapper:
     def pool(size: int) -> ProcessWorkerPool:
         return ProcessWorkerPool(name, settings.namespace, size=size, warm=settings.warm, gpus=list(settings.gpus))
 
-    return ModelWrapper(name, pool(settings.workers_for(name)), lambda: pool(settings.train_workers))
+    workers = settings.workers_for(name)
+    return ModelWrapper(
+        name,
+        pool(workers),
+        lambda: pool(settings.train_workers),
+        workers=workers,
+        max_batch_size=settings.max_batch_size,
+        batch_wait=settings.batch_wait_ms / 1000,
+    )
 
 
 _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)

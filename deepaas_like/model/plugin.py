@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import traceback
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -103,6 +104,36 @@ class Plugin:
         if hook == "predict_batch":
             return function(kwargs["batch"])
         return function(**kwargs)
+
+    def outcome(self, hook: str, kwargs: dict[str, Any]) -> tuple:
+        """Run a hook and report how it went, in a form that crosses processes:
+        ``("ok", result)``, ``("invalid", {"field": [...]})`` for a marshmallow
+        ValidationError, or ``("error", type_name, message, traceback)``.
+        ``predict_batch`` reports ``("ok", [outcome, ...])``, one outcome per request.
+        """
+        if hook == "predict_batch":
+            return ("ok", self._batch_outcomes(kwargs["batch"]))
+        try:
+            return ("ok", to_transport(self.call(hook, kwargs)))
+        except marshmallow.ValidationError as error:
+            messages = error.normalized_messages()
+            return ("invalid", messages if isinstance(messages, dict) else {"_schema": messages})
+        except Exception as error:  # noqa: BLE001 - plugin errors go back to the caller
+            return ("error", type(error).__name__, str(error), traceback.format_exc())
+
+    def _batch_outcomes(self, batch: list[dict[str, Any]]) -> list[tuple]:
+        # A batch that fails as a whole is run again one request at a time, so that only
+        # the request at fault fails.
+        try:
+            results = self.call("predict_batch", {"batch": batch})
+            if len(results) != len(batch):
+                raise ValueError(f"predict_batch returned {len(results)} results for {len(batch)} requests")
+        except Exception:  # noqa: BLE001
+            return [self.outcome("predict", kwargs) for kwargs in batch]
+        return [
+            ("error", type(r).__name__, str(r), "") if isinstance(r, Exception) else ("ok", to_transport(r))
+            for r in results
+        ]
 
 
 def to_transport(result: Any) -> Any:

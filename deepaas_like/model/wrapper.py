@@ -12,6 +12,7 @@ from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction
 from deepaas_like.model import args as model_args
 from deepaas_like.model.plugin import FileResult, ModelDescription
 from deepaas_like.workers.base import WorkerPool
+from deepaas_like.workers.batching import Batcher
 
 
 class ModelWrapper:
@@ -19,12 +20,25 @@ class ModelWrapper:
 
     Predictions run on ``predict_pool``; trainings on a second pool made by
     ``make_train_pool`` when the first training starts, so a long training never
-    holds up predictions.
+    holds up predictions. A plugin with ``predict_batch`` gets dynamic batching when
+    ``max_batch_size`` is 2 or more (``batch_wait`` in seconds).
     """
 
-    def __init__(self, name: str, predict_pool: WorkerPool, make_train_pool: Callable[[], WorkerPool]) -> None:
+    def __init__(
+        self,
+        name: str,
+        predict_pool: WorkerPool,
+        make_train_pool: Callable[[], WorkerPool],
+        workers: int = 1,
+        max_batch_size: int = 1,
+        batch_wait: float = 0.0,
+    ) -> None:
         self.name = name
         self.predict_pool = predict_pool
+        self._workers = workers
+        self._max_batch_size = max_batch_size
+        self._batch_wait = batch_wait
+        self.batcher: Batcher | None = None
         self._make_train_pool = make_train_pool
         self._train_pool: WorkerPool | None = None
         self.description: ModelDescription
@@ -45,8 +59,12 @@ class ModelWrapper:
             self.train_schema = model_args.build_schema(description.train_args, f"{prefix}TrainArgs")
         if description.response_fields is not None:
             self.response_schema = model_args.build_schema(description.response_fields, f"{prefix}Response")
+        if description.batch and self._max_batch_size >= 2:
+            self.batcher = Batcher(self.predict_pool, self._workers, self._max_batch_size, self._batch_wait)
 
     async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
         await self.predict_pool.stop()
         if self._train_pool is not None:
             await self._train_pool.stop()
@@ -68,7 +86,10 @@ class ModelWrapper:
         """
         if self.predict_schema is None:
             raise HookNotImplemented(f"model {self.name!r} does not implement predict()")
-        result = await self.predict_pool.run("predict", kwargs)
+        if self.batcher is not None:
+            result = await self.batcher.submit(kwargs)
+        else:
+            result = await self.predict_pool.run("predict", kwargs)
         if self.response_schema is not None and not isinstance(result, (bytes, FileResult)):
             errors = self.response_schema().validate(result if isinstance(result, dict) else {"": result})
             if errors:

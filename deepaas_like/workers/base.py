@@ -5,7 +5,17 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from deepaas_like.exceptions import InvalidArguments, PluginError
 from deepaas_like.model.plugin import ModelDescription
+
+
+def unwrap(outcome: tuple) -> Any:
+    """The result of a :meth:`Plugin.outcome`, or the project exception it stands for."""
+    if outcome[0] == "ok":
+        return outcome[1]
+    if outcome[0] == "invalid":
+        raise InvalidArguments(outcome[1])
+    raise PluginError(outcome[1], outcome[2], outcome[3])
 
 
 class WorkerPool(abc.ABC):

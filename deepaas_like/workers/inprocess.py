@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import marshmallow
-
-from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
-from deepaas_like.model.plugin import ModelDescription, Plugin, to_transport
-from deepaas_like.workers.base import WorkerPool
+from deepaas_like.model.plugin import ModelDescription, Plugin
+from deepaas_like.workers.base import WorkerPool, unwrap
 
 
 class InProcessPool(WorkerPool):
@@ -32,15 +29,7 @@ class InProcessPool(WorkerPool):
     async def run(self, hook: str, kwargs: dict[str, Any], job_id: str | None = None) -> Any:
         assert self.plugin is not None, "start() first"
         async with self._lock:
-            try:
-                return to_transport(await asyncio.to_thread(self.plugin.call, hook, kwargs))
-            except marshmallow.ValidationError as error:
-                messages = error.normalized_messages()
-                raise InvalidArguments(messages if isinstance(messages, dict) else {"_schema": messages}) from error
-            except DeepaasLikeError:
-                raise
-            except Exception as error:  # noqa: BLE001 - reported like a worker's error
-                raise PluginError(type(error).__name__, str(error)) from error
+            return unwrap(await asyncio.to_thread(self.plugin.outcome, hook, kwargs))
 
     async def kill(self, job_id: str) -> bool:
         return False  # a call in this process cannot be killed without killing the caller

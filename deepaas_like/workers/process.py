@@ -17,17 +17,9 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-import marshmallow
-
-from deepaas_like.exceptions import (
-    InvalidArguments,
-    ModelUnavailable,
-    PluginError,
-    PluginLoadError,
-    WorkerDied,
-)
-from deepaas_like.model.plugin import ModelDescription, Plugin, to_transport
-from deepaas_like.workers.base import WorkerPool
+from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, WorkerDied
+from deepaas_like.model.plugin import ModelDescription, Plugin
+from deepaas_like.workers.base import WorkerPool, unwrap
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -53,17 +45,7 @@ def serve(connection: Connection, name: str, namespace: str, warm: bool, env: di
         if message is None:
             return
         hook, kwargs = message
-        try:
-            connection.send(("ok", to_transport(plugin.call(hook, kwargs))))
-        except marshmallow.ValidationError as error:
-            connection.send(("invalid", _field_messages(error)))
-        except Exception as error:  # noqa: BLE001 - plugin errors go back to the caller
-            connection.send(("error", type(error).__name__, str(error), traceback.format_exc()))
-
-
-def _field_messages(error: marshmallow.ValidationError) -> dict[str, Any]:
-    messages = error.normalized_messages()
-    return messages if isinstance(messages, dict) else {"_schema": messages}
+        connection.send(plugin.outcome(hook, kwargs))
 
 
 class _Worker:
@@ -204,12 +186,7 @@ class ProcessWorkerPool(WorkerPool):
             if job_id is not None:
                 self._running.pop(job_id, None)
             self._release(worker)
-        kind = reply[0]
-        if kind == "ok":
-            return reply[1]
-        if kind == "invalid":
-            raise InvalidArguments(reply[1])
-        raise PluginError(reply[1], reply[2], reply[3])
+        return unwrap(reply)
 
     def _release(self, worker: _Worker) -> None:
         if worker.alive:

@@ -1,0 +1,89 @@
+"""Dynamic batching: concurrent predictions of one model grouped into ``predict_batch`` calls.
+
+A batch is formed only once a worker is free to take it, so requests that arrive while every
+worker is busy wait together and leave as one batch. The first request of a batch waits at
+most ``wait`` seconds for company; a batch holds at most ``max_size`` requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from deepaas_like.workers.base import WorkerPool, unwrap
+
+
+class Batcher:
+    """Groups ``submit`` calls into batches run on ``pool`` with ``workers`` batches at once.
+
+    ``sizes`` records every batch's size, for tests and metrics.
+    """
+
+    def __init__(self, pool: WorkerPool, workers: int, max_size: int, wait: float) -> None:
+        if max_size < 2:
+            raise ValueError(f"a batch needs room for two requests, not {max_size}")
+        self.pool = pool
+        self.max_size = max_size
+        self.wait = wait
+        self.sizes: list[int] = []
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]] = asyncio.Queue()
+        self._free = asyncio.Semaphore(workers)
+        self._loop_task: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+
+    async def submit(self, kwargs: dict[str, Any]) -> Any:
+        """Predict for one request as part of a batch; raises what ``predict`` would."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._form_batches())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((kwargs, future))
+        return await future
+
+    async def _form_batches(self) -> None:
+        while True:
+            await self._free.acquire()
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self.wait
+            while len(batch) < self.max_size:
+                remaining = deadline - time.monotonic()
+                if self._queue.empty() and remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get_nowait() if not self._queue.empty() else await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            batch = [(kwargs, future) for kwargs, future in batch if not future.done()]
+            if not batch:
+                self._free.release()
+                continue
+            task = asyncio.create_task(self._run(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _run(self, batch: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
+        self.sizes.append(len(batch))
+        try:
+            outcomes = await self.pool.run("predict_batch", {"batch": [kwargs for kwargs, _ in batch]})
+        except Exception as error:  # noqa: BLE001 - the worker died: every request of the batch fails
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        finally:
+            self._free.release()
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            try:
+                future.set_result(unwrap(outcome))
+            except Exception as error:  # noqa: BLE001 - this request's own failure
+                future.set_exception(error)
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._loop_task, *self._batches) if t is not None]
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
