@@ -43,7 +43,8 @@ class InvalidArguments(DeepaasLikeError):
     status = 422
 
     def __init__(self, messages: dict) -> None:
-        super().__init__("invalid arguments: " + ", ".join(sorted(map(str, messages))))
+        details = "; ".join(f"{field}: {_text(text)}" for field, text in sorted(messages.items(), key=lambda item: str(item[0])))
+        super().__init__(f"invalid arguments: {details}")
         self.messages = messages
 
 
@@ -88,3 +89,11 @@ class ModelUnavailable(DeepaasLikeError):
 
 class PluginLoadError(DeepaasLikeError):
     """A plugin is not installed or failed to import; raised at start-up."""
+
+
+def _text(messages: object) -> str:
+    if isinstance(messages, (list, tuple)):
+        return " ".join(map(_text, messages))
+    if isinstance(messages, dict):
+        return "; ".join(f"{key}: {_text(value)}" for key, value in messages.items())
+    return str(messages)

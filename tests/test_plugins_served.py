@@ -32,7 +32,9 @@ def test_deepaas_documented_plugin_serves_unchanged(server):
     url = server + "/v2/models/deepaas_style/predict/"
     answer = requests.post(url, files={"data": ("in.bin", b"abcd")}, data={"labels": ["x", "y"]})
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"filename": "in.bin", "size": 4, "label": "x", "labels": ["x", "y"], "threshold": 0.5}
+    assert answer.json() == {"filename": "in.bin", "size": 4, "label": "x", "labels": ["x", "y"], "threshold": 0.5, "extra": None}
+    with_extra = requests.post(url, files={"data": b"ab", "extra": ("second.txt", b"2")})
+    assert with_extra.json()["extra"] == "second.txt"
     metadata = requests.get(server + "/v2/models/deepaas_style/").json()
     assert metadata["author"] == "Jane Doe" and metadata["id"] == "deepaas_style"
     png = requests.post(url, files={"data": b"abc"}, headers={"Accept": "image/png"})

@@ -146,11 +146,12 @@ async def parse_arguments(request: web.Request, schema: type[marshmallow.Schema]
     request[_RAW] = raw
     instance = schema()
     loaded = await parser.parse(instance, request, location="request", unknown=marshmallow.EXCLUDE)
+    sent = set(raw.keys())
     not_files = {
         name: ["must be an uploaded file (multipart/form-data)"]
         for name, field in instance.fields.items()
-        if is_file_field(field) and name in loaded and not isinstance(loaded[name], UploadedFile)
+        if is_file_field(field) and name in sent and not isinstance(loaded.get(name), UploadedFile)
     }
     if not_files:
         raise InvalidArguments(not_files)
-    return loaded, set(raw.keys())
+    return loaded, sent

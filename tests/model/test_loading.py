@@ -34,10 +34,10 @@ def test_load_module_and_class(plugin_path):
 def test_describe_survives_pickling(plugin_path):
     description = Plugin.load("deepaas_style").describe()
     copy = pickle.loads(ForkingPickler.dumps(description))  # as a worker sends it
-    assert set(copy.predict_args) == {"data", "threshold", "labels", "accept"}
+    assert set(copy.predict_args) == {"data", "extra", "threshold", "labels", "accept"}
     assert copy.predict_args["threshold"].load_default == 0.5
     assert copy.train_args["sleep"].load_default is marshmallow.missing
-    assert set(copy.response_fields) == {"filename", "size", "label", "labels", "threshold"}
+    assert set(copy.response_fields) == {"filename", "size", "label", "labels", "threshold", "extra"}
     assert copy.metadata["author"] == "Jane Doe" and copy.batch is False
 
 

@@ -1,0 +1,1 @@
+"""deepaas_like example plugin: text classification on MiniLM sentence embeddings."""
