@@ -6,6 +6,7 @@ Option names and defaults follow DEEPaaS 2.6 where it has the option.
 from __future__ import annotations
 
 import os
+import socket
 
 from oslo_config import cfg
 
@@ -66,6 +67,24 @@ jobs_opts = [
         sample_default="sqlite+aiosqlite:///$XDG_STATE_HOME/deepaas_like/jobs.sqlite",
         help="SQLAlchemy async URL of the job database (sqlite+aiosqlite:///... or postgresql+psycopg://...).",
     ),
+    cfg.StrOpt(
+        "instance-name",
+        sample_default="<hostname>:<listen-port>",
+        help="Name of this server among those sharing the job database; jobs it was running "
+        "when it stopped are reported as interrupted when it starts again. Default: host:port.",
+    ),
+    cfg.FloatOpt(
+        "job-poll-interval",
+        default=0.5,
+        min=0.01,
+        help="Seconds between looks at the database for queued jobs and cancels from other instances.",
+    ),
+    cfg.FloatOpt(
+        "job-retention-hours",
+        default=0,
+        min=0,
+        help="Finished jobs and their stored results are deleted after this many hours. 0: kept forever.",
+    ),
 ]
 
 ALL_OPTS = server_opts + model_opts + jobs_opts
@@ -107,4 +126,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         client_max_size=conf.client_max_size,
         database_url=conf.database_url,
         upload_dir=conf.upload_dir,
+        instance=conf.instance_name or f"{socket.gethostname()}:{conf.listen_port}",
+        job_poll_interval=conf.job_poll_interval,
+        job_retention_hours=conf.job_retention_hours,
     )

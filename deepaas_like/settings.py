@@ -19,7 +19,8 @@ class Settings:
     """Everything the server needs; defaults are DEEPaaS's where it has the option.
 
     ``client_max_size`` is in bytes (0: unlimited); ``model_workers`` maps a model name to
-    its number of predict workers, overriding ``workers``.
+    its number of predict workers, overriding ``workers``. ``instance`` names this server
+    among those sharing a job database; ``job_poll_interval`` is in seconds.
     """
 
     model_names: tuple[str, ...] = ()
@@ -40,6 +41,9 @@ class Settings:
     client_max_size: int = 0
     database_url: str = dataclasses.field(default_factory=default_database_url)
     upload_dir: str | None = None
+    instance: str = "deepaas_like"
+    job_poll_interval: float = 0.5
+    job_retention_hours: float = 0.0
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)

@@ -155,6 +155,7 @@ TEST_PLUGINS = {
     "predict_only": "predict_only",
     "broken": "broken",
     "batching": "batching",
+    "slow": "slow",
 }
 
 
@@ -171,6 +172,58 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for entry in reversed(env["PYTHONPATH"].split(os.pathsep)):
         monkeypatch.syspath_prepend(entry)
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
+
+
+POSTGRES_URL_ENV = "DEEPAAS_LIKE_TEST_POSTGRES_URL"
+REQUIRE_POSTGRES_ENV = "DEEPAAS_LIKE_REQUIRE_POSTGRES"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str | None]:
+    """Base URL of a real PostgreSQL: ``$DEEPAAS_LIKE_TEST_POSTGRES_URL``, else a throwaway
+    cluster on 127.0.0.1 started by scripts/postgres-throwaway.sh (Debian's PostgreSQL, as
+    root), else None.
+    """
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url:
+        yield url
+        return
+    if os.geteuid() != 0 or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        yield None
+        return
+    script = ROOT / "scripts" / "postgres-throwaway.sh"
+    started = subprocess.run(
+        ["bash", str(script)], env={**os.environ, "PGPORT_THROWAWAY": str(free_port())},
+        capture_output=True, text=True, check=True,
+    )
+    url, directory = started.stdout.split()
+    yield url
+    subprocess.run(["bash", str(script), "stop", directory], check=False)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty job database: a SQLite file, or a new database on real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'jobs.sqlite'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    if server is None:
+        message = f"no PostgreSQL here: set {POSTGRES_URL_ENV} or install Debian's postgresql and run as root"
+        if os.environ.get(REQUIRE_POSTGRES_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    import psycopg
+
+    name = f"deepaas_like_test_{os.urandom(6).hex()}"
+    admin = server.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield server.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -13,11 +13,12 @@ from aiohttp.web_middlewares import normalize_path_middleware
 from aiohttp_apigami.constants import SWAGGER_DICT
 
 from deepaas_like.api import openapi
-from deepaas_like.api.keys import MODELS, SETTINGS, TRAININGS
+from deepaas_like.api.keys import JOBS, MODELS, SETTINGS
 from deepaas_like.api.v2 import handlers
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
 from deepaas_like.jobs.store import JobStore
-from deepaas_like.jobs.trainings import Trainings
+from deepaas_like.jobs.models import PREDICT, TRAIN
+from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.model.wrapper import ModelWrapper
 from deepaas_like.settings import Settings
@@ -38,10 +39,15 @@ def add_routes(app: web.Application, settings: Settings) -> None:
             web.get(prefix + "/v2/models/", handlers.list_models),
             web.get(model + "/", handlers.get_model),
             web.post(model + "/predict/", handlers.predict),
+            web.get(model + "/predict/", handlers.list_predictions),
+            web.get(model + "/predict/{uuid}", handlers.get_prediction),
+            web.delete(model + "/predict/{uuid}", handlers.cancel_prediction),
+            web.get(model + "/predict/{uuid}/events", handlers.prediction_events),
             web.post(model + "/train/", handlers.start_training),
             web.get(model + "/train/", handlers.list_trainings),
             web.get(model + "/train/{uuid}", handlers.get_training),
             web.delete(model + "/train/{uuid}", handlers.cancel_training),
+            web.get(model + "/train/{uuid}/events", handlers.training_events),
         ]
     )
     if settings.doc_endpoint:
@@ -80,10 +86,24 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 
 async def _jobs(app: web.Application) -> AsyncIterator[None]:
-    store = await JobStore.open(app[SETTINGS].database_url)
-    app[TRAININGS] = Trainings(store)
+    settings = app[SETTINGS]
+    models = app[MODELS]
+    capacity = {}
+    for name in models:
+        capacity[(name, TRAIN)] = settings.train_workers
+        capacity[(name, PREDICT)] = settings.workers_for(name)
+    store = await JobStore.open(settings.database_url)
+    app[JOBS] = JobRunner(
+        store,
+        models,
+        settings.instance,
+        capacity,
+        poll_interval=settings.job_poll_interval,
+        retention=settings.job_retention_hours * 3600,
+    )
+    await app[JOBS].start()
     yield
-    await app[TRAININGS].close()
+    await app[JOBS].close()
     await store.close()
 
 
@@ -155,7 +175,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.client_max_size or 1024**4,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_jobs, _models])
+    app.cleanup_ctx.extend([_models, _jobs])
     add_routes(app, settings)
     if settings.debug_endpoint:
         app[LOG_BUFFER] = collections.deque(maxlen=2000)

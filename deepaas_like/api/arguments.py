@@ -37,7 +37,10 @@ class _Parser(AIOHTTPParser):
 
     def handle_error(self, error: marshmallow.ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any) -> Any:  # noqa: ARG002
         messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-        raise InvalidArguments(messages.get("request", messages))
+        # webargs files messages under the location they came from; clients want the fields.
+        if len(messages) == 1 and next(iter(messages)) in ("request", "query", "json", "form"):
+            messages = next(iter(messages.values()))
+        raise InvalidArguments(messages)
 
 
 parser = _Parser()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from deepaas_like.jobs.trainings import Trainings
+from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.model.wrapper import ModelWrapper
 from deepaas_like.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", dict[str, ModelWrapper])
-TRAININGS = web.AppKey("trainings", Trainings)
+JOBS = web.AppKey("jobs", JobRunner)

@@ -14,6 +14,7 @@ from marshmallow import fields
 import deepaas_like
 from deepaas_like.api.negotiation import is_json
 from deepaas_like.api.v2 import handlers
+from deepaas_like.jobs.models import STATES
 from deepaas_like.model.args import is_file_field
 from deepaas_like.model.wrapper import ModelWrapper
 from deepaas_like.settings import Settings
@@ -31,12 +32,26 @@ _TRAINING = {
         "date": {"type": "string"},
         "finish_date": {"type": "string"},
         "args": {"type": "object"},
-        "status": {"type": "string", "enum": ["running", "done", "error", "cancelled"]},
+        "status": {"type": "string", "enum": list(STATES)},
         "message": {"type": "string"},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "events": {"type": "array", "items": {"type": "object"}},
         "result": {"type": "object"},
     },
     "required": ["uuid", "date", "args", "status"],
 }
+
+
+_LISTING = [
+    {"in": "query", "name": "status", "schema": {"type": "string", "enum": list(STATES)}},
+    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+]
+_ASYNC = [
+    {"in": "header", "name": "Prefer", "schema": {"type": "string"}, "description": "`respond-async` (RFC 7240) queues the prediction as a job: 202"},
+    {"in": "query", "name": "async", "schema": {"type": "boolean"}, "description": "same as `Prefer: respond-async`"},
+]
+_EVENTS = {"200": {"description": "Server-Sent Events: `job` (the job object) on every change, then `end`", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 
 
 def file_field_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:  # noqa: ARG001
@@ -122,9 +137,53 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "tags": tags,
                 "summary": f"Predict with {model.name}",
                 "description": "Media type: the `accept` argument if given, else the `Accept` header.",
+                "parameters": _ASYNC,
                 "requestBody": _request_body(model.predict_schema, description.predict_args or {}),
-                "responses": {"200": {"description": "the prediction", "content": content}, **_errors(404, 406, 413, 422, 500, 503)},
+                "responses": {
+                    "200": {"description": "the prediction", "content": content},
+                    "202": {**_json(_TRAINING, "the queued prediction job"), "headers": {"Location": {"schema": {"type": "string"}}}},
+                    **_errors(404, 406, 413, 422, 500, 503),
+                },
             },
+        )
+        predictions = f"{base}/predict/"
+        _add(
+            spec,
+            predictions,
+            "get",
+            handlers.list_predictions,
+            {"tags": tags, "summary": "Asynchronous predictions, newest first", "parameters": _LISTING, "responses": {"200": _json({"type": "array", "items": _TRAINING}, "jobs"), **_errors(404, 422)}},
+        )
+        job_parameter = [{"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}]
+        job_content = {"application/json": {"schema": _TRAINING}}
+        for media_type in content:
+            if media_type != "application/json":
+                job_content[media_type] = content[media_type]
+        _add(
+            spec,
+            predictions + "{uuid}",
+            "get",
+            handlers.get_prediction,
+            {
+                "tags": tags,
+                "summary": "An asynchronous prediction; once done, its result when `Accept` asks for the result's media type",
+                "responses": {"200": {"description": "the job, or its binary result", "content": job_content}, **_errors(404)},
+            },
+            parameters=job_parameter,
+        )
+        _add(
+            spec,
+            predictions + "{uuid}",
+            "delete",
+            handlers.cancel_prediction,
+            {"tags": tags, "summary": "Cancel an asynchronous prediction", "responses": {"200": _json(_TRAINING, "the job"), **_errors(404)}},
+        )
+        _add(
+            spec,
+            predictions + "{uuid}/events",
+            "get",
+            handlers.prediction_events,
+            {"tags": tags, "summary": "Progress of an asynchronous prediction", "parameters": job_parameter, "responses": {**_EVENTS, **_errors(404)}},
         )
     if settings.train_endpoint and model.train_schema is not None:
         trainings = f"{base}/train/"
@@ -137,7 +196,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "tags": tags,
                 "summary": f"Start a training of {model.name}",
                 "requestBody": _request_body(model.train_schema, description.train_args or {}),
-                "responses": {"200": _json(_TRAINING, "the training, running"), **_errors(404, 413, 422, 501)},
+                "responses": {"200": _json(_TRAINING, "the training, pending or running"), **_errors(404, 413, 422, 501)},
             },
         )
         _add(
@@ -145,7 +204,12 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             trainings,
             "get",
             handlers.list_trainings,
-            {"tags": tags, "summary": f"Trainings of {model.name}", "responses": {"200": _json({"type": "array", "items": _TRAINING}, "every training"), **_errors(404)}},
+            {
+                "tags": tags,
+                "summary": f"Trainings of {model.name}, newest first",
+                "parameters": _LISTING,
+                "responses": {"200": _json({"type": "array", "items": _TRAINING}, "trainings"), **_errors(404, 422)},
+            },
         )
         uuid_parameter = {"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}
         training = trainings + "{uuid}"
@@ -163,4 +227,11 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             "delete",
             handlers.cancel_training,
             {"tags": tags, "summary": "Cancel a training", "responses": {"200": _json(_TRAINING, "the training, cancelled"), **_errors(404)}},
+        )
+        _add(
+            spec,
+            training + "/events",
+            "get",
+            handlers.training_events,
+            {"tags": tags, "summary": "Progress of a training", "parameters": [uuid_parameter], "responses": {**_EVENTS, **_errors(404)}},
         )

@@ -1,15 +1,21 @@
-"""The ``jobs`` table (SQLAlchemy 2 declarative)."""
+"""The job tables (SQLAlchemy 2 declarative). Their schema is managed by alembic
+(``jobs/migrations``); change a model only together with a new migration.
+"""
 
 from __future__ import annotations
 
 import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: Job states. ``pending`` is reserved for queued jobs.
-RUNNING, DONE, ERROR, CANCELLED = "running", "done", "error", "cancelled"
+#: Job states: waiting for a worker, on a worker, and the three ends.
+PENDING, RUNNING, DONE, ERROR, CANCELLED = "pending", "running", "done", "error", "cancelled"
+STATES = (PENDING, RUNNING, DONE, ERROR, CANCELLED)
+ACTIVE = (PENDING, RUNNING)
+#: Job kinds.
+TRAIN, PREDICT = "train", "predict"
 
 
 class Base(DeclarativeBase):
@@ -17,43 +23,68 @@ class Base(DeclarativeBase):
 
 
 class Job(Base):
-    """One training of one model; ``uuid`` is 32 hex characters."""
+    """One training or asynchronous prediction; ``uuid`` is 32 hex characters.
+
+    ``args`` are shown to clients; ``kwargs`` are what the hook is called with (files as
+    :func:`deepaas_like.jobs.store.encode_kwargs` writes them). ``owner`` names the
+    server instance running it; ``events`` holds the latest progress messages.
+    """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_model_created", "model", "created"),)
+    __table_args__ = (
+        Index("ix_jobs_queue", "model", "kind", "status", "created"),
+        Index("ix_jobs_created", "created"),
+    )
 
     uuid: Mapped[str] = mapped_column(String(32), primary_key=True)
     model: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(20), default="train")
-    status: Mapped[str] = mapped_column(String(20), default=RUNNING)
-    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    upload_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created: Mapped[datetime.datetime] = mapped_column(DateTime)
+    started: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
     finished: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
     duration: Mapped[float | None] = mapped_column(Float, nullable=True)
     output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    media_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    progress: Mapped[float | None] = mapped_column(Float, nullable=True)
+    events: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
-    def to_training(self) -> dict[str, Any]:
-        """The DEEPaaS V2 training object: ``date``, ``args``, ``uuid``, ``status`` and
-        ``finish_date``/``message``/``result`` as the state adds them. Dates print as
-        DEEPaaS prints them (``str(datetime)``).
+    def to_dict(self) -> dict[str, Any]:
+        """The DEEPaaS V2 training object (``date``, ``args``, ``uuid``, ``status``, and
+        ``finish_date``/``message``/``result`` as the state adds them), plus ``progress``
+        and ``events`` when the plugin reported any. Dates print as DEEPaaS prints them
+        (``str(datetime)``); ``duration`` is in seconds.
         """
-        training: dict[str, Any] = {
+        document: dict[str, Any] = {
             "date": str(self.created),
             "args": self.args,
             "uuid": self.uuid,
             "status": self.status,
         }
         if self.finished is not None:
-            training["finish_date"] = str(self.finished)
-        if self.status == ERROR:
-            training["message"] = self.message or ""
-        elif self.status == CANCELLED and self.message:
-            training["message"] = self.message
+            document["finish_date"] = str(self.finished)
+        if self.status == ERROR or (self.status == CANCELLED and self.message):
+            document["message"] = self.message or ""
+        if self.progress is not None:
+            document["progress"] = self.progress
+        if self.events:
+            document["events"] = self.events
         if self.status == DONE:
-            training["result"] = {
-                "output": self.output,
-                "finish_date": str(self.finished),
-                "duration": self.duration,
-            }
-        return training
+            document["result"] = {"output": self.output, "finish_date": str(self.finished), "duration": self.duration}
+            if self.media_type is not None:
+                document["result"]["media_type"] = self.media_type
+        return document
+
+
+class JobResult(Base):
+    """The bytes of a binary prediction (PNG, ZIP, ...), kept apart from listings."""
+
+    __tablename__ = "job_results"
+
+    uuid: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.uuid", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

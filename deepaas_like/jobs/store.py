@@ -1,4 +1,6 @@
-"""Job rows in a SQL database through SQLAlchemy's asyncio engine (SQLite by default)."""
+"""Job rows in a SQL database through SQLAlchemy's asyncio engine: SQLite by default,
+PostgreSQL at scale. The schema is migrated with alembic when the store opens.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +8,40 @@ import datetime
 import json
 import os
 import uuid as uuid_module
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from deepaas_like.exceptions import JobNotFound
-from deepaas_like.jobs.models import ERROR, RUNNING, Base, Job
+from deepaas_like.jobs.models import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING, Job, JobResult
+from deepaas_like.model.args import UploadedFile
 
 INTERRUPTED = "interrupted: the server stopped while this job was running"
+MAX_EVENTS = 50  # progress messages kept per job
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 72050001  # PostgreSQL advisory lock id: one instance migrates at a time
+
+
+def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Hook arguments as JSON: an :class:`UploadedFile` becomes ``{"__uploaded_file__": [...]}``."""
+    return {k: {"__uploaded_file__": list(v)} if isinstance(v, UploadedFile) else v for k, v in kwargs.items()}
+
+
+def decode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`encode_kwargs`."""
+    return {
+        k: UploadedFile(*v["__uploaded_file__"]) if isinstance(v, dict) and "__uploaded_file__" in v else v
+        for k, v in kwargs.items()
+    }
 
 
 class JobStore:
-    """Create, read and finish jobs; one instance per server process."""
+    """Create, claim, update and read jobs; one instance per server process."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -27,69 +49,182 @@ class JobStore:
 
     @classmethod
     async def open(cls, url: str) -> "JobStore":
-        """Connect to ``url`` (an SQLAlchemy async URL), creating the tables and, for
-        SQLite, the database's directory. Jobs left ``running`` become ``error``.
+        """Connect to ``url`` (an SQLAlchemy async URL, e.g. ``sqlite+aiosqlite:///jobs.sqlite``
+        or ``postgresql+psycopg://user@host/db``) and migrate the schema to the latest revision.
         """
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        sqlite = parsed.get_backend_name() == "sqlite"
+        if sqlite and parsed.database not in (None, "", ":memory:"):
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
         engine = create_async_engine(url, json_serializer=lambda obj: json.dumps(obj, default=str))
-        async with engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+        if sqlite:
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         store = cls(engine)
-        await store.mark_interrupted()
+        await store.migrate()
         return store
+
+    async def migrate(self) -> None:
+        """Apply every alembic migration not yet applied."""
+
+        def upgrade(connection: Any) -> None:
+            config = Config()
+            config.set_main_option("script_location", str(_MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        async with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+            await connection.run_sync(upgrade)
 
     async def close(self) -> None:
         await self.engine.dispose()
 
-    async def mark_interrupted(self) -> int:
-        """Turn every ``running`` job into ``error`` with an "interrupted" message."""
+    async def mark_interrupted(self, owner: str) -> int:
+        """Turn the ``running`` jobs of ``owner`` into ``error`` with an "interrupted" message."""
         async with self._session.begin() as session:
             result = await session.execute(
                 update(Job)
-                .where(Job.status == RUNNING)
+                .where(Job.status == RUNNING, Job.owner == owner)
                 .values(status=ERROR, message=INTERRUPTED, finished=_now())
             )
             return result.rowcount
 
-    async def create(self, model: str, args: dict[str, Any], kind: str = "train") -> Job:
-        """Insert a ``running`` job for ``model`` and return it."""
-        job = Job(uuid=uuid_module.uuid4().hex, model=model, kind=kind, status=RUNNING, args=args, created=_now())
+    async def create(
+        self, model: str, kind: str, args: dict[str, Any], kwargs: dict[str, Any], upload_dir: str | None = None
+    ) -> Job:
+        """Insert a ``pending`` job and return it."""
+        job = Job(
+            uuid=uuid_module.uuid4().hex,
+            model=model,
+            kind=kind,
+            status=PENDING,
+            args=args,
+            kwargs=encode_kwargs(kwargs),
+            upload_dir=upload_dir,
+            created=_now(),
+            events=[],
+        )
         async with self._session.begin() as session:
             session.add(job)
         return job
 
-    async def get(self, model: str, uuid: str) -> Job:
-        """The job ``uuid`` of ``model``; raises :class:`JobNotFound`."""
+    async def claim(self, model: str, kind: str, owner: str) -> Job | None:
+        """Take the oldest ``pending`` job of ``model`` and ``kind`` for ``owner`` (it becomes
+        ``running``); None when there is none. Safe with several instances on one database.
+        """
+        oldest = (
+            select(Job.uuid)
+            .where(Job.model == model, Job.kind == kind, Job.status == PENDING)
+            .order_by(Job.created, Job.uuid)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        while True:
+            async with self._session.begin() as session:
+                uuid = (await session.execute(oldest)).scalar()
+                if uuid is None:
+                    return None
+                claimed = await session.execute(
+                    update(Job)
+                    .where(Job.uuid == uuid, Job.status == PENDING)
+                    .values(status=RUNNING, owner=owner, started=_now())
+                )
+                if claimed.rowcount == 1:
+                    return await session.get(Job, uuid, populate_existing=True)
+            # Another instance took that job between our read and our update: try the next.
+
+    async def get(self, model: str, uuid: str, kind: str | None = None) -> Job:
+        """The job ``uuid`` of ``model`` (and ``kind``); raises :class:`JobNotFound`."""
         async with self._session() as session:
             job = await session.get(Job, uuid)
-        if job is None or job.model != model:
-            raise JobNotFound(f"no training {uuid!r} for model {model!r}")
+        if job is None or job.model != model or (kind is not None and job.kind != kind):
+            raise JobNotFound(f"no {kind or 'job'} {uuid!r} for model {model!r}")
         return job
 
-    async def list(self, model: str, kind: str = "train") -> list[Job]:
-        """Every job of ``model``, oldest first (as DEEPaaS lists them)."""
+    async def list(
+        self, model: str, kind: str, status: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[Job]:
+        """Jobs of ``model`` and ``kind``, newest first, optionally of one ``status``."""
+        query = select(Job).where(Job.model == model, Job.kind == kind)
+        if status is not None:
+            query = query.where(Job.status == status)
+        query = query.order_by(Job.created.desc(), Job.uuid.desc()).offset(offset).limit(limit)
         async with self._session() as session:
-            rows = await session.scalars(
-                select(Job).where(Job.model == model, Job.kind == kind).order_by(Job.created)
-            )
-            return list(rows)
+            return list(await session.scalars(query))
 
-    async def finish(self, uuid: str, status: str, output: Any = None, message: str | None = None) -> Job | None:
-        """Record the end of a job if it is still ``running``; returns the job, or None
-        when it had already ended (a cancel raced the finish).
+    async def finish(
+        self,
+        uuid: str,
+        status: str,
+        output: Any = None,
+        message: str | None = None,
+        media_type: str | None = None,
+        data: bytes | None = None,
+    ) -> Job | None:
+        """End a job that is still ``pending`` or ``running``: its status, output, message
+        and, for a binary prediction, its bytes. Returns None when it had already ended.
         """
         async with self._session.begin() as session:
-            job = await session.get(Job, uuid, with_for_update=True)
-            if job is None or job.status != RUNNING:
+            job = await session.get(Job, uuid, with_for_update=True, populate_existing=True)
+            if job is None or job.status not in ACTIVE:
                 return None
             job.status = status
             job.finished = _now()
-            job.duration = (job.finished - job.created).total_seconds()
+            job.duration = (job.finished - (job.started or job.created)).total_seconds()
             job.output = output
             job.message = message
+            job.media_type = media_type
+            if data is not None:
+                session.add(JobResult(uuid=uuid, data=data))
             return job
+
+    async def report(self, uuid: str, progress: float | None, messages: list[dict[str, Any]]) -> None:
+        """Record progress (0..1, or None to keep it) and append log ``messages``
+        (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`.
+        """
+        async with self._session.begin() as session:
+            job = await session.get(Job, uuid, with_for_update=True, populate_existing=True)
+            if job is None:
+                return
+            if progress is not None:
+                job.progress = progress
+            if messages:
+                job.events = (list(job.events or []) + messages)[-MAX_EVENTS:]
+
+    async def result(self, uuid: str) -> bytes | None:
+        """The stored bytes of a binary prediction, or None."""
+        async with self._session() as session:
+            stored = await session.get(JobResult, uuid)
+        return None if stored is None else stored.data
+
+    async def cancelled_among(self, uuids: list[str]) -> set[str]:
+        """Which of ``uuids`` are ``cancelled`` (by any instance)."""
+        if not uuids:
+            return set()
+        async with self._session() as session:
+            rows = await session.scalars(select(Job.uuid).where(Job.uuid.in_(uuids), Job.status == CANCELLED))
+            return set(rows)
+
+    async def delete_finished_before(self, cutoff: datetime.datetime) -> int:
+        """Delete jobs that ended before ``cutoff`` with their stored results; returns how many."""
+        old = select(Job.uuid).where(Job.status.not_in(ACTIVE), Job.finished < cutoff)
+        async with self._session.begin() as session:
+            await session.execute(delete(JobResult).where(JobResult.uuid.in_(old)))
+            result = await session.execute(delete(Job).where(Job.uuid.in_(old)))
+            return result.rowcount
+
+    async def count(self) -> int:
+        async with self._session() as session:
+            return (await session.execute(select(func.count()).select_from(Job))).scalar_one()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # WAL lets readers work while a job is written; the timeout waits out a busy writer.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
 
 
 def _now() -> datetime.datetime:

@@ -11,7 +11,7 @@ import marshmallow
 from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction
 from deepaas_like.model import args as model_args
 from deepaas_like.model.plugin import FileResult, ModelDescription
-from deepaas_like.workers.base import WorkerPool
+from deepaas_like.workers.base import ProgressCallback, WorkerPool
 from deepaas_like.workers.batching import Batcher
 
 
@@ -78,33 +78,41 @@ class ModelWrapper:
         """Media types the ``accept`` argument offers, in the plugin's order (may be [])."""
         return model_args.accept_choices(self.description.predict_args or {})
 
-    async def predict(self, kwargs: dict[str, Any]) -> Any:
+    async def predict(
+        self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+    ) -> Any:
         """Run ``predict(**kwargs)`` in a worker and check the result against ``schema``.
 
-        Returns JSON-able data, ``bytes`` or a :class:`FileResult`. Raises
-        ``HookNotImplemented``, ``InvalidPrediction`` and whatever the pool raises.
+        A call with a ``job_id`` (an asynchronous prediction) is never batched, so that
+        :meth:`kill` can stop it. Returns JSON-able data, ``bytes`` or a
+        :class:`FileResult`. Raises ``HookNotImplemented``, ``InvalidPrediction`` and
+        whatever the pool raises.
         """
         if self.predict_schema is None:
             raise HookNotImplemented(f"model {self.name!r} does not implement predict()")
-        if self.batcher is not None:
+        if self.batcher is not None and job_id is None:
             result = await self.batcher.submit(kwargs)
         else:
-            result = await self.predict_pool.run("predict", kwargs)
+            result = await self.predict_pool.run("predict", kwargs, job_id=job_id, on_progress=on_progress)
         if self.response_schema is not None and not isinstance(result, (bytes, FileResult)):
             errors = self.response_schema().validate(result if isinstance(result, dict) else {"": result})
             if errors:
                 raise InvalidPrediction(errors)
         return result
 
-    async def train(self, kwargs: dict[str, Any], job_id: str) -> Any:
+    async def train(self, kwargs: dict[str, Any], job_id: str, on_progress: ProgressCallback | None = None) -> Any:
         """Run ``train(**kwargs)`` in a training worker; ``job_id`` lets :meth:`kill` stop it."""
         if self.train_schema is None:
             raise HookNotImplemented(f"model {self.name!r} does not implement train()")
         if self._train_pool is None:
             self._train_pool = self._make_train_pool()
             await self._train_pool.start()
-        return await self._train_pool.run("train", kwargs, job_id=job_id)
+        return await self._train_pool.run("train", kwargs, job_id=job_id, on_progress=on_progress)
 
     async def kill(self, job_id: str) -> bool:
-        """Kill the training worker running ``job_id``; False if none is."""
+        """Kill the worker running job ``job_id`` (a training or an asynchronous
+        prediction); False if none is.
+        """
+        if await self.predict_pool.kill(job_id):
+            return True
         return self._train_pool is not None and await self._train_pool.kill(job_id)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 from deepaas_like.exceptions import InvalidArguments, PluginError
 from deepaas_like.model.plugin import ModelDescription
+
+
+#: Called with (fraction done or None, message or None) when plugin code reports progress.
+ProgressCallback = Callable[[float | None, str | None], None]
 
 
 def unwrap(outcome: tuple) -> Any:
@@ -31,10 +36,13 @@ class WorkerPool(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def run(self, hook: str, kwargs: dict[str, Any], job_id: str | None = None) -> Any:
+    async def run(
+        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+    ) -> Any:
         """Run ``hook(**kwargs)`` on a free worker, waiting for one; returns its result.
 
-        ``job_id`` names the call so that :meth:`kill` can stop it. Raises
+        ``job_id`` names the call so that :meth:`kill` can stop it; ``on_progress``
+        receives what the plugin reports through :mod:`deepaas_like.progress`. Raises
         ``PluginError``, ``InvalidArguments`` (the plugin raised a marshmallow
         ValidationError), ``WorkerDied`` or ``ModelUnavailable``.
         """

@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 from deepaas_like.model.plugin import ModelDescription, Plugin
-from deepaas_like.workers.base import WorkerPool, unwrap
+from deepaas_like import progress
+from deepaas_like.workers.base import ProgressCallback, WorkerPool, unwrap
 
 
 class InProcessPool(WorkerPool):
@@ -26,10 +27,16 @@ class InProcessPool(WorkerPool):
         self.description = self.plugin.describe()
         return self.description
 
-    async def run(self, hook: str, kwargs: dict[str, Any], job_id: str | None = None) -> Any:
+    async def run(
+        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+    ) -> Any:
         assert self.plugin is not None, "start() first"
         async with self._lock:
-            return unwrap(await asyncio.to_thread(self.plugin.outcome, hook, kwargs))
+            progress.install(on_progress)
+            try:
+                return unwrap(await asyncio.to_thread(self.plugin.outcome, hook, kwargs))
+            finally:
+                progress.install(None)
 
     async def kill(self, job_id: str) -> bool:
         return False  # a call in this process cannot be killed without killing the caller

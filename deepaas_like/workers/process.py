@@ -17,9 +17,10 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from deepaas_like import progress
 from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, WorkerDied
 from deepaas_like.model.plugin import ModelDescription, Plugin
-from deepaas_like.workers.base import WorkerPool, unwrap
+from deepaas_like.workers.base import ProgressCallback, WorkerPool, unwrap
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -33,6 +34,7 @@ def serve(connection: Connection, name: str, namespace: str, warm: bool, env: di
         plugin = Plugin.load(name, namespace)
         if warm:
             plugin.warm()
+        progress.install(lambda fraction, message: connection.send(("progress", fraction, message)))
         connection.send(("ready", plugin.describe()))
     except BaseException as error:  # noqa: BLE001 - any failure here is reported, then we exit
         connection.send(("failed", f"{type(error).__name__}: {error}", traceback.format_exc()))
@@ -166,20 +168,28 @@ class ProcessWorkerPool(WorkerPool):
         self._workers.add(worker)
         return worker
 
-    async def run(self, hook: str, kwargs: dict[str, Any], job_id: str | None = None) -> Any:
+    async def run(
+        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+    ) -> Any:
         if self._unavailable is not None and not self._workers:
             raise ModelUnavailable(self._unavailable)
         worker = await self._idle.get()
         # The call owns the worker until it answers, even if our caller goes away.
-        call = asyncio.create_task(self._call(worker, hook, kwargs, job_id))
+        call = asyncio.create_task(self._call(worker, hook, kwargs, job_id, on_progress))
         return await asyncio.shield(call)
 
-    async def _call(self, worker: _Worker, hook: str, kwargs: dict[str, Any], job_id: str | None) -> Any:
+    async def _call(
+        self, worker: _Worker, hook: str, kwargs: dict[str, Any], job_id: str | None, on_progress: ProgressCallback | None
+    ) -> Any:
         if job_id is not None:
             self._running[job_id] = worker
         try:
             worker.connection.send((hook, kwargs))
             reply = await worker.receive()
+            while reply[0] == "progress":
+                if on_progress is not None:
+                    on_progress(reply[1], reply[2])
+                reply = await worker.receive()
         except (OSError, WorkerDied) as error:
             raise error if isinstance(error, WorkerDied) else WorkerDied(str(error)) from error
         finally:

@@ -1,54 +1,114 @@
-"""Job rows in SQLite: create, finish once, list, and interrupted jobs after a restart."""
+"""Job rows on real SQLite and real PostgreSQL: migrations, FIFO claims, finishing once,
+listing, progress, stored results, retention and interrupted jobs.
+"""
 
+import asyncio
+import datetime
 import re
 
 import pytest
 
 from deepaas_like.exceptions import JobNotFound
-from deepaas_like.jobs.models import CANCELLED, DONE, ERROR
-from deepaas_like.jobs.store import JobStore
+from deepaas_like.jobs.models import CANCELLED, DONE, ERROR, PENDING, PREDICT, RUNNING, TRAIN
+from deepaas_like.jobs.store import JobStore, decode_kwargs, encode_kwargs
+from deepaas_like.model.args import UploadedFile
 
 
 @pytest.fixture
-async def store(tmp_path):
-    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path}/sub/jobs.sqlite")
+async def store(database_url):
+    store = await JobStore.open(database_url)
     yield store
     await store.close()
 
 
-async def test_create_get_finish(store):
-    job = await store.create("demo", {"epochs": 2})
-    training = (await store.get("demo", job.uuid)).to_training()
-    assert re.fullmatch(r"[0-9a-f]{32}", training["uuid"]) and training["status"] == "running"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+", training["date"])
+async def test_create_claim_finish(store):
+    job = await store.create("demo", TRAIN, {"epochs": 2}, {"epochs": 2})
+    document = (await store.get("demo", job.uuid)).to_dict()
+    assert re.fullmatch(r"[0-9a-f]{32}", document["uuid"]) and document["status"] == PENDING
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+", document["date"])
+    claimed = await store.claim("demo", TRAIN, "a")
+    assert claimed.uuid == job.uuid and claimed.status == RUNNING and claimed.owner == "a"
+    assert await store.claim("demo", TRAIN, "a") is None
     assert await store.finish(job.uuid, DONE, output={"loss": 0.1}) is not None
     assert await store.finish(job.uuid, CANCELLED) is None, "a job ends once"
-    done = (await store.get("demo", job.uuid)).to_training()
-    assert done["status"] == "done" and done["result"]["output"] == {"loss": 0.1}
+    done = (await store.get("demo", job.uuid)).to_dict()
+    assert done["status"] == DONE and done["result"]["output"] == {"loss": 0.1}
     assert done["result"]["duration"] >= 0 and "message" not in done
 
 
-async def test_get_checks_the_model(store):
-    job = await store.create("demo", {})
+async def test_claims_are_first_in_first_out_and_never_shared(store):
+    uuids = [(await store.create("demo", PREDICT, {}, {"i": i})).uuid for i in range(6)]
+    claims = await asyncio.gather(*(store.claim("demo", PREDICT, f"owner{i}") for i in range(6)))
+    assert sorted(job.uuid for job in claims) == sorted(uuids)
+    first = min(claims, key=lambda job: job.started)
+    assert first.uuid == uuids[0]
+
+
+async def test_get_checks_model_and_kind(store):
+    job = await store.create("demo", TRAIN, {}, {})
     with pytest.raises(JobNotFound):
         await store.get("other", job.uuid)
+    with pytest.raises(JobNotFound):
+        await store.get("demo", job.uuid, PREDICT)
     with pytest.raises(JobNotFound):
         await store.get("demo", "f" * 32)
 
 
-async def test_list_is_oldest_first_per_model(store):
-    first = await store.create("demo", {})
-    second = await store.create("demo", {})
-    await store.create("other", {})
-    assert [j.uuid for j in await store.list("demo")] == [first.uuid, second.uuid]
+async def test_list_newest_first_with_filters(store):
+    uuids = [(await store.create("demo", TRAIN, {}, {})).uuid for _ in range(5)]
+    await store.create("other", TRAIN, {}, {})
+    await store.claim("demo", TRAIN, "a")
+    assert [j.uuid for j in await store.list("demo", TRAIN)] == uuids[::-1]
+    assert [j.uuid for j in await store.list("demo", TRAIN, status=RUNNING)] == [uuids[0]]
+    assert [j.uuid for j in await store.list("demo", TRAIN, limit=2, offset=1)] == uuids[::-1][1:3]
 
 
-async def test_running_jobs_become_interrupted_errors_on_open(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path}/jobs.sqlite"
-    store = await JobStore.open(url)
-    job = await store.create("demo", {})
+async def test_progress_events_and_binary_results(store):
+    job = await store.create("demo", PREDICT, {}, {})
+    await store.claim("demo", PREDICT, "a")
+    await store.report(job.uuid, 0.5, [{"time": "t", "message": f"step {i}"} for i in range(60)])
+    await store.report(job.uuid, None, [{"time": "t", "message": "last"}])
+    document = (await store.get("demo", job.uuid)).to_dict()
+    assert document["progress"] == 0.5 and len(document["events"]) == 50
+    assert document["events"][-1]["message"] == "last"
+    await store.finish(job.uuid, DONE, media_type="image/png", data=b"\x89PNG")
+    assert await store.result(job.uuid) == b"\x89PNG"
+    assert (await store.get("demo", job.uuid)).to_dict()["result"]["media_type"] == "image/png"
+
+
+async def test_retention_removes_finished_jobs_and_results(store):
+    old = await store.create("demo", PREDICT, {}, {})
+    await store.claim("demo", PREDICT, "a")
+    await store.finish(old.uuid, DONE, media_type="application/zip", data=b"PK")
+    waiting = await store.create("demo", PREDICT, {}, {})
+    removed = await store.delete_finished_before(datetime.datetime.now() + datetime.timedelta(seconds=1))
+    assert removed == 1 and await store.result(old.uuid) is None
+    assert (await store.get("demo", waiting.uuid)).status == PENDING
+
+
+async def test_cancelled_among(store):
+    a = await store.create("demo", TRAIN, {}, {})
+    b = await store.create("demo", TRAIN, {}, {})
+    await store.finish(a.uuid, CANCELLED)
+    assert await store.cancelled_among([a.uuid, b.uuid]) == {a.uuid}
+
+
+async def test_only_the_owners_running_jobs_become_interrupted(database_url):
+    store = await JobStore.open(database_url)
+    mine = await store.create("demo", TRAIN, {}, {})
+    await store.claim("demo", TRAIN, "me")
+    theirs = await store.create("demo", TRAIN, {}, {})
+    await store.claim("demo", TRAIN, "them")
+    waiting = await store.create("demo", TRAIN, {}, {})
     await store.close()
-    reopened = await JobStore.open(url)
-    training = (await reopened.get("demo", job.uuid)).to_training()
+    reopened = await JobStore.open(database_url)  # migrations are idempotent
+    assert await reopened.mark_interrupted("me") == 1
+    states = {uuid: (await reopened.get("demo", uuid)).to_dict() for uuid in (mine.uuid, theirs.uuid, waiting.uuid)}
     await reopened.close()
-    assert training["status"] == ERROR and "interrupted" in training["message"]
+    assert states[mine.uuid]["status"] == ERROR and "interrupted" in states[mine.uuid]["message"]
+    assert states[theirs.uuid]["status"] == RUNNING and states[waiting.uuid]["status"] == PENDING
+
+
+def test_kwargs_round_trip_with_files():
+    upload = UploadedFile("data", "/tmp/x.csv", "text/csv", "train.csv")
+    assert decode_kwargs(encode_kwargs({"data": upload, "n": 1})) == {"data": upload, "n": 1}

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp_apigami import docs
+from aiohttp_sse import sse_response
+from marshmallow import EXCLUDE, Schema, fields, validate
 
-from deepaas_like.api.arguments import Uploads, parse_arguments
-from deepaas_like.api.keys import MODELS, SETTINGS, TRAININGS
-from deepaas_like.api.negotiation import choose_media_type
+from deepaas_like.api.arguments import Uploads, parse_arguments, parser
+from deepaas_like.api.keys import JOBS, MODELS, SETTINGS
+from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json, parse_accept, quality
 from deepaas_like.api.responses import prediction_response
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
+from deepaas_like.jobs.models import ACTIVE, DONE, PREDICT, STATES, TRAIN
 from deepaas_like.model.args import accept_default
 from deepaas_like.model.wrapper import ModelWrapper
 
@@ -77,21 +82,58 @@ async def predict(request: web.Request) -> web.StreamResponse:
     if model.predict_schema is None:
         raise HookNotImplemented(f"model {model.name!r} does not implement predict()")
     uploads = Uploads(settings.upload_dir)
+    handed_over = False
     try:
         kwargs, sent = await parse_arguments(request, model.predict_schema, uploads, settings.client_max_size)
         offered = model.accept_choices
         media_type = choose_media_type(
-            request.headers.get(hdrs.ACCEPT),
+            request.headers.get(hdrs.ACCEPT) if not _wants_async(request) else None,
             kwargs.get("accept") if "accept" in sent else None,
             offered,
             accept_default(model.description.predict_args or {}),
         )
         if offered:
             kwargs["accept"] = media_type
+        if _wants_async(request):
+            job = await request.app[JOBS].submit(model, PREDICT, kwargs, uploads.directory)
+            handed_over = True
+            location = _url(request, f"/v2/models/{model.name}/predict/{job['uuid']}")
+            headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
+            return web.json_response(job, status=202, headers=headers)
         result = await model.predict(kwargs)
         return prediction_response(result, media_type, wrap=model.response_schema is None)
     finally:
-        uploads.cleanup()
+        if not handed_over:
+            uploads.cleanup()
+
+
+def _wants_async(request: web.Request) -> bool:
+    """``Prefer: respond-async`` (RFC 7240) or ``?async=true``."""
+    preferences = {
+        item.split(";")[0].split("=")[0].strip().lower()
+        for header in request.headers.getall("Prefer", [])
+        for item in header.split(",")
+    }
+    return "respond-async" in preferences or request.query.get("async", "").lower() in ("1", "true", "yes")
+
+
+async def get_prediction(request: web.Request) -> web.StreamResponse:
+    """The asynchronous prediction's job object; once done, its result in the media type
+    the ``Accept`` header prefers when that is the stored result's type.
+    """
+    model = _model(request)
+    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], PREDICT)
+    if job.status == DONE and job.media_type and not is_json(job.media_type):
+        accept = request.headers.get(hdrs.ACCEPT, "")
+        if accept and best_match(accept, [JSON, job.media_type]) == job.media_type and quality(parse_accept(accept), job.media_type) > 0:
+            data = await request.app[JOBS].store.result(job.uuid)
+            return prediction_response(data, job.media_type, wrap=False)
+    return web.json_response(job.to_dict())
+
+
+async def cancel_prediction(request: web.Request) -> web.Response:
+    model = _model(request)
+    return web.json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], PREDICT))
 
 
 def _check_train_endpoint(request: web.Request) -> ModelWrapper:
@@ -112,21 +154,66 @@ async def start_training(request: web.Request) -> web.Response:
     except BaseException:
         uploads.cleanup()
         raise
-    # The training owns its uploads from here and deletes them when it ends.
-    training = await request.app[TRAININGS].start(model, kwargs, uploads.cleanup)
-    return web.json_response(training)
+    # The job owns the uploads from here and deletes them when it ends.
+    return web.json_response(await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.directory))
+
+
+class ListingArgs(Schema):
+    """Query string of job listings: filter by ``status``, page with ``limit``/``offset``."""
+
+    status = fields.Str(validate=validate.OneOf(STATES))
+    limit = fields.Int(validate=validate.Range(min=1, max=10_000))
+    offset = fields.Int(load_default=0, validate=validate.Range(min=0))
+
+
+async def _list(request: web.Request, model: ModelWrapper, kind: str) -> web.Response:
+    query = await parser.parse(ListingArgs(), request, location="query", unknown=EXCLUDE)
+    return web.json_response(await request.app[JOBS].list(model.name, kind, **query))
 
 
 async def list_trainings(request: web.Request) -> web.Response:
-    model = _check_train_endpoint(request)
-    return web.json_response(await request.app[TRAININGS].list(model.name))
+    return await _list(request, _check_train_endpoint(request), TRAIN)
+
+
+async def list_predictions(request: web.Request) -> web.Response:
+    return await _list(request, _model(request), PREDICT)
 
 
 async def get_training(request: web.Request) -> web.Response:
     model = _check_train_endpoint(request)
-    return web.json_response(await request.app[TRAININGS].get(model.name, request.match_info["uuid"]))
+    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], TRAIN)
+    return web.json_response(job.to_dict())
 
 
 async def cancel_training(request: web.Request) -> web.Response:
     model = _check_train_endpoint(request)
-    return web.json_response(await request.app[TRAININGS].cancel(model, request.match_info["uuid"]))
+    return web.json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], TRAIN))
+
+
+async def training_events(request: web.Request) -> web.StreamResponse:
+    return await _events(request, _check_train_endpoint(request), TRAIN)
+
+
+async def prediction_events(request: web.Request) -> web.StreamResponse:
+    return await _events(request, _model(request), PREDICT)
+
+
+async def _events(request: web.Request, model: ModelWrapper, kind: str) -> web.StreamResponse:
+    """Server-Sent Events: a ``job`` event with the job object whenever its status,
+    progress or messages change, then an ``end`` event once it has ended.
+    """
+    runner = request.app[JOBS]
+    uuid = request.match_info["uuid"]
+    job = await runner.get(model.name, uuid, kind)  # 404 before the stream starts
+    async with sse_response(request) as stream:
+        last = None
+        while True:
+            document = job.to_dict()
+            if document != last:
+                await stream.send(json.dumps(document), event="job")
+                last = document
+            if job.status not in ACTIVE:
+                await stream.send(json.dumps({"status": job.status}), event="end")
+                return stream
+            await asyncio.sleep(request.app[SETTINGS].job_poll_interval / 2)
+            job = await runner.get(model.name, uuid, kind)

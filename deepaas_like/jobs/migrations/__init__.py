@@ -1,0 +1,1 @@
+"""Alembic migrations of the job database, applied at start-up (``store.migrate``)."""
