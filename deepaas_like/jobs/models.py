@@ -34,6 +34,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_queue", "model", "kind", "status", "created"),
         Index("ix_jobs_created", "created"),
+        Index("ix_jobs_listing", "model", "kind", "created"),
     )
 
     uuid: Mapped[str] = mapped_column(String(32), primary_key=True)

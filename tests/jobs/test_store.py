@@ -112,3 +112,18 @@ async def test_only_the_owners_running_jobs_become_interrupted(database_url):
 def test_kwargs_round_trip_with_files():
     upload = UploadedFile("data", "/tmp/x.csv", "text/csv", "train.csv")
     assert decode_kwargs(encode_kwargs({"data": upload, "n": 1})) == {"data": upload, "n": 1}
+
+
+async def test_migrations_bring_the_schema_to_the_models(database_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from deepaas_like.jobs.models import Base
+
+    store = await JobStore.open(database_url)
+    async with store.engine.connect() as connection:
+        differences = await connection.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+        )
+    await store.close()
+    assert differences == [], "the models changed without a migration"
