@@ -131,9 +131,11 @@ class JobRunner:
         try:
             if job.kind == TRAIN:
                 output = await model.train(kwargs, job_id=job.uuid, on_progress=progress.add)
+                await progress.flush()  # the last progress lands before the job reads as done
                 await self.store.finish(job.uuid, DONE, output=output)
             else:
                 result = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
+                await progress.flush()
                 await self._finish_prediction(model, job, kwargs, result)
         except DeepaasLikeError as error:
             await self.store.finish(job.uuid, ERROR, message=error.message)
