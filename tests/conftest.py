@@ -209,6 +209,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'jobs.sqlite'}"
         return
+    yield from _postgres_database(request)
+
+
+@pytest.fixture
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database on real PostgreSQL."""
+    yield from _postgres_database(request)
+
+
+def _postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     server = request.getfixturevalue("postgres_server")
     if server is None:
         message = f"no PostgreSQL here: set {POSTGRES_URL_ENV} or install Debian's postgresql and run as root"

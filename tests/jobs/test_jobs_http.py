@@ -135,9 +135,8 @@ def test_retention_removes_finished_jobs(run_server, plugin_env, database_url):
         time.sleep(0.2)
 
 
-def test_two_instances_share_jobs_and_cancel_across(run_server, plugin_env, database_url):
-    if database_url.startswith("sqlite"):
-        pytest.skip("several instances share a PostgreSQL database; SQLite is for one instance")
+def test_two_instances_share_jobs_and_cancel_across(run_server, plugin_env, postgres_database):
+    database_url = postgres_database  # several instances share PostgreSQL; SQLite is for one
     args = ["--job-poll-interval", "0.2"]
     a = run_server("slow", env=plugin_env, database_url=database_url, args=[*args, "--instance-name", "a"])
     b = run_server("slow", env=plugin_env, database_url=database_url, args=[*args, "--instance-name", "b"])
