@@ -14,6 +14,7 @@ from deepaas_like.model.loading import DEFAULT_NAMESPACE
 from deepaas_like.settings import Settings, default_database_url
 
 MODEL_ENV = "DEEPAAS_V2_MODEL"
+AUTH_ENV = "DEEPAAS_LIKE_AUTH_TOKENS"
 
 server_opts = [
     cfg.HostAddressOpt("listen-ip", default="127.0.0.1", help="IP address the server listens on."),
@@ -31,6 +32,25 @@ server_opts = [
         help="Largest request body accepted, in bytes; larger ones get 413. 0: no limit.",
     ),
     cfg.StrOpt("upload-dir", help="Directory for uploaded files while a call runs (default: the system temp dir)."),
+    cfg.FloatOpt(
+        "shutdown-timeout",
+        default=30.0,
+        min=0,
+        help="Seconds in-flight requests get to finish after SIGTERM or SIGINT before the server stops.",
+    ),
+    cfg.BoolOpt("log-json", default=False, help="Write log lines as JSON objects (with the request id)."),
+]
+
+security_opts = [
+    cfg.MultiStrOpt(
+        "auth-token",
+        default=[],
+        secret=True,
+        help=f"API key accepted on predict and train routes (repeat for several; also ${AUTH_ENV}, "
+        "comma-separated). Clients send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'. None: no auth.",
+    ),
+    cfg.BoolOpt("auth-docs", default=False, help="Also require the API key for metadata, docs and metrics (health stays open)."),
+    cfg.MultiStrOpt("cors-origin", default=[], help="Origin allowed to call the API from a browser (repeat; * for any)."),
 ]
 
 model_opts = [
@@ -56,6 +76,25 @@ model_opts = [
         default=5.0,
         min=0,
         help="Longest a request waits for others to join its batch, in milliseconds.",
+    ),
+    cfg.FloatOpt(
+        "predict-timeout",
+        default=0,
+        min=0,
+        help="Seconds a prediction may take; past it the answer is 504 and the worker is replaced. 0: no limit.",
+    ),
+    cfg.DictOpt("model-predict-timeout", default={}, help="Per-model predict timeout in seconds, e.g. demo:5,slow:60."),
+    cfg.IntOpt(
+        "max-queue",
+        default=256,
+        min=0,
+        help="Most requests waiting for a model's predict workers; more get 503 with Retry-After. 0: no bound.",
+    ),
+    cfg.IntOpt(
+        "worker-memory-limit",
+        default=0,
+        min=0,
+        help="Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
     ),
     cfg.BoolOpt("warm", default=True, help="Call each plugin's warm() in every worker before it takes work."),
 ]
@@ -87,7 +126,7 @@ jobs_opts = [
     ),
 ]
 
-ALL_OPTS = server_opts + model_opts + jobs_opts
+ALL_OPTS = server_opts + security_opts + model_opts + jobs_opts
 
 
 def register(conf: cfg.ConfigOpts) -> None:
@@ -105,8 +144,10 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
     """The :class:`Settings` the parsed configuration describes."""
     try:
         model_workers = {name: int(count) for name, count in (conf.model_workers or {}).items()}
+        timeouts = {name: float(seconds) for name, seconds in (conf.model_predict_timeout or {}).items()}
     except ValueError as error:
-        raise cfg.Error(f"model-workers takes name:count pairs: {error}") from error
+        raise cfg.Error(f"model-workers and model-predict-timeout take name:number pairs: {error}") from error
+    tokens = [*conf.auth_token, *os.environ.get(AUTH_ENV, "").split(",")]
     return Settings(
         model_names=model_names(conf.model_name),
         namespace=conf.model_namespace,
@@ -129,4 +170,12 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         instance=conf.instance_name or f"{socket.gethostname()}:{conf.listen_port}",
         job_poll_interval=conf.job_poll_interval,
         job_retention_hours=conf.job_retention_hours,
+        predict_timeout=conf.predict_timeout,
+        model_predict_timeouts=timeouts,
+        max_queue=conf.max_queue,
+        worker_memory_limit_mb=conf.worker_memory_limit,
+        auth_tokens=tuple(token.strip() for token in tokens if token.strip()),
+        auth_docs=conf.auth_docs,
+        cors_origins=tuple(conf.cors_origin),
+        log_json=conf.log_json,
     )

@@ -7,6 +7,8 @@ class DeepaasLikeError(Exception):
     """Base class: a message a user can act on, and the HTTP status that reports it."""
 
     status: int = 500
+    #: Extra response headers (e.g. ``Retry-After``).
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -85,6 +87,19 @@ class ModelUnavailable(DeepaasLikeError):
     """The model has no worker able to take work (it failed to start or warm)."""
 
     status = 503
+
+
+class PredictTimeout(DeepaasLikeError):
+    """A prediction overran the model's timeout; its worker was killed and replaced."""
+
+    status = 504
+
+
+class QueueFull(DeepaasLikeError):
+    """Too many requests already wait for the model's workers."""
+
+    status = 503
+    headers = {"Retry-After": "1"}
 
 
 class PluginLoadError(DeepaasLikeError):

@@ -7,4 +7,4 @@ from deepaas_like import config
 
 def list_opts() -> list[tuple[str, list]]:
     """Every option, in the DEFAULT group."""
-    return [("DEFAULT", [*config.server_opts, *config.model_opts, *config.jobs_opts])]
+    return [("DEFAULT", list(config.ALL_OPTS))]

@@ -20,7 +20,8 @@ class Settings:
 
     ``client_max_size`` is in bytes (0: unlimited); ``model_workers`` maps a model name to
     its number of predict workers, overriding ``workers``. ``instance`` names this server
-    among those sharing a job database; ``job_poll_interval`` is in seconds.
+    among those sharing a job database; ``job_poll_interval`` and ``predict_timeout`` are
+    in seconds (0: no limit); ``max_queue`` bounds the calls waiting per model (0: none).
     """
 
     model_names: tuple[str, ...] = ()
@@ -42,8 +43,20 @@ class Settings:
     database_url: str = dataclasses.field(default_factory=default_database_url)
     upload_dir: str | None = None
     instance: str = "deepaas_like"
+    predict_timeout: float = 0.0
+    model_predict_timeouts: dict[str, float] = dataclasses.field(default_factory=dict)
+    max_queue: int = 256
+    worker_memory_limit_mb: int = 0
+    auth_tokens: tuple[str, ...] = ()
+    auth_docs: bool = False
+    cors_origins: tuple[str, ...] = ()
+    log_json: bool = False
     job_poll_interval: float = 0.5
     job_retention_hours: float = 0.0
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)
+
+    def predict_timeout_for(self, model: str) -> float | None:
+        """Seconds a prediction of ``model`` may take, or None for no limit."""
+        return self.model_predict_timeouts.get(model, self.predict_timeout) or None

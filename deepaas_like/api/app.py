@@ -13,7 +13,9 @@ from aiohttp.web_middlewares import normalize_path_middleware
 from aiohttp_apigami.constants import SWAGGER_DICT
 
 from deepaas_like.api import openapi
-from deepaas_like.api.keys import JOBS, MODELS, SETTINGS
+from deepaas_like.api.keys import JOBS, METRICS, MODELS, SETTINGS
+from deepaas_like.api.metrics import Metrics, metrics_endpoint, metrics_middleware
+from deepaas_like.api.security import auth_middleware, request_id_middleware, setup_cors
 from deepaas_like.api.v2 import handlers
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
 from deepaas_like.jobs.store import JobStore
@@ -22,7 +24,7 @@ from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.model.wrapper import ModelWrapper
 from deepaas_like.settings import Settings
-from deepaas_like.workers.process import ProcessWorkerPool
+from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
 
 LOG = logging.getLogger(__name__)
 LOG_BUFFER = web.AppKey("log_buffer", collections.deque)
@@ -50,6 +52,9 @@ def add_routes(app: web.Application, settings: Settings) -> None:
             web.get(model + "/train/{uuid}/events", handlers.training_events),
         ]
     )
+    app.router.add_get(prefix + "/healthz", _healthz)
+    app.router.add_get(prefix + "/readyz", _readyz)
+    app.router.add_get(prefix + "/metrics", metrics_endpoint)
     if settings.doc_endpoint:
         app.router.add_get(prefix + "/openapi.json", _openapi_document)
         app.router.add_get(prefix + "/ui", _redirect_to_ui)
@@ -69,7 +74,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         body = {"message": error.message}
         if debug and isinstance(error, PluginError) and error.traceback:
             body["traceback"] = error.traceback
-        return web.json_response(body, status=error.status)
+        return web.json_response(body, status=error.status, headers=error.headers)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -109,7 +114,8 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
 
 async def _models(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    models = {name: _make_model(name, settings) for name in resolve_model_names(list(settings.model_names), settings.namespace)}
+    names = resolve_model_names(list(settings.model_names), settings.namespace)
+    models = {name: _make_model(name, settings, app[METRICS]) for name in names}
     results = await asyncio.gather(*(model.start() for model in models.values()), return_exceptions=True)
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is not None:
@@ -124,19 +130,45 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
 
 
-def _make_model(name: str, settings: Settings) -> ModelWrapper:
-    def pool(size: int) -> ProcessWorkerPool:
-        return ProcessWorkerPool(name, settings.namespace, size=size, warm=settings.warm, gpus=list(settings.gpus))
-
+def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper:
+    options = WorkerOptions(
+        warm=settings.warm,
+        gpus=settings.gpus,
+        memory_limit_mb=settings.worker_memory_limit_mb,
+        debug=settings.debug,
+        log_json=settings.log_json,
+    )
     workers = settings.workers_for(name)
+    predict_pool = ProcessWorkerPool(
+        name,
+        settings.namespace,
+        size=workers,
+        options=options,
+        timeout=settings.predict_timeout_for(name),
+        max_queue=settings.max_queue,
+    )
     return ModelWrapper(
         name,
-        pool(workers),
-        lambda: pool(settings.train_workers),
+        predict_pool,
+        lambda: ProcessWorkerPool(name, settings.namespace, size=settings.train_workers, options=options),
         workers=workers,
         max_batch_size=settings.max_batch_size,
         batch_wait=settings.batch_wait_ms / 1000,
+        on_batch=metrics.batch_size.labels(name).observe,
     )
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Readiness: every model has a live, warmed worker; 503 naming those that have none."""
+    problems = {name: model.unavailable() for name, model in request.app[MODELS].items() if model.unavailable()}
+    if problems:
+        return web.json_response({"status": "unavailable", "models": problems}, status=503)
+    return web.json_response({"status": "ready", "models": list(request.app[MODELS])})
 
 
 _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
@@ -171,10 +203,18 @@ def create_app(settings: Settings) -> web.Application:
     is not installed or fails to load makes start-up raise ``PluginLoadError``.
     """
     app = web.Application(
-        middlewares=[error_middleware, normalize_path_middleware(append_slash=True, redirect_class=web.HTTPPermanentRedirect)],
+        middlewares=[
+            request_id_middleware,
+            metrics_middleware,
+            error_middleware,
+            auth_middleware,
+            normalize_path_middleware(append_slash=True, redirect_class=web.HTTPPermanentRedirect),
+        ],
         client_max_size=settings.client_max_size or 1024**4,
     )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[METRICS].app = app
     app.cleanup_ctx.extend([_models, _jobs])
     add_routes(app, settings)
     if settings.debug_endpoint:
@@ -182,4 +222,6 @@ def create_app(settings: Settings) -> web.Application:
         logging.getLogger().addHandler(_BufferHandler(app[LOG_BUFFER]))
     if settings.doc_endpoint:
         app[_API_SPEC] = openapi.setup_openapi(app, settings)
+    if settings.cors_origins:
+        setup_cors(app, settings.cors_origins)
     return app

@@ -11,3 +11,4 @@ from deepaas_like.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", dict[str, ModelWrapper])
 JOBS = web.AppKey("jobs", JobRunner)
+METRICS = web.AppKey("metrics", object)  # deepaas_like.api.metrics.Metrics (it imports these keys)

@@ -9,7 +9,7 @@ from aiohttp import web
 from oslo_config import cfg
 
 import deepaas_like
-from deepaas_like import config
+from deepaas_like import config, logs
 from deepaas_like.api.app import create_app
 from deepaas_like.exceptions import PluginLoadError
 
@@ -21,14 +21,21 @@ def main(argv: list[str] | None = None) -> int:
     conf = cfg.ConfigOpts()
     config.register(conf)
     conf(argv if argv is not None else sys.argv[1:], project="deepaas_like", version=deepaas_like.__version__)
-    logging.basicConfig(
-        level=logging.DEBUG if conf.debug else logging.INFO,
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(conf.debug, conf.log_json)
     settings = config.settings(conf)
     app = create_app(settings)
     try:
-        web.run_app(app, host=conf.listen_ip, port=conf.listen_port, print=LOG.info, access_log=None)
+        # SIGINT and SIGTERM stop accepting, give in-flight requests shutdown-timeout
+        # seconds, then run the clean-up: running jobs are marked interrupted, workers stop.
+        web.run_app(
+            app,
+            host=conf.listen_ip,
+            port=conf.listen_port,
+            print=LOG.info,
+            access_log=None,
+            shutdown_timeout=conf.shutdown_timeout,
+            handler_cancellation=True,  # a client that goes away leaves the queue
+        )
     except PluginLoadError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)

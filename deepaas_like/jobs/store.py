@@ -214,9 +214,11 @@ class JobStore:
             result = await session.execute(delete(Job).where(Job.uuid.in_(old)))
             return result.rowcount
 
-    async def count(self) -> int:
+    async def counts(self) -> dict[tuple[str, str, str], int]:
+        """Number of jobs per (model, kind, status)."""
+        query = select(Job.model, Job.kind, Job.status, func.count()).group_by(Job.model, Job.kind, Job.status)
         async with self._session() as session:
-            return (await session.execute(select(func.count()).select_from(Job))).scalar_one()
+            return {(model, kind, status): count for model, kind, status, count in await session.execute(query)}
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -32,12 +32,14 @@ class ModelWrapper:
         workers: int = 1,
         max_batch_size: int = 1,
         batch_wait: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
         self.predict_pool = predict_pool
         self._workers = workers
         self._max_batch_size = max_batch_size
         self._batch_wait = batch_wait
+        self._on_batch = on_batch
         self.batcher: Batcher | None = None
         self._make_train_pool = make_train_pool
         self._train_pool: WorkerPool | None = None
@@ -60,7 +62,7 @@ class ModelWrapper:
         if description.response_fields is not None:
             self.response_schema = model_args.build_schema(description.response_fields, f"{prefix}Response")
         if description.batch and self._max_batch_size >= 2:
-            self.batcher = Batcher(self.predict_pool, self._workers, self._max_batch_size, self._batch_wait)
+            self.batcher = Batcher(self.predict_pool, self._workers, self._max_batch_size, self._batch_wait, self._on_batch)
 
     async def stop(self) -> None:
         if self.batcher is not None:
@@ -68,6 +70,19 @@ class ModelWrapper:
         await self.predict_pool.stop()
         if self._train_pool is not None:
             await self._train_pool.stop()
+
+    @property
+    def worker_restarts(self) -> int:
+        """Workers of this model replaced after dying or being killed."""
+        pools = [self.predict_pool, self._train_pool]
+        return sum(getattr(pool, "restarts", 0) for pool in pools if pool is not None)
+
+    def unavailable(self) -> str | None:
+        """Why the model cannot take predictions (no live worker), or None."""
+        reason = getattr(self.predict_pool, "unavailable", None)
+        if reason is not None and getattr(self.predict_pool, "live_workers", 1) == 0:
+            return reason
+        return None
 
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata merged over ``{"id": name, "name": name}``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from deepaas_like.workers.base import WorkerPool, unwrap
@@ -18,16 +19,19 @@ from deepaas_like.workers.base import WorkerPool, unwrap
 class Batcher:
     """Groups ``submit`` calls into batches run on ``pool`` with ``workers`` batches at once.
 
-    ``sizes`` records every batch's size, for tests and metrics.
+    ``sizes`` records every batch's size; ``on_batch`` is told each one (metrics).
     """
 
-    def __init__(self, pool: WorkerPool, workers: int, max_size: int, wait: float) -> None:
+    def __init__(
+        self, pool: WorkerPool, workers: int, max_size: int, wait: float, on_batch: Callable[[int], None] | None = None
+    ) -> None:
         if max_size < 2:
             raise ValueError(f"a batch needs room for two requests, not {max_size}")
         self.pool = pool
         self.max_size = max_size
         self.wait = wait
         self.sizes: list[int] = []
+        self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]] = asyncio.Queue()
         self._free = asyncio.Semaphore(workers)
         self._loop_task: asyncio.Task[None] | None = None
@@ -64,6 +68,8 @@ class Batcher:
 
     async def _run(self, batch: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
         self.sizes.append(len(batch))
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
         try:
             outcomes = await self.pool.run("predict_batch", {"batch": [kwargs for kwargs, _ in batch]})
         except Exception as error:  # noqa: BLE001 - the worker died: every request of the batch fails

@@ -1,70 +1,107 @@
 """Persistent worker processes (spawn context), one call at a time each.
 
 A worker imports its plugin, calls ``warm()`` once, sends the plugin's description, then
-answers ``(hook, kwargs)`` messages over a pipe until it reads ``None`` or the pipe closes.
-Files travel as paths, never as contents.
+answers ``(hook, kwargs, context)`` messages over a pipe until it reads ``None`` or the
+pipe closes. Files travel as paths, never as contents. A worker that dies (segfault,
+``os._exit``, the out-of-memory killer) or overruns its timeout fails only the call it
+held, and a fresh, warmed worker takes its place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
+import pickle
+import resource
 import signal
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from deepaas_like import progress
-from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, WorkerDied
+from deepaas_like import logs, progress
+from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, PredictTimeout, QueueFull, WorkerDied
 from deepaas_like.model.plugin import ModelDescription, Plugin
 from deepaas_like.workers.base import ProgressCallback, WorkerPool, unwrap
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
+_EOF = object()
+_TIMED_HOOKS = ("predict", "predict_batch")
 
 
-def serve(connection: Connection, name: str, namespace: str, warm: bool, env: dict[str, str]) -> None:
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    """How worker processes are started. ``memory_limit_mb`` caps each worker's address
+    space (RLIMIT_AS; 0: no cap): past it allocations fail inside the plugin.
+    """
+
+    warm: bool = True
+    gpus: tuple[str, ...] = ()
+    memory_limit_mb: int = 0
+    debug: bool = False
+    log_json: bool = False
+
+
+def serve(connection: Connection, name: str, namespace: str, options: WorkerOptions, env: dict[str, str]) -> None:
     """Worker process main: load, warm, describe, then answer calls until told to stop."""
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    logs.setup(options.debug, options.log_json)
+    if options.memory_limit_mb:
+        limit = options.memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         plugin = Plugin.load(name, namespace)
-        if warm:
+        if options.warm:
             plugin.warm()
         progress.install(lambda fraction, message: connection.send(("progress", fraction, message)))
         connection.send(("ready", plugin.describe()))
     except BaseException as error:  # noqa: BLE001 - any failure here is reported, then we exit
-        connection.send(("failed", f"{type(error).__name__}: {error}", traceback.format_exc()))
+        with contextlib.suppress(OSError):
+            connection.send(("failed", f"{type(error).__name__}: {error}", traceback.format_exc()))
         return
     while True:
         try:
             message = connection.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if message is None:
             return
-        hook, kwargs = message
-        connection.send(plugin.outcome(hook, kwargs))
+        hook, kwargs, context = message
+        token = logs.request_id.set(context.get("request_id", "-"))
+        try:
+            outcome = plugin.outcome(hook, kwargs)
+        finally:
+            logs.request_id.reset(token)
+        try:
+            connection.send(outcome)
+        except (pickle.PicklingError, TypeError, AttributeError) as error:
+            connection.send(("error", type(error).__name__, f"the result cannot be sent back: {error}", ""))
+        except OSError:
+            return  # the server went away
 
 
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, name: str, namespace: str, warm: bool, env: dict[str, str]) -> None:
+    def __init__(self, name: str, namespace: str, options: WorkerOptions, env: dict[str, str]) -> None:
         self.connection, child = _SPAWN.Pipe()
         self.process = _SPAWN.Process(
-            target=serve, args=(child, name, namespace, warm, env), name=f"worker-{name}", daemon=True
+            target=serve, args=(child, name, namespace, options, env), name=f"worker-{name}", daemon=True
         )
         self.process.start()
         child.close()  # so that the worker's death shows as EOF on our end
+        self.exited = False
 
-    async def receive(self) -> Any:
-        """Wait for the next message without blocking the event loop.
+    async def receive(self, timeout: float | None = None) -> Any:
+        """The next message, awaited without blocking the event loop.
 
-        Raises :class:`WorkerDied` when the process exits first.
+        Raises :class:`WorkerDied` when the process exits first, ``TimeoutError`` after
+        ``timeout`` seconds.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -77,34 +114,48 @@ class _Worker:
             try:
                 future.set_result(self.connection.recv())
             except (EOFError, OSError):
-                future.set_exception(WorkerDied(self._death()))
+                self.exited = True
+                future.set_result(_EOF)
 
         loop.add_reader(fd, readable)
         try:
-            return await future
+            message = await asyncio.wait_for(future, timeout)
         finally:
             loop.remove_reader(fd)
+        if message is _EOF:
+            await asyncio.to_thread(self.process.join, 5)
+            raise WorkerDied(self.death())
+        return message
 
-    def _death(self) -> str:
-        self.process.join(timeout=5)
+    def death(self) -> str:
+        """How the process ended, for error messages."""
         code = self.process.exitcode
         if code is not None and code < 0:
-            with contextlib.suppress(ValueError):
-                return f"worker process {self.process.pid} was killed by {signal.Signals(-code).name}"
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            why = {
+                "SIGKILL": " (killed: a cancel, a timeout, or the out-of-memory killer)",
+                "SIGSEGV": " (a segmentation fault in plugin code)",
+            }.get(name, "")
+            return f"worker process {self.process.pid} was killed by {name}{why}"
         return f"worker process {self.process.pid} exited with code {code}"
 
     @property
     def alive(self) -> bool:
-        return self.process.is_alive() and not self.connection.closed
+        return not self.exited and self.process.is_alive()
 
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.connection.send(None)
-        self.process.join(timeout=5)
+        """Ask the worker to stop, kill it if it does not, reap it (blocking)."""
+        if not self.exited:
+            with contextlib.suppress(OSError):
+                self.connection.send(None)
+            self.process.join(timeout=5)
         self.kill()
         self.process.join(timeout=5)
         self.connection.close()
@@ -113,7 +164,11 @@ class _Worker:
 class ProcessWorkerPool(WorkerPool):
     """``size`` warmed worker processes of one model; GPUs assigned round-robin.
 
-    ``gpus`` are device ids exported to each worker as ``CUDA_VISIBLE_DEVICES``.
+    ``options.gpus`` are device ids exported to each worker as ``CUDA_VISIBLE_DEVICES``.
+    ``timeout`` (seconds) bounds each prediction; past it the worker is killed and
+    replaced. At most ``max_queue`` calls wait for a worker (0: no bound); more raise
+    :class:`QueueFull`. A worker that fails to start ``max_start_failures`` times in a row
+    leaves the model unavailable rather than restarting in a tight loop.
     """
 
     def __init__(
@@ -121,30 +176,39 @@ class ProcessWorkerPool(WorkerPool):
         name: str,
         namespace: str,
         size: int = 1,
-        warm: bool = True,
-        gpus: list[str] | None = None,
+        options: WorkerOptions = WorkerOptions(),
+        timeout: float | None = None,
+        max_queue: int = 0,
+        max_start_failures: int = 3,
     ) -> None:
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, not {size}")
         self.name = name
         self.namespace = namespace
         self.size = size
-        self.warm = warm
-        self.gpus = list(gpus or [])
+        self.options = options
+        self.timeout = timeout
+        self.max_queue = max_queue
+        self.max_start_failures = max_start_failures
+        self.waiting = 0
+        self.restarts = 0
+        self.unavailable: str | None = None
         self._spawned = 0
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()
         self._workers: set[_Worker] = set()
         self._running: dict[str, _Worker] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._unavailable: str | None = None
+
+    @property
+    def live_workers(self) -> int:
+        return sum(worker.alive for worker in self._workers)
 
     async def start(self) -> ModelDescription:
         workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
         failure = next((w for w in workers if isinstance(w, BaseException)), None)
         if failure is not None:
-            for worker in workers:
-                if isinstance(worker, _Worker):
-                    worker.close()
+            await asyncio.gather(*(asyncio.to_thread(w.close) for w in workers if isinstance(w, _Worker)))
+            self._workers.clear()
             raise failure
         for worker in workers:
             self._idle.put_nowait(worker)
@@ -152,17 +216,19 @@ class ProcessWorkerPool(WorkerPool):
 
     async def _spawn(self) -> _Worker:
         env = {}
-        if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus[self._spawned % len(self.gpus)]
+        if self.options.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.options.gpus[self._spawned % len(self.options.gpus)]
         self._spawned += 1
-        worker = _Worker(self.name, self.namespace, self.warm, env)
+        worker = _Worker(self.name, self.namespace, self.options, env)
         try:
             message = await worker.receive()
-        except WorkerDied as error:
-            worker.close()
-            raise PluginLoadError(f"model {self.name!r}: {error.message} while loading") from error
+        except BaseException as error:
+            await asyncio.shield(asyncio.to_thread(worker.close))
+            if isinstance(error, WorkerDied):
+                raise PluginLoadError(f"model {self.name!r}: {error.message} while loading") from error
+            raise
         if message[0] != "ready":
-            worker.close()
+            await asyncio.to_thread(worker.close)
             raise PluginLoadError(f"model {self.name!r} failed to start: {message[1]}")
         self.description = message[1]
         self._workers.add(worker)
@@ -171,9 +237,17 @@ class ProcessWorkerPool(WorkerPool):
     async def run(
         self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
     ) -> Any:
-        if self._unavailable is not None and not self._workers:
-            raise ModelUnavailable(self._unavailable)
-        worker = await self._idle.get()
+        if self.unavailable is not None and not self._workers:
+            raise ModelUnavailable(self.unavailable)
+        if self.max_queue and self._idle.empty() and self.waiting >= self.max_queue:
+            raise QueueFull(f"model {self.name!r} has {self.waiting} requests waiting; try again shortly")
+        self.waiting += 1
+        try:
+            worker = await self._idle.get()
+        finally:
+            self.waiting -= 1
+        if worker is None:  # woken because the model became unavailable
+            raise ModelUnavailable(self.unavailable or f"model {self.name!r} has no worker")
         # The call owns the worker until it answers, even if our caller goes away.
         call = asyncio.create_task(self._call(worker, hook, kwargs, job_id, on_progress))
         return await asyncio.shield(call)
@@ -181,17 +255,26 @@ class ProcessWorkerPool(WorkerPool):
     async def _call(
         self, worker: _Worker, hook: str, kwargs: dict[str, Any], job_id: str | None, on_progress: ProgressCallback | None
     ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout if self.timeout and hook in _TIMED_HOOKS else None
         if job_id is not None:
             self._running[job_id] = worker
         try:
-            worker.connection.send((hook, kwargs))
-            reply = await worker.receive()
-            while reply[0] == "progress":
+            worker.connection.send((hook, kwargs, {"request_id": logs.request_id.get()}))
+            while True:
+                reply = await worker.receive(None if deadline is None else max(deadline - loop.time(), 0))
+                if reply[0] != "progress":
+                    break
                 if on_progress is not None:
                     on_progress(reply[1], reply[2])
-                reply = await worker.receive()
-        except (OSError, WorkerDied) as error:
-            raise error if isinstance(error, WorkerDied) else WorkerDied(str(error)) from error
+        except TimeoutError:
+            worker.kill()
+            raise PredictTimeout(
+                f"model {self.name!r} did not answer within {self.timeout:g} s; its worker was replaced"
+            ) from None
+        except OSError as error:
+            worker.exited = True
+            raise WorkerDied(f"worker process {worker.process.pid} is gone: {error}") from error
         finally:
             if job_id is not None:
                 self._running.pop(job_id, None)
@@ -203,18 +286,27 @@ class ProcessWorkerPool(WorkerPool):
             self._idle.put_nowait(worker)
             return
         self._workers.discard(worker)
-        worker.close()
-        task = asyncio.create_task(self._replace())
+        task = asyncio.create_task(self._replace(worker))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _replace(self) -> None:
-        try:
-            self._idle.put_nowait(await self._spawn())
-            self._unavailable = None
-        except Exception as error:  # noqa: BLE001 - reported through ModelUnavailable
-            LOG.error("model %s: cannot replace a worker: %s", self.name, error)
-            self._unavailable = f"model {self.name!r} has no worker: {error}"
+    async def _replace(self, dead: _Worker) -> None:
+        await asyncio.to_thread(dead.close)
+        self.restarts += 1
+        for attempt in range(1, self.max_start_failures + 1):
+            try:
+                self._idle.put_nowait(await self._spawn())
+                self.unavailable = None
+                return
+            except PluginLoadError as error:
+                LOG.error("model %s: replacing a worker failed (%d of %d): %s", self.name, attempt, self.max_start_failures, error)
+                reason = error.message
+                if attempt < self.max_start_failures:
+                    await asyncio.sleep(0.5 * 2**attempt)
+        self.unavailable = f"model {self.name!r} is unavailable: its worker failed to start {self.max_start_failures} times: {reason}"
+        if not self._workers:
+            for _ in range(self.waiting):  # the waiting calls fail now instead of waiting forever
+                self._idle.put_nowait(None)
 
     async def kill(self, job_id: str) -> bool:
         worker = self._running.get(job_id)
@@ -226,6 +318,6 @@ class ProcessWorkerPool(WorkerPool):
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(None, w.close) for w in list(self._workers)))
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(asyncio.to_thread(w.close) for w in list(self._workers)))
         self._workers.clear()

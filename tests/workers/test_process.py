@@ -6,7 +6,7 @@ import os
 import pytest
 
 from deepaas_like.exceptions import InvalidArguments, PluginError, PluginLoadError, WorkerDied
-from deepaas_like.workers.process import ProcessWorkerPool
+from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
 
 
 async def test_workers_warm_once_and_answer(plugin_path):
@@ -55,7 +55,7 @@ async def test_kill_stops_the_call_and_the_worker_is_replaced(plugin_path):
 
 
 async def test_gpus_are_assigned_round_robin(plugin_path):
-    pool = ProcessWorkerPool("class_style", "deepaas.v2.model", size=2, gpus=["3", "5"])
+    pool = ProcessWorkerPool("class_style", "deepaas.v2.model", size=2, options=WorkerOptions(gpus=("3", "5")))
     await pool.start()
     try:
         results = await asyncio.gather(*(pool.run("predict", {"x": i}) for i in range(4)))

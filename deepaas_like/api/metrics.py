@@ -1,0 +1,101 @@
+"""Prometheus metrics (prometheus-client), served at ``/metrics``.
+
+Request counts and latency are recorded by :func:`metrics_middleware`; queue depth, worker
+restarts, live workers and jobs by state are read when the metrics are scraped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from deepaas_like.api.keys import JOBS, METRICS, MODELS
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """The server's metrics, in a registry of their own (one per application)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "deepaas_like_requests", "HTTP requests answered", ["model", "route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "deepaas_like_request_duration_seconds",
+            "Time to answer an HTTP request, in seconds",
+            ["model", "route", "method"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "deepaas_like_batch_size",
+            "Requests per predict_batch() call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.job_counts: dict[tuple[str, str, str], int] = {}
+        self.registry.register(_ScrapeTimeCollector(self))
+        self.app: web.Application | None = None
+
+
+class _ScrapeTimeCollector(Collector):
+    """Values read from the worker pools and the job database when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator:
+        app = self.metrics.app
+        models = app.get(MODELS, {}) if app is not None else {}
+        queue = GaugeMetricFamily("deepaas_like_queue_depth", "Requests waiting for a predict worker", labels=["model"])
+        workers = GaugeMetricFamily("deepaas_like_workers", "Live predict worker processes", labels=["model"])
+        restarts = CounterMetricFamily("deepaas_like_worker_restarts", "Worker processes replaced after dying or being killed", labels=["model"])
+        for name, model in models.items():
+            pool = model.predict_pool
+            queue.add_metric([name], getattr(pool, "waiting", 0))
+            workers.add_metric([name], getattr(pool, "live_workers", 0))
+            restarts.add_metric([name], model.worker_restarts)
+        jobs = GaugeMetricFamily("deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"])
+        for (model, kind, status), count in sorted(self.metrics.job_counts.items()):
+            jobs.add_metric([model, kind, status], count)
+        yield from (queue, workers, restarts, jobs)
+
+
+def _labels(request: web.Request) -> tuple[str, str]:
+    route = request.match_info.route.resource
+    template = route.canonical if route is not None else "unmatched"
+    name = request.match_info.get("model_name", "")
+    return (name if name in request.app[MODELS] else ""), template
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Count every request and time it, labelled by model, route template and status."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    finally:
+        metrics = request.app[METRICS]
+        model, route = _labels(request)
+        metrics.requests.labels(model, route, request.method, str(status)).inc()
+        metrics.latency.labels(model, route, request.method).observe(time.perf_counter() - started)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """``GET /metrics``: the Prometheus text format."""
+    metrics = request.app[METRICS]
+    metrics.job_counts = await request.app[JOBS].store.counts()
+    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE})

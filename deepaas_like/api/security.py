@@ -1,0 +1,82 @@
+"""API keys, CORS, and request ids.
+
+API keys: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` on the predict and train
+routes (and on every route but health when ``auth-docs`` is on); 401 JSON otherwise.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+
+import aiohttp_cors
+from aiohttp import web
+
+from deepaas_like.api.keys import SETTINGS
+from deepaas_like.exceptions import DeepaasLikeError
+from deepaas_like.logs import request_id
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ALWAYS_OPEN = ("/healthz", "/readyz")
+_JOB_ROUTES = re.compile(r"/v2/models/[^/]+/(predict|train)/")
+
+
+class Unauthorized(DeepaasLikeError):
+    """No valid API key on a protected route."""
+
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="deepaas_like"'}
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Take the client's ``X-Request-ID`` (if well-formed) or make one; log lines of the
+    request, in the server and in the worker, carry it, and the response echoes it.
+    """
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    value = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+    token = request_id.set(value)
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        error.headers[REQUEST_ID_HEADER] = value
+        raise
+    finally:
+        request_id.reset(token)
+    response.headers[REQUEST_ID_HEADER] = value
+    return response
+
+
+def _protected(request: web.Request) -> bool:
+    settings = request.app[SETTINGS]
+    path = request.path[len(settings.base_path):] if request.path.startswith(settings.base_path) else request.path
+    if path in _ALWAYS_OPEN or request.method == "OPTIONS":
+        return False
+    return settings.auth_docs or bool(_JOB_ROUTES.match(path))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Check the API key on protected routes when API keys are configured."""
+    tokens = request.app[SETTINGS].auth_tokens
+    if tokens and _protected(request):
+        presented = request.headers.get("X-API-Key", "")
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            presented = credentials.strip()
+        if not any(hmac.compare_digest(presented.encode(), token.encode()) for token in tokens):
+            raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    return await handler(request)
+
+
+def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
+    """Allow cross-origin requests from ``origins`` (``*`` for any) on every route."""
+    defaults = {
+        origin: aiohttp_cors.ResourceOptions(allow_credentials=False, expose_headers="*", allow_headers="*", allow_methods="*")
+        for origin in origins
+    }
+    cors = aiohttp_cors.setup(app, defaults=defaults)
+    for route in list(app.router.routes()):
+        cors.add(route)
