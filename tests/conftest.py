@@ -156,6 +156,8 @@ TEST_PLUGINS = {
     "broken": "broken",
     "batching": "batching",
     "slow": "slow",
+    "crashy": "crashy",
+    "warm_fails": "warm_fails",
 }
 
 

@@ -147,6 +147,8 @@ class _Worker:
         return not self.exited and self.process.is_alive()
 
     def kill(self) -> None:
+        """SIGKILL the process; from now on it counts as dead, reaped or not."""
+        self.exited = True
         if self.process.is_alive():
             self.process.kill()
 
@@ -156,7 +158,8 @@ class _Worker:
             with contextlib.suppress(OSError):
                 self.connection.send(None)
             self.process.join(timeout=5)
-        self.kill()
+        if self.process.is_alive():
+            self.process.kill()
         self.process.join(timeout=5)
         self.connection.close()
 
