@@ -7,6 +7,7 @@ held whole in memory; the caller deletes that directory when the call ends.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -139,6 +140,12 @@ def _check_size(received: int, max_size: int) -> None:
         raise BodyTooLarge(f"request body exceeds the limit of {max_size} bytes (client-max-size)")
 
 
+@functools.lru_cache(maxsize=256)
+def _instance(schema: type[marshmallow.Schema]) -> marshmallow.Schema:
+    # Building a Schema copies its fields; one instance per class serves every request.
+    return schema()
+
+
 async def parse_arguments(request: web.Request, schema: type[marshmallow.Schema], uploads: Uploads, max_size: int) -> tuple[dict[str, Any], set[str]]:
     """Read and validate ``request``'s arguments against ``schema``.
 
@@ -147,7 +154,7 @@ async def parse_arguments(request: web.Request, schema: type[marshmallow.Schema]
     """
     raw = await read_arguments(request, uploads, max_size)
     request[_RAW] = raw
-    instance = schema()
+    instance = _instance(schema)
     loaded = await parser.parse(instance, request, location="request", unknown=marshmallow.EXCLUDE)
     sent = set(raw.keys())
     not_files = {

@@ -96,6 +96,23 @@ class _Worker:
         self.process.start()
         child.close()  # so that the worker's death shows as EOF on our end
         self.exited = False
+        # The pipe stays registered with the event loop for the worker's whole life (one
+        # epoll registration, not two system calls per message); messages queue up here.
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.connection.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            self._inbox.put_nowait(self.connection.recv())
+        except (EOFError, OSError):
+            self.exited = True
+            self._unregister()
+            self._inbox.put_nowait(_EOF)
+
+    def _unregister(self) -> None:
+        if not self.connection.closed:
+            self._loop.remove_reader(self.connection.fileno())
 
     async def receive(self, timeout: float | None = None) -> Any:
         """The next message, awaited without blocking the event loop.
@@ -103,26 +120,12 @@ class _Worker:
         Raises :class:`WorkerDied` when the process exits first, ``TimeoutError`` after
         ``timeout`` seconds.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        fd = self.connection.fileno()
-
-        def readable() -> None:
-            loop.remove_reader(fd)
-            if future.done():
-                return
-            try:
-                future.set_result(self.connection.recv())
-            except (EOFError, OSError):
-                self.exited = True
-                future.set_result(_EOF)
-
-        loop.add_reader(fd, readable)
-        try:
-            message = await asyncio.wait_for(future, timeout)
-        finally:
-            loop.remove_reader(fd)
+        if timeout is None:
+            message = await self._inbox.get()
+        else:
+            message = await asyncio.wait_for(self._inbox.get(), timeout)
         if message is _EOF:
+            self._inbox.put_nowait(_EOF)  # every later receive sees the death too
             await asyncio.to_thread(self.process.join, 5)
             raise WorkerDied(self.death())
         return message
@@ -146,6 +149,10 @@ class _Worker:
     def alive(self) -> bool:
         return not self.exited and self.process.is_alive()
 
+    def detach(self) -> None:
+        """Stop watching the pipe (in the event loop's thread, before :meth:`close`)."""
+        self._unregister()
+
     def kill(self) -> None:
         """SIGKILL the process; from now on it counts as dead, reaped or not."""
         self.exited = True
@@ -153,7 +160,9 @@ class _Worker:
             self.process.kill()
 
     def close(self) -> None:
-        """Ask the worker to stop, kill it if it does not, reap it (blocking)."""
+        """Ask the worker to stop, kill it if it does not, reap it (blocking; call it in a
+        thread, after :meth:`detach` in the event loop's thread).
+        """
         if not self.exited:
             with contextlib.suppress(OSError):
                 self.connection.send(None)
@@ -210,7 +219,7 @@ class ProcessWorkerPool(WorkerPool):
         workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
         failure = next((w for w in workers if isinstance(w, BaseException)), None)
         if failure is not None:
-            await asyncio.gather(*(asyncio.to_thread(w.close) for w in workers if isinstance(w, _Worker)))
+            await asyncio.gather(*(_close(w) for w in workers if isinstance(w, _Worker)))
             self._workers.clear()
             raise failure
         for worker in workers:
@@ -226,12 +235,12 @@ class ProcessWorkerPool(WorkerPool):
         try:
             message = await worker.receive()
         except BaseException as error:
-            await asyncio.shield(asyncio.to_thread(worker.close))
+            await asyncio.shield(_close(worker))
             if isinstance(error, WorkerDied):
                 raise PluginLoadError(f"model {self.name!r}: {error.message} while loading") from error
             raise
         if message[0] != "ready":
-            await asyncio.to_thread(worker.close)
+            await _close(worker)
             raise PluginLoadError(f"model {self.name!r} failed to start: {message[1]}")
         self.description = message[1]
         self._workers.add(worker)
@@ -294,7 +303,7 @@ class ProcessWorkerPool(WorkerPool):
         task.add_done_callback(self._tasks.discard)
 
     async def _replace(self, dead: _Worker) -> None:
-        await asyncio.to_thread(dead.close)
+        await _close(dead)
         self.restarts += 1
         for attempt in range(1, self.max_start_failures + 1):
             try:
@@ -322,5 +331,10 @@ class ProcessWorkerPool(WorkerPool):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(asyncio.to_thread(w.close) for w in list(self._workers)))
+        await asyncio.gather(*(_close(w) for w in list(self._workers)))
         self._workers.clear()
+
+
+async def _close(worker: _Worker) -> None:
+    worker.detach()
+    await asyncio.to_thread(worker.close)
