@@ -32,7 +32,7 @@ def wait_for(url: str, status: str, timeout: float = 60.0) -> dict:
         training = requests.get(url, timeout=5).json()
         if training["status"] == status:
             return training
-        assert training["status"] == "running", training
+        assert training["status"] in ("pending", "running"), training
         time.sleep(0.1)
     raise AssertionError(f"{url} never reached {status!r}: {training}")
 
