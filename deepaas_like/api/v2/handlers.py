@@ -13,7 +13,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from deepaas_like.api.arguments import Uploads, parse_arguments, parser
 from deepaas_like.api.keys import JOBS, MODELS, SETTINGS
-from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json, parse_accept, quality
+from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import prediction_response
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
 from deepaas_like.jobs.models import ACTIVE, DONE, PREDICT, STATES, TRAIN
@@ -83,18 +83,20 @@ async def predict(request: web.Request) -> web.StreamResponse:
         raise HookNotImplemented(f"model {model.name!r} does not implement predict()")
     uploads = Uploads(settings.upload_dir)
     handed_over = False
+    as_job = _wants_async(request)
     try:
         kwargs, sent = await parse_arguments(request, model.predict_schema, uploads, settings.client_max_size)
         offered = model.accept_choices
         media_type = choose_media_type(
-            request.headers.get(hdrs.ACCEPT) if not _wants_async(request) else None,
+            # A job's POST answers with the job (JSON); its Accept does not pick the result.
+            None if as_job else request.headers.get(hdrs.ACCEPT),
             kwargs.get("accept") if "accept" in sent else None,
             offered,
             accept_default(model.description.predict_args or {}),
         )
         if offered:
             kwargs["accept"] = media_type
-        if _wants_async(request):
+        if as_job:
             job = await request.app[JOBS].submit(model, PREDICT, kwargs, uploads.directory)
             handed_over = True
             location = _url(request, f"/v2/models/{model.name}/predict/{job['uuid']}")
@@ -125,7 +127,7 @@ async def get_prediction(request: web.Request) -> web.StreamResponse:
     job = await request.app[JOBS].get(model.name, request.match_info["uuid"], PREDICT)
     if job.status == DONE and job.media_type and not is_json(job.media_type):
         accept = request.headers.get(hdrs.ACCEPT, "")
-        if accept and best_match(accept, [JSON, job.media_type]) == job.media_type and quality(parse_accept(accept), job.media_type) > 0:
+        if accept and best_match(accept, [JSON, job.media_type]) == job.media_type:
             data = await request.app[JOBS].store.result(job.uuid)
             return prediction_response(data, job.media_type, wrap=False)
     return web.json_response(job.to_dict())
