@@ -1,0 +1,1 @@
+"""A trivial DEEPaaS V2 plugin: predict does almost nothing, so a benchmark measures the server."""
