@@ -96,6 +96,13 @@ model_opts = [
         min=0,
         help="Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
     ),
+    cfg.IntOpt(
+        "worker-threads",
+        default=0,
+        min=0,
+        help="Threads of the math libraries (OpenMP, MKL, OpenBLAS: torch, numpy) in each worker. "
+        "On shared CPUs, 1 avoids threads spin-waiting for each other. 0: as the environment says.",
+    ),
     cfg.BoolOpt("warm", default=True, help="Call each plugin's warm() in every worker before it takes work."),
 ]
 
@@ -174,6 +181,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         model_predict_timeouts=timeouts,
         max_queue=conf.max_queue,
         worker_memory_limit_mb=conf.worker_memory_limit,
+        worker_threads=conf.worker_threads,
         auth_tokens=tuple(token.strip() for token in tokens if token.strip()),
         auth_docs=conf.auth_docs,
         cors_origins=tuple(conf.cors_origin),

@@ -47,6 +47,7 @@ class Settings:
     model_predict_timeouts: dict[str, float] = dataclasses.field(default_factory=dict)
     max_queue: int = 256
     worker_memory_limit_mb: int = 0
+    worker_threads: int = 0
     auth_tokens: tuple[str, ...] = ()
     auth_docs: bool = False
     cors_origins: tuple[str, ...] = ()

@@ -90,14 +90,31 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         return web.json_response(body, status=500)
 
 
-async def _jobs(app: web.Application) -> AsyncIterator[None]:
+async def _serving(app: web.Application) -> AsyncIterator[None]:
+    """Start every model's workers and open the job database (side by side: both take a
+    while), then run jobs; on the way out stop jobs, then workers, then the database.
+    """
     settings = app[SETTINGS]
-    models = app[MODELS]
+    names = resolve_model_names(list(settings.model_names), settings.namespace)
+    models = {name: _make_model(name, settings, app[METRICS]) for name in names}
+    started = await asyncio.gather(
+        JobStore.open(settings.database_url), *(model.start() for model in models.values()), return_exceptions=True
+    )
+    failure = next((r for r in started if isinstance(r, BaseException)), None)
+    if failure is not None:
+        await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
+        if isinstance(started[0], JobStore):
+            await started[0].close()
+        raise failure
+    store = started[0]
+    app[MODELS] = models
+    if settings.doc_endpoint:
+        for model in models.values():
+            openapi.add_model_paths(app[_API_SPEC].spec, settings, model)
     capacity = {}
     for name in models:
         capacity[(name, TRAIN)] = settings.train_workers
         capacity[(name, PREDICT)] = settings.workers_for(name)
-    store = await JobStore.open(settings.database_url)
     app[JOBS] = JobRunner(
         store,
         models,
@@ -107,27 +124,11 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         retention=settings.job_retention_hours * 3600,
     )
     await app[JOBS].start()
-    yield
-    await app[JOBS].close()
-    await store.close()
-
-
-async def _models(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    names = resolve_model_names(list(settings.model_names), settings.namespace)
-    models = {name: _make_model(name, settings, app[METRICS]) for name in names}
-    results = await asyncio.gather(*(model.start() for model in models.values()), return_exceptions=True)
-    failure = next((r for r in results if isinstance(r, BaseException)), None)
-    if failure is not None:
-        await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
-        raise failure
-    app[MODELS] = models
-    if settings.doc_endpoint:
-        for model in models.values():
-            openapi.add_model_paths(app[_API_SPEC].spec, settings, model)
     LOG.info("serving %s", ", ".join(models))
     yield
+    await app[JOBS].close()
     await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
+    await store.close()
 
 
 def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper:
@@ -135,6 +136,7 @@ def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper
         warm=settings.warm,
         gpus=settings.gpus,
         memory_limit_mb=settings.worker_memory_limit_mb,
+        threads=settings.worker_threads,
         debug=settings.debug,
         log_json=settings.log_json,
     )
@@ -215,7 +217,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[METRICS].app = app
-    app.cleanup_ctx.extend([_models, _jobs])
+    app.cleanup_ctx.append(_serving)
     add_routes(app, settings)
     if settings.debug_endpoint:
         app[LOG_BUFFER] = collections.deque(maxlen=2000)

@@ -36,10 +36,13 @@ _TIMED_HOOKS = ("predict", "predict_batch")
 @dataclasses.dataclass(frozen=True)
 class WorkerOptions:
     """How worker processes are started. ``memory_limit_mb`` caps each worker's address
-    space (RLIMIT_AS; 0: no cap): past it allocations fail inside the plugin.
+    space (RLIMIT_AS; 0: no cap): past it allocations fail inside the plugin. ``threads``
+    sets the math libraries' thread pools (OpenMP, MKL, OpenBLAS: torch and numpy) in each
+    worker (0: as the environment says).
     """
 
     warm: bool = True
+    threads: int = 0
     gpus: tuple[str, ...] = ()
     memory_limit_mb: int = 0
     debug: bool = False
@@ -49,6 +52,9 @@ class WorkerOptions:
 def serve(connection: Connection, name: str, namespace: str, options: WorkerOptions, env: dict[str, str]) -> None:
     """Worker process main: load, warm, describe, then answer calls until told to stop."""
     os.environ.update(env)
+    if options.threads:
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[variable] = str(options.threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     logs.setup(options.debug, options.log_json)
     if options.memory_limit_mb:

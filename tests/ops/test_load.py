@@ -151,9 +151,12 @@ def make_call(index: int, rng: random.Random) -> Call:
         if index % 200 == 50:
             return Call("train demo", "POST", demo + "train/", OK, json={"epochs": 3, "seed": index}, check=_json_field("uuid"))
         return Call("train deepaas_style", "POST", style + "train/", OK, json={"sleep": 0}, check=_json_field("uuid"))
-    if index % 150 == 75:
-        return Call("async predict", "POST", only + "predict/?async=true", frozenset({202}), check=_json_field("uuid"))
     size = (8 + index % 47, 8 + index % 31)
+    if index % 150 == 75:
+        if index % 300 == 75:  # the job owns the upload until it ends
+            return Call("async predict demo", "POST", demo + "predict/?async=true", frozenset({202}),
+                        form=_form(image=("cat.png", _image(size)), accept="image/png"), check=_json_field("uuid"))
+        return Call("async predict", "POST", only + "predict/?async=true", frozenset({202}), check=_json_field("uuid"))
     kinds: dict[str, Callable[[], Call]] = {
         "demo json": lambda: Call("demo json", "POST", demo + "predict/", OK, form=_form(image=("cat.png", _image(size)), size=16),
                                   check=_media("application/json", _demo_stats(size))),
@@ -260,7 +263,10 @@ async def settle(base: str, timeout: float = 60.0) -> None:
     """
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
-        for path in ("/v2/models/demo/train/", "/v2/models/deepaas_style/train/", "/v2/models/predict_only/predict/"):
+        for path in (
+            "/v2/models/demo/train/", "/v2/models/deepaas_style/train/",
+            "/v2/models/demo/predict/", "/v2/models/predict_only/predict/",
+        ):
             while True:
                 async with session.get(base + path, params={"limit": 10000}) as response:
                     jobs = await response.json()

@@ -68,3 +68,12 @@ async def test_gpus_are_assigned_round_robin(plugin_path):
 async def test_a_plugin_that_cannot_load_fails_start(plugin_path):
     with pytest.raises(PluginLoadError, match="ModuleNotFoundError"):
         await ProcessWorkerPool("broken", "deepaas.v2.model").start()
+
+
+async def test_worker_threads_are_set_in_the_worker(plugin_path):
+    pool = ProcessWorkerPool("class_style", "deepaas.v2.model", options=WorkerOptions(threads=1))
+    await pool.start()
+    try:
+        assert (await pool.run("predict", {"x": 1}))["threads"] == "1"
+    finally:
+        await pool.stop()
