@@ -11,8 +11,6 @@ import uuid as uuid_module
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -65,6 +63,9 @@ class JobStore:
 
     async def migrate(self) -> None:
         """Apply every alembic migration not yet applied."""
+        # Imported here: alembic is needed once, at start-up, beside the workers' start.
+        from alembic import command
+        from alembic.config import Config
 
         def upgrade(connection: Any) -> None:
             config = Config()
