@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.web_middlewares import normalize_path_middleware
 from aiohttp_apigami.constants import SWAGGER_DICT
 
-from deepaas_like.api import openapi
-from deepaas_like.api.keys import JOBS, METRICS, MODELS, SETTINGS
+from deepaas_like.api import openapi, probes
+from deepaas_like.api.keys import JOBS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.metrics import Metrics, metrics_endpoint, metrics_middleware
 from deepaas_like.api.security import auth_middleware, request_id_middleware, setup_cors
 from deepaas_like.api.v2 import handlers
@@ -52,8 +52,8 @@ def add_routes(app: web.Application, settings: Settings) -> None:
             web.get(model + "/train/{uuid}/events", handlers.training_events),
         ]
     )
-    app.router.add_get(prefix + "/healthz", _healthz)
-    app.router.add_get(prefix + "/readyz", _readyz)
+    app.router.add_get(prefix + "/healthz", probes.healthz)
+    app.router.add_get(prefix + "/readyz", probes.readyz)
     app.router.add_get(prefix + "/metrics", metrics_endpoint)
     if settings.doc_endpoint:
         app.router.add_get(prefix + "/openapi.json", _openapi_document)
@@ -109,6 +109,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     store = started[0]
     app[MODELS] = models
     if settings.doc_endpoint:
+        openapi.add_server_paths(app[_API_SPEC].spec, settings)
         for model in models.values():
             openapi.add_model_paths(app[_API_SPEC].spec, settings, model)
     capacity = {}
@@ -160,17 +161,10 @@ def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper
     )
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers."""
-    return web.json_response({"status": "ok"})
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    """Readiness: every model has a live, warmed worker; 503 naming those that have none."""
-    problems = {name: model.unavailable() for name, model in request.app[MODELS].items() if model.unavailable()}
-    if problems:
-        return web.json_response({"status": "unavailable", "models": problems}, status=503)
-    return web.json_response({"status": "ready", "models": list(request.app[MODELS])})
+async def _shutting_down(app: web.Application) -> None:
+    # Runs before aiohttp waits for in-flight handlers: event streams end instead of
+    # holding the shutdown for the whole grace period.
+    app[SHUTTING_DOWN].set()
 
 
 _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
@@ -215,6 +209,8 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.client_max_size or 1024**4,
     )
     app[SETTINGS] = settings
+    app[SHUTTING_DOWN] = asyncio.Event()
+    app.on_shutdown.append(_shutting_down)
     app[METRICS] = Metrics()
     app[METRICS].app = app
     app.cleanup_ctx.append(_serving)

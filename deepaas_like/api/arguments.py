@@ -16,6 +16,7 @@ from typing import Any
 
 import marshmallow
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 from webargs.aiohttpparser import AIOHTTPParser
 from webargs.multidictproxy import MultiDictProxy
@@ -108,12 +109,12 @@ async def _read_multipart(request: web.Request, raw: MultiDict, uploads: Uploads
     received = 0
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as error:
+    except (ValueError, AssertionError, HttpProcessingError) as error:
         raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
     while True:
         try:
             part = await reader.next()
-        except (ValueError, AssertionError) as error:
+        except (ValueError, AssertionError, HttpProcessingError) as error:
             raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
         if part is None:
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from deepaas_like.jobs.runner import JobRunner
@@ -11,4 +13,6 @@ from deepaas_like.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", dict[str, ModelWrapper])
 JOBS = web.AppKey("jobs", JobRunner)
+#: Set when the server starts shutting down, so that long-lived streams end.
+SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
 METRICS = web.AppKey("metrics", object)  # deepaas_like.api.metrics.Metrics (it imports these keys)

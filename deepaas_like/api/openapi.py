@@ -13,6 +13,8 @@ from marshmallow import fields
 
 import deepaas_like
 from deepaas_like.api.negotiation import is_json
+from deepaas_like.api import probes
+from deepaas_like.api.metrics import metrics_endpoint
 from deepaas_like.api.v2 import handlers
 from deepaas_like.jobs.models import STATES
 from deepaas_like.model.args import is_file_field
@@ -45,13 +47,24 @@ _TRAINING = {
 _LISTING = [
     {"in": "query", "name": "status", "schema": {"type": "string", "enum": list(STATES)}},
     {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-    {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+    {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": handlers.MAX_OFFSET, "default": 0}},
 ]
 _ASYNC = [
     {"in": "header", "name": "Prefer", "schema": {"type": "string"}, "description": "`respond-async` (RFC 7240) queues the prediction as a job: 202"},
     {"in": "query", "name": "async", "schema": {"type": "boolean"}, "description": "same as `Prefer: respond-async`"},
 ]
-_EVENTS = {"200": {"description": "Server-Sent Events: `job` (the job object) on every change, then `end`", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+# One Server-Sent Event, as OpenAPI 3.2 describes an event stream's items.
+_EVENT = {
+    "type": "object",
+    "properties": {"event": {"type": "string", "enum": ["job", "end"]}, "data": {"type": "string"}},
+    "required": ["event", "data"],
+}
+_EVENTS = {
+    "200": {
+        "description": "Server-Sent Events: `job` (the job object, JSON) on every change, then `end`",
+        "content": {"text/event-stream": {"schema": _EVENT}},
+    }
+}
 
 
 def file_field_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:  # noqa: ARG001
@@ -99,6 +112,32 @@ def _request_body(schema: Any, arguments: dict[str, fields.Field]) -> dict[str, 
     if not any(is_file_field(field) for field in arguments.values()):
         content["application/json"] = {"schema": schema}
     return {"content": content}
+
+
+def add_server_paths(spec: APISpec, settings: Settings) -> None:
+    """Document the routes that belong to no model: versions, the model list, probes, metrics."""
+    prefix = settings.base_path
+    links = {"type": "array", "items": {"type": "object"}}
+    version = {"type": "object", "properties": {"version": {"type": "string"}, "id": {"type": "string"}, "links": links}}
+    tags = ["server"]
+    _add(spec, prefix + "/", "get", handlers.versions, {"tags": tags, "summary": "API versions", "responses": {"200": _json({"type": "object", "properties": {"versions": {"type": "array", "items": version}, "links": links}}, "versions")}})
+    _add(spec, prefix + "/v2/", "get", handlers.version_v2, {"tags": tags, "summary": "The v2 API version", "responses": {"200": _json(version, "the version")}})
+    _add(spec, prefix + "/v2/models/", "get", handlers.list_models, {"tags": tags, "summary": "Metadata of every served model", "responses": {"200": _json({"type": "object", "properties": {"models": {"type": "array", "items": {"type": "object"}}}}, "models")}})
+    _add(spec, prefix + "/healthz", "get", probes.healthz, {"tags": tags, "summary": "Liveness probe", "responses": {"200": _json({"type": "object"}, "alive")}})
+    _add(
+        spec,
+        prefix + "/readyz",
+        "get",
+        probes.readyz,
+        {"tags": tags, "summary": "Readiness probe", "responses": {"200": _json({"type": "object"}, "every model can serve"), "503": _json({"type": "object"}, "a model has no worker")}},
+    )
+    _add(
+        spec,
+        prefix + "/metrics",
+        "get",
+        metrics_endpoint,
+        {"tags": tags, "summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+    )
 
 
 def _add(spec: APISpec, path: str, method: str, handler: Any, operation: dict[str, Any], **kwargs: Any) -> None:

@@ -136,3 +136,23 @@ def test_sigterm_lets_requests_finish_and_marks_running_jobs_interrupted(run_ser
 
     job = asyncio.run(read())
     assert job["status"] == "error" and "interrupted" in job["message"]
+
+
+def test_shutdown_ends_event_streams_instead_of_waiting_for_them(run_server, plugin_env):
+    server = run_server("slow", env=plugin_env, args=["--shutdown-timeout", "15"])
+    job = requests.post(server + "/v2/models/slow/train/", data={"seconds": "1000"}).json()
+    lines = []
+
+    def follow():
+        with requests.get(server + f"/v2/models/slow/train/{job['uuid']}/events", stream=True, timeout=60) as stream:
+            lines.extend(stream.iter_lines(decode_unicode=True))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(30) == 0
+    follower.join(10)
+    assert time.monotonic() - started < 10, "the open stream held the shutdown"
+    assert any(line.startswith("event: job") for line in lines)

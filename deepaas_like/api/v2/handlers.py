@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp_apigami import docs
 from aiohttp_sse import sse_response
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from deepaas_like.api.arguments import Uploads, parse_arguments, parser
-from deepaas_like.api.keys import JOBS, MODELS, SETTINGS
+from deepaas_like.api.keys import JOBS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import prediction_response
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
@@ -49,7 +49,6 @@ def _metadata(request: web.Request, model: ModelWrapper) -> dict[str, Any]:
     return metadata
 
 
-@docs(tags=["versions"], summary="API versions")
 async def versions(request: web.Request) -> web.Response:
     links = []
     if request.app[SETTINGS].doc_endpoint:
@@ -60,12 +59,10 @@ async def versions(request: web.Request) -> web.Response:
     return web.json_response({"versions": [_version(request)], "links": links})
 
 
-@docs(tags=["versions"], summary="The v2 API version")
 async def version_v2(request: web.Request) -> web.Response:
     return web.json_response(_version(request))
 
 
-@docs(tags=["models"], summary="Every served model's metadata")
 async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"models": [_metadata(request, m) for m in request.app[MODELS].values()]})
 
@@ -160,12 +157,15 @@ async def start_training(request: web.Request) -> web.Response:
     return web.json_response(await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.directory))
 
 
+MAX_OFFSET = 2**63 - 1  # the largest a database's 64-bit integer holds
+
+
 class ListingArgs(Schema):
     """Query string of job listings: filter by ``status``, page with ``limit``/``offset``."""
 
     status = fields.Str(validate=validate.OneOf(STATES))
     limit = fields.Int(validate=validate.Range(min=1, max=10_000))
-    offset = fields.Int(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 async def _list(request: web.Request, model: ModelWrapper, kind: str) -> web.Response:
@@ -207,6 +207,7 @@ async def _events(request: web.Request, model: ModelWrapper, kind: str) -> web.S
     runner = request.app[JOBS]
     uuid = request.match_info["uuid"]
     job = await runner.get(model.name, uuid, kind)  # 404 before the stream starts
+    stopping = request.app[SHUTTING_DOWN]
     async with sse_response(request) as stream:
         last = None
         while True:
@@ -217,5 +218,8 @@ async def _events(request: web.Request, model: ModelWrapper, kind: str) -> web.S
             if job.status not in ACTIVE:
                 await stream.send(json.dumps({"status": job.status}), event="end")
                 return stream
-            await asyncio.sleep(request.app[SETTINGS].job_poll_interval / 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), request.app[SETTINGS].job_poll_interval / 2)
+            if stopping.is_set():
+                return stream  # the server is shutting down: the client reconnects elsewhere
             job = await runner.get(model.name, uuid, kind)
