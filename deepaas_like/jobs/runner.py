@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deepaas_like.exceptions import DeepaasLikeError, HookNotImplemented
-from deepaas_like.jobs.models import ACTIVE, CANCELLED, DONE, ERROR, PENDING, PREDICT, TRAIN, Job
+from deepaas_like.jobs.models import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, Job
 from deepaas_like.jobs.store import INTERRUPTED, JobStore, decode_kwargs
 from deepaas_like.model.args import json_arguments
 from deepaas_like.model.plugin import FileResult

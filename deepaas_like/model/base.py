@@ -19,7 +19,7 @@ class BaseModel(abc.ABC):
     #: are validated against.
     schema: Any = None
 
-    def warm(self) -> None:
+    def warm(self) -> None:  # noqa: B027 - optional hook: doing nothing is the default
         """Load weights once per worker, before the worker takes work."""
 
     def get_metadata(self) -> dict[str, Any]:

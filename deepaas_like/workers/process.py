@@ -194,7 +194,7 @@ class ProcessWorkerPool(WorkerPool):
         name: str,
         namespace: str,
         size: int = 1,
-        options: WorkerOptions = WorkerOptions(),
+        options: WorkerOptions | None = None,
         timeout: float | None = None,
         max_queue: int = 0,
         max_start_failures: int = 3,
@@ -204,7 +204,7 @@ class ProcessWorkerPool(WorkerPool):
         self.name = name
         self.namespace = namespace
         self.size = size
-        self.options = options
+        self.options = options or WorkerOptions()
         self.timeout = timeout
         self.max_queue = max_queue
         self.max_start_failures = max_start_failures

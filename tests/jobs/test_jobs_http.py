@@ -11,7 +11,6 @@ import time
 import pytest
 import requests
 
-from tests.conftest import png_bytes
 
 SLOW = "/v2/models/slow"
 

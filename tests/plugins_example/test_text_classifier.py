@@ -247,17 +247,17 @@ def test_predict_batch_matches_predict(
     batched = api.predict_batch(requests_)
     assert calls == [5]  # every text of every request in one encoder call, one forward pass
     assert len(batched) == len(one_by_one)
-    for got, want in zip(batched, one_by_one):
+    for got, want in zip(batched, one_by_one, strict=True):
         assert got["texts"] == want["texts"]
         assert [p["label"] for p in got["predictions"]] == [p["label"] for p in want["predictions"]]
-        for p, q in zip(got["predictions"], want["predictions"]):
+        for p, q in zip(got["predictions"], want["predictions"], strict=True):
             assert p["probabilities"] == pytest.approx(q["probabilities"], abs=1e-5)
 
 
 def test_predict_batch_before_training_matches_predict(empty_dir: Path) -> None:
     requests_ = [{"text": "hello there"}, {"text": "a\nsomewhat longer second text here"}]
     batched = api.predict_batch(requests_)
-    for got, kwargs in zip(batched, requests_):
+    for got, kwargs in zip(batched, requests_, strict=True):
         want = api.predict(**kwargs)
         assert got["message"] == want["message"]
         assert torch.allclose(

@@ -369,7 +369,7 @@ def test_zip_frames_are_the_decoded_pixels(plugin, clip, clip_path):
     data = plugin.predict(video=clip, every_n_frames=19, accept=ZIP)
     archive = zipfile.ZipFile(io.BytesIO(data))
     decoded = vid.Video(clip_path).read([0, 19])
-    for index, frame in zip((0, 19), decoded):
+    for index, frame in zip((0, 19), decoded, strict=True):
         png = np.asarray(Image.open(io.BytesIO(archive.read(f"frame_{index:05d}.png"))))
         np.testing.assert_array_equal(png, frame)
 

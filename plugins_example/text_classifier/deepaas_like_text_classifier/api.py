@@ -171,13 +171,13 @@ def _answer(requests: Sequence[list[str]]) -> list[dict[str, Any]]:
             continue
         probabilities = head.probabilities(rows)
         predictions = []
-        for text, row in zip(texts, probabilities.tolist()):
+        for text, row in zip(texts, probabilities.tolist(), strict=True):
             best = max(range(len(row)), key=row.__getitem__)
             predictions.append(
                 {
                     "text": text,
                     "label": head.labels[best],
-                    "probabilities": dict(zip(head.labels, row)),
+                    "probabilities": dict(zip(head.labels, row, strict=True)),
                 }
             )
         results.append({"texts": texts, "predictions": predictions})
