@@ -97,5 +97,5 @@ async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.
 async def metrics_endpoint(request: web.Request) -> web.Response:
     """``GET /metrics``: the Prometheus text format."""
     metrics = request.app[METRICS]
-    metrics.job_counts = await request.app[JOBS].store.counts()
+    metrics.job_counts = await request.app[JOBS].counts()
     return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE})

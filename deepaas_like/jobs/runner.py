@@ -92,6 +92,14 @@ class JobRunner:
         """The job; raises ``JobNotFound``."""
         return await self.store.get(model, uuid, kind)
 
+    async def counts(self) -> dict[tuple[str, str, str], int]:
+        """Jobs in the database per (model, kind, status), for metrics."""
+        return await self.store.counts()
+
+    async def result(self, uuid: str) -> bytes | None:
+        """The stored bytes of a finished binary prediction, or None."""
+        return await self.store.result(uuid)
+
     async def list(self, model: str, kind: str, status: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Job objects of ``model``, newest first."""
         return [job.to_dict() for job in await self.store.list(model, kind, status, limit, offset)]
