@@ -207,3 +207,10 @@ def test_json_body_and_query_string_arguments(demo):
     assert answer.json()["args"]["epochs"] == 2 and answer.json()["args"]["learning_rate"] == 0.5
     bad = requests.post(demo + TRAIN, data="{not json", headers={"Content-Type": "application/json"})
     assert bad.status_code == 422 and "_body" in bad.json()
+
+
+def test_demo_training_reports_progress(demo):
+    training = requests.post(demo + TRAIN, data={"epochs": "4"}).json()
+    done = wait_for(demo + TRAIN + training["uuid"], "done")
+    assert done["progress"] == 1.0
+    assert [event["message"].split(":")[0] for event in done["events"]] == ["epoch 1", "epoch 2", "epoch 3", "epoch 4"]
