@@ -119,7 +119,7 @@ async def run(argv: list[str]) -> int:
         return _print({"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": await model.train(kwargs, job_id="cli")}})
     kwargs = load_arguments(model.predict_schema, options)
     if model.accept_choices and "accept" not in kwargs:
-        kwargs["accept"] = model_args.accept_default(model.description.predict_args or {}) or model.accept_choices[0]
+        kwargs["accept"] = model.accept_default or model.accept_choices[0]
     result = await model.predict(kwargs)
     if isinstance(result, (bytes, FileResult)):
         if not options.output:

@@ -47,6 +47,10 @@ class ModelWrapper:
         self.predict_schema: type[marshmallow.Schema] | None = None
         self.train_schema: type[marshmallow.Schema] | None = None
         self.response_schema: type[marshmallow.Schema] | None = None
+        #: Media types the ``accept`` argument offers, in the plugin's order (may be []),
+        #: and its default.
+        self.accept_choices: list[str] = []
+        self.accept_default: str | None = None
 
     async def start(self) -> None:
         """Start and warm the predict workers and build the argument schemas from the
@@ -57,6 +61,8 @@ class ModelWrapper:
         prefix = "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", self.name) if part)
         if description.predict_args is not None:
             self.predict_schema = model_args.build_schema(description.predict_args, f"{prefix}PredictArgs")
+            self.accept_choices = model_args.accept_choices(description.predict_args)
+            self.accept_default = model_args.accept_default(description.predict_args)
         if description.train_args is not None:
             self.train_schema = model_args.build_schema(description.train_args, f"{prefix}TrainArgs")
         if description.response_fields is not None:
@@ -88,10 +94,6 @@ class ModelWrapper:
         """The plugin's metadata merged over ``{"id": name, "name": name}``."""
         return {"id": self.name, "name": self.name, **self.description.metadata}
 
-    @property
-    def accept_choices(self) -> list[str]:
-        """Media types the ``accept`` argument offers, in the plugin's order (may be [])."""
-        return model_args.accept_choices(self.description.predict_args or {})
 
     async def predict(
         self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None

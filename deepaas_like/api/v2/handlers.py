@@ -17,7 +17,6 @@ from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is
 from deepaas_like.api.responses import prediction_response
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
 from deepaas_like.jobs.models import ACTIVE, DONE, PREDICT, STATES, TRAIN
-from deepaas_like.model.args import accept_default
 from deepaas_like.model.wrapper import ModelWrapper
 
 
@@ -89,7 +88,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
             None if as_job else request.headers.get(hdrs.ACCEPT),
             kwargs.get("accept") if "accept" in sent else None,
             offered,
-            accept_default(model.description.predict_args or {}),
+            model.accept_default,
         )
         if offered:
             kwargs["accept"] = media_type
