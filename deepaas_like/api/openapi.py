@@ -27,7 +27,7 @@ _FIELD_ERRORS = {
     "description": "messages per argument name",
     "additionalProperties": {"type": "array", "items": {"type": "string"}},
 }
-_TRAINING = {
+_JOB = {
     "type": "object",
     "properties": {
         "uuid": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
@@ -180,7 +180,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "requestBody": _request_body(model.predict_schema, description.predict_args or {}),
                 "responses": {
                     "200": {"description": "the prediction", "content": content},
-                    "202": {**_json(_TRAINING, "the queued prediction job"), "headers": {"Location": {"schema": {"type": "string"}}}},
+                    "202": {**_json(_JOB, "the queued prediction job"), "headers": {"Location": {"schema": {"type": "string"}}}},
                     **_errors(404, 406, 413, 422, 500, 503),
                 },
             },
@@ -191,10 +191,10 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             predictions,
             "get",
             handlers.list_predictions,
-            {"tags": tags, "summary": "Asynchronous predictions, newest first", "parameters": _LISTING, "responses": {"200": _json({"type": "array", "items": _TRAINING}, "jobs"), **_errors(404, 422)}},
+            {"tags": tags, "summary": "Asynchronous predictions, newest first", "parameters": _LISTING, "responses": {"200": _json({"type": "array", "items": _JOB}, "jobs"), **_errors(404, 422)}},
         )
         job_parameter = [{"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}]
-        job_content = {"application/json": {"schema": _TRAINING}}
+        job_content = {"application/json": {"schema": _JOB}}
         for media_type in content:
             if media_type != "application/json":
                 job_content[media_type] = content[media_type]
@@ -215,7 +215,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             predictions + "{uuid}",
             "delete",
             handlers.cancel_prediction,
-            {"tags": tags, "summary": "Cancel an asynchronous prediction", "responses": {"200": _json(_TRAINING, "the job"), **_errors(404)}},
+            {"tags": tags, "summary": "Cancel an asynchronous prediction", "responses": {"200": _json(_JOB, "the job"), **_errors(404)}},
         )
         _add(
             spec,
@@ -235,7 +235,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "tags": tags,
                 "summary": f"Start a training of {model.name}",
                 "requestBody": _request_body(model.train_schema, description.train_args or {}),
-                "responses": {"200": _json(_TRAINING, "the training, pending or running"), **_errors(404, 413, 422, 501)},
+                "responses": {"200": _json(_JOB, "the training, pending or running"), **_errors(404, 413, 422, 501)},
             },
         )
         _add(
@@ -247,7 +247,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "tags": tags,
                 "summary": f"Trainings of {model.name}, newest first",
                 "parameters": _LISTING,
-                "responses": {"200": _json({"type": "array", "items": _TRAINING}, "trainings"), **_errors(404, 422)},
+                "responses": {"200": _json({"type": "array", "items": _JOB}, "trainings"), **_errors(404, 422)},
             },
         )
         uuid_parameter = {"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}
@@ -257,7 +257,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             training,
             "get",
             handlers.get_training,
-            {"tags": tags, "summary": "A training", "responses": {"200": _json(_TRAINING, "the training"), **_errors(404)}},
+            {"tags": tags, "summary": "A training", "responses": {"200": _json(_JOB, "the training"), **_errors(404)}},
             parameters=[uuid_parameter],
         )
         _add(
@@ -265,7 +265,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             training,
             "delete",
             handlers.cancel_training,
-            {"tags": tags, "summary": "Cancel a training", "responses": {"200": _json(_TRAINING, "the training, cancelled"), **_errors(404)}},
+            {"tags": tags, "summary": "Cancel a training", "responses": {"200": _json(_JOB, "the training, cancelled"), **_errors(404)}},
         )
         _add(
             spec,

@@ -8,6 +8,7 @@ most ``wait`` seconds for company; a batch holds at most ``max_size`` requests.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Callable
@@ -19,7 +20,8 @@ from deepaas_like.workers.base import WorkerPool, unwrap
 class Batcher:
     """Groups ``submit`` calls into batches run on ``pool`` with ``workers`` batches at once.
 
-    ``sizes`` records every batch's size; ``on_batch`` is told each one (metrics).
+    ``sizes`` holds the sizes of the latest 1000 batches; ``on_batch`` is told each one
+    (metrics).
     """
 
     def __init__(
@@ -30,7 +32,7 @@ class Batcher:
         self.pool = pool
         self.max_size = max_size
         self.wait = wait
-        self.sizes: list[int] = []
+        self.sizes: collections.deque[int] = collections.deque(maxlen=1000)  # bounded: servers run for weeks
         self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]] = asyncio.Queue()
         self._free = asyncio.Semaphore(workers)
