@@ -5,6 +5,7 @@ Option names and defaults follow DEEPaaS 2.6 where it has the option.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 
@@ -39,6 +40,8 @@ server_opts = [
         help="Seconds in-flight requests get to finish after SIGTERM or SIGINT before the server stops.",
     ),
     cfg.BoolOpt("log-json", default=False, help="Write log lines as JSON objects (with the request id)."),
+    cfg.BoolOpt("access-log", default=True, help="Log one line per HTTP request (client, request line, status, "
+                "bytes, seconds, user agent, request id)."),
 ]
 
 security_opts = [
@@ -111,7 +114,8 @@ jobs_opts = [
         "database-url",
         default=default_database_url(),
         sample_default="sqlite+aiosqlite:///$XDG_STATE_HOME/deepaas_like/jobs.sqlite",
-        help="SQLAlchemy async URL of the job database (sqlite+aiosqlite:///... or postgresql+psycopg://...).",
+        help="SQLAlchemy URL of the job database: sqlite:///PATH (a file, created if missing) or "
+        "postgresql://USER:PASSWORD@HOST/DB; the asyncio drivers (aiosqlite, psycopg) are used for them.",
     ),
     cfg.StrOpt(
         "instance-name",
@@ -136,9 +140,31 @@ jobs_opts = [
 ALL_OPTS = server_opts + security_opts + model_opts + jobs_opts
 
 
-def register(conf: cfg.ConfigOpts) -> None:
-    """Register every option as a command-line option of ``conf`` (DEFAULT group)."""
-    conf.register_cli_opts(ALL_OPTS)
+EPILOG = (
+    "Every option can also be set in a file given with --config-file (see etc/deepaas_like.conf.sample). "
+    "Trainings and asynchronous predictions are kept in the job database (--database-url; default: "
+    f"{default_database_url()})."
+)
+
+
+def register(conf: cfg.ConfigOpts, show_defaults: bool = False) -> None:
+    """Register every option as a command-line option of ``conf`` (DEFAULT group);
+    ``show_defaults`` adds each option's default to its ``--help`` text.
+    """
+    conf.register_cli_opts([_with_default(opt) for opt in ALL_OPTS] if show_defaults else ALL_OPTS)
+
+
+def _with_default(opt: cfg.Opt) -> cfg.Opt:
+    default = opt.default
+    if default in (None, "", [], {}) or isinstance(opt, cfg.BoolOpt):
+        shown = {True: "on", False: "off"}.get(default) if isinstance(opt, cfg.BoolOpt) else None
+    else:
+        shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+    if shown is None:
+        return opt
+    described = copy.deepcopy(opt)
+    described.help = f"{opt.help} Default: {shown}."
+    return described
 
 
 def model_names(values: list[str]) -> tuple[str, ...]:

@@ -50,12 +50,6 @@ class InvalidArguments(DeepaasLikeError):
         self.messages = messages
 
 
-class NotAcceptable(DeepaasLikeError):
-    """No media type the model can produce matches the request's ``Accept`` header."""
-
-    status = 406
-
-
 class PluginError(DeepaasLikeError):
     """Plugin code raised; ``error_type`` is the exception's class name."""
 
@@ -102,7 +96,13 @@ class QueueFull(DeepaasLikeError):
     headers = {"Retry-After": "1"}
 
 
-class PluginLoadError(DeepaasLikeError):
+class StartupError(DeepaasLikeError):
+    """The server cannot start: a resource it needs (job database, upload directory) is
+    unusable. The message names the resource and the reason, on one line.
+    """
+
+
+class PluginLoadError(StartupError):
     """A plugin is not installed or failed to import; raised at start-up."""
 
 

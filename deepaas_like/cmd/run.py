@@ -11,20 +11,31 @@ from oslo_config import cfg
 import deepaas_like
 from deepaas_like import config, logs
 from deepaas_like.api.app import create_app
-from deepaas_like.exceptions import PluginLoadError
+from deepaas_like.exceptions import DeepaasLikeError
 
 LOG = logging.getLogger("deepaas_like")
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{User-Agent}i" %{X-Request-ID}o'
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse options, start the models' workers, and serve until SIGINT/SIGTERM."""
+    """Parse options, start the models' workers, and serve until SIGINT/SIGTERM.
+
+    Returns 0, or 1 after printing one ``deepaas-like-run: ...`` line when the server cannot
+    start (bad options, a plugin that fails to load, an unusable job database or upload
+    directory, an address in use).
+    """
     conf = cfg.ConfigOpts()
-    config.register(conf)
-    conf(argv if argv is not None else sys.argv[1:], project="deepaas_like", version=deepaas_like.__version__)
-    logs.setup(conf.debug, conf.log_json)
-    settings = config.settings(conf)
-    app = create_app(settings)
+    config.register(conf, show_defaults=True)
     try:
+        conf(argv if argv is not None else sys.argv[1:], project="deepaas_like", version=deepaas_like.__version__,
+             description="Serve DEEPaaS V2 model plugins over HTTP.", epilog=config.EPILOG)
+        settings = config.settings(conf)
+    except cfg.Error as error:
+        print(f"deepaas-like-run: {error}", file=sys.stderr)
+        return 1
+    logs.setup(conf.debug, conf.log_json)
+    try:
+        app = create_app(settings)
         # SIGINT and SIGTERM stop accepting, give in-flight requests shutdown-timeout
         # seconds, then run the clean-up: running jobs are marked interrupted, workers stop.
         web.run_app(
@@ -32,13 +43,18 @@ def main(argv: list[str] | None = None) -> int:
             host=conf.listen_ip,
             port=conf.listen_port,
             print=LOG.info,
-            access_log=None,
+            access_log=logging.getLogger("deepaas_like.access") if conf.access_log else None,
+            access_log_format=ACCESS_LOG_FORMAT,
             shutdown_timeout=conf.shutdown_timeout,
             handler_cancellation=True,  # a client that goes away leaves the queue
         )
-    except PluginLoadError as error:
+    except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)
+        return 1
+    except OSError as error:  # the address is taken, or cannot be bound
+        print(f"deepaas-like-run: cannot listen on {conf.listen_ip}:{conf.listen_port}: {error.strerror or error}",
+              file=sys.stderr)
         return 1
     return 0
 

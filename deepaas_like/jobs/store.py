@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, event, func, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from deepaas_like.exceptions import JobNotFound
+from deepaas_like.exceptions import JobNotFound, StartupError
 from deepaas_like.jobs.models import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING, Job, JobResult
 from deepaas_like.model.args import UploadedFile
 
@@ -23,6 +24,29 @@ INTERRUPTED = "interrupted: the server stopped while this job was running"
 MAX_EVENTS = 50  # progress messages kept per job
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 72050001  # PostgreSQL advisory lock id: one instance migrates at a time
+
+
+# The asyncio driver used for the URL forms people write (SQLAlchemy's dialect names).
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
+}
+
+
+def async_url(url: str) -> URL:
+    """``url`` with an asyncio driver: ``sqlite:///jobs.sqlite`` becomes
+    ``sqlite+aiosqlite:///jobs.sqlite``, ``postgresql://...`` becomes
+    ``postgresql+psycopg://...``; async URLs are kept. Raises :class:`StartupError` for a
+    URL SQLAlchemy cannot parse.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise StartupError(f"the job database URL {url!r} is not an SQLAlchemy URL: {error}") from error
+    return parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
 
 
 def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -47,19 +71,40 @@ class JobStore:
 
     @classmethod
     async def open(cls, url: str) -> "JobStore":
-        """Connect to ``url`` (an SQLAlchemy async URL, e.g. ``sqlite+aiosqlite:///jobs.sqlite``
-        or ``postgresql+psycopg://user@host/db``) and migrate the schema to the latest revision.
+        """Connect to ``url`` (an SQLAlchemy URL, e.g. ``sqlite:///jobs.sqlite`` or
+        ``postgresql://user@host/db``; see :func:`async_url`), migrate the schema to the
+        latest revision and check that it can be written.
+
+        Raises :class:`StartupError` naming the database (password hidden) and the reason
+        when it is unreachable, unreadable, not a database or read-only.
         """
-        parsed = make_url(url)
+        parsed = async_url(url)
+        shown = parsed.render_as_string(hide_password=True)
         sqlite = parsed.get_backend_name() == "sqlite"
-        if sqlite and parsed.database not in (None, "", ":memory:"):
-            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-        engine = create_async_engine(url, json_serializer=lambda obj: json.dumps(obj, default=str))
-        if sqlite:
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        store = cls(engine)
-        await store.migrate()
+        engine = None
+        try:
+            if sqlite and parsed.database not in (None, "", ":memory:") and not parsed.database.startswith("file:"):
+                os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+            engine = create_async_engine(parsed, json_serializer=lambda obj: json.dumps(obj, default=str))
+            if sqlite:
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            store = cls(engine)
+            await store.migrate()
+            await store._check_writable()
+        except Exception as error:  # noqa: BLE001 - any failure here means: no job database
+            if engine is not None:
+                await engine.dispose()
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise StartupError(f"cannot use the job database {shown}: {type(error).__name__}: {reason}") from error
         return store
+
+    async def _check_writable(self) -> None:
+        # A read-only database (file mode, read-only mount, replica) would fail every job
+        # later; an insert that is rolled back finds out now.
+        async with self._session() as session:
+            session.add(Job(uuid="0" * 32, model="", kind="", status=PENDING, args={}, kwargs={}, created=_now(), events=[]))
+            await session.flush()
+            await session.rollback()
 
     async def migrate(self) -> None:
         """Apply every alembic migration not yet applied."""

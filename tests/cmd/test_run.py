@@ -1,0 +1,88 @@
+"""``deepaas-like-run`` start-up: the URL forms users write, and every start-up failure as
+one ``deepaas-like-run: ...`` line with exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+import requests
+
+from tests.conftest import TEST_PLUGINS, free_port, make_plugin_site
+
+
+def start(tmp_path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = make_plugin_site(tmp_path / "site", TEST_PLUGINS)
+    command = ["deepaas-like-run", "--listen-ip", "127.0.0.1", "--listen-port", str(free_port()),
+               "--model-name", "predict_only", *args]
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_failure(process: subprocess.CompletedProcess, *words: str) -> None:
+    assert process.returncode == 1, process.stderr
+    assert "Traceback" not in process.stderr, process.stderr
+    lines = [line for line in process.stderr.splitlines() if line.startswith("deepaas-like-run: ")]
+    assert len(lines) == 1, process.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_plain_sqlite_url_is_served(run_server, plugin_env, tmp_path):
+    server = run_server("predict_only", env=plugin_env, database_url=f"sqlite:///{tmp_path / 'plain.sqlite'}")
+    assert requests.post(server + "/v2/models/predict_only/predict/").json()["predictions"] == [1, 2, 3]
+    assert (tmp_path / "plain.sqlite").exists()
+
+
+def test_a_file_that_is_not_a_database(tmp_path):
+    corrupt = tmp_path / "jobs.sqlite"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    assert_one_line_failure(start(tmp_path, "--database-url", f"sqlite:///{corrupt}"), "job database", str(corrupt))
+
+
+def test_a_read_only_database(tmp_path):
+    path = tmp_path / "ro.sqlite"
+    import sqlite3
+
+    sqlite3.connect(path).close()
+    process = start(tmp_path, "--database-url", f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert_one_line_failure(process, "job database", "readonly")
+
+
+def test_an_unreachable_database_server(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once closed
+    url = f"postgresql://deepaas:secret@127.0.0.1:{port}/jobs"
+    process = start(tmp_path, "--database-url", url)
+    assert_one_line_failure(process, "job database", f"127.0.0.1:{port}")
+    assert "secret" not in process.stderr, "the password is never printed"
+
+
+@pytest.mark.parametrize(("directory", "words"), [("missing", ("does not exist",)), ("/proc", ("cannot write",))])
+def test_an_unusable_upload_directory(tmp_path, directory, words):
+    path = str(tmp_path / directory) if directory == "missing" else directory
+    process = start(tmp_path, "--upload-dir", path, "--database-url", f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    assert_one_line_failure(process, "upload directory", *words)
+
+
+def test_an_address_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = make_plugin_site(tmp_path / "site", TEST_PLUGINS)
+        process = subprocess.run(
+            ["deepaas-like-run", "--listen-ip", "127.0.0.1", "--listen-port", str(port), "--model-name", "predict_only",
+             "--database-url", f"sqlite:///{tmp_path / 'jobs.sqlite'}"],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        )
+    assert_one_line_failure(process, f"127.0.0.1:{port}")
+
+
+def test_help_shows_defaults_and_where_jobs_are_kept():
+    text = subprocess.run(["deepaas-like-run", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "Default: 5000." in text and "Default: 127.0.0.1." in text
+    assert "job database" in text and "jobs.sqlite" in text
