@@ -63,14 +63,17 @@ def start_server(
     args: Sequence[str] = (),
     database_url: str | None = None,
     timeout: float = 120.0,
+    program: str = "deepaas-like-run",
 ) -> ServerURL:
-    """Start ``deepaas-like-run`` and wait until ``GET /`` answers; raise with its log if it exits."""
+    """Start ``program`` (``deepaas-like-run``, or its path in another environment) and wait
+    until ``GET /`` answers; raise with its log if it exits.
+    """
     port = free_port()
     upload_dir = workdir / f"uploads-{port}"
     upload_dir.mkdir(parents=True)
-    database_url = database_url or f"sqlite+aiosqlite:///{workdir / 'jobs.sqlite'}"
+    database_url = database_url or f"sqlite:///{workdir / 'jobs.sqlite'}"
     command = [
-        shutil.which("deepaas-like-run") or "deepaas-like-run",
+        shutil.which(program) or program,
         "--listen-ip", "127.0.0.1",
         "--listen-port", str(port),
         "--database-url", database_url,
@@ -158,6 +161,8 @@ TEST_PLUGINS = {
     "slow": "slow",
     "crashy": "crashy",
     "warm_fails": "warm_fails",
+    "ai4os_style": "ai4os_style",
+    "raw_png": "raw_png",
 }
 
 

@@ -13,8 +13,10 @@ from aiohttp.web_middlewares import normalize_path_middleware
 from aiohttp_apigami.constants import SWAGGER_DICT
 
 from deepaas_like.api import openapi, probes
+from deepaas_like.api.arguments import check_upload_dir
 from deepaas_like.api.keys import JOBS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.metrics import Metrics, metrics_endpoint, metrics_middleware
+from deepaas_like.api.responses import json_response
 from deepaas_like.api.security import auth_middleware, request_id_middleware, setup_cors
 from deepaas_like.api.v2 import handlers
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
@@ -69,17 +71,19 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
     try:
         return await handler(request)
     except InvalidArguments as error:
-        return web.json_response(error.messages, status=error.status)
+        return json_response(error.messages, status=error.status)
     except DeepaasLikeError as error:
+        if error.status >= 500 and not isinstance(error, PluginError):  # plugin errors: the worker logged them
+            LOG.error("%s %s: %s", request.method, request.path, error.message)
         body = {"message": error.message}
         if debug and isinstance(error, PluginError) and error.traceback:
             body["traceback"] = error.traceback
-        return web.json_response(body, status=error.status, headers=error.headers)
+        return json_response(body, status=error.status, headers=error.headers)
     except web.HTTPException as error:
         if error.status < 400:
             raise
         headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
-        return web.json_response({"message": error.reason}, status=error.status, headers=headers)
+        return json_response({"message": error.reason}, status=error.status, headers=headers)
     except asyncio.CancelledError:
         raise
     except Exception as error:  # noqa: BLE001 - the last line of defence: JSON, and keep serving
@@ -87,7 +91,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         body = {"message": f"internal server error: {type(error).__name__}"}
         if debug:
             body["traceback"] = traceback.format_exc()
-        return web.json_response(body, status=500)
+        return json_response(body, status=500)
 
 
 async def _serving(app: web.Application) -> AsyncIterator[None]:
@@ -95,6 +99,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     while), then run jobs; on the way out stop jobs, then workers, then the database.
     """
     settings = app[SETTINGS]
+    check_upload_dir(settings.upload_dir)
     names = resolve_model_names(list(settings.model_names), settings.namespace)
     models = {name: _make_model(name, settings, app[METRICS]) for name in names}
     started = await asyncio.gather(
@@ -171,7 +176,7 @@ _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
 
 
 async def _openapi_document(request: web.Request) -> web.StreamResponse:
-    return web.json_response(request.app[SWAGGER_DICT])
+    return json_response(request.app[SWAGGER_DICT])
 
 
 async def _redirect_to_ui(request: web.Request) -> web.StreamResponse:

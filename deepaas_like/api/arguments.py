@@ -21,7 +21,7 @@ from multidict import MultiDict
 from webargs.aiohttpparser import AIOHTTPParser
 from webargs.multidictproxy import MultiDictProxy
 
-from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
+from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, StartupError
 from deepaas_like.model.args import UploadedFile, is_file_field
 
 _RAW = "deepaas_like.raw_arguments"
@@ -54,6 +54,20 @@ def _load_request(request: web.Request, schema: marshmallow.Schema) -> Any:
     if isinstance(raw, MultiDict):
         return MultiDictProxy(raw, schema)
     return raw
+
+
+def check_upload_dir(directory: str | None) -> None:
+    """Raise :class:`StartupError` unless uploads can be written in ``directory`` (None: the
+    system's temporary directory).
+    """
+    if directory is None:
+        return
+    if not os.path.isdir(directory):
+        raise StartupError(f"the upload directory {directory} does not exist (--upload-dir); create it first")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix="deepaas-like-check-", dir=directory))
+    except OSError as error:
+        raise StartupError(f"cannot write in the upload directory {directory} (--upload-dir): {error.strerror or error}") from error
 
 
 class Uploads:
@@ -147,22 +161,33 @@ def _instance(schema: type[marshmallow.Schema]) -> marshmallow.Schema:
     return schema()
 
 
-async def parse_arguments(request: web.Request, schema: type[marshmallow.Schema], uploads: Uploads, max_size: int) -> tuple[dict[str, Any], set[str]]:
-    """Read and validate ``request``'s arguments against ``schema``.
+def header_located(field: marshmallow.fields.Field) -> bool:
+    """True for an argument declared DEEPaaS-style to come from a header:
+    ``location="headers"`` or ``metadata={"location": "headers"}``.
+    """
+    return field.metadata.get("location") in ("headers", "header")
 
-    Returns the loaded arguments and the names the client actually sent. Raises
+
+async def load_arguments(request: web.Request, raw: MultiDict | dict[str, Any], schema: type[marshmallow.Schema]) -> dict[str, Any]:
+    """Validate ``raw`` (from :func:`read_arguments`) against ``schema``.
+
+    Header-located arguments missing from the query and body are read from the request
+    header of that name (``_`` may be written ``-``). Returns the loaded arguments. Raises
     :class:`InvalidArguments` with ``{"field": ["message", ...]}``.
     """
-    raw = await read_arguments(request, uploads, max_size)
-    request[_RAW] = raw
     instance = _instance(schema)
+    for name, field in instance.fields.items():
+        if name not in raw and header_located(field):
+            value = request.headers.get(name, request.headers.get(name.replace("_", "-")))
+            if value is not None:
+                raw[name] = value
+    request[_RAW] = raw
     loaded = await parser.parse(instance, request, location="request", unknown=marshmallow.EXCLUDE)
-    sent = set(raw.keys())
     not_files = {
         name: ["must be an uploaded file (multipart/form-data)"]
         for name, field in instance.fields.items()
-        if is_file_field(field) and name in sent and not isinstance(loaded.get(name), UploadedFile)
+        if is_file_field(field) and name in raw and not isinstance(loaded.get(name), UploadedFile)
     }
     if not_files:
         raise InvalidArguments(not_files)
-    return loaded, sent
+    return loaded

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from deepaas_like.exceptions import NotAcceptable
+from deepaas_like.media import JSON, compatible, is_json
 
-JSON = "application/json"
+__all__ = ["JSON", "MediaRange", "best_match", "choose_media_type", "is_json", "parse_accept", "quality"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,8 +18,10 @@ class MediaRange:
     q: float
 
     def matches(self, media_type: str) -> bool:
-        kind, _, sub = media_type.partition("/")
-        return self.type in ("*", kind) and self.subtype in ("*", sub)
+        """Whether this range covers ``media_type``; an offered range such as ``image/*``
+        covers a concrete request such as ``image/png`` too (the plugin can produce it).
+        """
+        return compatible(f"{self.type}/{self.subtype}", media_type)
 
     @property
     def specificity(self) -> int:
@@ -68,12 +70,13 @@ def best_match(header: str, offered: list[str]) -> str | None:
 
 
 def choose_media_type(accept_header: str | None, accept_argument: str | None, offered: list[str], default: str | None) -> str | None:
-    """The media type a prediction is produced in.
+    """The media type a prediction is produced in: one of ``offered`` (the plugin's
+    ``accept`` choices, which may be ranges such as ``image/*``), or None.
 
     An explicit ``accept`` argument wins; otherwise the ``Accept`` header picks among
-    ``offered`` (the plugin's choices); otherwise ``default`` or the first offer.
-    Models that offer nothing answer JSON whatever the header says (as DEEPaaS does).
-    Raises :class:`NotAcceptable` when the header excludes every offer.
+    ``offered``; otherwise, and also when the header accepts none of them, ``default`` or
+    the first offer: DEEPaaS answers so, and RFC 9110 section 12.5.1 allows a server to
+    disregard an ``Accept`` it cannot satisfy. Models that offer nothing answer JSON.
     """
     if accept_argument is not None:
         return accept_argument
@@ -81,15 +84,6 @@ def choose_media_type(accept_header: str | None, accept_argument: str | None, of
         return None
     if accept_header and accept_header.strip() not in ("*/*", ""):
         chosen = best_match(accept_header, offered)
-        if chosen is None:
-            raise NotAcceptable(f"this model produces {', '.join(offered)}; none is acceptable to {accept_header!r}")
-        return chosen
+        if chosen is not None:
+            return chosen
     return default if default in offered else offered[0]
-
-
-def is_json(media_type: str | None) -> bool:
-    """True for ``application/json`` and ``+json`` types (and None: no preference)."""
-    if media_type is None:
-        return True
-    base = media_type.split(";")[0].strip().lower()
-    return base == JSON or base.endswith("+json")

@@ -12,7 +12,7 @@ from apispec import APISpec
 from marshmallow import fields
 
 import deepaas_like
-from deepaas_like.api.negotiation import is_json
+from deepaas_like.media import is_json
 from deepaas_like.api import probes
 from deepaas_like.api.metrics import metrics_endpoint
 from deepaas_like.api.v2 import handlers
@@ -97,7 +97,6 @@ def _errors(*codes: int) -> dict[str, Any]:
     reasons = {
         402: "endpoint disabled",
         404: "unknown model or training",
-        406: "no acceptable media type",
         413: "request body too large",
         422: "invalid arguments",
         500: "the plugin failed",
@@ -181,7 +180,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "responses": {
                     "200": {"description": "the prediction", "content": content},
                     "202": {**_json(_JOB, "the queued prediction job"), "headers": {"Location": {"schema": {"type": "string"}}}},
-                    **_errors(404, 406, 413, 422, 500, 503),
+                    **_errors(404, 413, 422, 500, 503),
                 },
             },
         )

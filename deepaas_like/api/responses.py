@@ -1,40 +1,48 @@
-"""Turn a prediction into an HTTP response in the negotiated media type."""
+"""HTTP responses: JSON documents, and predictions in the negotiated media type."""
 
 from __future__ import annotations
 
 import json
 import mimetypes
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from deepaas_like.api.negotiation import is_json
 from deepaas_like.exceptions import InvalidPrediction
+from deepaas_like.media import result_media_type
 from deepaas_like.model.plugin import FileResult
 
-OCTET_STREAM = "application/octet-stream"
+
+def json_response(document: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """``document`` as ``application/json``, ending with a newline (so that a terminal's
+    prompt, after ``curl``, starts on a line of its own).
+    """
+    return web.Response(text=json.dumps(document) + "\n", status=status, headers=headers, content_type="application/json")
 
 
-def prediction_response(result: Any, media_type: str | None, wrap: bool) -> web.StreamResponse:
-    """``bytes`` and files are sent as ``media_type`` with a ``Content-Disposition`` file
-    name; anything else as JSON, wrapped as ``{"status": "OK", "predictions": ...}``
-    when ``wrap`` (the plugin has no ``schema``, as in DEEPaaS).
+def prediction_response(result: Any, media_type: str | None) -> web.StreamResponse:
+    """A prediction as HTTP: ``bytes`` and files in their media type (see
+    :func:`deepaas_like.media.result_media_type`; ``media_type`` is the negotiated one)
+    with a ``Content-Disposition`` file name; anything else as JSON.
+
+    Raises :class:`InvalidPrediction` when a JSON prediction cannot be serialised.
     """
     if isinstance(result, bytes):
-        content_type = media_type if media_type and not is_json(media_type) else OCTET_STREAM
+        content_type = result_media_type(result, media_type)
         return web.Response(body=result, headers=_download_headers(content_type, "prediction"))
     if isinstance(result, FileResult):
-        guessed = mimetypes.guess_type(result.path)[0]
-        content_type = media_type if media_type and not is_json(media_type) else guessed or OCTET_STREAM
-        name = os.path.splitext(os.path.basename(result.path))[0] or "prediction"
-        return web.FileResponse(result.path, headers=_download_headers(content_type, name))
-    body = {"status": "OK", "predictions": result} if wrap else result
+        content_type = result_media_type(result.path, media_type, result.media_type)
+        stem = os.path.splitext(os.path.basename(result.path))[0] or "prediction"
+        # Opened now, while it exists: the file may be one of the request's uploads, whose
+        # folder is deleted as soon as the handler returns; the open file outlives that.
+        body = open(result.path, "rb")  # aiohttp sends, then closes it
+        return web.Response(body=body, headers=_download_headers(content_type, stem))
     try:
-        text = json.dumps(body)
+        return json_response(result)
     except (TypeError, ValueError) as error:
         raise InvalidPrediction({"predictions": [f"not JSON-serialisable: {error}"]}) from error
-    return web.Response(text=text, content_type="application/json")
 
 
 def _download_headers(content_type: str, stem: str) -> dict[str, str]:

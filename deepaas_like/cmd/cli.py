@@ -1,9 +1,11 @@
-"""``deepaas-like-cli``: call one model in-process, without a server.
+"""``deepaas-like-cli``: call one model in-process, without a server; install plugins.
 
 ``deepaas-like-cli --model-name demo predict --image cat.png --size 32 --output out.png``;
-subcommands ``metadata``, ``predict``, ``train``, ``openapi``. Flags of ``predict`` and
-``train`` are generated from the plugin's arguments; file arguments take a path.
-JSON goes to stdout, media to ``--output FILE``.
+subcommands ``metadata``, ``predict``, ``train``, ``openapi`` and ``install``. Flags of
+``predict`` and ``train`` are generated from the plugin's arguments: file arguments take a
+path (the plugin receives a temporary copy, as over HTTP), list arguments take the flag
+repeated or a JSON list (``--labels '["cat", "dog"]'``, DEEPaaS's syntax), dict arguments a
+JSON object. JSON goes to stdout, media to ``--output FILE``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import mimetypes
 import os
 import shutil
 import sys
+import tempfile
 from typing import Any
 
 import marshmallow
@@ -22,19 +25,29 @@ from marshmallow import fields
 
 from deepaas_like import config
 from deepaas_like.api import openapi
+from deepaas_like.cmd import install
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
+from deepaas_like.media import result_media_type
 from deepaas_like.model import args as model_args
+from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import DEFAULT_NAMESPACE, resolve_model_names
 from deepaas_like.model.plugin import FileResult
 from deepaas_like.model.wrapper import ModelWrapper
 from deepaas_like.settings import Settings
 from deepaas_like.workers.inprocess import InProcessPool
 
+DESCRIPTION = "Call a model plugin in this process, without a server, or install a plugin."
+EPILOG = (
+    "Examples: deepaas-like-cli --model-name demo predict --image cat.png --size 32; "
+    "deepaas-like-cli --model-name demo train --epochs 2; deepaas-like-cli install ./my_plugin. "
+    "'deepaas-like-cli --model-name NAME predict --help' lists the model's own arguments."
+)
+
 
 def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepaas-like-cli", description=__doc__.split("\n")[0], add_help=add_help)
-    parser.add_argument("--model-name", default=None, help=f"model to call (default: ${config.MODEL_ENV}, or the only one installed)")
-    parser.add_argument("--model-namespace", default=DEFAULT_NAMESPACE, help="entry-point group of plugins")
+    parser = argparse.ArgumentParser(prog="deepaas-like-cli", description=DESCRIPTION, epilog=EPILOG, add_help=add_help)
+    parser.add_argument("--model-name", default=None, help="model to call (default: $DEEPAAS_V2_MODEL, or the only one installed)")
+    parser.add_argument("--model-namespace", default=DEFAULT_NAMESPACE, help="entry-point group of plugins (default: %(default)s)")
     parser.add_argument("--no-warm", dest="warm", action="store_false", help="do not call warm() first")
     return parser
 
@@ -46,51 +59,83 @@ def _help(field: fields.Field) -> str:
         parts.append(f"one of: {', '.join(map(str, choices))}")
     if field.load_default is not marshmallow.missing and not callable(field.load_default):
         parts.append(f"default: {field.load_default}")
-    if field.required:
-        parts.append("required")
     if model_args.is_file_field(field):
         parts.append("a path to a file")
-    return "; ".join(part for part in parts if part)
+    elif isinstance(field, marshmallow.fields.List):
+        parts.append("repeat the flag, or give a JSON list")
+    elif isinstance(field, marshmallow.fields.Dict):
+        parts.append("a JSON object")
+    return "; ".join(part for part in parts if part).replace("%", "%%")
 
 
-def _add_argument_flags(parser: argparse.ArgumentParser, arguments: dict[str, fields.Field]) -> None:
+def _add_argument_flags(parser: argparse.ArgumentParser, arguments: dict[str, fields.Field], server_supplied: set[str]) -> None:
     for name, field in arguments.items():
-        multiple = isinstance(field, fields.List)
         parser.add_argument(
-            f"--{name}", dest=f"arg:{name}", action="append" if multiple else "store", help=_help(field), metavar=name.upper()
+            f"--{name}",
+            dest=f"arg:{name}",
+            action="append" if isinstance(field, fields.List) else "store",
+            required=field.required and name not in server_supplied,
+            help=_help(field),
+            metavar=name.upper(),
         )
 
 
-def build_parser(model: ModelWrapper) -> argparse.ArgumentParser:
-    """The full parser once ``model``'s description is known."""
+def build_parser(model: ModelWrapper | None) -> argparse.ArgumentParser:
+    """The full parser once ``model``'s description is known (None: the commands only)."""
     parser = _base_parser()
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("metadata", help="print the model's metadata (JSON)")
     commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)")
-    for hook, arguments in (("predict", model.description.predict_args), ("train", model.description.train_args)):
+    hooks = (("predict", {}), ("train", {})) if model is None else (
+        ("predict", model.description.predict_args), ("train", model.description.train_args))
+    for hook, arguments in hooks:
         if arguments is None:
             continue
-        command = commands.add_parser(hook, help=f"run {hook}() with these arguments")
-        _add_argument_flags(command, arguments)
+        command = commands.add_parser(hook, help=f"run {hook}() with the model's arguments (--model-name M {hook} --help lists them)")
+        if model is None:
+            continue
+        _add_argument_flags(command, arguments or {}, {"accept"} if hook == "predict" and model.accept_choices else set())
         if hook == "predict":
             command.add_argument("--output", help="write the prediction to this file (required for non-JSON media)")
+    commands.add_parser("install", help="install a plugin without letting its requirements change the server's (see install --help)")
     return parser
 
 
-def _uploaded(name: str, path: str) -> model_args.UploadedFile:
-    if not os.path.isfile(path):
-        raise InvalidArguments({name: [f"no such file: {path}"]})
-    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return model_args.UploadedFile(name, os.path.abspath(path), content_type, os.path.basename(path))
+def _json_value(name: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as error:
+        raise InvalidArguments({name: [f"not valid JSON: {error}"]}) from None
 
 
-def load_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespace) -> dict[str, Any]:
-    """Validate the flags given against ``schema`` as the server validates a request."""
+def _flag_values(schema: type[marshmallow.Schema], namespace: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, with JSON lists and objects decoded (DEEPaaS's CLI syntax)."""
     instance = schema()
     raw = {key[4:]: value for key, value in vars(namespace).items() if key.startswith("arg:") and value is not None}
     for name, value in raw.items():
+        field = instance.fields[name]
+        if isinstance(field, fields.List) and len(value) == 1 and value[0].lstrip().startswith("["):
+            raw[name] = _json_value(name, value[0])
+        elif isinstance(field, fields.Dict):
+            raw[name] = _json_value(name, value)
+    return raw
+
+
+def load_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    """Validate the flags given against ``schema`` as the server validates a request; file
+    arguments are copied into ``workdir`` first, so the plugin never holds the user's file.
+    Raises ``InvalidArguments``.
+    """
+    instance = schema()
+    raw = _flag_values(schema, namespace)
+    for name, value in raw.items():
         if model_args.is_file_field(instance.fields[name]):
-            raw[name] = _uploaded(name, value)
+            if not os.path.isfile(value):
+                raise InvalidArguments({name: [f"no such file: {value}"]})
+            copy = os.path.join(workdir, f"{name}{os.path.splitext(value)[1]}")
+            shutil.copyfile(value, copy)
+            content_type = mimetypes.guess_type(value)[0] or "application/octet-stream"
+            raw[name] = UploadedFile(name, copy, content_type, os.path.basename(value))
     try:
         return instance.load(raw)
     except marshmallow.ValidationError as error:
@@ -98,8 +143,10 @@ def load_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespa
 
 
 async def run(argv: list[str]) -> int:
-    first, _ = _base_parser(add_help=False).parse_known_args(argv)
+    first, rest = _base_parser(add_help=False).parse_known_args(argv)
     names = list(config.model_names([first.model_name] if first.model_name else []))
+    if not rest or rest[0] in ("-h", "--help"):
+        build_parser(None).parse_args(argv)  # prints the usage (or the help) and exits
     name = resolve_model_names(names, first.model_namespace)
     if len(name) != 1:
         raise DeepaasLikeError(f"choose one model with --model-name: {', '.join(name)}")
@@ -114,27 +161,30 @@ async def run(argv: list[str]) -> int:
         api_spec.spec.plugins[0].converter.add_attribute_function(openapi.file_field_property)
         openapi.add_model_paths(api_spec.spec, Settings(database_url=""), model)
         return _print(api_spec.swagger_dict())
-    if options.command == "train":
-        kwargs = load_arguments(model.train_schema, options)
-        return _print({"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": await model.train(kwargs, job_id="cli")}})
-    kwargs = load_arguments(model.predict_schema, options)
-    if model.accept_choices and "accept" not in kwargs:
-        kwargs["accept"] = model.accept_default or model.accept_choices[0]
-    result = await model.predict(kwargs)
-    if isinstance(result, (bytes, FileResult)):
+    with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
+        if options.command == "train":
+            kwargs = load_arguments(model.train_schema, options, workdir)
+            output = await model.train(kwargs, job_id="cli")
+            return _print({"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": output}})
+        kwargs = load_arguments(model.predict_schema, options, workdir)
+        if model.accept_choices and "accept" not in kwargs:
+            kwargs["accept"] = model.accept_default or model.accept_choices[0]
+        result = await model.predict(kwargs)
+        if not isinstance(result, (bytes, FileResult)):
+            if options.output:
+                with open(options.output, "w") as handle:
+                    json.dump(result, handle)
+            return _print(result)
         if not options.output:
             raise DeepaasLikeError("the prediction is binary: give --output FILE")
         if isinstance(result, FileResult):
+            media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
             shutil.copyfile(result.path, options.output)
         else:
+            media_type = result_media_type(result, kwargs.get("accept"))
             with open(options.output, "wb") as handle:
                 handle.write(result)
-        return _print({"status": "OK", "output": options.output, "bytes": os.path.getsize(options.output)})
-    body = result if model.response_schema is not None else {"status": "OK", "predictions": result}
-    if options.output:
-        with open(options.output, "w") as handle:
-            json.dump(body, handle)
-    return _print(body)
+    return _print({"status": "OK", "output": options.output, "bytes": os.path.getsize(options.output), "media_type": media_type})
 
 
 def _print(document: Any) -> int:
@@ -145,8 +195,12 @@ def _print(document: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit code 0, 2 for invalid arguments, 1 for other errors."""
+    argv = sys.argv[1:] if argv is None else argv
+    _, rest = _base_parser(add_help=False).parse_known_args(argv)
+    if rest[:1] == ["install"]:
+        return install.main(rest[1:])
     try:
-        return asyncio.run(run(sys.argv[1:] if argv is None else argv))
+        return asyncio.run(run(argv))
     except InvalidArguments as error:
         json.dump(error.messages, sys.stderr)
         sys.stderr.write("\n")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deepaas_like.exceptions import DeepaasLikeError, HookNotImplemented
+from deepaas_like.media import JSON, result_media_type
 from deepaas_like.jobs.models import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, Job
 from deepaas_like.jobs.store import INTERRUPTED, JobStore, decode_kwargs
 from deepaas_like.model.args import json_arguments
@@ -26,7 +27,6 @@ from deepaas_like.model.wrapper import ModelWrapper
 
 LOG = logging.getLogger(__name__)
 CANCELLED_BY_USER = "cancelled by a DELETE request"
-JSON = "application/json"
 
 
 class JobRunner:
@@ -144,8 +144,9 @@ class JobRunner:
             else:
                 result = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
                 await progress.flush()
-                await self._finish_prediction(model, job, kwargs, result)
+                await self._finish_prediction(job, kwargs, result)
         except DeepaasLikeError as error:
+            LOG.error("%s job %s of model %s failed: %s", job.kind, job.uuid, model.name, error.message)
             await self.store.finish(job.uuid, ERROR, message=error.message)
         except asyncio.CancelledError:
             await asyncio.shield(self.store.finish(job.uuid, CANCELLED, message=CANCELLED_BY_USER))
@@ -162,14 +163,16 @@ class JobRunner:
             _remove(job.upload_dir)
             self._wake.set()
 
-    async def _finish_prediction(self, model: ModelWrapper, job: Job, kwargs: dict[str, Any], result: Any) -> None:
-        if isinstance(result, (bytes, FileResult)):
-            data = result if isinstance(result, bytes) else await asyncio.to_thread(Path(result.path).read_bytes)
-            media_type = kwargs.get("accept") or "application/octet-stream"
+    async def _finish_prediction(self, job: Job, kwargs: dict[str, Any], result: Any) -> None:
+        if isinstance(result, bytes):
+            media_type = result_media_type(result, kwargs.get("accept"))
+            await self.store.finish(job.uuid, DONE, media_type=media_type, data=result)
+        elif isinstance(result, FileResult):
+            media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
+            data = await asyncio.to_thread(Path(result.path).read_bytes)
             await self.store.finish(job.uuid, DONE, media_type=media_type, data=data)
-            return
-        output = result if model.response_schema is not None else {"status": "OK", "predictions": result}
-        await self.store.finish(job.uuid, DONE, output=output, media_type=JSON)
+        else:
+            await self.store.finish(job.uuid, DONE, output=result, media_type=JSON)
 
     async def _dispatch(self) -> None:
         while True:

@@ -7,25 +7,14 @@ or ``fields.Raw(metadata={"type": "file"})``; they reach the plugin as :class:`U
 from __future__ import annotations
 
 import copy
-import typing
 from typing import Any
 
 import marshmallow
 from marshmallow import fields, validate
 
+from deepaas_like.model.files import UploadedFile
 
-class UploadedFile(typing.NamedTuple):
-    """A file uploaded with a request, as DEEPaaS V2 hands it to plugins.
-
-    ``name`` is the form field, ``filename`` a path on the server's disk (deleted when the
-    call ends), ``content_type`` the media type the client sent, ``original_filename`` the
-    client's file name (never used as a path).
-    """
-
-    name: str
-    filename: str
-    content_type: str
-    original_filename: str
+__all__ = ["UploadedFile", "accept_choices", "accept_default", "build_schema", "is_file_field", "json_arguments", "schema_fields"]
 
 
 def is_file_field(field: fields.Field) -> bool:
@@ -53,6 +42,24 @@ def accept_default(arguments: dict[str, fields.Field]) -> str | None:
     return str(default() if callable(default) else default)
 
 
+def unbound(field: fields.Field) -> fields.Field:
+    """A copy of ``field`` detached from the Schema instance it was bound to.
+
+    Plugins often return ``SomeSchema().fields``: those fields point to the plugin's Schema
+    instance (``parent``, ``root``), and pickling them would make the server import the
+    plugin's code to unpickle them. Container fields are detached down to their inner fields.
+    """
+    field = copy.copy(field)
+    field.parent = field.name = field.root = None
+    for attribute in ("inner", "key_field", "value_field"):
+        inner = getattr(field, attribute, None)
+        if isinstance(inner, fields.Field):
+            setattr(field, attribute, unbound(inner))
+    if isinstance(field, fields.Tuple):
+        field.tuple_fields = [unbound(inner) for inner in field.tuple_fields]
+    return field
+
+
 def build_schema(arguments: dict[str, fields.Field], name: str) -> type[marshmallow.Schema]:
     """A marshmallow Schema class named ``name`` whose fields are ``arguments`` (copied)."""
     return marshmallow.Schema.from_dict(copy.deepcopy(arguments), name=name)
@@ -63,11 +70,11 @@ def schema_fields(schema: Any) -> dict[str, fields.Field] | None:
     if schema is None:
         return None
     if isinstance(schema, dict):
-        return dict(schema)
+        return {name: unbound(field) for name, field in schema.items()}
     if isinstance(schema, marshmallow.Schema) or (
         isinstance(schema, type) and issubclass(schema, marshmallow.Schema)
     ):
-        return dict(schema._declared_fields)
+        return {name: unbound(field) for name, field in schema._declared_fields.items()}
     raise TypeError(f"schema must be a dict of fields or a marshmallow Schema, not {type(schema).__name__}")
 
 

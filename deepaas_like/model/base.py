@@ -7,9 +7,10 @@ optional except ``predict`` for the predict endpoint and ``train`` for the train
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from marshmallow import fields
+if TYPE_CHECKING:  # the package imports without marshmallow (see cmd/run.py's start-up check)
+    from marshmallow import fields
 
 
 class BaseModel(abc.ABC):

@@ -8,6 +8,7 @@ from typing import Any
 from stevedore import NamedExtensionManager
 
 from deepaas_like.exceptions import PluginLoadError
+from deepaas_like.model import deepaas_compat
 
 DEFAULT_NAMESPACE = "deepaas.v2.model"
 
@@ -42,6 +43,8 @@ def load_plugin(name: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
 
     Raises :class:`PluginLoadError` if it is not installed or fails to import or instantiate.
     """
+
+    deepaas_compat.install()  # plugins may import deepaas.model.v2.wrapper without DEEPaaS
 
     def fail(_manager: Any, entry_point: Any, error: Exception) -> None:
         raise PluginLoadError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
 import traceback
 from multiprocessing.reduction import ForkingPickler
@@ -14,9 +15,12 @@ from marshmallow import fields
 
 from deepaas_like.exceptions import HookNotImplemented
 from deepaas_like.model import args as model_args
+from deepaas_like.model import deepaas_compat
 from deepaas_like.model.base import BaseModel
+from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import DEFAULT_NAMESPACE, load_plugin
 
+LOG = logging.getLogger(__name__)
 HOOKS = ("predict", "train", "predict_batch")
 
 
@@ -47,14 +51,18 @@ class ModelDescription:
 class Plugin:
     """A plugin module or class instance, with its optional hooks looked up by name."""
 
-    def __init__(self, name: str, target: Any) -> None:
+    def __init__(self, name: str, target: Any, upload_class: type = UploadedFile) -> None:
         self.name = name
         self.target = target
+        #: What uploads are handed over as: DEEPaaS's ``UploadedFile`` where the ``deepaas``
+        #: package is installed (plugins check ``isinstance`` against it).
+        self.upload_class = upload_class
 
     @classmethod
     def load(cls, name: str, namespace: str = DEFAULT_NAMESPACE) -> "Plugin":
         """Import plugin ``name`` from ``namespace``; raises ``PluginLoadError``."""
-        return cls(name, load_plugin(name, namespace))
+        target = load_plugin(name, namespace)
+        return cls(name, target, deepaas_compat.upload_class())
 
     def hook(self, hook: str) -> Any:
         """The callable for ``hook``, or None when the plugin does not define it."""
@@ -90,7 +98,8 @@ class Plugin:
         if self.hook(hook) is None:
             return None
         get_args = self.hook(f"get_{hook}_args")
-        return dict(get_args() or {}) if get_args else {}
+        arguments = (get_args() or {}) if get_args else {}
+        return {name: model_args.unbound(field) for name, field in arguments.items()}
 
     def call(self, hook: str, kwargs: dict[str, Any]) -> Any:
         """Run ``hook(**kwargs)`` (``predict_batch`` takes the list of kwargs).
@@ -102,8 +111,16 @@ class Plugin:
         if function is None:
             raise HookNotImplemented(f"model {self.name!r} does not implement {hook}()")
         if hook == "predict_batch":
-            return function(kwargs["batch"])
-        return function(**kwargs)
+            return function([self._uploads_as_expected(one) for one in kwargs["batch"]])
+        return function(**self._uploads_as_expected(kwargs))
+
+    def _uploads_as_expected(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.upload_class is UploadedFile:
+            return kwargs
+        return {
+            key: deepaas_compat.as_upload(value, self.upload_class) if isinstance(value, UploadedFile) else value
+            for key, value in kwargs.items()
+        }
 
     def outcome(self, hook: str, kwargs: dict[str, Any]) -> tuple:
         """Run a hook and report how it went, in a form that crosses processes:
@@ -119,6 +136,9 @@ class Plugin:
             messages = error.normalized_messages()
             return ("invalid", messages if isinstance(messages, dict) else {"_schema": messages})
         except Exception as error:  # noqa: BLE001 - plugin errors go back to the caller
+            # Logged here, where the traceback is, as DEEPaaS logs it: operators read the
+            # server's log, clients get the message.
+            LOG.exception("%s() of model %r failed: %s: %s", hook, self.name, type(error).__name__, error)
             return ("error", type(error).__name__, str(error), traceback.format_exc())
 
     def _batch_outcomes(self, batch: list[dict[str, Any]]) -> list[tuple]:
@@ -129,23 +149,32 @@ class Plugin:
             if len(results) != len(batch):
                 raise ValueError(f"predict_batch returned {len(results)} results for {len(batch)} requests")
         except Exception:  # noqa: BLE001
+            LOG.warning("predict_batch() of model %r failed for a batch of %d; running its requests one by one",
+                        self.name, len(batch), exc_info=True)
             return [self.outcome("predict", kwargs) for kwargs in batch]
-        return [
-            ("error", type(r).__name__, str(r), "") if isinstance(r, Exception) else ("ok", to_transport(r))
-            for r in results
-        ]
+        outcomes = []
+        for result in results:
+            if isinstance(result, Exception):
+                LOG.error("predict_batch() of model %r failed for one request: %s: %s", self.name, type(result).__name__, result)
+                outcomes.append(("error", type(result).__name__, str(result), ""))
+            else:
+                outcomes.append(("ok", to_transport(result)))
+        return outcomes
 
 
 def to_transport(result: Any) -> Any:
     """Make a hook's result safe to send between processes.
 
     Open binary files become their path (when they have one on disk) or their bytes;
-    path-likes become :class:`str` paths tagged as :class:`FileResult`.
+    path-likes and DEEPaaS ``ReturnedFile`` tuples become :class:`FileResult`.
     """
     if isinstance(result, (bytes, bytearray, memoryview)):
         return bytes(result)
     if isinstance(result, os.PathLike):
         return FileResult(os.fspath(result))
+    if type(result).__name__ == "ReturnedFile" and isinstance(getattr(result, "filename", None), str):
+        # deepaas_like's or DEEPaaS's own (both are namedtuples of the same fields).
+        return FileResult(result.filename, getattr(result, "content_type", None) or None)
     if hasattr(result, "read") and not inspect.isclass(result):
         name = getattr(result, "name", None)
         if isinstance(name, str) and os.path.isfile(name):
@@ -159,6 +188,9 @@ def to_transport(result: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:
-    """A prediction that is a file on disk, sent to the client as its bytes."""
+    """A prediction that is a file on disk, sent to the client as its bytes; ``media_type``
+    is the one the plugin declared for it (a ``ReturnedFile``'s ``content_type``), if any.
+    """
 
     path: str
+    media_type: str | None = None

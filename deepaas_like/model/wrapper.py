@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +45,7 @@ class ModelWrapper:
         self.batcher: Batcher | None = None
         self._make_train_pool = make_train_pool
         self._train_pool: WorkerPool | None = None
+        self._train_pool_start: asyncio.Task[WorkerPool] | None = None
         self.description: ModelDescription
         self.predict_schema: type[marshmallow.Schema] | None = None
         self.train_schema: type[marshmallow.Schema] | None = None
@@ -63,6 +66,10 @@ class ModelWrapper:
             self.predict_schema = model_args.build_schema(description.predict_args, f"{prefix}PredictArgs")
             self.accept_choices = model_args.accept_choices(description.predict_args)
             self.accept_default = model_args.accept_default(description.predict_args)
+            if self.accept_choices:
+                # The server always supplies ``accept`` (negotiated from the Accept header
+                # when the client does not send it), as DEEPaaS reads it from that header.
+                self.predict_schema._declared_fields["accept"].required = False
         if description.train_args is not None:
             self.train_schema = model_args.build_schema(description.train_args, f"{prefix}TrainArgs")
         if description.response_fields is not None:
@@ -74,6 +81,9 @@ class ModelWrapper:
         if self.batcher is not None:
             await self.batcher.close()
         await self.predict_pool.stop()
+        if self._train_pool_start is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._train_pool_start
         if self._train_pool is not None:
             await self._train_pool.stop()
 
@@ -98,12 +108,13 @@ class ModelWrapper:
     async def predict(
         self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
     ) -> Any:
-        """Run ``predict(**kwargs)`` in a worker and check the result against ``schema``.
+        """Run ``predict(**kwargs)`` in a worker; returns what the client receives.
 
-        A call with a ``job_id`` (an asynchronous prediction) is never batched, so that
-        :meth:`kill` can stop it. Returns JSON-able data, ``bytes`` or a
-        :class:`FileResult`. Raises ``HookNotImplemented``, ``InvalidPrediction`` and
-        whatever the pool raises.
+        ``bytes`` and :class:`FileResult` come back as they are; JSON data is checked
+        against the plugin's ``schema`` when it has one, else wrapped as DEEPaaS wraps it,
+        ``{"status": "OK", "predictions": result}``. A call with a ``job_id`` (an
+        asynchronous prediction) is never batched, so that :meth:`kill` can stop it.
+        Raises ``HookNotImplemented``, ``InvalidPrediction`` and whatever the pool raises.
         """
         if self.predict_schema is None:
             raise HookNotImplemented(f"model {self.name!r} does not implement predict()")
@@ -111,20 +122,44 @@ class ModelWrapper:
             result = await self.batcher.submit(kwargs)
         else:
             result = await self.predict_pool.run("predict", kwargs, job_id=job_id, on_progress=on_progress)
-        if self.response_schema is not None and not isinstance(result, (bytes, FileResult)):
-            errors = self.response_schema().validate(result if isinstance(result, dict) else {"": result})
-            if errors:
-                raise InvalidPrediction(errors)
+        if isinstance(result, (bytes, FileResult)):
+            return result
+        if self.response_schema is None:
+            return {"status": "OK", "predictions": result}
+        errors = self.response_schema().validate(result if isinstance(result, dict) else {"": result})
+        if errors:
+            raise InvalidPrediction(errors)
         return result
 
     async def train(self, kwargs: dict[str, Any], job_id: str, on_progress: ProgressCallback | None = None) -> Any:
-        """Run ``train(**kwargs)`` in a training worker; ``job_id`` lets :meth:`kill` stop it."""
+        """Run ``train(**kwargs)`` in a training worker; ``job_id`` lets :meth:`kill` stop it.
+
+        The training workers start with the first training. That start runs on its own:
+        cancelling the training that waits for it does not cancel it, and a start that
+        fails is tried again by the next training.
+        """
         if self.train_schema is None:
             raise HookNotImplemented(f"model {self.name!r} does not implement train()")
-        if self._train_pool is None:
-            self._train_pool = self._make_train_pool()
-            await self._train_pool.start()
-        return await self._train_pool.run("train", kwargs, job_id=job_id, on_progress=on_progress)
+        pool = await self._training_pool()
+        return await pool.run("train", kwargs, job_id=job_id, on_progress=on_progress)
+
+    async def _training_pool(self) -> WorkerPool:
+        if self._train_pool is not None:
+            return self._train_pool
+        if self._train_pool_start is None:
+            self._train_pool_start = asyncio.create_task(self._start_training_pool())
+        return await asyncio.shield(self._train_pool_start)
+
+    async def _start_training_pool(self) -> WorkerPool:
+        pool = self._make_train_pool()
+        try:
+            await pool.start()
+        except BaseException:
+            self._train_pool_start = None  # the next training tries again
+            await pool.stop()
+            raise
+        self._train_pool = pool
+        return pool
 
     async def kill(self, job_id: str) -> bool:
         """Kill the worker running job ``job_id`` (a training or an asynchronous

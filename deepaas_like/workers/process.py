@@ -5,12 +5,19 @@ answers ``(hook, kwargs, context)`` messages over a pipe until it reads ``None``
 pipe closes. Files travel as paths, never as contents. A worker that dies (segfault,
 ``os._exit``, the out-of-memory killer) or overruns its timeout fails only the call it
 held, and a fresh, warmed worker takes its place.
+
+Workers are not daemonic, so plugin code may start processes of its own (a TensorBoard
+launcher, a torch ``DataLoader`` with ``num_workers``), as it can under DEEPaaS. Each
+worker leads a process group of its own, so killing it (cancel, timeout, stop) takes its
+children along, and it is killed by the kernel when the server dies, even by ``kill -9``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -19,11 +26,13 @@ import pickle
 import resource
 import signal
 import traceback
+import weakref
 from multiprocessing.connection import Connection
 from typing import Any
 
 from deepaas_like import logs, progress
 from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, PredictTimeout, QueueFull, WorkerDied
+from deepaas_like.model import deepaas_compat
 from deepaas_like.model.plugin import ModelDescription, Plugin
 from deepaas_like.workers.base import ProgressCallback, WorkerPool, unwrap
 
@@ -49,8 +58,35 @@ class WorkerOptions:
     log_json: bool = False
 
 
-def serve(connection: Connection, name: str, namespace: str, options: WorkerOptions, env: dict[str, str]) -> None:
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with(server_pid: int) -> None:
+    """Have the kernel SIGKILL this process when the server process dies (Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere a no-op), and lead a process group of our own.
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server_pid:  # the server died before prctl took effect
+        os._exit(1)
+
+
+def serve(
+    connection: Connection,
+    name: str,
+    namespace: str,
+    options: WorkerOptions,
+    env: dict[str, str],
+    server_pid: int,
+    start_method: str,
+) -> None:
     """Worker process main: load, warm, describe, then answer calls until told to stop."""
+    _die_with(server_pid)
+    # A spawned process defaults to spawning its own children; plugin code gets the
+    # platform's default instead (fork on Linux), as under DEEPaaS.
+    multiprocessing.set_start_method(start_method, force=True)
     os.environ.update(env)
     if options.threads:
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -91,15 +127,31 @@ def serve(connection: Connection, name: str, namespace: str, options: WorkerOpti
             return  # the server went away
 
 
+_LIVE: weakref.WeakSet[_Worker] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    # Runs before multiprocessing's own exit handler, which would wait for every
+    # non-daemonic child: a server leaving without stopping its pools must not hang.
+    for worker in list(_LIVE):
+        worker.kill()
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
     def __init__(self, name: str, namespace: str, options: WorkerOptions, env: dict[str, str]) -> None:
         self.connection, child = _SPAWN.Pipe()
+        # Not daemonic: plugin code may start processes of its own (see the module's doc).
         self.process = _SPAWN.Process(
-            target=serve, args=(child, name, namespace, options, env), name=f"worker-{name}", daemon=True
+            target=serve,
+            args=(child, name, namespace, options, env, os.getpid(), multiprocessing.get_start_method()),
+            name=f"worker-{name}",
+            daemon=False,
         )
         self.process.start()
+        _LIVE.add(self)
         child.close()  # so that the worker's death shows as EOF on our end
         self.exited = False
         # The pipe stays registered with the event loop for the worker's whole life (one
@@ -160,10 +212,15 @@ class _Worker:
         self._unregister()
 
     def kill(self) -> None:
-        """SIGKILL the process; from now on it counts as dead, reaped or not."""
+        """SIGKILL the process and the processes it started; from now on it counts as
+        dead, reaped or not.
+        """
         self.exited = True
         if self.process.is_alive():
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except OSError:  # not (yet) the leader of its group
+                self.process.kill()
 
     def close(self) -> None:
         """Ask the worker to stop, kill it if it does not, reap it (blocking; call it in a
@@ -174,9 +231,10 @@ class _Worker:
                 self.connection.send(None)
             self.process.join(timeout=5)
         if self.process.is_alive():
-            self.process.kill()
+            self.kill()
         self.process.join(timeout=5)
         self.connection.close()
+        _LIVE.discard(self)
 
 
 class ProcessWorkerPool(WorkerPool):
@@ -222,6 +280,10 @@ class ProcessWorkerPool(WorkerPool):
         return sum(worker.alive for worker in self._workers)
 
     async def start(self) -> ModelDescription:
+        # A description may hold field classes of the plugin's own (``class ModelName(
+        # fields.String)``): unpickling it here imports the module defining them, which may
+        # import ``deepaas``.
+        deepaas_compat.install()
         workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
         failure = next((w for w in workers if isinstance(w, BaseException)), None)
         if failure is not None:

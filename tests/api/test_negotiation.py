@@ -3,7 +3,7 @@
 import pytest
 
 from deepaas_like.api.negotiation import best_match, choose_media_type, is_json, parse_accept, quality
-from deepaas_like.exceptions import NotAcceptable
+from deepaas_like.media import compatible, result_media_type
 
 OFFERED = ["application/json", "image/png", "application/zip"]
 
@@ -43,8 +43,30 @@ def test_choose_media_type_precedence():
     assert choose_media_type(None, None, OFFERED, "application/zip") == "application/zip"
     assert choose_media_type("*/*", None, OFFERED, None) == "application/json"
     assert choose_media_type("text/csv", None, [], None) is None, "models without accept answer JSON"
-    with pytest.raises(NotAcceptable, match="text/csv"):
-        choose_media_type("text/csv", None, OFFERED, None)
+
+
+def test_an_accept_header_that_matches_no_offer_gets_the_default_as_from_deepaas():
+    assert choose_media_type("text/csv", None, OFFERED, None) == "application/json"
+    assert choose_media_type("text/html", None, OFFERED, "application/zip") == "application/zip"
+
+
+def test_an_offered_range_matches_a_concrete_request():
+    offered = ["application/json", "image/*"]
+    assert best_match("image/png", offered) == "image/*"
+    assert choose_media_type("image/png", None, offered, "application/json") == "image/*"
+    assert choose_media_type("video/mp4", None, offered, "application/json") == "application/json"
+    assert compatible("image/*", "image/png") and compatible("*/*", "application/zip")
+    assert not compatible("image/*", "application/zip") and not compatible("image/png", "image/jpeg")
+
+
+def test_a_binary_result_gets_a_concrete_media_type():
+    png = b"\x89PNG\r\n\x1a\n" + bytes(24)
+    assert result_media_type(png, "image/*") == "image/png", "a range is made concrete from the bytes"
+    assert result_media_type(png, None) == "image/png", "no accept at all: sniffed too"
+    assert result_media_type(png, "application/zip") == "application/zip", "a concrete choice is kept"
+    assert result_media_type(b"PK\x03\x04" + bytes(26), "image/*") == "application/octet-stream", "not an image"
+    assert result_media_type(png, "image/*", declared="image/x-custom") == "image/x-custom"
+    assert result_media_type(b"plain text", "*/*") == "application/octet-stream"
 
 
 def test_is_json():

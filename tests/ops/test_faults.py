@@ -17,7 +17,7 @@ def crashy(module_server, tmp_path_factory):
     from tests.conftest import TEST_PLUGINS, make_plugin_site
 
     env = make_plugin_site(tmp_path_factory.mktemp("site"), TEST_PLUGINS)
-    args = ["--predict-timeout", "3", "--worker-memory-limit", "1500", "--workers", "1"]
+    args = ["--predict-timeout", "6", "--worker-memory-limit", "1500", "--workers", "1"]
     return module_server("crashy", env=env, args=args)
 
 
@@ -26,7 +26,7 @@ def crashy(module_server, tmp_path_factory):
     [
         ("segfault", 500, "killed by SIGSEGV"),
         ("exit", 500, "exited with code 7"),
-        ("loop", 504, "did not answer within 3 s"),
+        ("loop", 504, "did not answer within 6 s"),
         ("allocate", 500, "MemoryError"),
     ],
 )

@@ -11,10 +11,10 @@ from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from deepaas_like.api.arguments import Uploads, parse_arguments, parser
+from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arguments
 from deepaas_like.api.keys import JOBS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
-from deepaas_like.api.responses import prediction_response
+from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
 from deepaas_like.jobs.models import ACTIVE, DONE, PREDICT, STATES, TRAIN
 from deepaas_like.model.wrapper import ModelWrapper
@@ -55,19 +55,19 @@ async def versions(request: web.Request) -> web.Response:
             {"rel": "help", "type": "text/html", "href": _url(request, "/api")},
             {"rel": "describedby", "type": "application/json", "href": _url(request, "/swagger.json")},
         ]
-    return web.json_response({"versions": [_version(request)], "links": links})
+    return json_response({"versions": [_version(request)], "links": links})
 
 
 async def version_v2(request: web.Request) -> web.Response:
-    return web.json_response(_version(request))
+    return json_response(_version(request))
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return web.json_response({"models": [_metadata(request, m) for m in request.app[MODELS].values()]})
+    return json_response({"models": [_metadata(request, m) for m in request.app[MODELS].values()]})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    return web.json_response(_metadata(request, _model(request)))
+    return json_response(_metadata(request, _model(request)))
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
@@ -81,25 +81,26 @@ async def predict(request: web.Request) -> web.StreamResponse:
     handed_over = False
     as_job = _wants_async(request)
     try:
-        kwargs, sent = await parse_arguments(request, model.predict_schema, uploads, settings.client_max_size)
-        offered = model.accept_choices
+        raw = await read_arguments(request, uploads, settings.client_max_size)
+        sent = raw.get("accept")
         media_type = choose_media_type(
             # A job's POST answers with the job (JSON); its Accept does not pick the result.
             None if as_job else request.headers.get(hdrs.ACCEPT),
-            kwargs.get("accept") if "accept" in sent else None,
-            offered,
+            sent if isinstance(sent, str) else None,
+            model.accept_choices,
             model.accept_default,
         )
-        if offered:
-            kwargs["accept"] = media_type
+        if model.accept_choices and sent is None:
+            raw["accept"] = media_type
+        kwargs = await load_arguments(request, raw, model.predict_schema)
         if as_job:
             job = await request.app[JOBS].submit(model, PREDICT, kwargs, uploads.directory)
             handed_over = True
             location = _url(request, f"/v2/models/{model.name}/predict/{job['uuid']}")
             headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
-            return web.json_response(job, status=202, headers=headers)
+            return json_response(job, status=202, headers=headers)
         result = await model.predict(kwargs)
-        return prediction_response(result, media_type, wrap=model.response_schema is None)
+        return prediction_response(result, kwargs.get("accept", media_type))
     finally:
         if not handed_over:
             uploads.cleanup()
@@ -125,13 +126,13 @@ async def get_prediction(request: web.Request) -> web.StreamResponse:
         accept = request.headers.get(hdrs.ACCEPT, "")
         if accept and best_match(accept, [JSON, job.media_type]) == job.media_type:
             data = await request.app[JOBS].result(job.uuid)
-            return prediction_response(data, job.media_type, wrap=False)
-    return web.json_response(job.to_dict())
+            return prediction_response(data, job.media_type)
+    return json_response(job.to_dict())
 
 
 async def cancel_prediction(request: web.Request) -> web.Response:
     model = _model(request)
-    return web.json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], PREDICT))
+    return json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], PREDICT))
 
 
 def _check_train_endpoint(request: web.Request) -> ModelWrapper:
@@ -148,12 +149,14 @@ async def start_training(request: web.Request) -> web.Response:
         raise HookNotImplemented(f"model {model.name!r} does not implement train()")
     uploads = Uploads(settings.upload_dir)
     try:
-        kwargs, _ = await parse_arguments(request, model.train_schema, uploads, settings.client_max_size)
+        raw = await read_arguments(request, uploads, settings.client_max_size)
+        kwargs = await load_arguments(request, raw, model.train_schema)
+        # The job owns the uploads once it is recorded, and deletes them when it ends.
+        job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.directory)
     except BaseException:
         uploads.cleanup()
         raise
-    # The job owns the uploads from here and deletes them when it ends.
-    return web.json_response(await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.directory))
+    return json_response(job)
 
 
 MAX_OFFSET = 2**63 - 1  # the largest a database's 64-bit integer holds
@@ -169,7 +172,7 @@ class ListingArgs(Schema):
 
 async def _list(request: web.Request, model: ModelWrapper, kind: str) -> web.Response:
     query = await parser.parse(ListingArgs(), request, location="query", unknown=EXCLUDE)
-    return web.json_response(await request.app[JOBS].list(model.name, kind, **query))
+    return json_response(await request.app[JOBS].list(model.name, kind, **query))
 
 
 async def list_trainings(request: web.Request) -> web.Response:
@@ -183,12 +186,12 @@ async def list_predictions(request: web.Request) -> web.Response:
 async def get_training(request: web.Request) -> web.Response:
     model = _check_train_endpoint(request)
     job = await request.app[JOBS].get(model.name, request.match_info["uuid"], TRAIN)
-    return web.json_response(job.to_dict())
+    return json_response(job.to_dict())
 
 
 async def cancel_training(request: web.Request) -> web.Response:
     model = _check_train_endpoint(request)
-    return web.json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], TRAIN))
+    return json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], TRAIN))
 
 
 async def training_events(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,1 @@
+"""``deepaas.model`` as deepaas_like provides it."""

@@ -1,0 +1,1 @@
+"""``deepaas.model.v2`` as deepaas_like provides it."""

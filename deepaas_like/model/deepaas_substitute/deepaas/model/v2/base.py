@@ -1,0 +1,5 @@
+"""``deepaas.model.v2.base``: the plugin base class."""
+
+from deepaas_like.model.base import BaseModel
+
+__all__ = ["BaseModel"]
