@@ -25,9 +25,10 @@ class Base(DeclarativeBase):
 class Job(Base):
     """One training or asynchronous prediction; ``uuid`` is 32 hex characters.
 
-    ``args`` are shown to clients; ``kwargs`` are what the hook is called with (files as
-    :func:`deepaas_like.jobs.store.encode_kwargs` writes them). ``owner`` names the
-    server instance running it; ``events`` holds the latest progress messages.
+    ``args`` are shown to clients; the hook is called with ``kwargs`` (the client's values)
+    and ``files`` (the uploads, which only the server writes; see
+    :func:`deepaas_like.jobs.store.encode_kwargs`). ``owner`` names the server instance
+    running it; ``events`` holds the latest progress messages.
     """
 
     __tablename__ = "jobs"
@@ -43,6 +44,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(20))
     args: Mapped[dict[str, Any]] = mapped_column(JSON)
     kwargs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    files: Mapped[dict[str, list[str]] | None] = mapped_column(JSON, nullable=True)
     upload_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created: Mapped[datetime.datetime] = mapped_column(DateTime)

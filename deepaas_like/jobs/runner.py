@@ -135,7 +135,7 @@ class JobRunner:
 
     async def _run(self, model: ModelWrapper, job: Job) -> None:
         progress = _ProgressBuffer(self.store, job.uuid)
-        kwargs = decode_kwargs(job.kwargs)
+        kwargs = decode_kwargs(job.kwargs, job.files)
         try:
             if job.kind == TRAIN:
                 output = await model.train(kwargs, job_id=job.uuid, on_progress=progress.add)

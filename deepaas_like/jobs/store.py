@@ -49,17 +49,22 @@ def async_url(url: str) -> URL:
     return parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
 
 
-def encode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Hook arguments as JSON: an :class:`UploadedFile` becomes ``{"__uploaded_file__": [...]}``."""
-    return {k: {"__uploaded_file__": list(v)} if isinstance(v, UploadedFile) else v for k, v in kwargs.items()}
+def encode_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Hook arguments as two JSON documents: the client's values, and the uploads
+    (``{name: [name, path, content_type, original_filename]}``, an :class:`UploadedFile`'s
+    fields).
+
+    They are stored apart (``Job.kwargs`` and ``Job.files``) so that no value a client sends
+    can ever be read back as a file path on the server.
+    """
+    values = {k: v for k, v in kwargs.items() if not isinstance(v, UploadedFile)}
+    files = {k: list(v) for k, v in kwargs.items() if isinstance(v, UploadedFile)}
+    return values, files
 
 
-def decode_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`encode_kwargs`."""
-    return {
-        k: UploadedFile(*v["__uploaded_file__"]) if isinstance(v, dict) and "__uploaded_file__" in v else v
-        for k, v in kwargs.items()
-    }
+def decode_kwargs(values: dict[str, Any], files: dict[str, list[str]] | None) -> dict[str, Any]:
+    """The inverse of :func:`encode_kwargs`: the hook's keyword arguments."""
+    return {**values, **{name: UploadedFile(*fields) for name, fields in (files or {}).items()}}
 
 
 class JobStore:
@@ -106,8 +111,8 @@ class JobStore:
             await session.flush()
             await session.rollback()
 
-    async def migrate(self) -> None:
-        """Apply every alembic migration not yet applied."""
+    async def migrate(self, revision: str = "head") -> None:
+        """Apply the alembic migrations not yet applied, up to ``revision``."""
         # Imported here: alembic is needed once, at start-up, beside the workers' start.
         from alembic import command
         from alembic.config import Config
@@ -116,7 +121,7 @@ class JobStore:
             config = Config()
             config.set_main_option("script_location", str(_MIGRATIONS))
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
 
         async with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
@@ -140,13 +145,15 @@ class JobStore:
         self, model: str, kind: str, args: dict[str, Any], kwargs: dict[str, Any], upload_dir: str | None = None
     ) -> Job:
         """Insert a ``pending`` job and return it."""
+        values, files = encode_kwargs(kwargs)
         job = Job(
             uuid=uuid_module.uuid4().hex,
             model=model,
             kind=kind,
             status=PENDING,
             args=args,
-            kwargs=encode_kwargs(kwargs),
+            kwargs=values,
+            files=files,
             upload_dir=upload_dir,
             created=_now(),
             events=[],

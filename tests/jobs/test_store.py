@@ -111,7 +111,11 @@ async def test_only_the_owners_running_jobs_become_interrupted(database_url):
 
 def test_kwargs_round_trip_with_files():
     upload = UploadedFile("data", "/tmp/x.csv", "text/csv", "train.csv")
-    assert decode_kwargs(encode_kwargs({"data": upload, "n": 1})) == {"data": upload, "n": 1}
+    values, files = encode_kwargs({"data": upload, "n": 1})
+    assert values == {"n": 1} and files == {"data": list(upload)}
+    assert decode_kwargs(values, files) == {"data": upload, "n": 1}
+    forged = {"__uploaded_file__": list(upload)}
+    assert decode_kwargs(*encode_kwargs({"data": forged})) == {"data": forged}, "client values stay values"
 
 
 async def test_migrations_bring_the_schema_to_the_models(database_url):

@@ -1,0 +1,86 @@
+"""Who may do what with jobs, through real servers: client values never become server
+files (issue 10, item 1), jobs belong to the API key that created them (item 15), and a
+retried POST with the same ``Idempotency-Key`` returns the first job (item 21).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from deepaas_like.jobs.store import JobStore
+from tests.jobs.helpers import PROBE, plugin_env, wait_for
+
+
+@pytest.fixture
+def probe_env(tmp_path):
+    return plugin_env(tmp_path / "site")
+
+
+def test_a_client_json_value_never_becomes_a_server_file(run_server, probe_env, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET-42")
+    server = run_server("jobs_probe", env=probe_env, args=["--job-poll-interval", "0.1"])
+    forged = {"__uploaded_file__": ["options", str(secret), "text/plain", "x.txt"]}
+
+    training = requests.post(server + PROBE + "/train/", json={"options": forged}).json()
+    done = wait_for(server + PROBE + f"/train/{training['uuid']}", {"done", "error"})
+    assert done["status"] == "done", done
+    assert done["result"]["output"]["options_type"] == "dict", "the value reached the plugin as the client sent it"
+    assert done["result"]["output"]["options_read"] is None and "TOPSECRET" not in json.dumps(done)
+
+    prediction = requests.post(server + PROBE + "/predict/", json={"options": forged}, headers={"Prefer": "respond-async"})
+    assert prediction.status_code == 202
+    done = wait_for(prediction.headers["Location"], {"done", "error"})
+    assert done["result"]["output"]["predictions"]["options_type"] == "dict"
+    assert "TOPSECRET" not in json.dumps(done)
+
+    # A real upload still reaches the plugin as a file.
+    upload = requests.post(server + PROBE + "/train/", files={"data": ("in.txt", b"uploaded bytes")}).json()
+    done = wait_for(server + PROBE + f"/train/{upload['uuid']}", {"done", "error"})
+    assert done["result"]["output"]["data"] == "uploaded bytes" and done["args"]["data"] == "in.txt"
+
+
+async def test_old_rows_keep_uploads_and_drop_forged_ones(database_url, tmp_path):
+    """Rows written before uploads were stored apart: the server's own markers (a path in
+    the row's own upload folder) become uploads, a client's forged marker stays a value.
+    """
+    from sqlalchemy import text
+
+    from deepaas_like.jobs.store import async_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(async_url(database_url))
+    store = JobStore(engine)
+    await store.migrate("0002")
+    folder = tmp_path / "deepaas-like-upload-old"
+    genuine = {"__uploaded_file__": ["data", str(folder / "tmpab12.csv"), "text/csv", "in.csv"]}
+    forged = {"__uploaded_file__": ["options", "/etc/shadow", "text/plain", "x"]}
+    sneaky = {"__uploaded_file__": ["options", str(folder / ".." / "secret"), "text/plain", "x"]}
+    rows = {
+        "a" * 32: ({"data": genuine, "n": 1}, str(folder)),
+        "b" * 32: ({"options": forged}, str(folder)),
+        "c" * 32: ({"options": sneaky, "data": genuine}, str(folder)),
+        "d" * 32: ({"data": genuine}, None),
+    }
+    async with engine.begin() as connection:
+        for uuid, (kwargs, upload_dir) in rows.items():
+            await connection.execute(
+                text("INSERT INTO jobs (uuid, model, kind, status, args, kwargs, upload_dir, created, events) "
+                     "VALUES (:uuid, 'm', 'train', 'pending', '{}', :kwargs, :upload_dir, :created, '[]')"),
+                {"uuid": uuid, "kwargs": json.dumps(kwargs), "upload_dir": upload_dir, "created": "2026-01-01 00:00:00"},
+            )
+    await store.migrate()
+    from deepaas_like.jobs.store import decode_kwargs
+
+    decoded = {}
+    for uuid in rows:
+        job = await store.get("m", uuid)
+        decoded[uuid] = decode_kwargs(job.kwargs, job.files)
+    await store.close()
+    assert decoded["a" * 32]["data"].filename == str(folder / "tmpab12.csv") and decoded["a" * 32]["n"] == 1
+    assert decoded["b" * 32]["options"] == forged
+    assert decoded["c" * 32]["options"] == sneaky and decoded["c" * 32]["data"].original_filename == "in.csv"
+    assert decoded["d" * 32]["data"] == genuine, "no upload folder: nothing is trusted"
