@@ -96,6 +96,15 @@ class QueueFull(DeepaasLikeError):
     headers = {"Retry-After": "1"}
 
 
+class DatabaseUnavailable(DeepaasLikeError):
+    """The job database cannot be reached or written right now (stopped, unreachable,
+    locked by another writer). The message names the reason, never an SQL statement.
+    """
+
+    status = 503
+    headers = {"Retry-After": "5"}
+
+
 class StartupError(DeepaasLikeError):
     """The server cannot start: a resource it needs (job database, upload directory) is
     unusable. The message names the resource and the reason, on one line.

@@ -6,6 +6,7 @@ restarts, live workers and jobs by state are read when the metrics are scraped.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from deepaas_like.api.keys import JOBS, METRICS, MODELS
+from deepaas_like.exceptions import DatabaseUnavailable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -41,6 +43,7 @@ class Metrics:
             registry=self.registry,
         )
         self.job_counts: dict[tuple[str, str, str], int] = {}
+        self.database_up = True
         self.registry.register(_ScrapeTimeCollector(self))
         self.app: web.Application | None = None
 
@@ -65,7 +68,9 @@ class _ScrapeTimeCollector(Collector):
         jobs = GaugeMetricFamily("deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"])
         for (model, kind, status), count in sorted(self.metrics.job_counts.items()):
             jobs.add_metric([model, kind, status], count)
-        yield from (queue, workers, restarts, jobs)
+        database = GaugeMetricFamily("deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0")
+        database.add_metric([], 1 if self.metrics.database_up else 0)
+        yield from (queue, workers, restarts, jobs, database)
 
 
 def _labels(request: web.Request) -> tuple[str, str]:
@@ -95,7 +100,14 @@ async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    """``GET /metrics``: the Prometheus text format."""
+    """``GET /metrics``: the Prometheus text format. While the job database is away the
+    job counts are the last known ones and ``deepaas_like_job_database_up`` is 0.
+    """
     metrics = request.app[METRICS]
-    metrics.job_counts = await request.app[JOBS].counts()
+    try:
+        # Bounded: a scrape must answer even while the database hangs.
+        metrics.job_counts = await asyncio.wait_for(request.app[JOBS].counts(), 2.0)
+        metrics.database_up = request.app[JOBS].database_up  # a locked SQLite file still reads
+    except (DatabaseUnavailable, TimeoutError):
+        metrics.database_up = False
     return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from deepaas_like.api.keys import MODELS
+from deepaas_like.api.keys import JOBS, MODELS
 from deepaas_like.api.responses import json_response
 
 
@@ -14,8 +14,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: every model has a live, warmed worker; 503 naming those that have none."""
+    """Readiness: every model has a live, warmed worker and the job database answers (and
+    takes writes); 503 naming the models that have no worker, and the database's problem.
+    """
     problems = {name: model.unavailable() for name, model in request.app[MODELS].items() if model.unavailable()}
-    if problems:
-        return json_response({"status": "unavailable", "models": problems}, status=503)
+    database = await request.app[JOBS].database_problem()
+    if problems or database:
+        body = {"status": "unavailable", "models": problems}
+        if database:
+            body["database"] = database
+        return json_response(body, status=503)
     return json_response({"status": "ready", "models": list(request.app[MODELS])})

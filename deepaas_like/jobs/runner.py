@@ -12,21 +12,30 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import random
 import shutil
-
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from deepaas_like.exceptions import DeepaasLikeError, HookNotImplemented
+from deepaas_like.exceptions import DatabaseUnavailable, DeepaasLikeError, HookNotImplemented
 from deepaas_like.media import JSON, result_media_type
 from deepaas_like.jobs.models import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, Job
-from deepaas_like.jobs.store import INTERRUPTED, JobStore, decode_kwargs
+from deepaas_like.jobs.store import INTERRUPTED, MAX_EVENTS, JobStore, decode_kwargs, error_text
 from deepaas_like.model.args import json_arguments
 from deepaas_like.model.plugin import FileResult
 from deepaas_like.model.wrapper import ModelWrapper
 
 LOG = logging.getLogger(__name__)
 CANCELLED_BY_USER = "cancelled by a DELETE request"
+#: Pauses between tries of a job state write while the database is away: from the first,
+#: doubling (with jitter) up to the last, in seconds.
+RETRY_FIRST, RETRY_MAX = 0.05, 1.0
+#: Seconds a stopping server keeps trying to record outcomes before it gives up on them
+#: (those jobs are then reported interrupted, by this instance's next start or by another).
+CLOSE_GRACE = 5.0
+T = TypeVar("T")
 
 
 class JobRunner:
@@ -34,6 +43,9 @@ class JobRunner:
 
     ``capacity`` maps ``(model name, kind)`` to how many of its jobs run at once here;
     ``retention`` (seconds, 0: keep forever) is how long finished jobs are kept.
+
+    A job's outcome is written until the database takes it: while the database is away,
+    the outcome waits in memory and the write is retried with backoff.
     """
 
     def __init__(
@@ -56,6 +68,9 @@ class JobRunner:
         self._locks = {key: asyncio.Lock() for key in capacity}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        #: Jobs whose outcome is known and being written (their plugin call has ended).
+        self._recording: set[str] = set()
+        self._give_up_at: float | None = None  # set by close(): when retries stop
 
     async def start(self) -> None:
         """Report this instance's interrupted jobs and start polling for work."""
@@ -67,26 +82,46 @@ class JobRunner:
             self._loops.append(asyncio.create_task(self._expire()))
 
     async def close(self) -> None:
-        """Stop polling; jobs running here become ``error`` (interrupted), pending ones wait."""
+        """Stop polling; jobs running here become ``error`` (interrupted), pending ones wait.
+
+        Outcomes still waiting for the database get :data:`CLOSE_GRACE` seconds; a job whose
+        outcome cannot be written stays ``running`` in the database, owned by this
+        instance, and is reported interrupted by the next start (see :meth:`start`).
+        """
+        self._give_up_at = time.monotonic() + CLOSE_GRACE
         for task in self._loops:
             task.cancel()
         for uuid, (_, task) in list(self._running.items()):
-            await self.store.finish(uuid, ERROR, message=INTERRUPTED)
+            if uuid in self._recording:
+                continue  # its outcome is being written: let it land
+            with contextlib.suppress(DatabaseUnavailable):
+                await self._write(f"the interruption of job {uuid}", lambda uuid=uuid: self.store.finish(uuid, ERROR, message=INTERRUPTED))
             task.cancel()
-        await asyncio.gather(*self._loops, *(task for _, task in self._running.values()), return_exceptions=True)
+        tasks = [task for _, task in self._running.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_GRACE + 1)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*self._loops, *tasks, return_exceptions=True)
 
     async def submit(self, model: ModelWrapper, kind: str, kwargs: dict[str, Any], upload_dir: str | None) -> dict[str, Any]:
         """Record a ``pending`` job and start it at once if a worker is free here.
 
         ``upload_dir`` (the request's uploads) belongs to the job from now on and is
-        deleted when it ends. Returns the job object.
+        deleted when it ends. Returns the job object. Raises ``DatabaseUnavailable`` when
+        the job could not be recorded.
         """
         if (model.train_schema if kind == TRAIN else model.predict_schema) is None:
             _remove(upload_dir)
             raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
         job = await self.store.create(model.name, kind, json_arguments(kwargs), kwargs, upload_dir)
-        await self._fill(model.name, kind)
-        return (await self.store.get(model.name, job.uuid)).to_dict()
+        # Recorded: from here on a database hiccup must not fail the request (a client
+        # would post the job again); the dispatcher starts it later.
+        try:
+            await self._fill(model.name, kind)
+            return (await self.store.get(model.name, job.uuid)).to_dict()
+        except DatabaseUnavailable:
+            return job.to_dict()
 
     async def get(self, model: str, uuid: str, kind: str) -> Job:
         """The job; raises ``JobNotFound``."""
@@ -95,6 +130,15 @@ class JobRunner:
     async def counts(self) -> dict[tuple[str, str, str], int]:
         """Jobs in the database per (model, kind, status), for metrics."""
         return await self.store.counts()
+
+    async def database_problem(self) -> str | None:
+        """Why the job database cannot serve now (for readiness), or None."""
+        return await self.store.health()
+
+    @property
+    def database_up(self) -> bool:
+        """Whether the job database's last read and last write worked (no I/O)."""
+        return self.store.problem is None
 
     async def result(self, uuid: str) -> bytes | None:
         """The stored bytes of a finished binary prediction, or None."""
@@ -131,48 +175,100 @@ class JobRunner:
                     return
                 self._counts[key] += 1
                 task = asyncio.create_task(self._run(self.models[model_name], job))
+                task.add_done_callback(_log_failure)
                 self._running[job.uuid] = (self.models[model_name], task)
+
+    async def _write(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a job state write until the database takes it: while it is away (stopped,
+        unreachable, locked) the write is tried again with growing pauses. Raises
+        ``DatabaseUnavailable`` only once :meth:`close` has given up waiting.
+        """
+        pause = RETRY_FIRST
+        warned = False
+        while True:
+            try:
+                result = await write()
+            except DatabaseUnavailable as error:
+                if self._give_up_at is not None and time.monotonic() > self._give_up_at:
+                    LOG.error("%s could not be recorded before the server stopped: %s", what, error.message)
+                    raise
+                if not warned:
+                    LOG.warning("%s waits for the job database: %s", what, error.message)
+                    warned = True
+                await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                pause = min(pause * 2, RETRY_MAX)
+                continue
+            if warned:
+                LOG.info("%s recorded", what)
+            return result
+
+    async def _end(self, job: Job, status: str, **outcome: Any) -> bool:
+        """Record the end of ``job`` (retried while the database is away). An outcome the
+        database refuses for good (a value it cannot store) is recorded as an error.
+        """
+        what = f"the end of {job.kind} job {job.uuid}"
+        try:
+            return await self._write(what, lambda: self.store.finish(job.uuid, status, **outcome))
+        except DatabaseUnavailable:
+            raise
+        except Exception as error:  # noqa: BLE001 - the database refused this outcome itself
+            LOG.error("%s could not be stored: %s", what, error_text(error))
+            message = f"the job's outcome could not be stored in the job database: {error_text(error)}"
+            return await self._write(what, lambda: self.store.finish(job.uuid, ERROR, message=message))
 
     async def _run(self, model: ModelWrapper, job: Job) -> None:
         progress = _ProgressBuffer(self.store, job.uuid)
         kwargs = decode_kwargs(job.kwargs, job.files)
         try:
-            if job.kind == TRAIN:
-                output = await model.train(kwargs, job_id=job.uuid, on_progress=progress.add)
-                await progress.flush()  # the last progress lands before the job reads as done
-                await self.store.finish(job.uuid, DONE, output=output)
-            else:
-                result = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
-                await progress.flush()
-                await self._finish_prediction(job, kwargs, result)
-        except DeepaasLikeError as error:
-            LOG.error("%s job %s of model %s failed: %s", job.kind, job.uuid, model.name, error.message)
-            await self.store.finish(job.uuid, ERROR, message=error.message)
-        except asyncio.CancelledError:
-            await asyncio.shield(self.store.finish(job.uuid, CANCELLED, message=CANCELLED_BY_USER))
-            raise
-        except Exception as error:  # noqa: BLE001 - recorded on the job; the server keeps serving
-            LOG.exception("%s job %s of %s failed", job.kind, job.uuid, model.name)
-            await self.store.finish(job.uuid, ERROR, message=f"{type(error).__name__}: {error}")
+            try:
+                if job.kind == TRAIN:
+                    output = await model.train(kwargs, job_id=job.uuid, on_progress=progress.add)
+                    outcome: dict[str, Any] = {"status": DONE, "output": output}
+                else:
+                    result = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
+                    outcome = await self._prediction_outcome(kwargs, result)
+            except DeepaasLikeError as error:
+                LOG.error("%s job %s of model %s failed: %s", job.kind, job.uuid, model.name, error.message)
+                outcome = {"status": ERROR, "message": error.message}
+            except asyncio.CancelledError:
+                self._recording.add(job.uuid)
+                with contextlib.suppress(DatabaseUnavailable):
+                    await asyncio.shield(self._end(job, CANCELLED, message=CANCELLED_BY_USER))
+                raise
+            except Exception as error:  # noqa: BLE001 - recorded on the job; the server keeps serving
+                LOG.exception("%s job %s of %s failed", job.kind, job.uuid, model.name)
+                outcome = {"status": ERROR, "message": f"{type(error).__name__}: {error}"}
+            # The plugin call has ended: from here on the outcome is only written, and a
+            # stopping server lets that write land (see close()).
+            self._recording.add(job.uuid)
+            progress.close()
+            # The last progress lands before the job reads as done.
+            try:
+                await self._write(f"the progress of job {job.uuid}", progress.flush)
+            except DatabaseUnavailable:
+                raise
+            except Exception as error:  # noqa: BLE001 - progress is dropped, the outcome is not
+                LOG.error("the progress of job %s could not be stored: %s", job.uuid, error_text(error))
+            await self._end(job, outcome.pop("status"), **outcome)
+        except DatabaseUnavailable:
+            pass  # close() gave up; logged by _write. The job is reported interrupted later.
         finally:
             progress.close()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(progress.flush())
+            self._recording.discard(job.uuid)
             self._running.pop(job.uuid, None)
             self._counts[(model.name, job.kind)] -= 1
             _remove(job.upload_dir)
             self._wake.set()
 
-    async def _finish_prediction(self, job: Job, kwargs: dict[str, Any], result: Any) -> None:
+    async def _prediction_outcome(self, kwargs: dict[str, Any], result: Any) -> dict[str, Any]:
         if isinstance(result, bytes):
             media_type = result_media_type(result, kwargs.get("accept"))
-            await self.store.finish(job.uuid, DONE, media_type=media_type, data=result)
-        elif isinstance(result, FileResult):
+            return {"status": DONE, "media_type": media_type, "data": result}
+        if isinstance(result, FileResult):
             media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
             data = await asyncio.to_thread(Path(result.path).read_bytes)
-            await self.store.finish(job.uuid, DONE, media_type=media_type, data=data)
-        else:
-            await self.store.finish(job.uuid, DONE, output=result, media_type=JSON)
+            return {"status": DONE, "media_type": media_type, "data": data}
+        return {"status": DONE, "output": result, "media_type": JSON}
 
     async def _dispatch(self) -> None:
         while True:
@@ -182,6 +278,8 @@ class JobRunner:
             for model_name, kind in self.capacity:
                 try:
                     await self._fill(model_name, kind)
+                except DatabaseUnavailable:
+                    pass  # the store logs when the database goes and comes back
                 except Exception:  # noqa: BLE001 - a database hiccup must not stop the queue
                     LOG.exception("cannot claim %s jobs of %s", kind, model_name)
 
@@ -192,6 +290,8 @@ class JobRunner:
                 for uuid in await self.store.cancelled_among(list(self._running)):
                     if uuid in self._running:
                         await self._stop_local(uuid)
+            except DatabaseUnavailable:
+                pass
             except Exception:  # noqa: BLE001
                 LOG.exception("cannot check for cancelled jobs")
 
@@ -202,13 +302,18 @@ class JobRunner:
                 removed = await self.store.delete_finished_before(cutoff)
                 if removed:
                     LOG.info("removed %d job(s) finished before %s", removed, cutoff)
+            except DatabaseUnavailable:
+                pass
             except Exception:  # noqa: BLE001
                 LOG.exception("cannot remove old jobs")
             await asyncio.sleep(min(max(self.retention / 10, 1.0), 60.0))
 
 
 class _ProgressBuffer:
-    """Collects what a running job reports and writes it at most every 0.2 s."""
+    """Collects what a running job reports and writes it at most every 0.2 s, one write at
+    a time (a late write must never overwrite a newer one). While the database is away,
+    reports wait here (the latest :data:`MAX_EVENTS` messages).
+    """
 
     def __init__(self, store: JobStore, uuid: str) -> None:
         self.store = store
@@ -216,28 +321,47 @@ class _ProgressBuffer:
         self._progress: float | None = None
         self._messages: list[dict[str, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
+        self._closed = False
 
     def add(self, progress: float | None, message: str | None) -> None:
         if progress is not None:
             self._progress = progress
         if message is not None:
             self._messages.append({"time": str(datetime.datetime.now()), "message": message})
-        if self._flusher is None or self._flusher.done():
+        if not self._closed and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(0.2)
-        await self.flush()
+        try:
+            await self.flush()
+        except DatabaseUnavailable:
+            pass  # kept for the next flush; the job's last flush is retried until it lands
+        except Exception as error:  # noqa: BLE001 - a report the database refuses is dropped
+            LOG.error("the progress of job %s could not be stored: %s", self.uuid, error_text(error))
 
     async def flush(self) -> None:
-        if self._progress is None and not self._messages:
-            return
-        progress, messages = self._progress, self._messages
-        self._progress, self._messages = None, []
-        await self.store.report(self.uuid, progress, messages)
+        """Write what was reported; while the database is away it is kept for the next flush."""
+        async with self._writing:
+            if self._progress is None and not self._messages:
+                return
+            progress, messages = self._progress, self._messages
+            self._progress, self._messages = None, []
+            try:
+                await self.store.report(self.uuid, progress, messages)
+            except (DatabaseUnavailable, asyncio.CancelledError):
+                self._messages = (messages + self._messages)[-MAX_EVENTS:]
+                if self._progress is None:
+                    self._progress = progress
+                raise
 
     def close(self) -> None:
-        if self._flusher is not None:
+        """No more timed flushes. One waiting for its turn is dropped; one writing goes on
+        (cancelling it would not stop the database from applying it later).
+        """
+        self._closed = True
+        if self._flusher is not None and not self._writing.locked():
             self._flusher.cancel()
 
 
@@ -246,3 +370,8 @@ def _remove(directory: str | None) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    # A job task never raises but to be cancelled; should one, say so now rather than as
+    # asyncio's "Task exception was never retrieved" at exit.
+    if not task.cancelled() and task.exception() is not None:
+        LOG.error("a job task failed", exc_info=task.exception())

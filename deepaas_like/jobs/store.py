@@ -4,26 +4,52 @@ PostgreSQL at scale. The schema is migrated with alembic when the store opens.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
+import fcntl
+import functools
 import json
+import logging
 import os
+import time
 import uuid as uuid_module
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from deepaas_like.exceptions import JobNotFound, StartupError
+from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
 from deepaas_like.jobs.models import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING, Job, JobResult
 from deepaas_like.model.args import UploadedFile
 
+LOG = logging.getLogger(__name__)
 INTERRUPTED = "interrupted: the server stopped while this job was running"
 MAX_EVENTS = 50  # progress messages kept per job
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 72050001  # PostgreSQL advisory lock id: one instance migrates at a time
+_MIGRATION_WAIT = 120.0  # seconds a start waits for another instance's migration (SQLite)
+#: Seconds a SQLite write waits for another writer before it fails as "database is locked"
+#: (the job runner then retries it; a request gets 503).
+SQLITE_BUSY_TIMEOUT = 5.0
+#: Seconds to open a PostgreSQL connection before the database counts as unreachable.
+CONNECT_TIMEOUT = 5
+#: Errors that mean "the database is away or busy now", not "this statement is wrong": the
+#: server stopped or restarted, the network, a SQLite lock, a full connection pool.
+_TRANSIENT = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+T = TypeVar("T")
 
 
 # The asyncio driver used for the URL forms people write (SQLAlchemy's dialect names).
@@ -67,12 +93,106 @@ def decode_kwargs(values: dict[str, Any], files: dict[str, list[str]] | None) ->
     return {**values, **{name: UploadedFile(*fields) for name, fields in (files or {}).items()}}
 
 
+def error_text(error: BaseException) -> str:
+    """A one-line description of a database error for logs and job messages: the driver's
+    own first line (``database is locked``, ``connection refused``), never the SQL
+    statement that SQLAlchemy adds to its messages.
+    """
+    original = getattr(error, "orig", None) or error
+    first = (str(original).strip().splitlines() or [""])[0].split("[SQL:")[0].strip()
+    return f"{type(original).__name__}: {first}"[:300] if first else type(original).__name__
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, _TRANSIENT) or bool(getattr(error, "connection_invalidated", False))
+
+
+def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+    """Decorate a :class:`JobStore` method: a transient database error becomes
+    :class:`DatabaseUnavailable`, and the store's health follows each outcome.
+    """
+
+    def decorate(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(method)
+        async def call(self: "JobStore", *args: Any, **kwargs: Any) -> T:
+            try:
+                result = await method(self, *args, **kwargs)
+            except DatabaseUnavailable:
+                raise
+            except Exception as error:  # noqa: BLE001 - sorted: transient or not
+                if not _transient(error):
+                    raise
+                raise self._failed(error, write) from error
+            self._succeeded(write)
+            return result
+
+        return call
+
+    return decorate
+
+
 class JobStore:
-    """Create, claim, update and read jobs; one instance per server process."""
+    """Create, claim, update and read jobs; one instance per server process.
+
+    Every method raises :class:`DatabaseUnavailable` when the database is away or busy
+    (stopped, unreachable, locked); :attr:`problem` says why until it answers again.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._session = async_sessionmaker(engine, expire_on_commit=False)
+        self._read_problem: str | None = None
+        self._write_problem: str | None = None
+        self._down_since: float | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last read or write failed (None once it works again)."""
+        return self._write_problem or self._read_problem
+
+    def _failed(self, error: BaseException, write: bool) -> DatabaseUnavailable:
+        reason = error_text(error)
+        if self.problem is None:
+            self._down_since = time.monotonic()
+            LOG.error("the job database is unavailable (%s); requests that need it get 503, "
+                      "job state writes are retried until it is back", reason)
+        if write:
+            self._write_problem = reason
+        else:
+            self._read_problem = reason
+        return DatabaseUnavailable(f"the job database is unavailable ({reason}); try again later")
+
+    def _succeeded(self, write: bool) -> None:
+        if self.problem is None:
+            return
+        if write:
+            self._write_problem = self._read_problem = None
+        else:
+            self._read_problem = None
+        if self.problem is None and self._down_since is not None:
+            LOG.warning("the job database is back after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None
+
+    @_database_call(write=False)
+    async def ping(self) -> None:
+        """One round trip to the database."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def health(self, timeout: float = 2.0) -> str | None:
+        """Why the database cannot serve jobs now, or None: a round trip within ``timeout``
+        seconds, and no write failing since the last that worked (a SQLite file locked by
+        another writer still answers reads).
+        """
+        try:
+            await asyncio.wait_for(self.ping(), timeout)
+        except TimeoutError:
+            return f"the job database did not answer within {timeout:g} s"
+        except DatabaseUnavailable as error:
+            return error.message
+        if self._write_problem:
+            return f"the job database refuses writes ({self._write_problem})"
+        return None
 
     @classmethod
     async def open(cls, url: str) -> "JobStore":
@@ -90,17 +210,25 @@ class JobStore:
         try:
             if sqlite and parsed.database not in (None, "", ":memory:") and not parsed.database.startswith("file:"):
                 os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-            engine = create_async_engine(parsed, json_serializer=lambda obj: json.dumps(obj, default=str))
+            options: dict[str, Any] = {}
+            if parsed.get_backend_name() == "postgresql":
+                # A restarted server leaves dead connections in the pool: test each before use.
+                options = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
+            engine = create_async_engine(parsed, json_serializer=lambda obj: json.dumps(obj, default=str), **options)
             if sqlite:
                 event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             store = cls(engine)
-            await store.migrate()
-            await store._check_writable()
+            async with _migration_lock(parsed if sqlite else None):
+                await store.migrate()
+                await store._check_writable()
+        except StartupError:
+            if engine is not None:
+                await engine.dispose()
+            raise
         except Exception as error:  # noqa: BLE001 - any failure here means: no job database
             if engine is not None:
                 await engine.dispose()
-            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            raise StartupError(f"cannot use the job database {shown}: {type(error).__name__}: {reason}") from error
+            raise StartupError(f"cannot use the job database {shown}: {error_text(error)}") from error
         return store
 
     async def _check_writable(self) -> None:
@@ -131,6 +259,7 @@ class JobStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    @_database_call(write=True)
     async def mark_interrupted(self, owner: str) -> int:
         """Turn the ``running`` jobs of ``owner`` into ``error`` with an "interrupted" message."""
         async with self._session.begin() as session:
@@ -141,6 +270,7 @@ class JobStore:
             )
             return result.rowcount
 
+    @_database_call(write=True)
     async def create(
         self, model: str, kind: str, args: dict[str, Any], kwargs: dict[str, Any], upload_dir: str | None = None
     ) -> Job:
@@ -162,6 +292,7 @@ class JobStore:
             session.add(job)
         return job
 
+    @_database_call(write=False)  # most claims find nothing and write nothing
     async def claim(self, model: str, kind: str, owner: str) -> Job | None:
         """Take the oldest ``pending`` job of ``model`` and ``kind`` for ``owner`` (it becomes
         ``running``); None when there is none. Safe with several instances on one database.
@@ -187,6 +318,7 @@ class JobStore:
                     return await session.get(Job, uuid, populate_existing=True)
             # Another instance took that job between our read and our update: try the next.
 
+    @_database_call(write=False)
     async def get(self, model: str, uuid: str, kind: str | None = None) -> Job:
         """The job ``uuid`` of ``model`` (and ``kind``); raises :class:`JobNotFound`."""
         async with self._session() as session:
@@ -195,6 +327,7 @@ class JobStore:
             raise JobNotFound(f"no {kind or 'job'} {uuid!r} for model {model!r}")
         return job
 
+    @_database_call(write=False)
     async def list(
         self, model: str, kind: str, status: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[Job]:
@@ -206,6 +339,7 @@ class JobStore:
         async with self._session() as session:
             return list(await session.scalars(query))
 
+    @_database_call(write=True)
     async def finish(
         self,
         uuid: str,
@@ -214,24 +348,38 @@ class JobStore:
         message: str | None = None,
         media_type: str | None = None,
         data: bytes | None = None,
-    ) -> Job | None:
+    ) -> bool:
         """End a job that is still ``pending`` or ``running``: its status, output, message
-        and, for a binary prediction, its bytes. Returns None when it had already ended.
+        and, for a binary prediction, its bytes. Returns False when it had already ended.
+
+        One conditional UPDATE decides: of a cancel and a "done" landing together, from
+        one instance or two, exactly one wins, and the other leaves the row as it is.
         """
         async with self._session.begin() as session:
-            job = await session.get(Job, uuid, with_for_update=True, populate_existing=True)
-            if job is None or job.status not in ACTIVE:
-                return None
-            job.status = status
-            job.finished = _now()
-            job.duration = (job.finished - (job.started or job.created)).total_seconds()
-            job.output = output
-            job.message = message
-            job.media_type = media_type
+            times = (await session.execute(select(Job.started, Job.created).where(Job.uuid == uuid))).first()
+            if times is None:
+                return False
+            finished = _now()
+            ended = await session.execute(
+                update(Job)
+                .where(Job.uuid == uuid, Job.status.in_(ACTIVE))
+                .values(
+                    status=status,
+                    finished=finished,
+                    duration=(finished - (times.started or times.created)).total_seconds(),
+                    output=output,
+                    message=message,
+                    media_type=media_type,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if ended.rowcount != 1:
+                return False
             if data is not None:
                 session.add(JobResult(uuid=uuid, data=data))
-            return job
+            return True
 
+    @_database_call(write=True)
     async def report(self, uuid: str, progress: float | None, messages: list[dict[str, Any]]) -> None:
         """Record progress (0..1, or None to keep it) and append log ``messages``
         (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`.
@@ -245,12 +393,14 @@ class JobStore:
             if messages:
                 job.events = (list(job.events or []) + messages)[-MAX_EVENTS:]
 
+    @_database_call(write=False)
     async def result(self, uuid: str) -> bytes | None:
         """The stored bytes of a binary prediction, or None."""
         async with self._session() as session:
             stored = await session.get(JobResult, uuid)
         return None if stored is None else stored.data
 
+    @_database_call(write=False)
     async def cancelled_among(self, uuids: list[str]) -> set[str]:
         """Which of ``uuids`` are ``cancelled`` (by any instance)."""
         if not uuids:
@@ -259,6 +409,7 @@ class JobStore:
             rows = await session.scalars(select(Job.uuid).where(Job.uuid.in_(uuids), Job.status == CANCELLED))
             return set(rows)
 
+    @_database_call(write=True)
     async def delete_finished_before(self, cutoff: datetime.datetime) -> int:
         """Delete jobs that ended before ``cutoff`` with their stored results; returns how many."""
         old = select(Job.uuid).where(Job.status.not_in(ACTIVE), Job.finished < cutoff)
@@ -267,6 +418,7 @@ class JobStore:
             result = await session.execute(delete(Job).where(Job.uuid.in_(old)))
             return result.rowcount
 
+    @_database_call(write=False)
     async def counts(self) -> dict[tuple[str, str, str], int]:
         """Number of jobs per (model, kind, status)."""
         query = select(Job.model, Job.kind, Job.status, func.count()).group_by(Job.model, Job.kind, Job.status)
@@ -275,11 +427,47 @@ class JobStore:
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    # WAL lets readers work while a job is written; the timeout waits out a busy writer.
+    # WAL lets readers work while a job is written; the timeout waits out a busy writer
+    # (set first: switching to WAL itself waits for a writer of another process).
     cursor = connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(url: URL | None) -> AsyncIterator[None]:
+    """Hold an exclusive lock on ``<database file>.lock`` while the schema is migrated, so
+    that servers started together on one SQLite file migrate one after the other (on
+    PostgreSQL an advisory lock does this, see :meth:`JobStore.migrate`). Nothing is locked
+    for PostgreSQL (``url`` None) and in-memory databases.
+
+    Raises :class:`StartupError` after :data:`_MIGRATION_WAIT` seconds of waiting.
+    """
+    database = url.database if url is not None else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    # fcntl.flock: an advisory lock the kernel drops when the process dies (kill -9
+    # included), so a crashed start never blocks the next one. POSIX only, as the workers are.
+    path = os.path.abspath(database) + ".lock"
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + _MIGRATION_WAIT
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StartupError(
+                        f"another server has been migrating the job database {database} for over "
+                        f"{_MIGRATION_WAIT:g} s (it holds {path}); stop it or wait for it to finish"
+                    ) from None
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def _now() -> datetime.datetime:

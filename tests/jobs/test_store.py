@@ -29,8 +29,8 @@ async def test_create_claim_finish(store):
     claimed = await store.claim("demo", TRAIN, "a")
     assert claimed.uuid == job.uuid and claimed.status == RUNNING and claimed.owner == "a"
     assert await store.claim("demo", TRAIN, "a") is None
-    assert await store.finish(job.uuid, DONE, output={"loss": 0.1}) is not None
-    assert await store.finish(job.uuid, CANCELLED) is None, "a job ends once"
+    assert await store.finish(job.uuid, DONE, output={"loss": 0.1})
+    assert not await store.finish(job.uuid, CANCELLED), "a job ends once"
     done = (await store.get("demo", job.uuid)).to_dict()
     assert done["status"] == DONE and done["result"]["output"] == {"loss": 0.1}
     assert done["result"]["duration"] >= 0 and "message" not in done
