@@ -135,6 +135,20 @@ jobs_opts = [
         min=0,
         help="Finished jobs and their stored results are deleted after this many hours. 0: kept forever.",
     ),
+    cfg.FloatOpt(
+        "heartbeat-interval",
+        default=10.0,
+        min=0.05,
+        help="Seconds between this instance's heartbeats in the job database.",
+    ),
+    cfg.FloatOpt(
+        "heartbeat-expiry",
+        default=60.0,
+        min=0.1,
+        help="Seconds without a heartbeat after which an instance counts as gone: another instance "
+        "(or this one restarted under any name) marks the jobs it was running as interrupted. "
+        "At least twice heartbeat-interval.",
+    ),
 ]
 
 ALL_OPTS = server_opts + security_opts + model_opts + jobs_opts
@@ -180,6 +194,11 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         timeouts = {name: float(seconds) for name, seconds in (conf.model_predict_timeout or {}).items()}
     except ValueError as error:
         raise cfg.Error(f"model-workers and model-predict-timeout take name:number pairs: {error}") from error
+    if conf.heartbeat_expiry < 2 * conf.heartbeat_interval:
+        raise cfg.Error(
+            f"heartbeat-expiry ({conf.heartbeat_expiry:g} s) must be at least twice heartbeat-interval "
+            f"({conf.heartbeat_interval:g} s): one late heartbeat must not make an instance count as gone"
+        )
     tokens = [*conf.auth_token, *os.environ.get(AUTH_ENV, "").split(",")]
     return Settings(
         model_names=model_names(conf.model_name),
@@ -203,6 +222,8 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         instance=conf.instance_name or f"{socket.gethostname()}:{conf.listen_port}",
         job_poll_interval=conf.job_poll_interval,
         job_retention_hours=conf.job_retention_hours,
+        heartbeat_interval=conf.heartbeat_interval,
+        heartbeat_expiry=conf.heartbeat_expiry,
         predict_timeout=conf.predict_timeout,
         model_predict_timeouts=timeouts,
         max_queue=conf.max_queue,

@@ -22,6 +22,7 @@ class Settings:
     its number of predict workers, overriding ``workers``. ``instance`` names this server
     among those sharing a job database; ``job_poll_interval`` and ``predict_timeout`` are
     in seconds (0: no limit); ``max_queue`` bounds the calls waiting per model (0: none).
+    ``heartbeat_interval`` and ``heartbeat_expiry`` are in seconds.
     """
 
     model_names: tuple[str, ...] = ()
@@ -54,6 +55,8 @@ class Settings:
     log_json: bool = False
     job_poll_interval: float = 0.5
     job_retention_hours: float = 0.0
+    heartbeat_interval: float = 10.0
+    heartbeat_expiry: float = 60.0
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)

@@ -13,7 +13,7 @@ from aiohttp.web_middlewares import normalize_path_middleware
 from aiohttp_apigami.constants import SWAGGER_DICT
 
 from deepaas_like.api import openapi, probes
-from deepaas_like.api.arguments import check_upload_dir
+from deepaas_like.api.arguments import check_upload_dir, remove_orphaned_uploads
 from deepaas_like.api.keys import JOBS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.metrics import Metrics, metrics_endpoint, metrics_middleware
 from deepaas_like.api.responses import json_response
@@ -128,8 +128,13 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         capacity,
         poll_interval=settings.job_poll_interval,
         retention=settings.job_retention_hours * 3600,
+        heartbeat_interval=settings.heartbeat_interval,
+        heartbeat_expiry=settings.heartbeat_expiry,
     )
     await app[JOBS].start()
+    removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await app[JOBS].upload_owners())
+    if removed:
+        LOG.warning("removed %d upload folder(s) left by stopped servers: %s", len(removed), ", ".join(removed))
     LOG.info("serving %s", ", ".join(models))
     yield
     await app[JOBS].close()

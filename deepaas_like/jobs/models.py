@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Job states: waiting for a worker, on a worker, and the three ends.
@@ -91,3 +91,17 @@ class JobResult(Base):
 
     uuid: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.uuid", ondelete="CASCADE"), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Instance(Base):
+    """A server sharing the job database: ``name`` is its ``instance-name``, ``heartbeat``
+    the database clock (seconds since the epoch) when it last said it was alive.
+    """
+
+    __tablename__ = "instances"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started: Mapped[float] = mapped_column(Float)
+    heartbeat: Mapped[float] = mapped_column(Float)

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import os
 import random
 import shutil
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -42,7 +44,9 @@ class JobRunner:
     """Submits, runs, cancels and reads jobs of the ``models`` this instance serves.
 
     ``capacity`` maps ``(model name, kind)`` to how many of its jobs run at once here;
-    ``retention`` (seconds, 0: keep forever) is how long finished jobs are kept.
+    ``retention`` (seconds, 0: keep forever) is how long finished jobs are kept. Every
+    ``heartbeat_interval`` seconds this instance records that it is alive, and marks the
+    running jobs of instances silent for ``heartbeat_expiry`` seconds as interrupted.
 
     A job's outcome is written until the database takes it: while the database is away,
     the outcome waits in memory and the write is retried with backoff.
@@ -56,6 +60,8 @@ class JobRunner:
         capacity: dict[tuple[str, str], int],
         poll_interval: float = 0.5,
         retention: float = 0.0,
+        heartbeat_interval: float = 10.0,
+        heartbeat_expiry: float = 60.0,
     ) -> None:
         self.store = store
         self.models = models
@@ -63,6 +69,9 @@ class JobRunner:
         self.capacity = capacity
         self.poll_interval = poll_interval
         self.retention = retention
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_expiry = heartbeat_expiry
+        self._host, self._pid = socket.gethostname(), os.getpid()
         self._running: dict[str, tuple[ModelWrapper, asyncio.Task[None]]] = {}
         self._counts: dict[tuple[str, str], int] = {key: 0 for key in capacity}
         self._locks = {key: asyncio.Lock() for key in capacity}
@@ -71,15 +80,48 @@ class JobRunner:
         #: Jobs whose outcome is known and being written (their plugin call has ended).
         self._recording: set[str] = set()
         self._give_up_at: float | None = None  # set by close(): when retries stop
+        self._abandoned = 0  # jobs whose end could not be recorded before the server stopped
 
     async def start(self) -> None:
-        """Report this instance's interrupted jobs and start polling for work."""
+        """Say this instance is alive, report its own interrupted jobs (it is starting
+        again) and those of instances whose heartbeat expired, and start polling for work.
+        """
+        await self.store.beat(self.owner, self._host, self._pid)
         interrupted = await self.store.mark_interrupted(self.owner)
         if interrupted:
             LOG.warning("%d job(s) were running when %s last stopped: marked interrupted", interrupted, self.owner)
-        self._loops = [asyncio.create_task(self._dispatch()), asyncio.create_task(self._watch_cancels())]
+        await self._sweep()
+        self._loops = [
+            asyncio.create_task(self._dispatch()),
+            asyncio.create_task(self._watch_cancels()),
+            asyncio.create_task(self._heartbeat()),
+        ]
         if self.retention > 0:
             self._loops.append(asyncio.create_task(self._expire()))
+
+    async def upload_owners(self) -> tuple[set[str], set[tuple[str, int]]]:
+        """What keeps an upload folder alive: the folders of pending and running jobs, and
+        the ``(host, pid)`` of the live instances (whose requests may be uploading).
+        """
+        return await self.store.active_upload_dirs(), await self.store.live_processes(self.heartbeat_expiry)
+
+    async def _sweep(self) -> None:
+        lost = await self.store.sweep(self.heartbeat_expiry, exclude=self.owner)
+        for job in lost:
+            LOG.warning("%s job %s of %s was running on %s, whose heartbeat expired: marked interrupted",
+                        job.kind, job.uuid, job.model, job.owner)
+            _remove(job.upload_dir)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self.store.beat(self.owner, self._host, self._pid)
+                await self._sweep()
+            except DatabaseUnavailable:
+                pass  # the store logs when the database goes and comes back
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                LOG.exception("cannot record this instance's heartbeat")
 
     async def close(self) -> None:
         """Stop polling; jobs running here become ``error`` (interrupted), pending ones wait.
@@ -94,8 +136,10 @@ class JobRunner:
         for uuid, (_, task) in list(self._running.items()):
             if uuid in self._recording:
                 continue  # its outcome is being written: let it land
-            with contextlib.suppress(DatabaseUnavailable):
+            try:
                 await self._write(f"the interruption of job {uuid}", lambda uuid=uuid: self.store.finish(uuid, ERROR, message=INTERRUPTED))
+            except DatabaseUnavailable:
+                self._abandoned += 1
             task.cancel()
         tasks = [task for _, task in self._running.values()]
         if tasks:
@@ -103,6 +147,9 @@ class JobRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*self._loops, *tasks, return_exceptions=True)
+        if not self._abandoned:  # jobs left running stay ours: our heartbeat expires, then they are reported
+            with contextlib.suppress(DatabaseUnavailable):
+                await self.store.leave(self.owner)
 
     async def submit(self, model: ModelWrapper, kind: str, kwargs: dict[str, Any], upload_dir: str | None) -> dict[str, Any]:
         """Record a ``pending`` job and start it at once if a worker is free here.
@@ -208,13 +255,13 @@ class JobRunner:
         """
         what = f"the end of {job.kind} job {job.uuid}"
         try:
-            return await self._write(what, lambda: self.store.finish(job.uuid, status, **outcome))
+            return await self._write(what, lambda: self.store.finish(job.uuid, status, reclaim=self.owner, **outcome))
         except DatabaseUnavailable:
             raise
         except Exception as error:  # noqa: BLE001 - the database refused this outcome itself
             LOG.error("%s could not be stored: %s", what, error_text(error))
             message = f"the job's outcome could not be stored in the job database: {error_text(error)}"
-            return await self._write(what, lambda: self.store.finish(job.uuid, ERROR, message=message))
+            return await self._write(what, lambda: self.store.finish(job.uuid, ERROR, message=message, reclaim=self.owner))
 
     async def _run(self, model: ModelWrapper, job: Job) -> None:
         progress = _ProgressBuffer(self.store, job.uuid)
@@ -231,9 +278,11 @@ class JobRunner:
                 LOG.error("%s job %s of model %s failed: %s", job.kind, job.uuid, model.name, error.message)
                 outcome = {"status": ERROR, "message": error.message}
             except asyncio.CancelledError:
+                # Cancelled by a DELETE whose worker could not be killed, or by close().
                 self._recording.add(job.uuid)
+                ending = (ERROR, INTERRUPTED) if self._give_up_at is not None else (CANCELLED, CANCELLED_BY_USER)
                 with contextlib.suppress(DatabaseUnavailable):
-                    await asyncio.shield(self._end(job, CANCELLED, message=CANCELLED_BY_USER))
+                    await asyncio.shield(self._end(job, ending[0], message=ending[1]))
                 raise
             except Exception as error:  # noqa: BLE001 - recorded on the job; the server keeps serving
                 LOG.exception("%s job %s of %s failed", job.kind, job.uuid, model.name)
@@ -251,7 +300,7 @@ class JobRunner:
                 LOG.error("the progress of job %s could not be stored: %s", job.uuid, error_text(error))
             await self._end(job, outcome.pop("status"), **outcome)
         except DatabaseUnavailable:
-            pass  # close() gave up; logged by _write. The job is reported interrupted later.
+            self._abandoned += 1  # close() gave up; logged by _write. Reported interrupted later.
         finally:
             progress.close()
             self._recording.discard(job.uuid)

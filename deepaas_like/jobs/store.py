@@ -18,18 +18,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import Float, and_, delete, event, func, insert, or_, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
-from deepaas_like.jobs.models import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING, Job, JobResult
+from deepaas_like.jobs.models import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING, Instance, Job, JobResult
 from deepaas_like.model.args import UploadedFile
 
 LOG = logging.getLogger(__name__)
 INTERRUPTED = "interrupted: the server stopped while this job was running"
+#: The message of a job whose server stopped answering: its heartbeat expired.
+LOST = "interrupted: the server running this job stopped answering (its heartbeat expired)"
 MAX_EVENTS = 50  # progress messages kept per job
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 72050001  # PostgreSQL advisory lock id: one instance migrates at a time
@@ -91,6 +95,25 @@ def encode_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, lis
 def decode_kwargs(values: dict[str, Any], files: dict[str, list[str]] | None) -> dict[str, Any]:
     """The inverse of :func:`encode_kwargs`: the hook's keyword arguments."""
     return {**values, **{name: UploadedFile(*fields) for name, fields in (files or {}).items()}}
+
+
+class database_clock(FunctionElement):  # noqa: N801 - named like the SQL functions it stands for
+    """The database server's clock in seconds since the epoch (a float): heartbeats are
+    written and compared on one clock, whatever the clocks of the hosts say.
+    """
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(database_clock)
+def _clock(element: Any, compiler: Any, **kw: Any) -> str:
+    return "EXTRACT(EPOCH FROM CLOCK_TIMESTAMP())"
+
+
+@compiles(database_clock, "sqlite")
+def _sqlite_clock(element: Any, compiler: Any, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 def error_text(error: BaseException) -> str:
@@ -271,6 +294,62 @@ class JobStore:
             return result.rowcount
 
     @_database_call(write=True)
+    async def beat(self, name: str, host: str, pid: int) -> None:
+        """Record that instance ``name`` (process ``pid`` on ``host``) is alive now."""
+        async with self._session.begin() as session:
+            beaten = await session.execute(
+                update(Instance).where(Instance.name == name).values(host=host, pid=pid, heartbeat=database_clock())
+            )
+            if beaten.rowcount == 0:
+                await session.execute(
+                    insert(Instance).values(name=name, host=host, pid=pid, started=database_clock(), heartbeat=database_clock())
+                )
+
+    @_database_call(write=True)
+    async def leave(self, name: str) -> None:
+        """Forget instance ``name`` (it stops cleanly)."""
+        async with self._session.begin() as session:
+            await session.execute(delete(Instance).where(Instance.name == name))
+
+    @_database_call(write=True)
+    async def sweep(self, expiry: float, exclude: str) -> list[Job]:
+        """Mark as ``error`` (:data:`LOST`) the running jobs of every instance other than
+        ``exclude`` whose heartbeat is more than ``expiry`` seconds old, and of owners
+        that have no heartbeat at all (servers from before heartbeats) once they have run
+        that long; forget those instances. Returns the jobs marked.
+        """
+        async with self._session.begin() as session:
+            expired = select(Instance.name).where(Instance.heartbeat < database_clock() - expiry, Instance.name != exclude)
+            unknown = and_(Job.owner.not_in(select(Instance.name)), Job.started < _now() - datetime.timedelta(seconds=expiry))
+            lost = or_(Job.owner.in_(expired), unknown)
+            jobs = list(await session.scalars(select(Job).where(Job.status == RUNNING, Job.owner != exclude, lost)))
+            if jobs:
+                await session.execute(
+                    update(Job)
+                    .where(Job.uuid.in_([job.uuid for job in jobs]), Job.status == RUNNING)
+                    .values(status=ERROR, message=LOST, finished=_now())
+                    .execution_options(synchronize_session=False)
+                )
+            await session.execute(
+                delete(Instance).where(Instance.heartbeat < database_clock() - expiry, Instance.name != exclude)
+            )
+            return jobs
+
+    @_database_call(write=False)
+    async def live_processes(self, expiry: float) -> set[tuple[str, int]]:
+        """``(host, pid)`` of the instances whose heartbeat is at most ``expiry`` seconds old."""
+        query = select(Instance.host, Instance.pid).where(Instance.heartbeat >= database_clock() - expiry)
+        async with self._session() as session:
+            return {(host, pid) for host, pid in await session.execute(query)}
+
+    @_database_call(write=False)
+    async def active_upload_dirs(self) -> set[str]:
+        """Upload folders of the pending and running jobs."""
+        query = select(Job.upload_dir).where(Job.status.in_(ACTIVE), Job.upload_dir.is_not(None))
+        async with self._session() as session:
+            return set(await session.scalars(query))
+
+    @_database_call(write=True)
     async def create(
         self, model: str, kind: str, args: dict[str, Any], kwargs: dict[str, Any], upload_dir: str | None = None
     ) -> Job:
@@ -348,21 +427,28 @@ class JobStore:
         message: str | None = None,
         media_type: str | None = None,
         data: bytes | None = None,
+        reclaim: str | None = None,
     ) -> bool:
         """End a job that is still ``pending`` or ``running``: its status, output, message
         and, for a binary prediction, its bytes. Returns False when it had already ended.
 
         One conditional UPDATE decides: of a cancel and a "done" landing together, from
         one instance or two, exactly one wins, and the other leaves the row as it is.
+        ``reclaim`` (an instance name) also lets the outcome replace a :data:`LOST` mark
+        on a job that instance ran: it was alive after all (the database was away longer
+        than the heartbeat expiry), and its real outcome is worth more than the guess.
         """
         async with self._session.begin() as session:
             times = (await session.execute(select(Job.started, Job.created).where(Job.uuid == uuid))).first()
             if times is None:
                 return False
             finished = _now()
+            endable = Job.status.in_(ACTIVE)
+            if reclaim is not None:
+                endable = or_(endable, and_(Job.status == ERROR, Job.message == LOST, Job.owner == reclaim))
             ended = await session.execute(
                 update(Job)
-                .where(Job.uuid == uuid, Job.status.in_(ACTIVE))
+                .where(Job.uuid == uuid, endable)
                 .values(
                     status=status,
                     finished=finished,

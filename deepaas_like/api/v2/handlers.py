@@ -77,7 +77,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
         raise EndpointDisabled("the predict endpoint is disabled on this server")
     if model.predict_schema is None:
         raise HookNotImplemented(f"model {model.name!r} does not implement predict()")
-    uploads = Uploads(settings.upload_dir)
+    uploads = Uploads(settings.upload_dir, settings.database_url)
     handed_over = False
     as_job = _wants_async(request)
     try:
@@ -147,7 +147,7 @@ async def start_training(request: web.Request) -> web.Response:
     model = _check_train_endpoint(request)
     if model.train_schema is None:
         raise HookNotImplemented(f"model {model.name!r} does not implement train()")
-    uploads = Uploads(settings.upload_dir)
+    uploads = Uploads(settings.upload_dir, settings.database_url)
     try:
         raw = await read_arguments(request, uploads, settings.client_max_size)
         kwargs = await load_arguments(request, raw, model.train_schema)
