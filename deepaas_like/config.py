@@ -135,6 +135,13 @@ jobs_opts = [
         min=0,
         help="Finished jobs and their stored results are deleted after this many hours. 0: kept forever.",
     ),
+    cfg.StrOpt(
+        "results-dir",
+        sample_default="<the SQLite database's directory>/job-results",
+        help="Directory of the binary results of asynchronous predictions (one file per job, served "
+        "streamed, deleted with the job). Default: job-results beside a SQLite database file, else "
+        "$XDG_STATE_HOME/deepaas_like/job-results. Instances sharing a database need a shared one.",
+    ),
     cfg.FloatOpt(
         "heartbeat-interval",
         default=10.0,
@@ -224,6 +231,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         job_retention_hours=conf.job_retention_hours,
         heartbeat_interval=conf.heartbeat_interval,
         heartbeat_expiry=conf.heartbeat_expiry,
+        results_dir=conf.results_dir,
         predict_timeout=conf.predict_timeout,
         model_predict_timeouts=timeouts,
         max_queue=conf.max_queue,

@@ -27,6 +27,12 @@ class JobNotFound(DeepaasLikeError):
     status = 404
 
 
+class JobResultMissing(DeepaasLikeError):
+    """A finished job's stored result file is not in the results directory."""
+
+    status = 500
+
+
 class EndpointDisabled(DeepaasLikeError):
     """The endpoint was switched off by configuration (DEEPaaS answers 402)."""
 

@@ -14,6 +14,23 @@ def default_database_url() -> str:
     return "sqlite+aiosqlite:///" + os.path.join(state, "deepaas_like", "jobs.sqlite")
 
 
+def default_results_dir(database_url: str) -> str:
+    """Where binary job results are kept when ``results-dir`` is unset: a ``job-results``
+    folder beside a SQLite database file, else in the per-user state directory.
+    """
+    from sqlalchemy.engine import make_url  # imported here: settings are read before the server's dependencies
+
+    try:
+        url = make_url(database_url)
+        database = url.database if url.get_backend_name() == "sqlite" else None
+    except Exception:  # noqa: BLE001 - a bad URL is reported when the database opens
+        database = None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        return os.path.join(os.path.dirname(os.path.abspath(database)), "job-results")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "deepaas_like", "job-results")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the server needs; defaults are DEEPaaS's where it has the option.
@@ -22,7 +39,8 @@ class Settings:
     its number of predict workers, overriding ``workers``. ``instance`` names this server
     among those sharing a job database; ``job_poll_interval`` and ``predict_timeout`` are
     in seconds (0: no limit); ``max_queue`` bounds the calls waiting per model (0: none).
-    ``heartbeat_interval`` and ``heartbeat_expiry`` are in seconds.
+    ``heartbeat_interval`` and ``heartbeat_expiry`` are in seconds; ``results_dir`` None
+    means :func:`default_results_dir`.
     """
 
     model_names: tuple[str, ...] = ()
@@ -57,6 +75,7 @@ class Settings:
     job_retention_hours: float = 0.0
     heartbeat_interval: float = 10.0
     heartbeat_expiry: float = 60.0
+    results_dir: str | None = None
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)

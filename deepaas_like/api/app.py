@@ -22,10 +22,11 @@ from deepaas_like.api.v2 import handlers
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.jobs.models import PREDICT, TRAIN
+from deepaas_like.jobs.results import ResultFiles
 from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.model.wrapper import ModelWrapper
-from deepaas_like.settings import Settings
+from deepaas_like.settings import Settings, default_results_dir
 from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
 
 LOG = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[SETTINGS]
     check_upload_dir(settings.upload_dir)
+    results = ResultFiles(settings.results_dir or default_results_dir(settings.database_url))
+    results.check()
     names = resolve_model_names(list(settings.model_names), settings.namespace)
     models = {name: _make_model(name, settings, app[METRICS]) for name in names}
     started = await asyncio.gather(
@@ -130,6 +133,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         retention=settings.job_retention_hours * 3600,
         heartbeat_interval=settings.heartbeat_interval,
         heartbeat_expiry=settings.heartbeat_expiry,
+        results=results,
     )
     await app[JOBS].start()
     removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await app[JOBS].upload_owners())

@@ -53,6 +53,8 @@ class Job(Base):
     duration: Mapped[float | None] = mapped_column(Float, nullable=True)
     output: Mapped[Any] = mapped_column(JSON, nullable=True)
     media_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: A binary result's file, relative to the results directory (see ``jobs/results.py``).
+    result_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     progress: Mapped[float | None] = mapped_column(Float, nullable=True)
     events: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
@@ -85,7 +87,9 @@ class Job(Base):
 
 
 class JobResult(Base):
-    """The bytes of a binary prediction (PNG, ZIP, ...), kept apart from listings."""
+    """The bytes of a binary prediction (PNG, ZIP, ...) stored before results became files
+    (``Job.result_file``); still served, and expired with their job.
+    """
 
     __tablename__ = "job_results"
 

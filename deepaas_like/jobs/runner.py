@@ -18,12 +18,12 @@ import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from deepaas_like.exceptions import DatabaseUnavailable, DeepaasLikeError, HookNotImplemented
+from deepaas_like.exceptions import DatabaseUnavailable, DeepaasLikeError, HookNotImplemented, JobResultMissing
 from deepaas_like.media import JSON, result_media_type
 from deepaas_like.jobs.models import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, Job
+from deepaas_like.jobs.results import ResultFiles
 from deepaas_like.jobs.store import INTERRUPTED, MAX_EVENTS, JobStore, decode_kwargs, error_text
 from deepaas_like.model.args import json_arguments
 from deepaas_like.model.plugin import FileResult
@@ -47,6 +47,7 @@ class JobRunner:
     ``retention`` (seconds, 0: keep forever) is how long finished jobs are kept. Every
     ``heartbeat_interval`` seconds this instance records that it is alive, and marks the
     running jobs of instances silent for ``heartbeat_expiry`` seconds as interrupted.
+    Binary prediction results are files in ``results`` (see :class:`ResultFiles`).
 
     A job's outcome is written until the database takes it: while the database is away,
     the outcome waits in memory and the write is retried with backoff.
@@ -62,6 +63,8 @@ class JobRunner:
         retention: float = 0.0,
         heartbeat_interval: float = 10.0,
         heartbeat_expiry: float = 60.0,
+        *,
+        results: ResultFiles,
     ) -> None:
         self.store = store
         self.models = models
@@ -71,6 +74,7 @@ class JobRunner:
         self.retention = retention
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_expiry = heartbeat_expiry
+        self.results = results
         self._host, self._pid = socket.gethostname(), os.getpid()
         self._running: dict[str, tuple[ModelWrapper, asyncio.Task[None]]] = {}
         self._counts: dict[tuple[str, str], int] = {key: 0 for key in capacity}
@@ -187,9 +191,20 @@ class JobRunner:
         """Whether the job database's last read and last write worked (no I/O)."""
         return self.store.problem is None
 
-    async def result(self, uuid: str) -> bytes | None:
-        """The stored bytes of a finished binary prediction, or None."""
-        return await self.store.result(uuid)
+    async def result(self, job: Job) -> FileResult | bytes | None:
+        """The stored result of a finished binary prediction: its file (to be streamed),
+        or the bytes of one stored before results became files; None if it has none.
+        Raises ``JobResultMissing`` when its file is not in the results directory.
+        """
+        if job.result_file is None:
+            return await self.store.result(job.uuid)
+        path = self.results.path(job.result_file)
+        if not path.is_file():
+            raise JobResultMissing(
+                f"the result of job {job.uuid} is not in the results directory {self.results.directory} "
+                "(several servers on one database need a shared --results-dir)"
+            )
+        return FileResult(str(path), job.media_type)
 
     async def list(self, model: str, kind: str, status: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Job objects of ``model``, newest first."""
@@ -273,7 +288,7 @@ class JobRunner:
                     outcome: dict[str, Any] = {"status": DONE, "output": output}
                 else:
                     result = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
-                    outcome = await self._prediction_outcome(kwargs, result)
+                    outcome = await self._prediction_outcome(job, kwargs, result)
             except DeepaasLikeError as error:
                 LOG.error("%s job %s of model %s failed: %s", job.kind, job.uuid, model.name, error.message)
                 outcome = {"status": ERROR, "message": error.message}
@@ -298,7 +313,8 @@ class JobRunner:
                 raise
             except Exception as error:  # noqa: BLE001 - progress is dropped, the outcome is not
                 LOG.error("the progress of job %s could not be stored: %s", job.uuid, error_text(error))
-            await self._end(job, outcome.pop("status"), **outcome)
+            if not await self._end(job, outcome.pop("status"), **outcome) and outcome.get("result_file"):
+                self.results.remove(job.uuid)  # the job had ended meanwhile (cancelled)
         except DatabaseUnavailable:
             self._abandoned += 1  # close() gave up; logged by _write. Reported interrupted later.
         finally:
@@ -309,14 +325,18 @@ class JobRunner:
             _remove(job.upload_dir)
             self._wake.set()
 
-    async def _prediction_outcome(self, kwargs: dict[str, Any], result: Any) -> dict[str, Any]:
-        if isinstance(result, bytes):
-            media_type = result_media_type(result, kwargs.get("accept"))
-            return {"status": DONE, "media_type": media_type, "data": result}
-        if isinstance(result, FileResult):
-            media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
-            data = await asyncio.to_thread(Path(result.path).read_bytes)
-            return {"status": DONE, "media_type": media_type, "data": data}
+    async def _prediction_outcome(self, job: Job, kwargs: dict[str, Any], result: Any) -> dict[str, Any]:
+        if isinstance(result, (bytes, FileResult)):
+            if isinstance(result, bytes):
+                media_type = result_media_type(result, kwargs.get("accept"))
+            else:
+                media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
+            try:
+                name = await self.results.save(job.uuid, result)
+            except OSError as error:
+                LOG.error("cannot store the result of job %s in %s: %s", job.uuid, self.results.directory, error)
+                return {"status": ERROR, "message": f"the result could not be stored: {error.strerror or error}"}
+            return {"status": DONE, "media_type": media_type, "result_file": name}
         return {"status": DONE, "output": result, "media_type": JSON}
 
     async def _dispatch(self) -> None:
@@ -348,9 +368,12 @@ class JobRunner:
         while True:
             cutoff = datetime.datetime.now() - datetime.timedelta(seconds=self.retention)
             try:
-                removed = await self.store.delete_finished_before(cutoff)
+                removed = []
+                while batch := await self.store.delete_finished_before(cutoff):
+                    removed += batch
+                    await asyncio.to_thread(lambda batch=batch: [self.results.remove(uuid) for uuid in batch])
                 if removed:
-                    LOG.info("removed %d job(s) finished before %s", removed, cutoff)
+                    LOG.info("removed %d job(s) finished before %s", len(removed), cutoff)
             except DatabaseUnavailable:
                 pass
             except Exception:  # noqa: BLE001

@@ -426,11 +426,12 @@ class JobStore:
         output: Any = None,
         message: str | None = None,
         media_type: str | None = None,
-        data: bytes | None = None,
+        result_file: str | None = None,
         reclaim: str | None = None,
     ) -> bool:
         """End a job that is still ``pending`` or ``running``: its status, output, message
-        and, for a binary prediction, its bytes. Returns False when it had already ended.
+        and, for a binary prediction, its result's file (relative to the results
+        directory). Returns False when it had already ended.
 
         One conditional UPDATE decides: of a cancel and a "done" landing together, from
         one instance or two, exactly one wins, and the other leaves the row as it is.
@@ -456,14 +457,11 @@ class JobStore:
                     output=output,
                     message=message,
                     media_type=media_type,
+                    result_file=result_file,
                 )
                 .execution_options(synchronize_session=False)
             )
-            if ended.rowcount != 1:
-                return False
-            if data is not None:
-                session.add(JobResult(uuid=uuid, data=data))
-            return True
+            return ended.rowcount == 1
 
     @_database_call(write=True)
     async def report(self, uuid: str, progress: float | None, messages: list[dict[str, Any]]) -> None:
@@ -481,7 +479,9 @@ class JobStore:
 
     @_database_call(write=False)
     async def result(self, uuid: str) -> bytes | None:
-        """The stored bytes of a binary prediction, or None."""
+        """The bytes of a binary prediction stored in the database (before results became
+        files), or None.
+        """
         async with self._session() as session:
             stored = await session.get(JobResult, uuid)
         return None if stored is None else stored.data
@@ -496,13 +496,17 @@ class JobStore:
             return set(rows)
 
     @_database_call(write=True)
-    async def delete_finished_before(self, cutoff: datetime.datetime) -> int:
-        """Delete jobs that ended before ``cutoff`` with their stored results; returns how many."""
-        old = select(Job.uuid).where(Job.status.not_in(ACTIVE), Job.finished < cutoff)
+    async def delete_finished_before(self, cutoff: datetime.datetime, batch: int = 1000) -> list[str]:
+        """Delete up to ``batch`` jobs that ended before ``cutoff``, with the results stored
+        in the database; returns their uuids (whose result files the caller deletes).
+        """
+        old = select(Job.uuid).where(Job.status.not_in(ACTIVE), Job.finished < cutoff).limit(batch)
         async with self._session.begin() as session:
-            await session.execute(delete(JobResult).where(JobResult.uuid.in_(old)))
-            result = await session.execute(delete(Job).where(Job.uuid.in_(old)))
-            return result.rowcount
+            uuids = list(await session.scalars(old))
+            if uuids:
+                await session.execute(delete(JobResult).where(JobResult.uuid.in_(uuids)))
+                await session.execute(delete(Job).where(Job.uuid.in_(uuids)))
+            return uuids
 
     @_database_call(write=False)
     async def counts(self) -> dict[tuple[str, str, str], int]:

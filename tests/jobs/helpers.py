@@ -18,6 +18,7 @@ import requests
 from tests.conftest import TEST_PLUGINS, make_plugin_site
 
 PROBE = "/v2/models/jobs_probe"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # what jobs_probe puts before a binary result
 SLOW = "/v2/models/slow"
 
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from deepaas_like.exceptions import JobNotFound
-from deepaas_like.jobs.models import CANCELLED, DONE, ERROR, PENDING, PREDICT, RUNNING, TRAIN
+from deepaas_like.jobs.models import CANCELLED, DONE, ERROR, PENDING, PREDICT, RUNNING, TRAIN, JobResult
 from deepaas_like.jobs.store import JobStore, decode_kwargs, encode_kwargs
 from deepaas_like.model.args import UploadedFile
 
@@ -71,18 +71,22 @@ async def test_progress_events_and_binary_results(store):
     document = (await store.get("demo", job.uuid)).to_dict()
     assert document["progress"] == 0.5 and len(document["events"]) == 50
     assert document["events"][-1]["message"] == "last"
-    await store.finish(job.uuid, DONE, media_type="image/png", data=b"\x89PNG")
-    assert await store.result(job.uuid) == b"\x89PNG"
-    assert (await store.get("demo", job.uuid)).to_dict()["result"]["media_type"] == "image/png"
+    await store.finish(job.uuid, DONE, media_type="image/png", result_file=f"{job.uuid}/prediction")
+    stored = await store.get("demo", job.uuid)
+    assert stored.result_file == f"{job.uuid}/prediction" and await store.result(job.uuid) is None
+    assert stored.to_dict()["result"]["media_type"] == "image/png"
 
 
 async def test_retention_removes_finished_jobs_and_results(store):
     old = await store.create("demo", PREDICT, {}, {})
     await store.claim("demo", PREDICT, "a")
-    await store.finish(old.uuid, DONE, media_type="application/zip", data=b"PK")
+    await store.finish(old.uuid, DONE, media_type="application/zip", result_file=f"{old.uuid}/prediction")
+    async with store.engine.begin() as connection:  # a result stored before results became files
+        await connection.execute(JobResult.__table__.insert().values(uuid=old.uuid, data=b"PK"))
+    assert await store.result(old.uuid) == b"PK"
     waiting = await store.create("demo", PREDICT, {}, {})
     removed = await store.delete_finished_before(datetime.datetime.now() + datetime.timedelta(seconds=1))
-    assert removed == 1 and await store.result(old.uuid) is None
+    assert removed == [old.uuid] and await store.result(old.uuid) is None
     assert (await store.get("demo", waiting.uuid)).status == PENDING
 
 

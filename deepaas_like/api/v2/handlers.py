@@ -125,8 +125,8 @@ async def get_prediction(request: web.Request) -> web.StreamResponse:
     if job.status == DONE and job.media_type and not is_json(job.media_type):
         accept = request.headers.get(hdrs.ACCEPT, "")
         if accept and best_match(accept, [JSON, job.media_type]) == job.media_type:
-            data = await request.app[JOBS].result(job.uuid)
-            return prediction_response(data, job.media_type)
+            stored = await request.app[JOBS].result(job)  # a file, streamed as it is read
+            return prediction_response(stored, job.media_type)
     return json_response(job.to_dict())
 
 
