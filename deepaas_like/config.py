@@ -52,6 +52,13 @@ security_opts = [
         help=f"API key accepted on predict and train routes (repeat for several; also ${AUTH_ENV}, "
         "comma-separated). Clients send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'. None: no auth.",
     ),
+    cfg.MultiStrOpt(
+        "admin-token",
+        default=[],
+        secret=True,
+        help="API key that sees and cancels every job (repeat for several). Other keys see only "
+        "the jobs they created. Accepted wherever auth-token keys are.",
+    ),
     cfg.BoolOpt("auth-docs", default=False, help="Also require the API key for metadata, docs and metrics (health stays open)."),
     cfg.MultiStrOpt("cors-origin", default=[], help="Origin allowed to call the API from a browser (repeat; * for any)."),
 ]
@@ -238,6 +245,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         worker_memory_limit_mb=conf.worker_memory_limit,
         worker_threads=conf.worker_threads,
         auth_tokens=tuple(token.strip() for token in tokens if token.strip()),
+        admin_tokens=tuple(token.strip() for token in conf.admin_token if token.strip()),
         auth_docs=conf.auth_docs,
         cors_origins=tuple(conf.cors_origin),
         log_json=conf.log_json,

@@ -68,6 +68,7 @@ class Settings:
     worker_memory_limit_mb: int = 0
     worker_threads: int = 0
     auth_tokens: tuple[str, ...] = ()
+    admin_tokens: tuple[str, ...] = ()
     auth_docs: bool = False
     cors_origins: tuple[str, ...] = ()
     log_json: bool = False

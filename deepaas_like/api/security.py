@@ -1,11 +1,14 @@
 """API keys, CORS, and request ids.
 
 API keys: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` on the predict and train
-routes (and on every route but health when ``auth-docs`` is on); 401 JSON otherwise.
+routes (and on every route but health when ``auth-docs`` is on); 401 JSON otherwise. A job
+belongs to the key that created it; admin keys (``admin-token``) see every job.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import hmac
 import itertools
 import re
@@ -26,6 +29,37 @@ _JOB_ROUTES = re.compile(r"/v2/models/[^/]+/(predict|train)/")
 # server without a system call per request (uuid4 reads the OS's random source).
 _ID_PREFIX = uuid.uuid4().hex[:16]
 _ID_COUNTER = itertools.count()
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as far as jobs are concerned: ``key_hash`` is the SHA-256 (hex)
+    of the API key it presented (None when the server has no API keys), ``admin`` whether
+    that key is an admin key.
+    """
+
+    key_hash: str | None = None
+    admin: bool = False
+
+    @property
+    def visible_to(self) -> str | None:
+        """The key hash whose jobs alone this caller may see, or None for every job."""
+        return None if self.admin else self.key_hash
+
+
+#: The request's :class:`Caller` (set by :func:`auth_middleware`).
+CALLER = web.RequestKey("caller", Caller)
+NOBODY = Caller()
+
+
+def key_hash(key: str) -> str:
+    """What is stored of an API key: its SHA-256 in hex (the key itself never is)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def caller(request: web.Request) -> Caller:
+    """The request's caller; :data:`NOBODY` (sees every job) when no API keys are set."""
+    return request.get(CALLER, NOBODY)
 
 
 class Unauthorized(DeepaasLikeError):
@@ -64,15 +98,22 @@ def _protected(request: web.Request) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Check the API key on protected routes when API keys are configured."""
-    tokens = request.app[SETTINGS].auth_tokens
-    if tokens and _protected(request):
+    """Check the API key on protected routes when API keys are configured, and note who
+    the caller is (:data:`CALLER`) for job ownership.
+    """
+    settings = request.app[SETTINGS]
+    tokens, admins = settings.auth_tokens, settings.admin_tokens
+    if (tokens or admins) and _protected(request):
         presented = request.headers.get("X-API-Key", "")
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             presented = credentials.strip()
-        if not any(hmac.compare_digest(presented.encode(), token.encode()) for token in tokens):
+        # Every key is compared, in constant time, whichever matches.
+        user = [hmac.compare_digest(presented.encode(), token.encode()) for token in tokens]
+        admin = [hmac.compare_digest(presented.encode(), token.encode()) for token in admins]
+        if not any(user) and not any(admin):
             raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        request[CALLER] = Caller(key_hash(presented), admin=any(admin))
     return await handler(request)
 
 

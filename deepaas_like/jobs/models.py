@@ -36,6 +36,7 @@ class Job(Base):
         Index("ix_jobs_queue", "model", "kind", "status", "created"),
         Index("ix_jobs_created", "created"),
         Index("ix_jobs_listing", "model", "kind", "created"),
+        Index("ix_jobs_key_listing", "model", "kind", "api_key_hash", "created"),
     )
 
     uuid: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -55,6 +56,8 @@ class Job(Base):
     media_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
     #: A binary result's file, relative to the results directory (see ``jobs/results.py``).
     result_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: SHA-256 (hex) of the API key that created the job; None without API keys.
+    api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     progress: Mapped[float | None] = mapped_column(Float, nullable=True)
     events: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

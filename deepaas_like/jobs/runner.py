@@ -155,8 +155,16 @@ class JobRunner:
             with contextlib.suppress(DatabaseUnavailable):
                 await self.store.leave(self.owner)
 
-    async def submit(self, model: ModelWrapper, kind: str, kwargs: dict[str, Any], upload_dir: str | None) -> dict[str, Any]:
-        """Record a ``pending`` job and start it at once if a worker is free here.
+    async def submit(
+        self,
+        model: ModelWrapper,
+        kind: str,
+        kwargs: dict[str, Any],
+        upload_dir: str | None,
+        api_key_hash: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a ``pending`` job of the API key hashed as ``api_key_hash`` and start it
+        at once if a worker is free here.
 
         ``upload_dir`` (the request's uploads) belongs to the job from now on and is
         deleted when it ends. Returns the job object. Raises ``DatabaseUnavailable`` when
@@ -165,7 +173,7 @@ class JobRunner:
         if (model.train_schema if kind == TRAIN else model.predict_schema) is None:
             _remove(upload_dir)
             raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
-        job = await self.store.create(model.name, kind, json_arguments(kwargs), kwargs, upload_dir)
+        job = await self.store.create(model.name, kind, json_arguments(kwargs), kwargs, upload_dir, api_key_hash)
         # Recorded: from here on a database hiccup must not fail the request (a client
         # would post the job again); the dispatcher starts it later.
         try:
@@ -174,9 +182,11 @@ class JobRunner:
         except DatabaseUnavailable:
             return job.to_dict()
 
-    async def get(self, model: str, uuid: str, kind: str) -> Job:
-        """The job; raises ``JobNotFound``."""
-        return await self.store.get(model, uuid, kind)
+    async def get(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> Job:
+        """The job (only if the API key hashed as ``visible_to`` created it, when given);
+        raises ``JobNotFound``.
+        """
+        return await self.store.get(model, uuid, kind, visible_to)
 
     async def counts(self) -> dict[tuple[str, str, str], int]:
         """Jobs in the database per (model, kind, status), for metrics."""
@@ -206,16 +216,25 @@ class JobRunner:
             )
         return FileResult(str(path), job.media_type)
 
-    async def list(self, model: str, kind: str, status: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-        """Job objects of ``model``, newest first."""
-        return [job.to_dict() for job in await self.store.list(model, kind, status, limit, offset)]
+    async def list(
+        self,
+        model: str,
+        kind: str,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        visible_to: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Job objects of ``model``, newest first (of one API key when ``visible_to``)."""
+        return [job.to_dict() for job in await self.store.list(model, kind, status, limit, offset, visible_to)]
 
-    async def cancel(self, model: ModelWrapper, uuid: str, kind: str) -> dict[str, Any]:
+    async def cancel(self, model: ModelWrapper, uuid: str, kind: str, visible_to: str | None = None) -> dict[str, Any]:
         """Cancel a pending or running job: it is marked ``cancelled`` and, if it runs here,
         its worker is killed (a fresh, warmed one replaces it); an instance running it
         elsewhere notices within ``poll_interval``. An ended job is returned unchanged.
+        Raises ``JobNotFound`` (also for a job of another API key than ``visible_to``).
         """
-        job = await self.store.get(model.name, uuid, kind)
+        job = await self.store.get(model.name, uuid, kind, visible_to)
         if job.status in ACTIVE and await self.store.finish(uuid, CANCELLED, message=CANCELLED_BY_USER):
             if uuid in self._running:
                 await self._stop_local(uuid)

@@ -351,9 +351,15 @@ class JobStore:
 
     @_database_call(write=True)
     async def create(
-        self, model: str, kind: str, args: dict[str, Any], kwargs: dict[str, Any], upload_dir: str | None = None
+        self,
+        model: str,
+        kind: str,
+        args: dict[str, Any],
+        kwargs: dict[str, Any],
+        upload_dir: str | None = None,
+        api_key_hash: str | None = None,
     ) -> Job:
-        """Insert a ``pending`` job and return it."""
+        """Insert a ``pending`` job (of the API key hashed as ``api_key_hash``) and return it."""
         values, files = encode_kwargs(kwargs)
         job = Job(
             uuid=uuid_module.uuid4().hex,
@@ -364,6 +370,7 @@ class JobStore:
             kwargs=values,
             files=files,
             upload_dir=upload_dir,
+            api_key_hash=api_key_hash,
             created=_now(),
             events=[],
         )
@@ -398,20 +405,38 @@ class JobStore:
             # Another instance took that job between our read and our update: try the next.
 
     @_database_call(write=False)
-    async def get(self, model: str, uuid: str, kind: str | None = None) -> Job:
-        """The job ``uuid`` of ``model`` (and ``kind``); raises :class:`JobNotFound`."""
+    async def get(self, model: str, uuid: str, kind: str | None = None, visible_to: str | None = None) -> Job:
+        """The job ``uuid`` of ``model`` (and ``kind``); with ``visible_to`` (an API key's
+        hash), only if that key created it. Raises :class:`JobNotFound`, also for a job of
+        another key: others cannot even learn that it exists.
+        """
         async with self._session() as session:
             job = await session.get(Job, uuid)
-        if job is None or job.model != model or (kind is not None and job.kind != kind):
+        if (
+            job is None
+            or job.model != model
+            or (kind is not None and job.kind != kind)
+            or (visible_to is not None and job.api_key_hash != visible_to)
+        ):
             raise JobNotFound(f"no {kind or 'job'} {uuid!r} for model {model!r}")
         return job
 
     @_database_call(write=False)
     async def list(
-        self, model: str, kind: str, status: str | None = None, limit: int | None = None, offset: int = 0
+        self,
+        model: str,
+        kind: str,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        visible_to: str | None = None,
     ) -> list[Job]:
-        """Jobs of ``model`` and ``kind``, newest first, optionally of one ``status``."""
+        """Jobs of ``model`` and ``kind``, newest first, optionally of one ``status``; with
+        ``visible_to`` (an API key's hash), only those that key created.
+        """
         query = select(Job).where(Job.model == model, Job.kind == kind)
+        if visible_to is not None:
+            query = query.where(Job.api_key_hash == visible_to)
         if status is not None:
             query = query.where(Job.status == status)
         query = query.order_by(Job.created.desc(), Job.uuid.desc()).offset(offset).limit(limit)

@@ -42,6 +42,18 @@ def wait_for(url: str, statuses: set[str], timeout: float = 60.0, headers: dict 
     raise AssertionError(f"{url} never reached {statuses}: {job}")
 
 
+def sql(database_url: str, query: str) -> list:
+    """The first column of ``query``'s rows, read straight from the database."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url.replace("sqlite+aiosqlite://", "sqlite://"))
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text(query)).scalars())
+    finally:
+        engine.dispose()
+
+
 def kill_9(server) -> None:
     """``kill -9`` the server (its worker processes are left to their own devices)."""
     server.process.send_signal(signal.SIGKILL)

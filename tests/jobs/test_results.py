@@ -8,9 +8,7 @@ import hashlib
 import time
 
 import requests
-from sqlalchemy import create_engine, text
-
-from tests.jobs.helpers import PNG_SIGNATURE, PROBE, plugin_env, wait_for
+from tests.jobs.helpers import PNG_SIGNATURE, PROBE, plugin_env, sql as _sql, wait_for
 
 SIZE = 24 * 1024 * 1024
 
@@ -22,15 +20,8 @@ def _expected_digest(size: int) -> str:
 
 def _database_rows(database_url: str) -> tuple[int, int]:
     """(bytes of results in job_results, jobs) as the database itself holds them."""
-    sync_url = database_url.replace("sqlite+aiosqlite://", "sqlite://")
-    engine = create_engine(sync_url)
-    try:
-        with engine.connect() as connection:
-            stored = connection.execute(text("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM job_results")).scalar()
-            jobs = connection.execute(text("SELECT COUNT(*) FROM jobs")).scalar()
-    finally:
-        engine.dispose()
-    return stored, jobs
+    return (_sql(database_url, "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM job_results")[0],
+            _sql(database_url, "SELECT COUNT(*) FROM jobs")[0])
 
 
 def test_a_large_result_is_a_file_streamed_on_get_and_removed_with_its_job(run_server, database_url, tmp_path):

@@ -15,6 +15,7 @@ from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arg
 from deepaas_like.api.keys import JOBS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import json_response, prediction_response
+from deepaas_like.api.security import caller
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
 from deepaas_like.jobs.models import ACTIVE, DONE, PREDICT, STATES, TRAIN
 from deepaas_like.model.wrapper import ModelWrapper
@@ -94,7 +95,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
             raw["accept"] = media_type
         kwargs = await load_arguments(request, raw, model.predict_schema)
         if as_job:
-            job = await request.app[JOBS].submit(model, PREDICT, kwargs, uploads.directory)
+            job = await request.app[JOBS].submit(model, PREDICT, kwargs, uploads.directory, caller(request).key_hash)
             handed_over = True
             location = _url(request, f"/v2/models/{model.name}/predict/{job['uuid']}")
             headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
@@ -121,7 +122,7 @@ async def get_prediction(request: web.Request) -> web.StreamResponse:
     the ``Accept`` header prefers when that is the stored result's type.
     """
     model = _model(request)
-    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], PREDICT)
+    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], PREDICT, caller(request).visible_to)
     if job.status == DONE and job.media_type and not is_json(job.media_type):
         accept = request.headers.get(hdrs.ACCEPT, "")
         if accept and best_match(accept, [JSON, job.media_type]) == job.media_type:
@@ -132,7 +133,7 @@ async def get_prediction(request: web.Request) -> web.StreamResponse:
 
 async def cancel_prediction(request: web.Request) -> web.Response:
     model = _model(request)
-    return json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], PREDICT))
+    return json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], PREDICT, caller(request).visible_to))
 
 
 def _check_train_endpoint(request: web.Request) -> ModelWrapper:
@@ -152,7 +153,7 @@ async def start_training(request: web.Request) -> web.Response:
         raw = await read_arguments(request, uploads, settings.client_max_size)
         kwargs = await load_arguments(request, raw, model.train_schema)
         # The job owns the uploads once it is recorded, and deletes them when it ends.
-        job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.directory)
+        job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.directory, caller(request).key_hash)
     except BaseException:
         uploads.cleanup()
         raise
@@ -172,7 +173,7 @@ class ListingArgs(Schema):
 
 async def _list(request: web.Request, model: ModelWrapper, kind: str) -> web.Response:
     query = await parser.parse(ListingArgs(), request, location="query", unknown=EXCLUDE)
-    return json_response(await request.app[JOBS].list(model.name, kind, **query))
+    return json_response(await request.app[JOBS].list(model.name, kind, **query, visible_to=caller(request).visible_to))
 
 
 async def list_trainings(request: web.Request) -> web.Response:
@@ -185,13 +186,13 @@ async def list_predictions(request: web.Request) -> web.Response:
 
 async def get_training(request: web.Request) -> web.Response:
     model = _check_train_endpoint(request)
-    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], TRAIN)
+    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], TRAIN, caller(request).visible_to)
     return json_response(job.to_dict())
 
 
 async def cancel_training(request: web.Request) -> web.Response:
     model = _check_train_endpoint(request)
-    return json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], TRAIN))
+    return json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], TRAIN, caller(request).visible_to))
 
 
 async def training_events(request: web.Request) -> web.StreamResponse:
@@ -208,7 +209,8 @@ async def _events(request: web.Request, model: ModelWrapper, kind: str) -> web.S
     """
     runner = request.app[JOBS]
     uuid = request.match_info["uuid"]
-    job = await runner.get(model.name, uuid, kind)  # 404 before the stream starts
+    visible_to = caller(request).visible_to
+    job = await runner.get(model.name, uuid, kind, visible_to)  # 404 before the stream starts
     stopping = request.app[SHUTTING_DOWN]
     async with sse_response(request) as stream:
         last = None
@@ -224,4 +226,4 @@ async def _events(request: web.Request, model: ModelWrapper, kind: str) -> web.S
                 await asyncio.wait_for(stopping.wait(), request.app[SETTINGS].job_poll_interval / 2)
             if stopping.is_set():
                 return stream  # the server is shutting down: the client reconnects elsewhere
-            job = await runner.get(model.name, uuid, kind)
+            job = await runner.get(model.name, uuid, kind, visible_to)
