@@ -150,6 +150,13 @@ jobs_opts = [
         "$XDG_STATE_HOME/deepaas_like/job-results. Instances sharing a database need a shared one.",
     ),
     cfg.FloatOpt(
+        "idempotency-key-hours",
+        default=24.0,
+        min=0,
+        help="Hours during which a POST that creates a job, sent again with the same Idempotency-Key "
+        "header by the same API key, returns the first job instead of making another.",
+    ),
+    cfg.FloatOpt(
         "heartbeat-interval",
         default=10.0,
         min=0.05,
@@ -239,6 +246,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         heartbeat_interval=conf.heartbeat_interval,
         heartbeat_expiry=conf.heartbeat_expiry,
         results_dir=conf.results_dir,
+        idempotency_key_hours=conf.idempotency_key_hours,
         predict_timeout=conf.predict_timeout,
         model_predict_timeouts=timeouts,
         max_queue=conf.max_queue,

@@ -33,6 +33,12 @@ class JobResultMissing(DeepaasLikeError):
     status = 500
 
 
+class InvalidIdempotencyKey(DeepaasLikeError):
+    """An ``Idempotency-Key`` header that is not 1 to 255 printable ASCII characters."""
+
+    status = 400
+
+
 class EndpointDisabled(DeepaasLikeError):
     """The endpoint was switched off by configuration (DEEPaaS answers 402)."""
 
@@ -54,6 +60,15 @@ class InvalidArguments(DeepaasLikeError):
         details = "; ".join(f"{field}: {_text(text)}" for field, text in sorted(messages.items(), key=lambda item: str(item[0])))
         super().__init__(f"invalid arguments: {details}")
         self.messages = messages
+
+
+class IdempotencyKeyReused(InvalidArguments):
+    """An ``Idempotency-Key`` sent again with other arguments than its first request's
+    (the IETF httpapi draft answers 422); reported as the ``Idempotency-Key`` field's error.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__({"Idempotency-Key": [message]})
 
 
 class PluginError(DeepaasLikeError):

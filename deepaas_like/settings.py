@@ -77,6 +77,7 @@ class Settings:
     heartbeat_interval: float = 10.0
     heartbeat_expiry: float = 60.0
     results_dir: str | None = None
+    idempotency_key_hours: float = 24.0
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)

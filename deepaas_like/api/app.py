@@ -134,6 +134,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         heartbeat_interval=settings.heartbeat_interval,
         heartbeat_expiry=settings.heartbeat_expiry,
         results=results,
+        idempotency_window=settings.idempotency_key_hours * 3600,
     )
     await app[JOBS].start()
     removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await app[JOBS].upload_owners())

@@ -37,6 +37,7 @@ class Job(Base):
         Index("ix_jobs_created", "created"),
         Index("ix_jobs_listing", "model", "kind", "created"),
         Index("ix_jobs_key_listing", "model", "kind", "api_key_hash", "created"),
+        Index("ix_jobs_idempotency", "idempotency_scope", unique=True),
     )
 
     uuid: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -58,6 +59,10 @@ class Job(Base):
     result_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: SHA-256 (hex) of the API key that created the job; None without API keys.
     api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: For a POST with an ``Idempotency-Key``: SHA-256 of (key hash, model, kind, that key),
+    #: and a fingerprint of the request's arguments (see ``JobRunner.submit``).
+    idempotency_scope: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     progress: Mapped[float | None] = mapped_column(Float, nullable=True)
     events: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

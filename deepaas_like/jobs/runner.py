@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
+import json
 import logging
 import os
 import random
@@ -20,12 +22,25 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from deepaas_like.exceptions import DatabaseUnavailable, DeepaasLikeError, HookNotImplemented, JobResultMissing
+from deepaas_like.exceptions import (
+    DatabaseUnavailable,
+    DeepaasLikeError,
+    HookNotImplemented,
+    IdempotencyKeyReused,
+    JobResultMissing,
+)
 from deepaas_like.media import JSON, result_media_type
 from deepaas_like.jobs.models import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, Job
 from deepaas_like.jobs.results import ResultFiles
-from deepaas_like.jobs.store import INTERRUPTED, MAX_EVENTS, JobStore, decode_kwargs, error_text
-from deepaas_like.model.args import json_arguments
+from deepaas_like.jobs.store import (
+    INTERRUPTED,
+    MAX_EVENTS,
+    IdempotencyScopeTaken,
+    JobStore,
+    decode_kwargs,
+    error_text,
+)
+from deepaas_like.model.args import UploadedFile, json_arguments
 from deepaas_like.model.plugin import FileResult
 from deepaas_like.model.wrapper import ModelWrapper
 
@@ -47,7 +62,8 @@ class JobRunner:
     ``retention`` (seconds, 0: keep forever) is how long finished jobs are kept. Every
     ``heartbeat_interval`` seconds this instance records that it is alive, and marks the
     running jobs of instances silent for ``heartbeat_expiry`` seconds as interrupted.
-    Binary prediction results are files in ``results`` (see :class:`ResultFiles`).
+    Binary prediction results are files in ``results`` (see :class:`ResultFiles`). An
+    ``Idempotency-Key`` maps to its first job for ``idempotency_window`` seconds.
 
     A job's outcome is written until the database takes it: while the database is away,
     the outcome waits in memory and the write is retried with backoff.
@@ -65,6 +81,7 @@ class JobRunner:
         heartbeat_expiry: float = 60.0,
         *,
         results: ResultFiles,
+        idempotency_window: float = 24 * 3600.0,
     ) -> None:
         self.store = store
         self.models = models
@@ -75,6 +92,7 @@ class JobRunner:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_expiry = heartbeat_expiry
         self.results = results
+        self.idempotency_window = idempotency_window
         self._host, self._pid = socket.gethostname(), os.getpid()
         self._running: dict[str, tuple[ModelWrapper, asyncio.Task[None]]] = {}
         self._counts: dict[tuple[str, str], int] = {key: 0 for key in capacity}
@@ -162,18 +180,43 @@ class JobRunner:
         kwargs: dict[str, Any],
         upload_dir: str | None,
         api_key_hash: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Record a ``pending`` job of the API key hashed as ``api_key_hash`` and start it
-        at once if a worker is free here.
+        at once if a worker is free here; returns the job object.
 
         ``upload_dir`` (the request's uploads) belongs to the job from now on and is
-        deleted when it ends. Returns the job object. Raises ``DatabaseUnavailable`` when
-        the job could not be recorded.
+        deleted when it ends. With an ``idempotency_key`` (the IETF httpapi draft's
+        ``Idempotency-Key``) sent again by the same API key for the same model and kind
+        within ``idempotency_window``, no job is made: the first one is returned (and these
+        uploads deleted). Raises ``IdempotencyKeyReused`` when that first job had other
+        arguments, ``DatabaseUnavailable`` when the job could not be recorded.
         """
         if (model.train_schema if kind == TRAIN else model.predict_schema) is None:
             _remove(upload_dir)
             raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
-        job = await self.store.create(model.name, kind, json_arguments(kwargs), kwargs, upload_dir, api_key_hash)
+        scope = fingerprint = None
+        try:
+            if idempotency_key is not None:
+                scope = _digest([api_key_hash or "", model.name, kind, idempotency_key])
+                fingerprint = _digest(_request_fingerprint(kwargs))
+                first = await self._first_job(scope, fingerprint)
+                if first is not None:
+                    _remove(upload_dir)
+                    return first.to_dict()
+            job = await self.store.create(
+                model.name, kind, json_arguments(kwargs), kwargs, upload_dir, api_key_hash, scope, fingerprint
+            )
+        except IdempotencyScopeTaken:
+            # A twin request with the same key was recorded first: it is the first job.
+            first = await self._first_job(scope, fingerprint)
+            _remove(upload_dir)
+            if first is None:
+                raise DatabaseUnavailable(f"the job of Idempotency-Key {idempotency_key!r} is being recorded; try again") from None
+            return first.to_dict()
+        except BaseException:
+            _remove(upload_dir)
+            raise
         # Recorded: from here on a database hiccup must not fail the request (a client
         # would post the job again); the dispatcher starts it later.
         try:
@@ -181,6 +224,20 @@ class JobRunner:
             return (await self.store.get(model.name, job.uuid)).to_dict()
         except DatabaseUnavailable:
             return job.to_dict()
+
+    async def _first_job(self, scope: str, fingerprint: str) -> Job | None:
+        first = await self.store.find_idempotent(scope)
+        if first is None:
+            return None
+        if first.created < datetime.datetime.now() - datetime.timedelta(seconds=self.idempotency_window):
+            await self.store.release_idempotency(first.uuid)  # expired: the key may name a new job
+            return None
+        if first.request_hash != fingerprint:
+            raise IdempotencyKeyReused(
+                f"this Idempotency-Key was used for job {first.uuid} with other arguments; "
+                "use a new key for a new request"
+            )
+        return first
 
     async def get(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> Job:
         """The job (only if the API key hashed as ``visible_to`` created it, when given);
@@ -454,6 +511,27 @@ class _ProgressBuffer:
         self._closed = True
         if self._flusher is not None and not self._writing.locked():
             self._flusher.cancel()
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _request_fingerprint(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What makes two requests "the same" for an Idempotency-Key: the argument values, and
+    of each upload its name, media type and size (its bytes are not read again).
+    """
+
+    def size(path: str) -> int | None:
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return None
+
+    return {
+        name: [value.original_filename, value.content_type, size(value.filename)] if isinstance(value, UploadedFile) else value
+        for name, value in kwargs.items()
+    }
 
 
 def _remove(directory: str | None) -> None:

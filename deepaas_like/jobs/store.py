@@ -116,6 +116,10 @@ def _sqlite_clock(element: Any, compiler: Any, **kw: Any) -> str:
     return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
+class IdempotencyScopeTaken(Exception):
+    """A job with this ``idempotency_scope`` exists already (a concurrent twin request)."""
+
+
 def error_text(error: BaseException) -> str:
     """A one-line description of a database error for logs and job messages: the driver's
     own first line (``database is locked``, ``connection refused``), never the SQL
@@ -358,8 +362,12 @@ class JobStore:
         kwargs: dict[str, Any],
         upload_dir: str | None = None,
         api_key_hash: str | None = None,
+        idempotency_scope: str | None = None,
+        request_hash: str | None = None,
     ) -> Job:
-        """Insert a ``pending`` job (of the API key hashed as ``api_key_hash``) and return it."""
+        """Insert a ``pending`` job (of the API key hashed as ``api_key_hash``) and return it.
+        Raises :class:`IdempotencyScopeTaken` when ``idempotency_scope`` is another job's.
+        """
         values, files = encode_kwargs(kwargs)
         job = Job(
             uuid=uuid_module.uuid4().hex,
@@ -371,12 +379,31 @@ class JobStore:
             files=files,
             upload_dir=upload_dir,
             api_key_hash=api_key_hash,
+            idempotency_scope=idempotency_scope,
+            request_hash=request_hash,
             created=_now(),
             events=[],
         )
-        async with self._session.begin() as session:
-            session.add(job)
+        try:
+            async with self._session.begin() as session:
+                session.add(job)
+        except sa_exc.IntegrityError as error:
+            if idempotency_scope is None:
+                raise
+            raise IdempotencyScopeTaken(idempotency_scope) from error
         return job
+
+    @_database_call(write=False)
+    async def find_idempotent(self, scope: str) -> Job | None:
+        """The job created under idempotency ``scope``, if any."""
+        async with self._session() as session:
+            return (await session.scalars(select(Job).where(Job.idempotency_scope == scope))).first()
+
+    @_database_call(write=True)
+    async def release_idempotency(self, uuid: str) -> None:
+        """Free job ``uuid``'s idempotency key (it expired): the next request makes a new job."""
+        async with self._session.begin() as session:
+            await session.execute(update(Job).where(Job.uuid == uuid).values(idempotency_scope=None))
 
     @_database_call(write=False)  # most claims find nothing and write nothing
     async def claim(self, model: str, kind: str, owner: str) -> Job | None:

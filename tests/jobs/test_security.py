@@ -5,6 +5,7 @@ retried POST with the same ``Idempotency-Key`` returns the first job (item 21).
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from deepaas_like.jobs.store import JobStore
-from tests.jobs.helpers import PROBE, plugin_env, sql, wait_for
+from tests.jobs.helpers import PROBE, kill_9, plugin_env, sql, wait_for
 
 
 @pytest.fixture
@@ -115,3 +116,45 @@ def test_a_job_belongs_to_the_api_key_that_created_it(run_server, probe_env, tmp
     assert sorted(stored) == sorted([hashlib.sha256(b"alice-key-1").hexdigest()] * 2 + [hashlib.sha256(b"bob-key-2").hexdigest()])
     files = b"".join(path.read_bytes() for path in tmp_path.glob("jobs.sqlite*"))
     assert b"alice-key-1" not in files and b"bob-key-2" not in files, "the keys themselves are never stored"
+
+
+def test_a_post_retried_with_its_idempotency_key_returns_the_first_job(run_server, probe_env, tmp_path):
+    """The kill -9 drill: a client posts a training, the server dies before the client reads
+    the answer, the client posts again with the same Idempotency-Key to the restarted
+    server, and gets the first job, not a second one.
+    """
+    keys = ["--auth-token", "alice-key-1", "--auth-token", "bob-key-2"]
+    alice, bob = ({"Authorization": f"Bearer {key}"} for key in ("alice-key-1", "bob-key-2"))
+    first_server = run_server("jobs_probe", env=probe_env, args=[*keys, "--job-poll-interval", "0.1"])
+    once = {**alice, "Idempotency-Key": '"8e03978e-40d5-43e8-bc93-6894a57f9324"'}
+    posted = requests.post(first_server + PROBE + "/train/", data={"seconds": "3", "note": "once"}, headers=once)
+    assert posted.status_code == 200
+    kill_9(first_server)
+
+    server = run_server("jobs_probe", env=probe_env, args=[*keys, "--job-poll-interval", "0.1", "--instance-name", "again"])
+    train = server + PROBE + "/train/"
+    retried = requests.post(train, data={"seconds": "3", "note": "once"}, files={"data": ("x.txt", b"x")}, headers=once)
+    assert retried.status_code == 422, "the retry has an upload the first had not"
+    assert "Idempotency-Key" in retried.json()
+    retried = requests.post(train, data={"seconds": "3", "note": "once"}, headers=once)
+    assert retried.status_code == 200 and retried.json()["uuid"] == posted.json()["uuid"]
+    assert [job["uuid"] for job in requests.get(train, headers=alice).json()] == [posted.json()["uuid"]]
+    other = requests.post(train, data={"seconds": "0", "note": "twin"}, headers={**once, **alice})
+    assert other.status_code == 422 and "other arguments" in other.json()["Idempotency-Key"][0]
+    bobs = requests.post(train, data={"seconds": "3", "note": "once"}, headers={**once, **bob})
+    assert bobs.status_code == 200 and bobs.json()["uuid"] != posted.json()["uuid"], "keys are per API key"
+
+    # Retries racing each other, on asynchronous predictions: one job.
+    racing = {**alice, "Idempotency-Key": "race-1", "Prefer": "respond-async"}
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(
+            lambda _: requests.post(server + PROBE + "/predict/", data={"seconds": "0"}, headers=racing), range(6)))
+    assert {answer.status_code for answer in answers} == {202}
+    assert len({answer.json()["uuid"] for answer in answers}) == 1
+    assert len({answer.headers["Location"] for answer in answers}) == 1
+    assert len(requests.get(server + PROBE + "/predict/", headers=alice).json()) == 1
+
+    bad = requests.post(train, data={"seconds": "0"}, headers={**alice, "Idempotency-Key": '""'})
+    assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["message"]
+    for job in requests.get(train, headers=alice).json() + requests.get(train, headers=bob).json():
+        requests.delete(train + job["uuid"], headers=alice if job["uuid"] == posted.json()["uuid"] else bob)

@@ -12,6 +12,7 @@ from aiohttp_sse import sse_response
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arguments
+from deepaas_like.api.idempotency import idempotency_key
 from deepaas_like.api.keys import JOBS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import json_response, prediction_response
@@ -95,7 +96,9 @@ async def predict(request: web.Request) -> web.StreamResponse:
             raw["accept"] = media_type
         kwargs = await load_arguments(request, raw, model.predict_schema)
         if as_job:
-            job = await request.app[JOBS].submit(model, PREDICT, kwargs, uploads.directory, caller(request).key_hash)
+            job = await request.app[JOBS].submit(
+                model, PREDICT, kwargs, uploads.directory, caller(request).key_hash, idempotency_key(request)
+            )
             handed_over = True
             location = _url(request, f"/v2/models/{model.name}/predict/{job['uuid']}")
             headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
@@ -153,7 +156,9 @@ async def start_training(request: web.Request) -> web.Response:
         raw = await read_arguments(request, uploads, settings.client_max_size)
         kwargs = await load_arguments(request, raw, model.train_schema)
         # The job owns the uploads once it is recorded, and deletes them when it ends.
-        job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.directory, caller(request).key_hash)
+        job = await request.app[JOBS].submit(
+            model, TRAIN, kwargs, uploads.directory, caller(request).key_hash, idempotency_key(request)
+        )
     except BaseException:
         uploads.cleanup()
         raise
