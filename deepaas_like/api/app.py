@@ -180,6 +180,8 @@ async def _shutting_down(app: web.Application) -> None:
     # Runs before aiohttp waits for in-flight handlers: event streams end instead of
     # holding the shutdown for the whole grace period.
     app[SHUTTING_DOWN].set()
+    if JOBS in app:
+        app[JOBS].end_feeds()
 
 
 _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)

@@ -30,6 +30,7 @@ from deepaas_like.exceptions import (
     JobResultMissing,
 )
 from deepaas_like.media import JSON, result_media_type
+from deepaas_like.jobs.feed import Feed, JobFeeds
 from deepaas_like.jobs.models import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, Job
 from deepaas_like.jobs.results import ResultFiles
 from deepaas_like.jobs.store import (
@@ -93,6 +94,7 @@ class JobRunner:
         self.heartbeat_expiry = heartbeat_expiry
         self.results = results
         self.idempotency_window = idempotency_window
+        self.feeds = JobFeeds(store, poll_interval / 2)
         self._host, self._pid = socket.gethostname(), os.getpid()
         self._running: dict[str, tuple[ModelWrapper, asyncio.Task[None]]] = {}
         self._counts: dict[tuple[str, str], int] = {key: 0 for key in capacity}
@@ -245,6 +247,16 @@ class JobRunner:
         """
         return await self.store.get(model, uuid, kind, visible_to)
 
+    async def follow(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> Feed:
+        """Follow a job's changes (for an event stream; see :class:`JobFeeds`): one reader
+        of the database per job, however many streams follow it. Raises ``JobNotFound``.
+        """
+        return await self.feeds.follow(model, uuid, kind, visible_to)
+
+    def end_feeds(self) -> None:
+        """End every event stream (the server is stopping)."""
+        self.feeds.close()
+
     async def counts(self) -> dict[tuple[str, str, str], int]:
         """Jobs in the database per (model, kind, status), for metrics."""
         return await self.store.counts()
@@ -293,6 +305,7 @@ class JobRunner:
         """
         job = await self.store.get(model.name, uuid, kind, visible_to)
         if job.status in ACTIVE and await self.store.finish(uuid, CANCELLED, message=CANCELLED_BY_USER):
+            self.feeds.changed(uuid)
             if uuid in self._running:
                 await self._stop_local(uuid)
             elif job.status == PENDING:
@@ -346,16 +359,18 @@ class JobRunner:
         """
         what = f"the end of {job.kind} job {job.uuid}"
         try:
-            return await self._write(what, lambda: self.store.finish(job.uuid, status, reclaim=self.owner, **outcome))
+            ended = await self._write(what, lambda: self.store.finish(job.uuid, status, reclaim=self.owner, **outcome))
         except DatabaseUnavailable:
             raise
         except Exception as error:  # noqa: BLE001 - the database refused this outcome itself
             LOG.error("%s could not be stored: %s", what, error_text(error))
             message = f"the job's outcome could not be stored in the job database: {error_text(error)}"
-            return await self._write(what, lambda: self.store.finish(job.uuid, ERROR, message=message, reclaim=self.owner))
+            ended = await self._write(what, lambda: self.store.finish(job.uuid, ERROR, message=message, reclaim=self.owner))
+        self.feeds.changed(job.uuid)
+        return ended
 
     async def _run(self, model: ModelWrapper, job: Job) -> None:
-        progress = _ProgressBuffer(self.store, job.uuid)
+        progress = _ProgressBuffer(self.store, job.uuid, self.feeds.changed)
         kwargs = decode_kwargs(job.kwargs, job.files)
         try:
             try:
@@ -463,9 +478,10 @@ class _ProgressBuffer:
     reports wait here (the latest :data:`MAX_EVENTS` messages).
     """
 
-    def __init__(self, store: JobStore, uuid: str) -> None:
+    def __init__(self, store: JobStore, uuid: str, written: Callable[[str], None]) -> None:
         self.store = store
         self.uuid = uuid
+        self._written = written  # told after each write
         self._progress: float | None = None
         self._messages: list[dict[str, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -503,6 +519,7 @@ class _ProgressBuffer:
                 if self._progress is None:
                     self._progress = progress
                 raise
+            self._written(self.uuid)
 
     def close(self) -> None:
         """No more timed flushes. One waiting for its turn is dropped; one writing goes on

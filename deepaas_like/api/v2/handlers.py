@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -13,12 +10,12 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arguments
 from deepaas_like.api.idempotency import idempotency_key
-from deepaas_like.api.keys import JOBS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.keys import JOBS, MODELS, SETTINGS
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
-from deepaas_like.jobs.models import ACTIVE, DONE, PREDICT, STATES, TRAIN
+from deepaas_like.jobs.models import DONE, PREDICT, STATES, TRAIN
 from deepaas_like.model.wrapper import ModelWrapper
 
 
@@ -210,25 +207,13 @@ async def prediction_events(request: web.Request) -> web.StreamResponse:
 
 async def _events(request: web.Request, model: ModelWrapper, kind: str) -> web.StreamResponse:
     """Server-Sent Events: a ``job`` event with the job object whenever its status,
-    progress or messages change, then an ``end`` event once it has ended.
+    progress or messages change, then an ``end`` event once it has ended. Streams end
+    when the server stops (the client reconnects elsewhere).
     """
-    runner = request.app[JOBS]
     uuid = request.match_info["uuid"]
-    visible_to = caller(request).visible_to
-    job = await runner.get(model.name, uuid, kind, visible_to)  # 404 before the stream starts
-    stopping = request.app[SHUTTING_DOWN]
-    async with sse_response(request) as stream:
-        last = None
-        while True:
-            document = job.to_dict()
-            if document != last:
-                await stream.send(json.dumps(document), event="job")
-                last = document
-            if job.status not in ACTIVE:
-                await stream.send(json.dumps({"status": job.status}), event="end")
-                return stream
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), request.app[SETTINGS].job_poll_interval / 2)
-            if stopping.is_set():
-                return stream  # the server is shutting down: the client reconnects elsewhere
-            job = await runner.get(model.name, uuid, kind, visible_to)
+    # 404 before the stream starts. Every stream of one job shares one reader of it.
+    feed = await request.app[JOBS].follow(model.name, uuid, kind, caller(request).visible_to)
+    async with feed, sse_response(request) as stream:
+        async for event, data in feed:
+            await stream.send(data, event=event)
+    return stream
