@@ -101,6 +101,7 @@ class JobFeeds:
         self.store = store
         self.interval = interval
         self._watches: dict[str, _Watch] = {}
+        self._loading: dict[tuple[str, str, str], asyncio.Future[Job]] = {}
         self._closed = False
 
     async def follow(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> Feed:
@@ -109,8 +110,14 @@ class JobFeeds:
         """
         watch = self._watches.get(uuid)
         if watch is None:
-            job = await self.store.get(model, uuid, kind, visible_to)
-            watch = self._watches.get(uuid)  # another client may have started one meanwhile
+            # Streams opened together for a job not yet followed wait for one read of it.
+            key = (model, uuid, kind)
+            loading = self._loading.get(key)
+            if loading is None:
+                loading = self._loading[key] = asyncio.ensure_future(self.store.get(model, uuid, kind))
+                loading.add_done_callback(lambda done: self._loaded(key, done))
+            job = await asyncio.shield(loading)
+            watch = self._watches.get(uuid)
             if watch is None:
                 watch = self._watches[uuid] = _Watch(job)
                 if self._closed:
@@ -121,6 +128,11 @@ class JobFeeds:
         if watch.reader is None and not watch.ended and not watch.closed:
             watch.reader = asyncio.create_task(self._read(watch))
         return Feed(self, watch)
+
+    def _loaded(self, key: tuple[str, str, str], done: asyncio.Future[Job]) -> None:
+        self._loading.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every stream that waited may be gone
 
     def changed(self, uuid: str) -> None:
         """This instance wrote job ``uuid``: its followers get the change now."""

@@ -27,7 +27,7 @@ def _database_rows(database_url: str) -> tuple[int, int]:
 def test_a_large_result_is_a_file_streamed_on_get_and_removed_with_its_job(run_server, database_url, tmp_path):
     results = tmp_path / "results"
     server = run_server("jobs_probe", env=plugin_env(tmp_path / "site"), database_url=database_url,
-                        args=["--job-poll-interval", "0.1", "--results-dir", str(results), "--job-retention-hours", "0.003"])
+                        args=["--job-poll-interval", "0.1", "--results-dir", str(results), "--job-retention-hours", "0.0015"])
     job = requests.post(server + PROBE + "/predict/", data={"accept": "image/png", "size": str(SIZE)},
                         headers={"Prefer": "respond-async"}).json()
     url = server + PROBE + f"/predict/{job['uuid']}"
@@ -47,7 +47,7 @@ def test_a_large_result_is_a_file_streamed_on_get_and_removed_with_its_job(run_s
             received += len(chunk)
     assert received == len(PNG_SIGNATURE) + SIZE and digest.hexdigest() == _expected_digest(SIZE)
 
-    # Retention (0.003 h, about 11 s) deletes the job, then its file.
+    # Retention (0.0015 h, about 5 s) deletes the job, then its file.
     deadline = time.monotonic() + 40
     while requests.get(url).status_code != 404:
         assert time.monotonic() < deadline, "the job was never removed"
