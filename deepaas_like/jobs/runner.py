@@ -36,6 +36,7 @@ from deepaas_like.jobs.results import ResultFiles
 from deepaas_like.jobs.store import (
     INTERRUPTED,
     MAX_EVENTS,
+    UNTRACKED,
     IdempotencyScopeTaken,
     JobStore,
     decode_kwargs,
@@ -136,12 +137,23 @@ class JobRunner:
                         job.kind, job.uuid, job.model, job.owner)
             _remove(job.upload_dir)
 
+    async def _untracked(self) -> None:
+        # A claim whose commit landed but whose answer was lost (the connection broke just
+        # then) leaves a job "running" here that nothing runs: it must not look alive.
+        # Claims take milliseconds; a minute leaves no doubt.
+        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=60)
+        for uuid in await self.store.running_of(self.owner, cutoff):
+            if uuid not in self._running and await self.store.finish(uuid, ERROR, message=UNTRACKED):
+                LOG.error("job %s was claimed by this instance but never started: marked interrupted", uuid)
+                self.feeds.changed(uuid)
+
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 await self.store.beat(self.owner, self._host, self._pid)
                 await self._sweep()
+                await self._untracked()
             except DatabaseUnavailable:
                 pass  # the store logs when the database goes and comes back
             except Exception:  # noqa: BLE001 - the next beat tries again

@@ -34,6 +34,8 @@ LOG = logging.getLogger(__name__)
 INTERRUPTED = "interrupted: the server stopped while this job was running"
 #: The message of a job whose server stopped answering: its heartbeat expired.
 LOST = "interrupted: the server running this job stopped answering (its heartbeat expired)"
+#: The message of a job its server claimed but does not run (the claim's answer was lost).
+UNTRACKED = "interrupted: the server that took this job lost track of it (a database error while starting it)"
 MAX_EVENTS = 50  # progress messages kept per job
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 72050001  # PostgreSQL advisory lock id: one instance migrates at a time
@@ -338,6 +340,13 @@ class JobStore:
                 delete(Instance).where(Instance.heartbeat < database_clock() - expiry, Instance.name != exclude)
             )
             return jobs
+
+    @_database_call(write=False)
+    async def running_of(self, owner: str, started_before: datetime.datetime) -> list[str]:
+        """Uuids of the jobs ``owner`` claimed before ``started_before`` that still run."""
+        query = select(Job.uuid).where(Job.status == RUNNING, Job.owner == owner, Job.started < started_before)
+        async with self._session() as session:
+            return list(await session.scalars(query))
 
     @_database_call(write=False)
     async def live_processes(self, expiry: float) -> set[tuple[str, int]]:

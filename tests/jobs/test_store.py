@@ -135,3 +135,27 @@ async def test_migrations_bring_the_schema_to_the_models(database_url):
         )
     await store.close()
     assert differences == [], "the models changed without a migration"
+
+
+async def test_a_job_claimed_but_never_started_does_not_stay_running(store, tmp_path):
+    """A claim whose answer was lost leaves a job "running" that nothing runs; the
+    instance's heartbeat finds it and reports it interrupted.
+    """
+    from sqlalchemy import update
+
+    from deepaas_like.jobs.models import Job
+    from deepaas_like.jobs.results import ResultFiles
+    from deepaas_like.jobs.runner import JobRunner
+
+    job = await store.create("demo", TRAIN, {}, {})
+    await store.claim("demo", TRAIN, "me")
+    recent = await store.create("demo", TRAIN, {}, {})
+    await store.claim("demo", TRAIN, "me")
+    async with store.engine.begin() as connection:
+        await connection.execute(update(Job).where(Job.uuid == job.uuid).values(
+            started=datetime.datetime.now() - datetime.timedelta(minutes=2)))
+    runner = JobRunner(store, {}, "me", {}, results=ResultFiles(str(tmp_path / "results")))
+    await runner._untracked()
+    lost = (await store.get("demo", job.uuid)).to_dict()
+    assert lost["status"] == ERROR and "lost track" in lost["message"]
+    assert (await store.get("demo", recent.uuid)).status == RUNNING, "a claim of a moment ago is left alone"
