@@ -22,6 +22,9 @@ class Settings:
     its number of predict workers, overriding ``workers``. ``instance`` names this server
     among those sharing a job database; ``job_poll_interval`` and ``predict_timeout`` are
     in seconds (0: no limit); ``max_queue`` bounds the calls waiting per model (0: none).
+    ``keepalive_timeout`` and ``body_timeout`` are in seconds (0: no limit);
+    ``public_url`` is the API root as clients see it (None: relative links);
+    ``trusted_proxies`` are addresses or networks whose ``X-Forwarded-*`` headers are honoured.
     """
 
     model_names: tuple[str, ...] = ()
@@ -54,6 +57,10 @@ class Settings:
     log_json: bool = False
     job_poll_interval: float = 0.5
     job_retention_hours: float = 0.0
+    keepalive_timeout: float = 15.0
+    body_timeout: float = 60.0
+    public_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)

@@ -14,7 +14,8 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 
 from deepaas_like.api import openapi, probes
 from deepaas_like.api.arguments import check_upload_dir
-from deepaas_like.api.keys import JOBS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.keys import JOBS, LINKS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import Metrics, metrics_endpoint, metrics_middleware
 from deepaas_like.api.responses import json_response
 from deepaas_like.api.security import auth_middleware, request_id_middleware, setup_cors
@@ -71,7 +72,10 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
     try:
         return await handler(request)
     except InvalidArguments as error:
-        return json_response(error.messages, status=error.status)
+        response = json_response(error.messages, status=error.status)
+        if getattr(error, "close_connection", False):
+            response.force_close()
+        return response
     except DeepaasLikeError as error:
         if error.status >= 500 and not isinstance(error, PluginError):  # plugin errors: the worker logged them
             LOG.error("%s %s: %s", request.method, request.path, error.message)
@@ -214,6 +218,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.client_max_size or 1024**4,
     )
     app[SETTINGS] = settings
+    app[LINKS] = Links(settings.base_path, settings.public_url, settings.trusted_proxies)
     app[SHUTTING_DOWN] = asyncio.Event()
     app.on_shutdown.append(_shutting_down)
     app[METRICS] = Metrics()

@@ -12,7 +12,7 @@ from aiohttp_sse import sse_response
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arguments
-from deepaas_like.api.keys import JOBS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.keys import JOBS, LINKS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
@@ -29,7 +29,7 @@ def _model(request: web.Request) -> ModelWrapper:
 
 
 def _url(request: web.Request, path: str) -> str:
-    return str(request.url.with_path(request.app[SETTINGS].base_path + path).with_query(None))
+    return request.app[LINKS].url(request, path)
 
 
 def _version(request: web.Request) -> dict[str, Any]:
@@ -81,7 +81,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
     handed_over = False
     as_job = _wants_async(request)
     try:
-        raw = await read_arguments(request, uploads, settings.client_max_size)
+        raw = await read_arguments(request, uploads, settings.client_max_size, settings.body_timeout or None)
         sent = raw.get("accept")
         media_type = choose_media_type(
             # A job's POST answers with the job (JSON); its Accept does not pick the result.
@@ -149,7 +149,7 @@ async def start_training(request: web.Request) -> web.Response:
         raise HookNotImplemented(f"model {model.name!r} does not implement train()")
     uploads = Uploads(settings.upload_dir)
     try:
-        raw = await read_arguments(request, uploads, settings.client_max_size)
+        raw = await read_arguments(request, uploads, settings.client_max_size, settings.body_timeout or None)
         kwargs = await load_arguments(request, raw, model.train_schema)
         # The job owns the uploads once it is recorded, and deletes them when it ends.
         job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.directory)
