@@ -9,13 +9,13 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arguments
 from deepaas_like.api.keys import JOBS, LINKS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import json_response, prediction_response
-from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
+from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
 from deepaas_like.jobs.models import ACTIVE, DONE, PREDICT, STATES, TRAIN
 from deepaas_like.model.wrapper import ModelWrapper
 
@@ -106,14 +106,25 @@ async def predict(request: web.Request) -> web.StreamResponse:
             uploads.cleanup()
 
 
+_BOOLEAN = fields.Boolean()
+
+
 def _wants_async(request: web.Request) -> bool:
-    """``Prefer: respond-async`` (RFC 7240) or ``?async=true``."""
+    """``Prefer: respond-async`` (RFC 7240) or ``?async=true``; raises ``InvalidArguments``
+    for an ``async`` value that is not a boolean.
+    """
     preferences = {
         item.split(";")[0].split("=")[0].strip().lower()
         for header in request.headers.getall("Prefer", [])
         for item in header.split(",")
     }
-    return "respond-async" in preferences or request.query.get("async", "").lower() in ("1", "true", "yes")
+    flag = False
+    if "async" in request.query:
+        try:
+            flag = _BOOLEAN.deserialize(request.query["async"])
+        except ValidationError as error:
+            raise InvalidArguments({"async": error.messages}) from None
+    return "respond-async" in preferences or flag
 
 
 async def get_prediction(request: web.Request) -> web.StreamResponse:
