@@ -253,29 +253,12 @@ def build_tiny_blip2(out_dir: str | os.PathLike[str], seed: int = 0, max_steps: 
     model: OPT, hidden 32, 2 layers, ``</s>`` as start and end, as in ``Salesforce/blip2-opt-2.7b``.
     Raises ``RuntimeError`` if it has not learnt the clip's captions in ``max_steps``.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import (
-        Blip2Config,
-        Blip2ForConditionalGeneration,
-        Blip2Processor,
-        BlipImageProcessor,
-        OPTConfig,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
 
     end = "</s>"
-    words = [w for w in WORDS if w != END]
-    vocab = {token: i for i, token in enumerate(["<pad>", end, "<unk>", *words])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece()  # joins the words with spaces
-    # OPT's tokenizer starts every text with </s>; BLIP-2 puts the image tokens before it.
-    backend.post_processor = processors.TemplateProcessing(single=f"{end} $A", special_tokens=[(end, vocab[end])])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=end, eos_token=end, unk_token="<unk>", pad_token="<pad>"
-    )
     queries = 4
-    processor = Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer, num_query_tokens=queries)
+    processor = blip2_processor(num_query_tokens=queries, image_size=32)
+    tokenizer = processor.tokenizer
     image_token = tokenizer.convert_tokens_to_ids("<image>")  # the processor added it
     language = OPTConfig(
         vocab_size=len(tokenizer), hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
@@ -295,6 +278,31 @@ def build_tiny_blip2(out_dir: str | os.PathLike[str], seed: int = 0, max_steps: 
               "attention_mask": encoded.attention_mask, "labels": labels}  # fmt: skip
     model = _train(lambda: Blip2ForConditionalGeneration(config), inputs, processor, seed, max_steps)
     return _save(out_dir, model, processor)
+
+
+def blip2_processor(num_query_tokens: int = 4, image_size: int = 32):  # -> transformers.Blip2Processor
+    """A ``Blip2Processor`` with a word-level OPT-style tokenizer over the caption words, built in memory.
+
+    ``</s>`` starts every text (as OPT's tokenizer does) and ends captions; the processor adds
+    ``<image>``, the token whose ``num_query_tokens`` copies it puts before the text. Images are
+    resized to ``image_size`` pixels square (224 for the published BLIP-2 models).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import Blip2Processor, BlipImageProcessor, PreTrainedTokenizerFast
+
+    end = "</s>"
+    words = [w for w in WORDS if w != END]
+    vocab = {token: i for i, token in enumerate(["<pad>", end, "<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece()  # joins the words with spaces
+    # OPT's tokenizer starts every text with </s>; BLIP-2 puts the image tokens before it.
+    backend.post_processor = processors.TemplateProcessing(single=f"{end} $A", special_tokens=[(end, vocab[end])])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=end, eos_token=end, unk_token="<unk>", pad_token="<pad>"
+    )
+    image_processor = BlipImageProcessor(size={"height": image_size, "width": image_size})
+    return Blip2Processor(image_processor, tokenizer, num_query_tokens=num_query_tokens)
 
 
 def build_tiny_git(out_dir: str | os.PathLike[str], seed: int = 0, max_steps: int = 300) -> pathlib.Path:
