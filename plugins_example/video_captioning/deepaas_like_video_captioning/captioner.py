@@ -166,19 +166,18 @@ class Captioner:
         return [_after(text.strip(), start) for text in texts]
 
     def _inputs(self, frames: list[np.ndarray], prompt: str | None) -> dict[str, torch.Tensor]:
+        if prompt is not None and self.family != "git":
+            # BLIP, BLIP-2: the processor encodes images and prompt (BLIP-2 puts its image tokens first).
+            encoded = self.processor(images=frames, text=[prompt] * len(frames), return_tensors="pt")
+            inputs = {name: value.to(self.device) for name, value in encoded.items() if isinstance(value, torch.Tensor)}
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype=self.dtype)
+            return inputs
         pixel_values = self.image_processor(images=frames, return_tensors="pt").pixel_values
         inputs = {"pixel_values": pixel_values.to(device=self.device, dtype=self.dtype)}
-        if prompt is None:
-            return inputs
-        if self.family == "git":
-            # GIT reads [CLS] + prompt and continues it; the processor would close it with [SEP].
+        if prompt is not None:
+            # GIT reads [CLS] + prompt and continues it; its processor would close it with [SEP].
             ids = [self.tokenizer.cls_token_id, *self.tokenizer(prompt, add_special_tokens=False).input_ids]
             inputs["input_ids"] = torch.tensor([ids] * len(frames), device=self.device)
-            return inputs
-        encoded = self.processor(images=frames, text=[prompt] * len(frames), return_tensors="pt")
-        for name, value in encoded.items():
-            if name != "pixel_values" and isinstance(value, torch.Tensor):
-                inputs[name] = value.to(self.device)
         return inputs
 
     def _decoded_prompt(self, prompt: str) -> str:
