@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import json
 import logging
+import math
 import os
+import sys
+import threading
 import traceback
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -13,7 +18,7 @@ from typing import Any
 import marshmallow
 from marshmallow import fields
 
-from deepaas_like.exceptions import HookNotImplemented
+from deepaas_like.exceptions import HookNotImplemented, PredictionNotJSON, ResultTooLarge
 from deepaas_like.model import args as model_args
 from deepaas_like.model import deepaas_compat
 from deepaas_like.model.base import BaseModel
@@ -122,16 +127,20 @@ class Plugin:
             for key, value in kwargs.items()
         }
 
-    def outcome(self, hook: str, kwargs: dict[str, Any]) -> tuple:
+    def outcome(self, hook: str, kwargs: dict[str, Any], max_result_size: int = 0) -> tuple:
         """Run a hook and report how it went, in a form that crosses processes:
         ``("ok", result)``, ``("invalid", {"field": [...]})`` for a marshmallow
         ValidationError, or ``("error", type_name, message, traceback)``.
         ``predict_batch`` reports ``("ok", [outcome, ...])``, one outcome per request.
+
+        A prediction must be binary or JSON data (see :func:`check_prediction`), of at most
+        ``max_result_size`` bytes (0: any size): else ``("not_json", message)`` or
+        ``("too_large", message)``.
         """
         if hook == "predict_batch":
-            return ("ok", self._batch_outcomes(kwargs["batch"]))
+            return ("ok", self._batch_outcomes(kwargs["batch"], max_result_size))
         try:
-            return ("ok", to_transport(self.call(hook, kwargs)))
+            result = to_transport(self.call(hook, kwargs))
         except marshmallow.ValidationError as error:
             messages = error.normalized_messages()
             return ("invalid", messages if isinstance(messages, dict) else {"_schema": messages})
@@ -140,8 +149,22 @@ class Plugin:
             # server's log, clients get the message.
             LOG.exception("%s() of model %r failed: %s: %s", hook, self.name, type(error).__name__, error)
             return ("error", type(error).__name__, str(error), traceback.format_exc())
+        if hook != "predict":
+            return ("ok", result)
+        return self._checked(result, max_result_size)
 
-    def _batch_outcomes(self, batch: list[dict[str, Any]]) -> list[tuple]:
+    def _checked(self, result: Any, max_result_size: int) -> tuple:
+        try:
+            check_prediction(result, self.name, max_result_size)
+        except PredictionNotJSON as error:
+            LOG.error("%s", error.message)
+            return ("not_json", error.message)
+        except ResultTooLarge as error:
+            LOG.error("%s", error.message)
+            return ("too_large", error.message)
+        return ("ok", result)
+
+    def _batch_outcomes(self, batch: list[dict[str, Any]], max_result_size: int) -> list[tuple]:
         # A batch that fails as a whole is run again one request at a time, so that only
         # the request at fault fails.
         try:
@@ -151,14 +174,14 @@ class Plugin:
         except Exception:  # noqa: BLE001
             LOG.warning("predict_batch() of model %r failed for a batch of %d; running its requests one by one",
                         self.name, len(batch), exc_info=True)
-            return [self.outcome("predict", kwargs) for kwargs in batch]
+            return [self.outcome("predict", kwargs, max_result_size) for kwargs in batch]
         outcomes = []
         for result in results:
             if isinstance(result, Exception):
                 LOG.error("predict_batch() of model %r failed for one request: %s: %s", self.name, type(result).__name__, result)
                 outcomes.append(("error", type(result).__name__, str(result), ""))
             else:
-                outcomes.append(("ok", to_transport(result)))
+                outcomes.append(self._checked(to_transport(result), max_result_size))
         return outcomes
 
 
@@ -190,7 +213,106 @@ def to_transport(result: Any) -> Any:
 class FileResult:
     """A prediction that is a file on disk, sent to the client as its bytes; ``media_type``
     is the one the plugin declared for it (a ``ReturnedFile``'s ``content_type``), if any.
+
+    ``temporary`` files were written by a worker for a result too large for its pipe; whoever
+    consumes the result deletes them (:meth:`discard`). Other paths are the plugin's own.
     """
 
     path: str
     media_type: str | None = None
+    temporary: bool = False
+
+    def discard(self) -> None:
+        """Delete the file if it is temporary (the file may stay open: its data lives on
+        until closed)."""
+        if self.temporary:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+#: The JSON check encodes a prediction inside this many extra lists, so that data nested too
+#: deeply for Python's JSON and pickle code (which recurse once per level, up to the
+#: interpreter's recursion limit, 1000 frames by default) fails in the worker, with levels to
+#: spare for the deeper stacks that encode it again in the server and the job database.
+SPARE_LEVELS = 100
+# No check for circular references: a cycle is infinitely deep, and fails as such.
+_ENCODER = json.JSONEncoder(allow_nan=False, check_circular=False)
+_PADDING: list[Any] = [None]
+_INNERMOST = _PADDING
+for _ in range(SPARE_LEVELS - 1):
+    _PADDING = [_PADDING]
+_PADDING_LOCK = threading.Lock()
+
+
+def check_prediction(result: Any, model: str, max_size: int = 0) -> None:
+    """Check what ``predict`` returned (after :func:`to_transport`): binary (``bytes``, a
+    :class:`FileResult`) or JSON data, of at most ``max_size`` bytes (0: any).
+
+    Raises :class:`PredictionNotJSON` naming the offending value and its type (NaN and
+    Infinity, sets, arbitrary objects, nesting too deep: see :data:`SPARE_LEVELS`), and
+    :class:`ResultTooLarge`.
+    """
+    if isinstance(result, bytes):
+        size = len(result)
+    elif isinstance(result, FileResult):
+        size = os.path.getsize(result.path) if max_size else 0
+    else:
+        size = _json_size(result, model)
+    if max_size and size > max_size:
+        raise ResultTooLarge(
+            f"the prediction of model {model!r} is {size} bytes, more than this server sends "
+            f"({max_size} bytes, --max-result-size)"
+        )
+
+
+def _json_size(value: Any, model: str) -> int:
+    """Bytes ``value`` takes as JSON (ASCII: json.dumps escapes the rest)."""
+    try:
+        with _PADDING_LOCK:  # one shared padding: no hundred lists built per call
+            _INNERMOST[0] = value
+            try:
+                # Encoding in C finds every problem at once, and gives the size.
+                text = _ENCODER.encode(_PADDING)
+            finally:
+                _INNERMOST[0] = None
+    except (TypeError, ValueError, RecursionError) as error:
+        problem = _not_json(value) or f"{type(error).__name__}: {error}"
+        raise PredictionNotJSON(f"the prediction of model {model!r} is not JSON: {problem}") from None
+    return len(text) - 2 * SPARE_LEVELS
+
+
+def _not_json(value: Any) -> str | None:
+    """What makes ``value`` unfit for JSON (where, and what type), or None. Iterative, so
+    that no depth of nesting can exhaust the stack.
+    """
+    limit = sys.getrecursionlimit() - 2 * SPARE_LEVELS
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = path or "the prediction itself"
+        if isinstance(item, float):
+            if item != item or item in (math.inf, -math.inf):
+                return f"{where} is {item!r} (a float; JSON has no NaN or Infinity)"
+            continue
+        if item is None or isinstance(item, (str, int)):  # bool is an int
+            continue
+        if isinstance(item, (list, tuple, dict)):
+            if depth >= limit:
+                return f"it is nested too deeply: a {type(item).__name__} inside {depth} lists or objects"
+            if isinstance(item, dict):
+                children = []
+                for key, child in item.items():
+                    if not (key is None or isinstance(key, (str, int, float))):
+                        return f"{where} has a key of type {_type_name(key)} (JSON keys are strings)"
+                    children.append((child, f"{path}[{json.dumps(key if isinstance(key, str) else str(key))}]", depth + 1))
+            else:
+                children = [(child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item)]
+            stack.extend(reversed(children))  # first problem first
+            continue
+        return f"{where} is of type {_type_name(item)}, which JSON cannot represent"
+    return None
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
