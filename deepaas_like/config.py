@@ -100,6 +100,13 @@ model_opts = [
         help="Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
     ),
     cfg.IntOpt(
+        "max-result-size",
+        default=0,
+        min=0,
+        help="Largest prediction sent back, in bytes; a larger one is answered 507 (the worker is kept). "
+        "Binary results over 1 MiB travel from the worker as files in the upload directory. 0: no limit.",
+    ),
+    cfg.IntOpt(
         "worker-threads",
         default=0,
         min=0,
@@ -207,6 +214,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         model_predict_timeouts=timeouts,
         max_queue=conf.max_queue,
         worker_memory_limit_mb=conf.worker_memory_limit,
+        max_result_size=conf.max_result_size,
         worker_threads=conf.worker_threads,
         auth_tokens=tuple(token.strip() for token in tokens if token.strip()),
         auth_docs=conf.auth_docs,

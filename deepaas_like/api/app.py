@@ -145,6 +145,8 @@ def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper
         threads=settings.worker_threads,
         debug=settings.debug,
         log_json=settings.log_json,
+        max_result_size=settings.max_result_size,
+        results_dir=settings.upload_dir,
     )
     workers = settings.workers_for(name)
     predict_pool = ProcessWorkerPool(
