@@ -37,7 +37,8 @@ server_opts = [
         "shutdown-timeout",
         default=30.0,
         min=0,
-        help="Seconds in-flight requests get to finish after SIGTERM or SIGINT before the server stops.",
+        help="Seconds in-flight requests get to finish after SIGTERM or SIGINT; predictions that cannot "
+        "finish in time are answered 503 with Retry-After, then the server stops.",
     ),
     cfg.BoolOpt("log-json", default=False, help="Write log lines as JSON objects (with the request id)."),
     cfg.BoolOpt("access-log", default=True, help="Log one line per HTTP request (client, request line, status, "
@@ -215,6 +216,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         max_queue=conf.max_queue,
         worker_memory_limit_mb=conf.worker_memory_limit,
         max_result_size=conf.max_result_size,
+        shutdown_timeout=conf.shutdown_timeout,
         worker_threads=conf.worker_threads,
         auth_tokens=tuple(token.strip() for token in tokens if token.strip()),
         auth_docs=conf.auth_docs,

@@ -114,6 +114,13 @@ class QueueFull(DeepaasLikeError):
     headers = {"Retry-After": "1"}
 
 
+class ShuttingDown(DeepaasLikeError):
+    """The server is stopping and cannot finish this request within its shutdown timeout."""
+
+    status = 503
+    headers = {"Retry-After": "1"}
+
+
 class StartupError(DeepaasLikeError):
     """The server cannot start: a resource it needs (job database, upload directory) is
     unusable. The message names the resource and the reason, on one line.

@@ -1,11 +1,13 @@
 """Workers as an operator meets them: killed while idle, outliving a server killed by
-``kill -9``, out of memory under --worker-memory-limit (issue 10, items 3, 5 and 12).
+``kill -9``, out of memory under --worker-memory-limit; and a server stopped by SIGTERM
+while predictions run and wait (issue 10, items 3, 5, 10 and 12).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -81,3 +83,29 @@ def test_a_worker_that_ran_out_of_memory_is_replaced(run_server, plugin_env):
     assert answer.status_code == 500 and "MemoryError" in answer.json()["message"]
     assert _pid_of_worker(server) != first
 
+
+def test_sigterm_answers_what_cannot_finish_503_and_exits_within_the_timeout(run_server, plugin_env):
+    server = run_server("unruly", env=plugin_env, args=["--shutdown-timeout", "4"])
+    answers: dict[str, requests.Response | Exception] = {}
+
+    def predict(tag: str) -> None:
+        try:
+            answers[tag] = requests.post(server + UNRULY, data={"how": "sleep", "seconds": "25", "tag": tag}, timeout=60)
+        except requests.RequestException as error:
+            answers[tag] = error
+
+    clients = [threading.Thread(target=predict, args=(tag,)) for tag in ("running", "queued")]
+    for client in clients:
+        client.start()
+        time.sleep(0.5)
+    server.process.send_signal(signal.SIGTERM)
+    # 4 s of shutdown timeout, and a little for the clean-up: far less than the 25 s
+    # prediction running (or the 50 s that the queued one needs).
+    assert server.process.wait(timeout=10) == 0
+    for client in clients:
+        client.join(10)
+    for tag in ("running", "queued"):
+        answer = answers[tag]
+        assert isinstance(answer, requests.Response), f"{tag}: no answer: {answer}"
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "1", answer.text
+        assert "shutting down" in answer.json()["message"]
