@@ -23,7 +23,7 @@ import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 LOG = logging.getLogger(__name__)
 _sender: Callable[[float | None, str | None], None] | None = None
@@ -32,7 +32,7 @@ _sender: Callable[[float | None, str | None], None] | None = None
 _lock = threading.Lock()
 _tracking = False  # in a worker: reports are checked against the running call
 _running = False
-_before_call: set[threading.Thread] = set()
+_before_call: list[threading.Thread] = []  # threads alive when the running call began
 _leftovers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 
@@ -68,22 +68,39 @@ def install(sender: Callable[[float | None, str | None], None] | None, track_cal
 
 def begin_call() -> None:
     """A call starts: reports count from now on."""
-    global _running
+    global _running, _before_call
     with _lock:
-        _before_call.clear()
-        _before_call.update(threading.enumerate())
+        _before_call = threading.enumerate()
         _running = True
 
 
-@contextlib.contextmanager
-def ending_call() -> Iterator[None]:
-    """End the running call; send its answer inside the block. The block holds the lock that
-    reports are sent under, so no report of this call can follow its answer; threads the
-    call started and left running are not heard from again.
+class _EndingCall:
+    """``with`` block that ends the running call (no contextlib generator: this runs once
+    per call, and is cheaper as a plain class)."""
+
+    def __enter__(self) -> None:
+        global _running, _before_call
+        _lock.acquire()
+        try:
+            _running = False
+            threads = threading.enumerate()
+            if len(threads) > 1:  # else only the call's own thread is left
+                _leftovers.update(thread for thread in threads if thread not in _before_call)
+            _before_call = []
+        except BaseException:
+            _lock.release()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        _lock.release()
+
+
+_ENDING_CALL = _EndingCall()
+
+
+def ending_call() -> contextlib.AbstractContextManager[None]:
+    """End the running call; send its answer inside the ``with`` block. The block holds the
+    lock that reports are sent under, so no report of this call can follow its answer;
+    threads the call started and left running are not heard from again.
     """
-    global _running
-    with _lock:
-        _running = False
-        _leftovers.update(thread for thread in threading.enumerate() if thread not in _before_call)
-        _before_call.clear()
-        yield
+    return _ENDING_CALL

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import sys
-import threading
 import traceback
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -230,18 +229,8 @@ class FileResult:
                 os.unlink(self.path)
 
 
-#: The JSON check encodes a prediction inside this many extra lists, so that data nested too
-#: deeply for Python's JSON and pickle code (which recurse once per level, up to the
-#: interpreter's recursion limit, 1000 frames by default) fails in the worker, with levels to
-#: spare for the deeper stacks that encode it again in the server and the job database.
-SPARE_LEVELS = 100
 # No check for circular references: a cycle is infinitely deep, and fails as such.
 _ENCODER = json.JSONEncoder(allow_nan=False, check_circular=False)
-_PADDING: list[Any] = [None]
-_INNERMOST = _PADDING
-for _ in range(SPARE_LEVELS - 1):
-    _PADDING = [_PADDING]
-_PADDING_LOCK = threading.Lock()
 
 
 def check_prediction(result: Any, model: str, max_size: int = 0) -> None:
@@ -249,15 +238,21 @@ def check_prediction(result: Any, model: str, max_size: int = 0) -> None:
     :class:`FileResult`) or JSON data, of at most ``max_size`` bytes (0: any).
 
     Raises :class:`PredictionNotJSON` naming the offending value and its type (NaN and
-    Infinity, sets, arbitrary objects, nesting too deep: see :data:`SPARE_LEVELS`), and
-    :class:`ResultTooLarge`.
+    Infinity, sets, arbitrary objects, nesting too deep), and :class:`ResultTooLarge`.
+    Data nested deeper than a worker can pickle passes here and fails as it is sent back
+    (see :func:`not_json`).
     """
     if isinstance(result, bytes):
         size = len(result)
     elif isinstance(result, FileResult):
         size = os.path.getsize(result.path) if max_size else 0
     else:
-        size = _json_size(result, model)
+        try:
+            # Encoding in C finds every problem at once, and gives the size (ASCII:
+            # json.dumps escapes the rest).
+            size = len(_ENCODER.encode(result))
+        except (TypeError, ValueError, RecursionError) as error:
+            raise PredictionNotJSON(not_json(result, model) or f"{type(error).__name__}: {error}") from None
     if max_size and size > max_size:
         raise ResultTooLarge(
             f"the prediction of model {model!r} is {size} bytes, more than this server sends "
@@ -265,27 +260,22 @@ def check_prediction(result: Any, model: str, max_size: int = 0) -> None:
         )
 
 
-def _json_size(value: Any, model: str) -> int:
-    """Bytes ``value`` takes as JSON (ASCII: json.dumps escapes the rest)."""
-    try:
-        with _PADDING_LOCK:  # one shared padding: no hundred lists built per call
-            _INNERMOST[0] = value
-            try:
-                # Encoding in C finds every problem at once, and gives the size.
-                text = _ENCODER.encode(_PADDING)
-            finally:
-                _INNERMOST[0] = None
-    except (TypeError, ValueError, RecursionError) as error:
-        problem = _not_json(value) or f"{type(error).__name__}: {error}"
-        raise PredictionNotJSON(f"the prediction of model {model!r} is not JSON: {problem}") from None
-    return len(text) - 2 * SPARE_LEVELS
+def not_json(value: Any, model: str) -> str | None:
+    """Why ``value`` is not a JSON prediction that can be sent back, as the message of a
+    :class:`PredictionNotJSON`, or None.
 
-
-def _not_json(value: Any) -> str | None:
-    """What makes ``value`` unfit for JSON (where, and what type), or None. Iterative, so
-    that no depth of nesting can exhaust the stack.
+    Besides what JSON lacks, nesting is bounded: pickle (which carries results from a worker)
+    recurses about twice per level, up to the interpreter's recursion limit (1000 frames by
+    default), so anything more than half the limit, less 100 levels to spare, is refused.
     """
-    limit = sys.getrecursionlimit() - 2 * SPARE_LEVELS
+    problem = _not_json(value, sys.getrecursionlimit() // 2 - 100)
+    return None if problem is None else f"the prediction of model {model!r} is not JSON: {problem}"
+
+
+def _not_json(value: Any, limit: int) -> str | None:
+    """What makes ``value`` unfit for JSON (where, and what type), or None; ``limit``: the
+    deepest nesting allowed. Iterative, so that no depth of nesting can exhaust the stack.
+    """
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         item, path, depth = stack.pop()
@@ -298,7 +288,7 @@ def _not_json(value: Any) -> str | None:
             continue
         if isinstance(item, (list, tuple, dict)):
             if depth >= limit:
-                return f"it is nested too deeply: a {type(item).__name__} inside {depth} lists or objects"
+                return f"it is nested too deeply: a {type(item).__name__} more than {depth} lists or objects deep"
             if isinstance(item, dict):
                 children = []
                 for key, child in item.items():

@@ -40,7 +40,7 @@ from typing import Any
 from deepaas_like import logs, progress
 from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, PredictTimeout, QueueFull, WorkerDied
 from deepaas_like.model import deepaas_compat
-from deepaas_like.model.plugin import FileResult, ModelDescription, Plugin
+from deepaas_like.model.plugin import FileResult, ModelDescription, Plugin, not_json
 from deepaas_like.workers.base import ProgressCallback, WorkerPool, unwrap
 
 LOG = logging.getLogger(__name__)
@@ -169,11 +169,11 @@ def serve(
         finally:
             logs.request_id.reset(token)
         with progress.ending_call():  # no report of this call can follow its answer
-            if not _answer(connection, outcome):
+            if not _answer(connection, outcome, hook, name):
                 return
 
 
-def _answer(connection: Connection, outcome: tuple) -> bool:
+def _answer(connection: Connection, outcome: tuple, hook: str, model: str) -> bool:
     """Send a call's outcome; False when the server has gone away."""
     try:
         connection.send(outcome)
@@ -182,12 +182,27 @@ def _answer(connection: Connection, outcome: tuple) -> bool:
     except Exception as error:  # noqa: BLE001 - nothing was written: pickling comes first
         _discard(outcome)
         message = f"the result cannot be sent back: {type(error).__name__}: {error}"
-        LOG.error("%s", message)
+        reply = ("error", type(error).__name__, message, "")
+        if isinstance(error, RecursionError) and hook in ("predict", "predict_batch"):
+            reply = _too_deep(hook, outcome, model) or reply  # the rule every prediction follows
+        else:
+            LOG.error("%s", message)
         try:
-            connection.send(("error", type(error).__name__, message, ""))
+            connection.send(reply)
         except OSError:
             return False
     return True
+
+
+def _too_deep(hook: str, outcome: tuple, model: str) -> tuple | None:
+    """``outcome`` with predictions too deeply nested to be pickled refused as not JSON."""
+    if hook == "predict_batch":
+        return ("ok", [_too_deep("predict", one, model) or one for one in outcome[1]])
+    problem = not_json(outcome[1], model) if outcome[0] == "ok" else None
+    if problem is None:
+        return None
+    LOG.error("%s", problem)
+    return ("not_json", problem)
 
 
 def _as_sent(hook: str, outcome: tuple, directory: str) -> tuple:

@@ -41,22 +41,23 @@ def _job(server: str, data: dict[str, str]) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("how", "named"),
+    ("data", "named"),
     [
-        ("nan", '["scores"][1] is nan (a float'),
-        ("infinity", '["scores"][0] is inf (a float'),
-        ("set", '["labels"] is of type set'),
-        ("object", '["model"] is of type unruly.Widget'),
-        ("deep", "nested too deeply: a list"),
+        ({"how": "nan"}, '["scores"][1] is nan (a float'),
+        ({"how": "infinity"}, '["scores"][0] is inf (a float'),
+        ({"how": "set"}, '["labels"] is of type set'),
+        ({"how": "object"}, '["model"] is of type unruly.Widget'),
+        ({"how": "deep"}, "nested too deeply: a list"),
+        ({"how": "deep", "size": "600"}, "nested too deeply: a list"),
     ],
 )
-def test_a_prediction_that_is_not_json_is_a_clear_500_sync_and_async(unruly, how, named):
+def test_a_prediction_that_is_not_json_is_a_clear_500_sync_and_async(unruly, data, named):
     worker = _worker_pid(unruly)
-    answer = requests.post(unruly + UNRULY, data={"how": how}, timeout=60)
+    answer = requests.post(unruly + UNRULY, data=data, timeout=60)
     assert answer.status_code == 500 and answer.headers["Content-Type"].startswith("application/json")
     message = answer.json()["message"]
     assert message.startswith("the prediction of model 'unruly' is not JSON: ") and named in message
-    job = _job(unruly, {"how": how})
+    job = _job(unruly, data)
     assert job["status"] == "error" and job["message"] == message
     assert _worker_pid(unruly) == worker, "the worker was kept"
 

@@ -5,7 +5,7 @@ any JSON parser reads, of at most ``--max-result-size`` bytes.
 import pytest
 
 from deepaas_like.exceptions import PredictionNotJSON, ResultTooLarge
-from deepaas_like.model.plugin import FileResult, check_prediction
+from deepaas_like.model.plugin import FileResult, check_prediction, not_json
 
 
 def _nested(levels: int) -> list:
@@ -28,7 +28,7 @@ class Widget:
         ({"a": {"b": Widget()}}, '["a"]["b"] is of type tests.model.test_plugin.Widget, which JSON cannot represent'),
         ({"image": b"\x89PNG"}, '["image"] is of type bytes, which JSON cannot represent'),
         ({(1, 2): "pair"}, "the prediction itself has a key of type tuple (JSON keys are strings)"),
-        (_nested(100_000), "it is nested too deeply: a list inside 800 lists or objects"),
+        (_nested(100_000), "it is nested too deeply: a list more than 400 lists or objects deep"),
     ],
 )
 def test_what_is_not_json_is_named(prediction, message):
@@ -47,7 +47,7 @@ def test_a_cycle_is_too_deep():
 
 @pytest.mark.parametrize(
     "prediction",
-    [{"a": [1, 2.5, None, True, "x"]}, (1, 2), {1: "keys that json.dumps turns into strings"}, _nested(500), "text", 3],
+    [{"a": [1, 2.5, None, True, "x"]}, (1, 2), {1: "keys that json.dumps turns into strings"}, _nested(300), "text", 3],
 )
 def test_json_data_passes(prediction):
     check_prediction(prediction, "demo")
@@ -63,3 +63,9 @@ def test_max_size_counts_json_bytes_and_files(tmp_path):
         check_prediction(FileResult(str(path)), "demo", max_size=99)
     assert caught.value.status == 507
     check_prediction(b"0" * 100, "demo", max_size=100)
+
+
+def test_nesting_deeper_than_a_worker_can_pickle_is_named():
+    # json.dumps manages this, pickle (twice the recursion per level) would not.
+    assert "nested too deeply: a list more than 400" in not_json(_nested(600), "demo")
+    assert not_json(_nested(300), "demo") is None
