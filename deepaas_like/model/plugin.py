@@ -161,6 +161,9 @@ class Plugin:
         except ResultTooLarge as error:
             LOG.error("%s", error.message)
             return ("too_large", error.message)
+        except Exception as error:  # noqa: BLE001 - e.g. a dict subclass that fails to iterate
+            LOG.exception("the prediction of model %r cannot be checked", self.name)
+            return ("error", type(error).__name__, f"the prediction cannot be checked: {error}", traceback.format_exc())
         return ("ok", result)
 
     def _batch_outcomes(self, batch: list[dict[str, Any]], max_result_size: int) -> list[tuple]:
@@ -245,14 +248,20 @@ def check_prediction(result: Any, model: str, max_size: int = 0) -> None:
     if isinstance(result, bytes):
         size = len(result)
     elif isinstance(result, FileResult):
-        size = os.path.getsize(result.path) if max_size else 0
+        try:
+            size = os.path.getsize(result.path) if max_size else 0
+        except OSError:  # a missing file: the server says so when it opens it
+            size = 0
     else:
         try:
             # Encoding in C finds every problem at once, and gives the size (ASCII:
             # json.dumps escapes the rest).
             size = len(_ENCODER.encode(result))
         except (TypeError, ValueError, RecursionError) as error:
-            raise PredictionNotJSON(not_json(result, model) or f"{type(error).__name__}: {error}") from None
+            message = not_json(result, model)
+            if message is None:
+                message = f"the prediction of model {model!r} is not JSON: {type(error).__name__}: {error}"
+            raise PredictionNotJSON(message) from None
     if max_size and size > max_size:
         raise ResultTooLarge(
             f"the prediction of model {model!r} is {size} bytes, more than this server sends "
@@ -281,7 +290,7 @@ def _not_json(value: Any, limit: int) -> str | None:
         item, path, depth = stack.pop()
         where = path or "the prediction itself"
         if isinstance(item, float):
-            if item != item or item in (math.inf, -math.inf):
+            if not math.isfinite(item):
                 return f"{where} is {item!r} (a float; JSON has no NaN or Infinity)"
             continue
         if item is None or isinstance(item, (str, int)):  # bool is an int
@@ -294,6 +303,8 @@ def _not_json(value: Any, limit: int) -> str | None:
                 for key, child in item.items():
                     if not (key is None or isinstance(key, (str, int, float))):
                         return f"{where} has a key of type {_type_name(key)} (JSON keys are strings)"
+                    if isinstance(key, float) and not math.isfinite(key):
+                        return f"{where} has the key {key!r} (a float; JSON has no NaN or Infinity)"
                     children.append((child, f"{path}[{json.dumps(key if isinstance(key, str) else str(key))}]", depth + 1))
             else:
                 children = [(child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item)]

@@ -69,3 +69,10 @@ def test_nesting_deeper_than_a_worker_can_pickle_is_named():
     # json.dumps manages this, pickle (twice the recursion per level) would not.
     assert "nested too deeply: a list more than 400" in not_json(_nested(600), "demo")
     assert not_json(_nested(300), "demo") is None
+
+
+def test_a_nan_key_and_a_huge_integer_are_named():
+    with pytest.raises(PredictionNotJSON, match=r"the prediction itself has the key nan \(a float"):
+        check_prediction({float("nan"): 1}, "demo")
+    with pytest.raises(PredictionNotJSON, match="is not JSON: ValueError: Exceeds the limit"):
+        check_prediction([10**5000], "demo")
