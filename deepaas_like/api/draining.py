@@ -54,9 +54,11 @@ class Drain:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         task = asyncio.current_task()
-        self._waiting.discard(task)  # type: ignore[arg-type]
+        if task is None:
+            return
+        self._waiting.discard(task)
         if task in self._ended:
-            self._ended.discard(task)  # type: ignore[arg-type]
+            self._ended.discard(task)
+            task.uncancel()  # our cancel, answered here: the response is still written
             if kind is asyncio.CancelledError:
-                task.uncancel()  # type: ignore[union-attr]
                 raise ShuttingDown("the server is shutting down and cannot finish this request in time; try again shortly") from None
