@@ -38,7 +38,8 @@ server_opts = [
         "shutdown-timeout",
         default=30.0,
         min=0,
-        help="Seconds in-flight requests get to finish after SIGTERM or SIGINT before the server stops.",
+        help="Seconds in-flight requests get to finish after SIGTERM or SIGINT; predictions that cannot "
+        "finish in time are answered 503 with Retry-After, then the server stops.",
     ),
     cfg.BoolOpt("log-json", default=False, help="Write log lines as JSON objects (with the request id)."),
     cfg.FloatOpt(
@@ -124,6 +125,13 @@ model_opts = [
         default=0,
         min=0,
         help="Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
+    ),
+    cfg.IntOpt(
+        "max-result-size",
+        default=0,
+        min=0,
+        help="Largest prediction sent back, in bytes; a larger one is answered 507 (the worker is kept). "
+        "Binary results over 1 MiB travel from the worker as files in the upload directory. 0: no limit.",
     ),
     cfg.IntOpt(
         "worker-threads",
@@ -238,6 +246,8 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         model_predict_timeouts=timeouts,
         max_queue=conf.max_queue,
         worker_memory_limit_mb=conf.worker_memory_limit,
+        max_result_size=conf.max_result_size,
+        shutdown_timeout=conf.shutdown_timeout,
         worker_threads=conf.worker_threads,
         auth_tokens=tuple(token.strip() for token in tokens if token.strip()),
         auth_docs=conf.auth_docs,

@@ -14,7 +14,8 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 
 from deepaas_like.api import openapi, probes
 from deepaas_like.api.arguments import check_upload_dir
-from deepaas_like.api.keys import JOBS, LINKS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.draining import Drain
+from deepaas_like.api.keys import DRAIN, JOBS, LINKS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import Metrics, metrics_endpoint, metrics_middleware
 from deepaas_like.api.responses import json_response
@@ -149,6 +150,8 @@ def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper
         threads=settings.worker_threads,
         debug=settings.debug,
         log_json=settings.log_json,
+        max_result_size=settings.max_result_size,
+        results_dir=settings.upload_dir,
     )
     workers = settings.workers_for(name)
     predict_pool = ProcessWorkerPool(
@@ -172,8 +175,10 @@ def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper
 
 async def _shutting_down(app: web.Application) -> None:
     # Runs before aiohttp waits for in-flight handlers: event streams end instead of
-    # holding the shutdown for the whole grace period.
+    # holding the shutdown for the whole grace period, and predictions that cannot finish
+    # in it are answered 503 before it ends.
     app[SHUTTING_DOWN].set()
+    app[DRAIN].start(app[SETTINGS].shutdown_timeout)
 
 
 _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
@@ -220,6 +225,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[LINKS] = Links(settings.base_path, settings.public_url, settings.trusted_proxies)
     app[SHUTTING_DOWN] = asyncio.Event()
+    app[DRAIN] = Drain()
     app.on_shutdown.append(_shutting_down)
     app[METRICS] = Metrics()
     app[METRICS].app = app

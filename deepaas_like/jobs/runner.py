@@ -168,8 +168,11 @@ class JobRunner:
             media_type = result_media_type(result, kwargs.get("accept"))
             await self.store.finish(job.uuid, DONE, media_type=media_type, data=result)
         elif isinstance(result, FileResult):
-            media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
-            data = await asyncio.to_thread(Path(result.path).read_bytes)
+            try:
+                media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
+                data = await asyncio.to_thread(Path(result.path).read_bytes)
+            finally:
+                result.discard()  # a worker's temporary file
             await self.store.finish(job.uuid, DONE, media_type=media_type, data=data)
         else:
             await self.store.finish(job.uuid, DONE, output=result, media_type=JSON)

@@ -95,10 +95,10 @@ class ModelWrapper:
 
     def unavailable(self) -> str | None:
         """Why the model cannot take predictions (no live worker), or None."""
+        if getattr(self.predict_pool, "live_workers", 1) > 0:
+            return None
         reason = getattr(self.predict_pool, "unavailable", None)
-        if reason is not None and getattr(self.predict_pool, "live_workers", 1) == 0:
-            return reason
-        return None
+        return reason or f"model {self.name!r} has no live worker; a new one is starting"
 
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata merged over ``{"id": name, "name": name}``."""

@@ -12,7 +12,7 @@ from aiohttp_sse import sse_response
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arguments
-from deepaas_like.api.keys import JOBS, LINKS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.keys import DRAIN, JOBS, LINKS, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
@@ -99,7 +99,8 @@ async def predict(request: web.Request) -> web.StreamResponse:
             location = _url(request, f"/v2/models/{model.name}/predict/{job['uuid']}")
             headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
             return json_response(job, status=202, headers=headers)
-        result = await model.predict(kwargs)
+        with request.app[DRAIN]:  # answered 503 if the server must stop first
+            result = await model.predict(kwargs)
         return prediction_response(result, kwargs.get("accept", media_type))
     finally:
         if not handed_over:
