@@ -499,13 +499,15 @@ def measure_in_netns(contender: Contender, settings: Settings, workdir: Path, re
     return Block.from_json(json.loads(out.read_text()))
 
 
-def model_alone(settings: Settings, data_dir: Path) -> dict[str, Any]:
-    """Train the head if needed, then the model alone's reference answer and sentences/s (see model_alone.py).
+def model_alone(settings: Settings, data_dir: Path, rounds: int | None = None) -> dict[str, Any]:
+    """Train the head if needed, then the model alone's reference answer and ``rounds`` measurements
+    of sentences/s (default ``settings.alone_rounds``; see model_alone.py).
 
     Raises BenchmarkError when the script fails.
     """
+    rounds = settings.alone_rounds if rounds is None else rounds
     argv = [sys.executable, str(PEERS_DIR / "model_alone.py"), "--sentence", SENTENCE, "--batch", str(MAX_BATCH),
-            "--seconds", str(settings.alone_seconds), "--rounds", str(settings.alone_rounds)]
+            "--seconds", str(settings.alone_seconds), "--rounds", str(rounds), *(["--warmup", "0"] if not rounds else [])]
     done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **shared_env(data_dir)},
                           timeout=600, check=False)
     if done.returncode != 0:
@@ -519,7 +521,8 @@ def model_alone(settings: Settings, data_dir: Path) -> dict[str, Any]:
 @dataclass
 class Results:
     blocks: list[Block] = field(default_factory=list)
-    alone: dict[str, Any] = field(default_factory=dict)
+    alone: dict[str, Any] = field(default_factory=dict)  # model_alone.py's answer; sentences_per_s: every round
+    alone_before: dict[str, float] = field(default_factory=dict)  # server -> model-alone median just before its block
     labels: dict[str, str] = field(default_factory=dict)  # server -> label with version
     versions: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> {package: version}
     configs: dict[tuple[str, str], str] = field(default_factory=dict)  # (server, workload) -> Markdown
@@ -530,7 +533,7 @@ class Results:
 
     @property
     def limit(self) -> float | None:
-        """Median sentences/s of the model alone."""
+        """Median sentences/s of the model alone over every round of the run."""
         rounds = self.alone.get("sentences_per_s")
         return statistics.median(rounds) if rounds else None
 
@@ -555,7 +558,9 @@ def rows(results: Results, workload: str) -> list[list[str]]:
                    else f"{c.rps:.1f}", c.spread(), f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}", str(c.errors),
                    f"{c.cpu_us_per_request:.0f}", f"{block.peak_rss / MIB:.0f}", f"{c.other_cores:.2f}"]
             if workload == "minilm":
-                row.insert(3, f"{c.rps / limit:.2f}x" if limit else "-")
+                before = results.alone_before.get(server)
+                row[3:3] = [f"{c.rps / limit:.2f}x" if limit else "-", f"{before:.1f}" if before else "-",
+                            f"{c.rps / before:.2f}x" if before else "-"]
             out.append(row)
     return out
 
@@ -591,7 +596,7 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
     others = other_load(results)
     header = ["server", "concurrency", "requests/s", "rounds' range", "p50 ms", "p99 ms", "errors",
               "server CPU us/request", "peak RSS MiB", "other load (cores)"]
-    minilm_header = header[:3] + ["x model alone"] + header[3:]
+    minilm_header = header[:3] + ["x model alone", "model alone just before, sentences/s", "x that"] + header[3:]
     out = ["# deepaas_like against BentoML, LitServe and Ray Serve (issue 15)", "",
            f"- date: {context['date']}",
            (f"- machine: {cores()} cores (`nproc`), CPU {serving.cpu_model() or 'unknown'}, {memory:.0f} GiB, "
@@ -615,10 +620,12 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
     limit = results.limit
     if limit:
         rounds = ", ".join(f"{r:.1f}" for r in results.alone["sentences_per_s"])
-        out += [(f"Model alone (the limit): {limit:.1f} sentences/s, median of {len(results.alone['sentences_per_s'])} "
-                 f"round(s) ({rounds}) of {settings.alone_seconds} s classifying batches of "
+        out += [(f"Model alone (the limit): {limit:.1f} sentences/s, median of all {len(results.alone['sentences_per_s'])} "
+                 f"rounds ({rounds}) of {settings.alone_seconds} s classifying batches of "
                  f"{results.alone['batch']} in one process with {results.alone['torch_threads']} torch threads "
-                 "(`benchmarks/peers/model_alone.py`). \"x model alone\" = requests/s / that."), ""]
+                 "(`benchmarks/peers/model_alone.py`), run just before each server's block so that it sees the same "
+                 "background load. \"x model alone\" = requests/s / that median; \"x that\" = requests/s / the "
+                 "rounds run just before the server's own block."), ""]
     out += ["## deepaas_like against the fastest peer", "",
             *[ratio_line(results, "trivial", c) for c in settings.concurrencies],
             ratio_line(results, "minilm", settings.minilm_concurrency), ""]
@@ -724,14 +731,20 @@ def main(argv: list[str] | None = None) -> int:
                 results.versions[name] = installed_versions(peer.python, SHOWN_PACKAGES)
         servers = [s for s in servers if s in results.labels]
         if "minilm" in workloads:
-            say("model alone: training the head and measuring the limit")
-            results.alone = model_alone(settings, data_dir)
+            say("model alone: training the head (the limit is measured before each server's MiniLM block)")
+            results.alone = model_alone(settings, data_dir, rounds=0)
+            results.alone["sentences_per_s"] = []
             reference_file.write_text(json.dumps(results.alone["reference"]))
         for workload in [w for w in WORKLOADS if w in workloads]:
             say(f"workload: {workload}")
             for name in servers:
                 contender = BUILDERS[name](workload, data_dir)
                 results.configs[(name, workload)] = contender.config
+                if workload == "minilm":
+                    alone = model_alone(settings, data_dir)["sentences_per_s"]
+                    results.alone["sentences_per_s"] += alone
+                    results.alone_before[name] = statistics.median(alone)
+                    say(f"model alone: {', '.join(f'{r:.1f}' for r in alone)} sentences/s")
                 if contender.netns:
                     block = measure_in_netns(contender, settings, workdir, reference_file)
                 else:
