@@ -485,7 +485,8 @@ def measure_in_netns(contender: Contender, settings: Settings, workdir: Path, re
     out = workdir / f"{contender.server}-{contender.workload}.json"
     argv = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, str(Path(__file__)),
             "--block", f"{contender.server}:{contender.workload}", "--out", str(out), "--workdir", str(workdir),
-            "--reference", str(reference_file), *(["--quick"] if settings.quick else [])]
+            *(["--reference", str(reference_file)] if reference_file.exists() else []),
+            *(["--quick"] if settings.quick else [])]
     log = workdir / f"{contender.server}-{contender.workload}.log"
     child = harness.start_server(f"{contender.label} (network namespace)", argv, 0, log)
     try:
@@ -495,7 +496,7 @@ def measure_in_netns(contender: Contender, settings: Settings, workdir: Path, re
     if child.process.returncode != 0 or not out.exists():
         return Block(contender.server, contender.workload,
                      notes=[f"{contender.label}, {contender.workload}: the namespaced run failed "
-                            f"(exit {child.process.returncode}): {child.tail(8)}"])
+                            f"(exit {child.process.returncode}): {child.tail(12)}"])
     return Block.from_json(json.loads(out.read_text()))
 
 
