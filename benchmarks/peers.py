@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import math
 import os
@@ -112,7 +113,7 @@ class Peer:
 
     name: str  # key in SERVERS, and the venv is benchmarks/.venv-<name>
     package: str  # the distribution whose version the table shows
-    pins: tuple[str, ...]  # what pip installs, pinned; the shared ones come from COMMON_PINS
+    pins: tuple[str, ...]  # what pip installs, pinned; the shared ones come from common_pins()
 
     @property
     def venv(self) -> Path:
@@ -226,12 +227,20 @@ class Contender:
     ready_timeout: float = 120.0
 
 
-def shared_env(data_dir: Path) -> dict[str, str]:
-    """What every server gets: the torch threads, offline Hugging Face, the trained head's directory."""
+def shared_env(data_dir: Path, server: str = "") -> dict[str, str]:
+    """What every server gets: the torch threads, offline Hugging Face, the trained head's directory
+    and, for a peer, the file its batch sizes go to (see batch_log)."""
     threads = str(cores())
-    return {"PEERS_TORCH_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "DEEPAAS_LIKE_TEXT_CLASSIFIER_DATA_DIR": str(data_dir)}
+    env = {"PEERS_TORCH_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DEEPAAS_LIKE_TEXT_CLASSIFIER_DATA_DIR": str(data_dir)}
+    if server:
+        env["PEERS_BATCH_LOG"] = str(batch_log(data_dir, server))
+    return env
+
+
+def batch_log(data_dir: Path, server: str) -> Path:
+    """Where workloads.classify writes the batch sizes of ``server`` (one per line)."""
+    return data_dir.parent / f"batches-{server}.txt"
 
 
 def json_request(path: str, body: dict[str, Any]) -> Request:
@@ -279,7 +288,7 @@ def bentoml(workload: str, data_dir: Path) -> Contender:
                   "([adaptive batching](https://docs.bentoml.com/en/latest/guides/adaptive-batching.html)), "
                   "access log off")
         request = json_request("/predict", {"text": [SENTENCE]})  # a batchable API takes a list
-    env = {**shared_env(data_dir), "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(data_dir.parent / "bentoml-home")}
+    env = {**shared_env(data_dir, "bentoml"), "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(data_dir.parent / "bentoml-home")}
     return Contender("bentoml", label("bentoml"), workload, config, argv, request, env, cwd=PEERS_DIR / "bentoml")
 
 
@@ -304,7 +313,7 @@ def litserve(workload: str, data_dir: Path) -> Contender:
                   f"([batching](https://lightning.ai/docs/litserve/features/batching), {reference}), "
                   '`run(log_level="warning")`')
         request = json_request("/predict", {"text": SENTENCE})
-    return Contender("litserve", label("litserve"), workload, config, argv, request, shared_env(data_dir), cwd=PEERS_DIR / "litserve")
+    return Contender("litserve", label("litserve"), workload, config, argv, request, shared_env(data_dir, "litserve"), cwd=PEERS_DIR / "litserve")
 
 
 def rayserve(workload: str, data_dir: Path) -> Contender:
@@ -330,13 +339,14 @@ def rayserve(workload: str, data_dir: Path) -> Contender:
                   f"`ray.init(num_cpus={cores()}, include_dashboard=False)`")
         request = json_request("/predict", {"n": TRIVIAL_N})
     else:
-        config = (f"{perf}, the forward pass in `asyncio.to_thread` so that the request path does not block; "
-                  f'`@serve.deployment(num_replicas=1, ray_actor_options={{"num_cpus": '
+        config = (f"{perf}; `@serve.deployment(num_replicas=1, ray_actor_options={{\"num_cpus\": "
                   f"{cores()}}}, max_ongoing_requests={2 * MAX_BATCH})`, `@serve.batch(max_batch_size={MAX_BATCH}, "
                   f"batch_wait_timeout_s={BATCH_WAIT_MS / 1000})` "
-                  "([dynamic request batching](https://docs.ray.io/en/latest/serve/advanced-guides/dyn-req-batch.html))")
+                  "([dynamic request batching](https://docs.ray.io/en/latest/serve/advanced-guides/dyn-req-batch.html)), "
+                  "the model called directly in the batch method as in that guide's example (in "
+                  "`asyncio.to_thread` the batches shrank to 1-4 requests)")
         request = json_request("/predict", {"text": SENTENCE})
-    env = {**shared_env(data_dir), "RAY_AUTH_MODE": "disabled", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    env = {**shared_env(data_dir, "rayserve"), "RAY_AUTH_MODE": "disabled", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
            "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(PEERS_DIR)}
     return Contender("rayserve", label("rayserve"), workload, config, argv, request, env, cwd=PEERS_DIR / "rayserve", netns=True,
                      ready_timeout=240.0)
@@ -416,13 +426,14 @@ class Block:
     ready_s: float | None = None  # seconds from start to the first 200
     answer: str = ""  # the first bytes of the checked answer
     notes: list[str] = field(default_factory=list)
+    mean_batch: float | None = None  # requests per forward pass over the block (MiniLM)
 
     def to_json(self) -> dict[str, Any]:
         cells = [{"server": c.server, "concurrency": c.concurrency,
                   "rounds": [{"load": asdict(r.load), "server_cpu_s": r.server_cpu_s, "other_cores": r.other_cores}
                              for r in c.rounds]} for c in self.cells]
         return {"server": self.server, "workload": self.workload, "cells": cells, "peak_rss": self.peak_rss,
-                "ready_s": self.ready_s, "answer": self.answer, "notes": self.notes}
+                "ready_s": self.ready_s, "answer": self.answer, "notes": self.notes, "mean_batch": self.mean_batch}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Block:
@@ -430,7 +441,7 @@ class Block:
                       [Run(loadgen.LoadResult(**r["load"]), r["server_cpu_s"], r["other_cores"]) for r in c["rounds"]])
                  for c in data["cells"]]
         return cls(data["server"], data["workload"], cells, data["peak_rss"], data["ready_s"], data["answer"],
-                   data["notes"])
+                   data["notes"], data["mean_batch"])
 
 
 def measure_block(contender: Contender, settings: Settings, workdir: Path, reference: dict[str, Any] | None) -> Block:
@@ -465,6 +476,8 @@ def measure_block(contender: Contender, settings: Settings, workdir: Path, refer
                     settings.cell if trivial else settings.minilm_cell,
                     settings.warmup if trivial else settings.minilm_warmup, report)
                 block.notes += report.notes
+                if not trivial:
+                    block.mean_batch = mean_batch(contender, server)
             finally:
                 block.peak_rss = sampler.stop()
     except (BenchmarkError, OSError) as error:
@@ -475,6 +488,26 @@ def measure_block(contender: Contender, settings: Settings, workdir: Path, refer
         if ray_temp.exists():
             shutil.rmtree(ray_temp.read_text(), ignore_errors=True)
     return block
+
+
+def mean_batch(contender: Contender, server: harness.Server) -> float | None:
+    """Mean requests per forward pass since the server started: from the batch log the peer apps
+    write (workloads.classify), or from deepaas_like's own ``/metrics`` histogram; None if unknown."""
+    log = contender.env.get("PEERS_BATCH_LOG")
+    if log:
+        with contextlib.suppress(OSError, ValueError):
+            sizes = [int(line) for line in Path(log).read_text().split()]
+            return sum(sizes) / len(sizes) if sizes else None
+        return None
+    import urllib.request
+
+    totals = {}
+    with contextlib.suppress(OSError, ValueError):
+        with urllib.request.urlopen(f"http://{harness.HOST}:{server.port}/metrics", timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(("deepaas_like_batch_size_sum", "deepaas_like_batch_size_count")):
+                    totals[line.split("{")[0].rsplit("_", 1)[1]] = float(line.split()[-1])
+    return totals["sum"] / totals["count"] if totals.get("count") else None
 
 
 def measure_in_netns(contender: Contender, settings: Settings, workdir: Path, reference_file: Path) -> Block:
@@ -561,7 +594,8 @@ def rows(results: Results, workload: str) -> list[list[str]]:
             if workload == "minilm":
                 before = results.alone_before.get(server)
                 row[3:3] = [f"{c.rps / limit:.2f}x" if limit else "-", f"{before:.1f}" if before else "-",
-                            f"{c.rps / before:.2f}x" if before else "-"]
+                            f"{c.rps / before:.2f}x" if before else "-",
+                            f"{block.mean_batch:.1f}" if block.mean_batch else "-"]
             out.append(row)
     return out
 
@@ -597,7 +631,7 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
     others = other_load(results)
     header = ["server", "concurrency", "requests/s", "rounds' range", "p50 ms", "p99 ms", "errors",
               "server CPU us/request", "peak RSS MiB", "other load (cores)"]
-    minilm_header = header[:3] + ["x model alone", "model alone just before, sentences/s", "x that"] + header[3:]
+    minilm_header = header[:3] + ["x model alone", "model alone just before, sentences/s", "x that", "mean batch"] + header[3:]
     out = ["# deepaas_like against BentoML, LitServe and Ray Serve (issue 15)", "",
            f"- date: {context['date']}",
            (f"- machine: {cores()} cores (`nproc`), CPU {serving.cpu_model() or 'unknown'}, {memory:.0f} GiB, "
@@ -626,7 +660,9 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
                  f"{results.alone['batch']} in one process with {results.alone['torch_threads']} torch threads "
                  "(`benchmarks/peers/model_alone.py`), run just before each server's block so that it sees the same "
                  "background load. \"x model alone\" = requests/s / that median; \"x that\" = requests/s / the "
-                 "rounds run just before the server's own block."), ""]
+                 "rounds run just before the server's own block. \"mean batch\": requests per forward pass over the "
+                 "server's whole block, warm-up included (deepaas_like's `/metrics` histogram; the peers log each "
+                 "batch from `benchmarks/peers/workloads.py`)."), ""]
     out += ["## deepaas_like against the fastest peer", "",
             *[ratio_line(results, "trivial", c) for c in settings.concurrencies],
             ratio_line(results, "minilm", settings.minilm_concurrency), ""]

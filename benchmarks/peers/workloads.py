@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 THREADS_ENV = "PEERS_TORCH_THREADS"
+BATCH_LOG_ENV = "PEERS_BATCH_LOG"
 
 
 def trivial(n: int) -> dict[str, int]:
@@ -47,7 +48,15 @@ def load_classifier() -> None:
 
 
 def classify(texts: Sequence[str]) -> list[dict[str, Any]]:
-    """One encoder forward pass for ``texts`` (one text per request); one plugin answer per text."""
+    """One encoder forward pass for ``texts`` (one text per request); one plugin answer per text.
+
+    With ``$PEERS_BATCH_LOG`` set, appends the batch size to that file (one line per call), so that
+    peers.py can report how full each server's batches were.
+    """
     from deepaas_like_text_classifier import api
 
+    log = os.environ.get(BATCH_LOG_ENV)
+    if log:
+        with open(log, "a") as handle:
+            handle.write(f"{len(texts)}\n")
     return api.predict_batch([{"text": text} for text in texts])
