@@ -1,6 +1,6 @@
 """Serving benchmark of deepaas_like against BentoML, LitServe and Ray Serve (issue 15).
 
-One command, on 127.0.0.1 only, with bounded run time (about 12 minutes on 2 cores; ``--quick``
+One command, on 127.0.0.1 only, with bounded run time (about 17 minutes on 2 cores; ``--quick``
 about 4, plus the peers' installation the first time)::
 
     python benchmarks/peers.py [--quick]
@@ -15,10 +15,12 @@ recommends (the results file lists each configuration and the page it follows):
    server's dynamic batching on, max batch 32;
 
 plus the limit for 2: the model alone in one process classifying batches of 32 in a loop.
-``wrk`` loads every server; each figure is the median of several rounds. Each server runs alone
-on the machine while it is measured (started, checked to answer exactly what the model alone
-answers, loaded, stopped by PID); Ray Serve runs, with wrk, inside a loopback-only network
-namespace. The peers are installed on first use, each in its own venv under ``benchmarks/``.
+``wrk`` loads every server; each figure is the median of several rounds. The rounds are passes:
+in each pass every server in turn is started, checked to answer exactly what the model alone
+answers, loaded once at each concurrency and stopped by PID, so that each server runs alone on the
+machine while measured and all of them sample the background load at several times. Ray Serve
+runs, with wrk, inside a loopback-only network namespace. The peers are installed on first use,
+each in its own venv under ``benchmarks/``.
 
 It prints Markdown and writes it to ``benchmarks/results/peers-<date>-<nproc>cores[-quick].md``.
 """
@@ -79,13 +81,13 @@ class Settings:
     """Durations in seconds; ``quick`` shortens the load runs, not what is measured."""
 
     quick: bool
-    rounds: int  # load runs per (server, concurrency) of the trivial workload
+    rounds: int  # passes, so load runs per (server, concurrency), of the trivial workload
     cell: int  # measured seconds of one load run
     warmup: int  # seconds of load thrown away before each load run
-    minilm_rounds: int
+    minilm_rounds: int  # passes of the MiniLM workload
     minilm_cell: int
     minilm_warmup: int
-    alone_rounds: int
+    alone_rounds: int  # model-alone rounds before each server's MiniLM pass
     alone_seconds: int
     concurrencies: tuple[int, ...] = (1, 8, 64)
     minilm_concurrency: int = 32
@@ -96,7 +98,7 @@ class Settings:
             return cls(True, rounds=1, cell=2, warmup=1, minilm_rounds=1, minilm_cell=4, minilm_warmup=3,
                        alone_rounds=1, alone_seconds=4)
         return cls(False, rounds=5, cell=4, warmup=1, minilm_rounds=3, minilm_cell=8, minilm_warmup=3,
-                   alone_rounds=3, alone_seconds=8)
+                   alone_rounds=1, alone_seconds=8)
 
 
 def cores() -> int:
@@ -417,39 +419,69 @@ def check_answer(workload: str, body: bytes, reference: dict[str, Any] | None) -
 
 @dataclass
 class Block:
-    """Everything measured of one contender: its cells, peak memory, start time, notes."""
+    """Everything measured of one contender over one or more passes (a fresh start each): its
+    cells, peak memory, start times, mean batch sizes, notes."""
 
     server: str
     workload: str
     cells: list[Cell] = field(default_factory=list)
     peak_rss: int = 0  # bytes, the server's whole process tree, sampled every 20 ms
-    ready_s: float | None = None  # seconds from start to the first 200
+    starts: list[float] = field(default_factory=list)  # seconds from start to the first 200, per pass
     answer: str = ""  # the first bytes of the checked answer
     notes: list[str] = field(default_factory=list)
-    mean_batch: float | None = None  # requests per forward pass over the block (MiniLM)
+    batches: list[float] = field(default_factory=list)  # requests per forward pass, per pass (MiniLM)
+
+    @property
+    def ready_s(self) -> float | None:
+        """Median seconds from start to the first 200."""
+        return statistics.median(self.starts) if self.starts else None
+
+    @property
+    def mean_batch(self) -> float | None:
+        """Requests per forward pass, averaged over the passes."""
+        return statistics.mean(self.batches) if self.batches else None
+
+    def merge(self, other: Block) -> None:
+        """Add the rounds, starts, batch sizes and notes of ``other`` (a later pass) to this block."""
+        for cell in other.cells:
+            mine = next((c for c in self.cells if c.concurrency == cell.concurrency), None)
+            if mine is None:
+                self.cells.append(cell)
+            else:
+                mine.rounds.extend(cell.rounds)
+        self.cells.sort(key=lambda c: c.concurrency)
+        self.peak_rss = max(self.peak_rss, other.peak_rss)
+        self.starts += other.starts
+        self.batches += other.batches
+        self.answer = self.answer or other.answer
+        self.notes += other.notes
 
     def to_json(self) -> dict[str, Any]:
         cells = [{"server": c.server, "concurrency": c.concurrency,
                   "rounds": [{"load": asdict(r.load), "server_cpu_s": r.server_cpu_s, "other_cores": r.other_cores}
                              for r in c.rounds]} for c in self.cells]
         return {"server": self.server, "workload": self.workload, "cells": cells, "peak_rss": self.peak_rss,
-                "ready_s": self.ready_s, "answer": self.answer, "notes": self.notes, "mean_batch": self.mean_batch}
+                "starts": self.starts, "answer": self.answer, "notes": self.notes, "batches": self.batches}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Block:
         cells = [Cell(c["server"], c["concurrency"],
                       [Run(loadgen.LoadResult(**r["load"]), r["server_cpu_s"], r["other_cores"]) for r in c["rounds"]])
                  for c in data["cells"]]
-        return cls(data["server"], data["workload"], cells, data["peak_rss"], data["ready_s"], data["answer"],
-                   data["notes"], data["mean_batch"])
+        return cls(data["server"], data["workload"], cells, data["peak_rss"], data["starts"], data["answer"],
+                   data["notes"], data["batches"])
 
 
-def measure_block(contender: Contender, settings: Settings, workdir: Path, reference: dict[str, Any] | None) -> Block:
-    """Start the contender, check its answer, load it at each concurrency, stop it (in this process).
+def measure_block(contender: Contender, settings: Settings, workdir: Path, reference: dict[str, Any] | None,
+                  rounds: int = 1) -> Block:
+    """Start the contender, check its answer, load it ``rounds`` times at each concurrency, stop it
+    (in this process).
 
     A server that does not start or answers wrongly is noted and not measured.
     """
     block = Block(contender.server, contender.workload)
+    if "PEERS_BATCH_LOG" in contender.env:
+        Path(contender.env["PEERS_BATCH_LOG"]).unlink(missing_ok=True)  # this start's batches only
     own = Path(tempfile.mkdtemp(prefix=f"{contender.server}-{contender.workload}-", dir=workdir))
     (own / "uploads").mkdir()
     port = harness.free_port()
@@ -461,8 +493,8 @@ def measure_block(contender: Contender, settings: Settings, workdir: Path, refer
             sampler = harness.RssSampler(server.pid)
             sampler.start()
             try:
-                block.ready_s = harness.wait_until_predicts(server, contender.request, contender.ready_timeout)
-                say(f"{label}: ready in {block.ready_s:.1f} s (port {server.port})")
+                block.starts.append(harness.wait_until_predicts(server, contender.request, contender.ready_timeout))
+                say(f"{label}: ready in {block.starts[-1]:.1f} s (port {server.port})")
                 status, body = harness.post(server.port, contender.request, timeout=60)
                 block.answer = body[:300].decode(errors="replace")
                 wrong = f"HTTP {status}" if status != 200 else check_answer(contender.workload, body, reference)
@@ -472,12 +504,12 @@ def measure_block(contender: Contender, settings: Settings, workdir: Path, refer
                 concurrencies = settings.concurrencies if trivial else (settings.minilm_concurrency,)
                 block.cells = serving.measure(
                     [(label, server)], contender.request, concurrencies,
-                    settings.rounds if trivial else settings.minilm_rounds,
+                    rounds,
                     settings.cell if trivial else settings.minilm_cell,
                     settings.warmup if trivial else settings.minilm_warmup, report)
                 block.notes += report.notes
-                if not trivial:
-                    block.mean_batch = mean_batch(contender, server)
+                if not trivial and (batch := mean_batch(contender, server)):
+                    block.batches.append(batch)
             finally:
                 block.peak_rss = sampler.stop()
     except (BenchmarkError, OSError) as error:
@@ -510,14 +542,16 @@ def mean_batch(contender: Contender, server: harness.Server) -> float | None:
     return totals["sum"] / totals["count"] if totals.get("count") else None
 
 
-def measure_in_netns(contender: Contender, settings: Settings, workdir: Path, reference_file: Path) -> Block:
+def measure_in_netns(contender: Contender, settings: Settings, workdir: Path, reference_file: Path,
+                     rounds: int = 1) -> Block:
     """Run :func:`measure_block` in a child of this script inside a new network namespace that has
     only loopback (``unshare -n``), so that the server and wrk see each other and nothing else.
     The child is stopped by PID, like a server, if this run ends first.
     """
     out = workdir / f"{contender.server}-{contender.workload}.json"
     argv = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, str(Path(__file__)),
-            "--block", f"{contender.server}:{contender.workload}", "--out", str(out), "--workdir", str(workdir),
+            "--block", f"{contender.server}:{contender.workload}", "--rounds", str(rounds), "--out", str(out),
+            "--workdir", str(workdir),
             *(["--reference", str(reference_file)] if reference_file.exists() else []),
             *(["--quick"] if settings.quick else [])]
     log = workdir / f"{contender.server}-{contender.workload}.log"
@@ -556,7 +590,7 @@ def model_alone(settings: Settings, data_dir: Path, rounds: int | None = None) -
 class Results:
     blocks: list[Block] = field(default_factory=list)
     alone: dict[str, Any] = field(default_factory=dict)  # model_alone.py's answer; sentences_per_s: every round
-    alone_before: dict[str, float] = field(default_factory=dict)  # server -> model-alone median just before its block
+    alone_before: dict[str, list[float]] = field(default_factory=dict)  # server -> model-alone rounds just before it
     labels: dict[str, str] = field(default_factory=dict)  # server -> label with version
     versions: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> {package: version}
     configs: dict[tuple[str, str], str] = field(default_factory=dict)  # (server, workload) -> Markdown
@@ -592,7 +626,7 @@ def rows(results: Results, workload: str) -> list[list[str]]:
                    else f"{c.rps:.1f}", c.spread(), f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}", str(c.errors),
                    f"{c.cpu_us_per_request:.0f}", f"{block.peak_rss / MIB:.0f}", f"{c.other_cores:.2f}"]
             if workload == "minilm":
-                before = results.alone_before.get(server)
+                before = statistics.median(results.alone_before[server]) if results.alone_before.get(server) else None
                 row[3:3] = [f"{c.rps / limit:.2f}x" if limit else "-", f"{before:.1f}" if before else "-",
                             f"{c.rps / before:.2f}x" if before else "-",
                             f"{block.mean_batch:.1f}" if block.mean_batch else "-"]
@@ -644,7 +678,8 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
             f"keep-alive, closed loop, on the same cores as the servers; each run {settings.warmup} s of warm-up, "
             f"then {settings.cell} s measured, {settings.rounds} round(s) (MiniLM: {settings.minilm_warmup} s + "
             f"{settings.minilm_cell} s, {settings.minilm_rounds} round(s)); the tables show medians over the "
-            "rounds. Each server runs alone while measured, then is stopped"),
+            "rounds. Rounds are passes: in each, every server in turn is started, checked, loaded once at each "
+            "concurrency and stopped, so it runs alone while measured and all sample the background load alike"),
            (f"- command: `python benchmarks/peers.py{' --quick' if settings.quick else ''}` (whole run "
             f"{elapsed / 60:.1f} min); deepaas_like at commit {context['revision']}"),
            "", "## 1. Trivial predict: JSON `{\"n\": 3}` in, `{\"n\": 3, \"double\": 6}` out", "",
@@ -658,10 +693,10 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
         out += [(f"Model alone (the limit): {limit:.1f} sentences/s, median of all {len(results.alone['sentences_per_s'])} "
                  f"rounds ({rounds}) of {settings.alone_seconds} s classifying batches of "
                  f"{results.alone['batch']} in one process with {results.alone['torch_threads']} torch threads "
-                 "(`benchmarks/peers/model_alone.py`), run just before each server's block so that it sees the same "
-                 "background load. \"x model alone\" = requests/s / that median; \"x that\" = requests/s / the "
-                 "rounds run just before the server's own block. \"mean batch\": requests per forward pass over the "
-                 "server's whole block, warm-up included (deepaas_like's `/metrics` histogram; the peers log each "
+                 "(`benchmarks/peers/model_alone.py`), run just before each server's MiniLM pass so that it sees "
+                 "the same background load. \"x model alone\" = requests/s / that median; \"x that\" = requests/s / the "
+                 "rounds run just before the server's own passes. \"mean batch\": requests per forward pass over the "
+                 "server's passes, warm-up included (deepaas_like's `/metrics` histogram; the peers log each "
                  "batch from `benchmarks/peers/workloads.py`)."), ""]
     out += ["## deepaas_like against the fastest peer", "",
             *[ratio_line(results, "trivial", c) for c in settings.concurrencies],
@@ -699,6 +734,29 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # runs the finally blocks that stop the servers
 
 
+def measure_pass(name: str, workload: str, settings: Settings, workdir: Path, reference_file: Path,
+                 results: Results) -> None:
+    """One pass of one server: (for MiniLM, the model alone first, then) a fresh start of the
+    server, one round at each concurrency, a stop; merged into ``results``."""
+    data_dir = workdir / "text_classifier_data"
+    contender = BUILDERS[name](workload, data_dir)
+    results.configs[(name, workload)] = contender.config
+    if workload == "minilm":
+        alone = model_alone(settings, data_dir)["sentences_per_s"]
+        results.alone["sentences_per_s"] += alone
+        results.alone_before.setdefault(name, []).extend(alone)
+        say(f"model alone: {', '.join(f'{r:.1f}' for r in alone)} sentences/s")
+    if contender.netns:
+        block = measure_in_netns(contender, settings, workdir, reference_file)
+    else:
+        block = measure_block(contender, settings, workdir, results.alone.get("reference"))
+    earlier = results.block(name, workload)
+    if earlier is None:
+        results.blocks.append(block)
+    else:
+        earlier.merge(block)
+
+
 def run_block_child(args: argparse.Namespace) -> int:
     """``--block SERVER:WORKLOAD``: measure one contender here (inside the namespace) and write JSON."""
     server, workload = args.block.split(":")
@@ -706,14 +764,14 @@ def run_block_child(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     reference = json.loads(Path(args.reference).read_text()) if args.reference else None
     contender = BUILDERS[server](workload, workdir / "text_classifier_data")
-    block = measure_block(contender, settings, workdir, reference)
+    block = measure_block(contender, settings, workdir, reference, args.rounds)
     Path(args.out).write_text(json.dumps(block.to_json()))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one short round per cell (about 4 minutes)")
+    parser.add_argument("--quick", action="store_true", help="one short pass, one round per cell (about 4 minutes)")
     parser.add_argument("--only", action="append", choices=SERVERS,
                         help="measure only this server (repeatable); the result is printed, not written")
     parser.add_argument("--workload", action="append", choices=WORKLOADS,
@@ -721,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freeze", action="store_true",
                         help="write each peer venv's versions to benchmarks/peers/<name>/constraints.txt and exit")
     parser.add_argument("--block", help=argparse.SUPPRESS)  # SERVER:WORKLOAD, run by measure_in_netns
+    parser.add_argument("--rounds", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
@@ -768,25 +827,16 @@ def main(argv: list[str] | None = None) -> int:
                 results.versions[name] = installed_versions(peer.python, SHOWN_PACKAGES)
         servers = [s for s in servers if s in results.labels]
         if "minilm" in workloads:
-            say("model alone: training the head (the limit is measured before each server's MiniLM block)")
+            say("model alone: training the head (the limit is measured before each server's MiniLM pass)")
             results.alone = model_alone(settings, data_dir, rounds=0)
             results.alone["sentences_per_s"] = []
             reference_file.write_text(json.dumps(results.alone["reference"]))
         for workload in [w for w in WORKLOADS if w in workloads]:
-            say(f"workload: {workload}")
-            for name in servers:
-                contender = BUILDERS[name](workload, data_dir)
-                results.configs[(name, workload)] = contender.config
-                if workload == "minilm":
-                    alone = model_alone(settings, data_dir)["sentences_per_s"]
-                    results.alone["sentences_per_s"] += alone
-                    results.alone_before[name] = statistics.median(alone)
-                    say(f"model alone: {', '.join(f'{r:.1f}' for r in alone)} sentences/s")
-                if contender.netns:
-                    block = measure_in_netns(contender, settings, workdir, reference_file)
-                else:
-                    block = measure_block(contender, settings, workdir, results.alone.get("reference"))
-                results.blocks.append(block)
+            passes = settings.rounds if workload == "trivial" else settings.minilm_rounds
+            for pass_ in range(1, passes + 1):
+                say(f"workload: {workload}, pass {pass_}/{passes}")
+                for name in servers:
+                    measure_pass(name, workload, settings, workdir, reference_file, results)
     except KeyboardInterrupt:
         say("interrupted: stopping the servers")
         return 130
