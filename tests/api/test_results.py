@@ -7,6 +7,7 @@ returned (issue 10, items 9, 13 and 14).
 from __future__ import annotations
 
 import time
+from urllib.parse import urljoin
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def _job(server: str, data: dict[str, str]) -> dict:
     answer = requests.post(server + UNRULY, data=data, headers={"Prefer": "respond-async"}, timeout=10)
     assert answer.status_code == 202, answer.text
     deadline = time.monotonic() + 60
-    while (job := requests.get(answer.headers["Location"], timeout=5).json())["status"] in ("pending", "running"):
+    while (job := requests.get(urljoin(server, answer.headers["Location"]), timeout=5).json())["status"] in ("pending", "running"):
         assert time.monotonic() < deadline, job
         time.sleep(0.05)
     return job
