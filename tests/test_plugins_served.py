@@ -59,7 +59,7 @@ def test_deepaas_documented_plugin_openapi(server):
 def test_the_document_says_what_validation_enforces(server):
     document = requests.get(server + "/openapi.json").json()
     arguments = document["components"]["schemas"]["ClassStylePredictArgs"]
-    assert arguments["properties"]["scale"] == {"type": "number", "default": 1.0, "minimum": 0, "exclusiveMinimum": True}
+    assert arguments["properties"]["scale"] == {"type": "number", "default": 1.0, "minimum": 0, "maximum": 1000, "exclusiveMinimum": True}
     assert "additionalProperties" not in arguments, "undeclared arguments are accepted (and ignored)"
     url = server + "/v2/models/class_style/predict/"
     assert requests.post(url, data={"x": 2, "scale": 0}).status_code == 422, "the exclusive minimum is enforced"
