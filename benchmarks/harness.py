@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -142,7 +143,8 @@ def wait_until_predicts(server: Server, request: Request, timeout: float, interv
 def stop_server(server: Server, grace: float = 10.0) -> None:
     """SIGTERM the server, wait ``grace`` s, then SIGKILL it and every process it left behind.
 
-    Processes are signalled by PID only: the server and the descendants seen before stopping it.
+    Processes are signalled by PID only: the server, the descendants seen before stopping it, and
+    the server's own process group.
     """
     _STARTED.pop(server.pid, None)
     if server.process.poll() is None:
@@ -158,6 +160,10 @@ def stop_server(server: Server, grace: float = 10.0) -> None:
         for pid in family:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+    # Whatever is left in the server's own process group (start_server gave it a session of its
+    # own, so the group id is its PID): helpers that outlived their parent and were reparented.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(server.pid, signal.SIGKILL)
 
 
 def stop_all() -> None:
@@ -213,6 +219,27 @@ def rss_bytes(pid: int) -> int:
 def tree_rss_bytes(pid: int) -> int:
     """Summed resident set size, in bytes, of ``pid`` and all its descendants."""
     return sum(rss_bytes(p) for p in [pid, *descendants(pid)])
+
+
+class RssSampler(threading.Thread):
+    """Samples the summed RSS of a process tree every ``interval`` s until stopped; bytes."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.samples: list[int] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.samples.append(tree_rss_bytes(self.pid))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> int:
+        """Stop sampling; the peak in bytes."""
+        self._stop_event.set()
+        self.join()
+        return max(self.samples, default=0)
 
 
 def cpu_seconds(pid: int) -> float:

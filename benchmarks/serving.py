@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,6 +225,7 @@ class Run:
 
     load: loadgen.LoadResult
     server_cpu_s: float  # seconds of CPU, user + system, of the server's whole process tree
+    other_cores: float = 0.0  # cores kept busy meanwhile by processes other than the server and wrk
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -264,6 +264,11 @@ class Cell:
     def cpu_us_per_request(self) -> float:
         """Median over the rounds of the server's CPU per request, in microseconds."""
         return self._median(lambda r: r.cpu_us_per_request)
+
+    @property
+    def other_cores(self) -> float:
+        """Median over the rounds of the cores that other processes kept busy during the run."""
+        return self._median(lambda r: r.other_cores)
 
     @property
     def errors(self) -> int:
@@ -329,13 +334,16 @@ def measure(servers: list[tuple[str, harness.Server]], request: Request, concurr
                     loadgen.run(url(server, request), body, concurrency, warmup, request.content_type)
                     drain(server, request)
                     cpu_before = harness.tree_cpu_seconds(server.pid)
+                    busy_before, own_before = harness.machine_busy_seconds(), harness.own_cpu_seconds()
                     result = loadgen.run(url(server, request), body, concurrency, seconds, request.content_type)
                     cpu = harness.tree_cpu_seconds(server.pid) - cpu_before
+                    busy = harness.machine_busy_seconds() - busy_before
+                    own = harness.own_cpu_seconds() - own_before  # this process and wrk
                 except (RuntimeError, subprocess.TimeoutExpired) as error:
                     report.notes.append(f"{label}, concurrency {concurrency}, round {round_}: no result: {error}")
                     say(f"  {label} c={concurrency}: load failed: {error}")
                     continue
-                run = Run(result, cpu)
+                run = Run(result, cpu, max(0.0, busy - cpu - own) / result.seconds if result.seconds else 0.0)
                 cells[(label, concurrency)].rounds.append(run)
                 say(f"  {label} c={concurrency} round {round_}/{rounds}: {result.rps:.0f} req/s, "
                     f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
@@ -412,27 +420,6 @@ def start_times(settings: Settings, workdir: Path, deepaas_bin: Path | None, rep
             say(f"  failed: {error}")
 
 
-class RssSampler(threading.Thread):
-    """Samples the summed RSS of a process tree every ``interval`` s until stopped; bytes."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.samples: list[int] = []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.samples.append(harness.tree_rss_bytes(self.pid))
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> int:
-        """Stop sampling; the peak in bytes."""
-        self._stop_event.set()
-        self.join()
-        return max(self.samples, default=0)
-
-
 async def upload_file(port: int, handle: BinaryIO) -> int:
     """POST the open file ``handle`` as multipart field ``image`` to the demo predict; the HTTP status.
 
@@ -464,7 +451,7 @@ def upload_memory(workdir: Path, report: Report) -> None:
             baseline = max(harness.tree_rss_bytes(server.pid) for _ in range(5))
             with open(big, "wb") as handle:
                 handle.truncate(UPLOAD_BYTES)  # sparse: reads back as zeros without using the disk
-            sampler = RssSampler(server.pid)
+            sampler = harness.RssSampler(server.pid)
             sampler.start()
             began = time.monotonic()
             try:

@@ -6,6 +6,7 @@ Option names and defaults follow DEEPaaS 2.6 where it has the option.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import socket
 
@@ -37,9 +38,35 @@ server_opts = [
         "shutdown-timeout",
         default=30.0,
         min=0,
-        help="Seconds in-flight requests get to finish after SIGTERM or SIGINT before the server stops.",
+        help="Seconds in-flight requests get to finish after SIGTERM or SIGINT; predictions that cannot "
+        "finish in time are answered 503 with Retry-After, then the server stops.",
     ),
     cfg.BoolOpt("log-json", default=False, help="Write log lines as JSON objects (with the request id)."),
+    cfg.FloatOpt(
+        "keepalive-timeout",
+        default=15.0,
+        min=1,
+        help="Seconds an idle connection is kept open; also the most a client may take to send a "
+        "request's headers (slow-header clients are disconnected).",
+    ),
+    cfg.FloatOpt(
+        "body-timeout",
+        default=60.0,
+        min=0,
+        help="Seconds a client may pause while sending a request body before the request is refused "
+        "with 408. 0: no limit.",
+    ),
+    cfg.StrOpt(
+        "public-url",
+        help="URL clients reach the API root at, e.g. https://models.example.org/deepaas: links and "
+        "Location headers are built from it. Default: relative links (never the client's Host header).",
+    ),
+    cfg.ListOpt(
+        "trusted-proxies",
+        default=[],
+        help="Addresses or networks of reverse proxies whose X-Forwarded-Proto, X-Forwarded-Host and "
+        "X-Forwarded-Prefix headers build links (when public-url is unset), e.g. 127.0.0.1,10.0.0.0/8.",
+    ),
     cfg.BoolOpt("access-log", default=True, help="Log one line per HTTP request (client, request line, status, "
                 "bytes, seconds, user agent, request id)."),
 ]
@@ -105,6 +132,13 @@ model_opts = [
         default=0,
         min=0,
         help="Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
+    ),
+    cfg.IntOpt(
+        "max-result-size",
+        default=0,
+        min=0,
+        help="Largest prediction sent back, in bytes; a larger one is answered 507 (the worker is kept). "
+        "Binary results over 1 MiB travel from the worker as files in the upload directory. 0: no limit.",
     ),
     cfg.IntOpt(
         "worker-threads",
@@ -221,6 +255,11 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
             f"({conf.heartbeat_interval:g} s): one late heartbeat must not make an instance count as gone"
         )
     tokens = [*conf.auth_token, *os.environ.get(AUTH_ENV, "").split(",")]
+    for proxy in conf.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy.strip(), strict=False)
+        except ValueError as error:
+            raise cfg.Error(f"trusted-proxies: {error}") from error
     return Settings(
         model_names=model_names(conf.model_name),
         namespace=conf.model_namespace,
@@ -251,10 +290,16 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         model_predict_timeouts=timeouts,
         max_queue=conf.max_queue,
         worker_memory_limit_mb=conf.worker_memory_limit,
+        max_result_size=conf.max_result_size,
+        shutdown_timeout=conf.shutdown_timeout,
         worker_threads=conf.worker_threads,
         auth_tokens=tuple(token.strip() for token in tokens if token.strip()),
         admin_tokens=tuple(token.strip() for token in conf.admin_token if token.strip()),
         auth_docs=conf.auth_docs,
         cors_origins=tuple(conf.cors_origin),
         log_json=conf.log_json,
+        keepalive_timeout=conf.keepalive_timeout,
+        body_timeout=conf.body_timeout,
+        public_url=conf.public_url.rstrip("/") if conf.public_url else None,
+        trusted_proxies=tuple(proxy.strip() for proxy in conf.trusted_proxies if proxy.strip()),
     )

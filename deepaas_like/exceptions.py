@@ -92,6 +92,24 @@ class InvalidPrediction(DeepaasLikeError):
         self.messages = messages
 
 
+class PredictionNotJSON(InvalidPrediction):
+    """The plugin's prediction is neither binary nor JSON data: NaN or Infinity, a value of
+    a type JSON lacks (a set, an object), or nesting deeper than JSON results may go.
+    """
+
+    def __init__(self, message: str) -> None:
+        DeepaasLikeError.__init__(self, message)
+        self.messages = {"predictions": [message]}
+
+
+class ResultTooLarge(DeepaasLikeError):
+    """The plugin's result is larger than the server accepts (``--max-result-size``), or
+    there is no room left to store it.
+    """
+
+    status = 507
+
+
 class WorkerDied(DeepaasLikeError):
     """The worker process running the call exited before answering."""
 
@@ -124,6 +142,13 @@ class DatabaseUnavailable(DeepaasLikeError):
 
     status = 503
     headers = {"Retry-After": "5"}
+
+
+class ShuttingDown(DeepaasLikeError):
+    """The server is stopping and cannot finish this request within its shutdown timeout."""
+
+    status = 503
+    headers = {"Retry-After": "1"}
 
 
 class StartupError(DeepaasLikeError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import time
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -24,10 +25,44 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class RepeatFilter(logging.Filter):
+    """Lets through at most ``burst`` warnings or errors of one kind (logger, level and
+    message template) per ``window`` seconds, then one line saying how many were dropped.
+
+    A fault that repeats per connection or per request (the file-descriptor limit reached,
+    a database away) must not flood the log and take the CPU with it. Records below
+    WARNING (access lines among them) always pass.
+    """
+
+    def __init__(self, burst: int = 10, window: float = 10.0) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self._seen: dict[tuple[str, int, object], list[float]] = {}  # kind -> [window start, count]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, record.msg if isinstance(record.msg, str) else type(record.msg).__name__)
+        now = time.monotonic()
+        start, count = self._seen.get(key, (now, 0))
+        if now - start >= self.window:
+            if count > self.burst:
+                record.msg = f"{record.msg} [{count - self.burst} more like it in the last {self.window:g} s were not logged]"
+            start, count = now, 0
+        self._seen[key] = [start, count + 1]
+        if len(self._seen) > 1000:  # bounded: messages with varying templates come and go
+            self._seen.clear()
+        return count < self.burst
+
+
 def setup(debug: bool = False, json_lines: bool = False) -> None:
-    """Configure the root logger of this process (server or worker) to write to stderr."""
+    """Configure the root logger of this process (server or worker) to write to stderr,
+    with repeated warnings and errors rate-limited (:class:`RepeatFilter`).
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(RepeatFilter())
     handler.setFormatter(JsonFormatter(JSON_FIELDS) if json_lines else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -37,8 +37,12 @@ class Settings:
 
     ``client_max_size`` is in bytes (0: unlimited); ``model_workers`` maps a model name to
     its number of predict workers, overriding ``workers``. ``instance`` names this server
-    among those sharing a job database; ``job_poll_interval`` and ``predict_timeout`` are
-    in seconds (0: no limit); ``max_queue`` bounds the calls waiting per model (0: none).
+    among those sharing a job database; ``job_poll_interval``, ``predict_timeout`` and
+    ``shutdown_timeout`` are in seconds (0: no limit); ``max_queue`` bounds the calls waiting
+    per model (0: none); ``max_result_size`` the bytes of a prediction (0: none).
+    ``keepalive_timeout`` and ``body_timeout`` are in seconds (0: no limit);
+    ``public_url`` is the API root as clients see it (None: relative links);
+    ``trusted_proxies`` are addresses or networks whose ``X-Forwarded-*`` headers are honoured.
     ``heartbeat_interval`` and ``heartbeat_expiry`` are in seconds; ``results_dir`` None
     means :func:`default_results_dir`.
     """
@@ -66,6 +70,8 @@ class Settings:
     model_predict_timeouts: dict[str, float] = dataclasses.field(default_factory=dict)
     max_queue: int = 256
     worker_memory_limit_mb: int = 0
+    max_result_size: int = 0
+    shutdown_timeout: float = 30.0
     worker_threads: int = 0
     auth_tokens: tuple[str, ...] = ()
     admin_tokens: tuple[str, ...] = ()
@@ -78,6 +84,10 @@ class Settings:
     heartbeat_expiry: float = 60.0
     results_dir: str | None = None
     idempotency_key_hours: float = 24.0
+    keepalive_timeout: float = 15.0
+    body_timeout: float = 60.0
+    public_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)

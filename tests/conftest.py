@@ -163,6 +163,7 @@ TEST_PLUGINS = {
     "warm_fails": "warm_fails",
     "ai4os_style": "ai4os_style",
     "raw_png": "raw_png",
+    "unruly": "unruly",
 }
 
 

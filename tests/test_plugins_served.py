@@ -56,6 +56,18 @@ def test_deepaas_documented_plugin_openapi(server):
     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/DeepaasStyleResponse"}
 
 
+def test_the_document_says_what_validation_enforces(server):
+    document = requests.get(server + "/openapi.json").json()
+    arguments = document["components"]["schemas"]["ClassStylePredictArgs"]
+    assert arguments["properties"]["scale"] == {"type": "number", "default": 1.0, "minimum": 0, "maximum": 1000, "exclusiveMinimum": True}
+    assert "additionalProperties" not in arguments, "undeclared arguments are accepted (and ignored)"
+    url = server + "/v2/models/class_style/predict/"
+    assert requests.post(url, data={"x": 2, "scale": 0}).status_code == 422, "the exclusive minimum is enforced"
+    assert requests.post(url, data={"x": 2, "scale": 0.5, "unknown": 1}).json()["predictions"]["scaled"] == 1.0
+    not_boolean = requests.post(url, params={"async": "null"}, data={"x": 2})
+    assert not_boolean.status_code == 422 and "async" in not_boolean.json()
+
+
 def test_deepaas_documented_plugin_trains(server):
     url = server + "/v2/models/deepaas_style/train/"
     training = requests.post(url, data={"sleep": "0"}).json()

@@ -14,7 +14,9 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 
 from deepaas_like.api import openapi, probes
 from deepaas_like.api.arguments import check_upload_dir, remove_orphaned_uploads
-from deepaas_like.api.keys import JOBS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.draining import Drain
+from deepaas_like.api.keys import DRAIN, JOBS, LINKS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import Metrics, metrics_endpoint, metrics_middleware
 from deepaas_like.api.responses import json_response
 from deepaas_like.api.security import auth_middleware, request_id_middleware, setup_cors
@@ -72,7 +74,10 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
     try:
         return await handler(request)
     except InvalidArguments as error:
-        return json_response(error.messages, status=error.status)
+        response = json_response(error.messages, status=error.status)
+        if getattr(error, "close_connection", False):
+            response.force_close()
+        return response
     except DeepaasLikeError as error:
         if error.status >= 500 and not isinstance(error, PluginError):  # plugin errors: the worker logged them
             LOG.error("%s %s: %s", request.method, request.path, error.message)
@@ -155,6 +160,8 @@ def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper
         threads=settings.worker_threads,
         debug=settings.debug,
         log_json=settings.log_json,
+        max_result_size=settings.max_result_size,
+        results_dir=settings.upload_dir,
     )
     workers = settings.workers_for(name)
     predict_pool = ProcessWorkerPool(
@@ -178,8 +185,10 @@ def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper
 
 async def _shutting_down(app: web.Application) -> None:
     # Runs before aiohttp waits for in-flight handlers: event streams end instead of
-    # holding the shutdown for the whole grace period.
+    # holding the shutdown for the whole grace period, and predictions that cannot finish
+    # in it are answered 503 before it ends.
     app[SHUTTING_DOWN].set()
+    app[DRAIN].start(app[SETTINGS].shutdown_timeout)
     if JOBS in app:
         app[JOBS].end_feeds()
 
@@ -226,7 +235,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.client_max_size or 1024**4,
     )
     app[SETTINGS] = settings
+    app[LINKS] = Links(settings.base_path, settings.public_url, settings.trusted_proxies)
     app[SHUTTING_DOWN] = asyncio.Event()
+    app[DRAIN] = Drain()
     app.on_shutdown.append(_shutting_down)
     app[METRICS] = Metrics()
     app[METRICS].app = app

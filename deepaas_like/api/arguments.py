@@ -7,6 +7,7 @@ held whole in memory; the caller deletes that directory when the call ends.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -15,11 +16,13 @@ import re
 import shutil
 import socket
 import tempfile
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import marshmallow
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 from multidict import MultiDict
 from webargs.aiohttpparser import AIOHTTPParser
 from webargs.multidictproxy import MultiDictProxy
@@ -29,12 +32,28 @@ from deepaas_like.model.args import UploadedFile, is_file_field
 
 _RAW = "deepaas_like.raw_arguments"
 _CHUNK = 256 * 1024  # bytes read from the socket per step of an upload
+#: Deepest nesting accepted in a JSON body; deeper values would recurse in validation,
+#: pickling and storage (Python's recursion limit is 1000 frames).
+MAX_JSON_DEPTH = 100
+T = TypeVar("T")
 
 
 class BodyTooLarge(DeepaasLikeError):
     """The request body exceeds ``client-max-size``."""
 
     status = 413
+
+
+class UnreadableBody(InvalidArguments):
+    """The body cannot be decoded as its headers say; the connection closes after the answer."""
+
+    close_connection = True
+
+
+class BodyTimeout(DeepaasLikeError):
+    """The client stopped sending the request body for ``body-timeout`` seconds."""
+
+    status = 408
 
 
 class _Parser(AIOHTTPParser):
@@ -181,32 +200,82 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-async def read_arguments(request: web.Request, uploads: Uploads, max_size: int) -> MultiDict | dict[str, Any]:
+async def read_arguments(
+    request: web.Request, uploads: Uploads, max_size: int, body_timeout: float | None = None
+) -> MultiDict | dict[str, Any]:
     """Collect the raw arguments of ``request``: query string plus body.
 
     Returns a MultiDict for query/form requests, a dict for JSON bodies. Raises
-    :class:`InvalidArguments` for a malformed body and :class:`BodyTooLarge` past
-    ``max_size`` bytes (0: no limit).
+    :class:`InvalidArguments` (``{"_body": [...]}`` or ``{"<part>": [...]}``) for a body that
+    cannot be read as its headers say (malformed, undecodable, nested too deeply),
+    :class:`BodyTooLarge` past ``max_size`` bytes (0: no limit) and :class:`BodyTimeout`
+    when the client stops sending for ``body_timeout`` seconds (None: no limit).
     """
     raw: MultiDict = MultiDict(request.query)
     content_type = request.content_type
-    if content_type == "multipart/form-data":
-        await _read_multipart(request, raw, uploads, max_size)
-    elif content_type == "application/x-www-form-urlencoded":
-        raw.extend(await request.post())
-    elif content_type == "application/json" or content_type.endswith("+json"):
-        if request.can_read_body:
-            try:
-                body = json.loads(await request.read() or b"{}")
-            except ValueError as error:
-                raise InvalidArguments({"_body": [f"invalid JSON: {error}"]}) from error
-            if not isinstance(body, dict):
-                raise InvalidArguments({"_body": ["the JSON body must be an object of arguments"]})
+    try:
+        if content_type == "multipart/form-data":
+            await _read_multipart(request, raw, uploads, max_size, body_timeout)
+        elif content_type == "application/x-www-form-urlencoded":
+            raw.extend(await _within(body_timeout, request.post()))
+        elif (content_type == "application/json" or content_type.endswith("+json")) and request.can_read_body:
+            body = _json_object(await _within(body_timeout, request.read()))
             return {**{key: raw.getall(key) if len(raw.getall(key)) > 1 else raw[key] for key in raw}, **body}
+    except UnicodeDecodeError as error:
+        raise InvalidArguments({"_body": [f"the body is not valid UTF-8: {error.reason} at byte {error.start}"]}) from None
+    except (RequestPayloadError, HttpProcessingError) as error:
+        # e.g. a Content-Encoding the body is not in (a fake gzip). aiohttp keeps the error in
+        # the body stream and would read it again after the answer, to drain the connection,
+        # and log it as unhandled: mark the body as ended, and close the connection instead.
+        request.content.feed_eof()
+        raise UnreadableBody({"_body": [f"the body cannot be read: {_cause(error)}"]}) from None
     return raw
 
 
-async def _read_multipart(request: web.Request, raw: MultiDict, uploads: Uploads, max_size: int) -> None:
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(data or b"{}")
+    except RecursionError:
+        raise InvalidArguments({"_body": [f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"]}) from None
+    except ValueError as error:
+        raise InvalidArguments({"_body": [f"invalid JSON: {error}"]}) from None
+    if not isinstance(body, dict):
+        raise InvalidArguments({"_body": ["the JSON body must be an object of arguments"]})
+    if _depth(body) > MAX_JSON_DEPTH:
+        # Deep values would recurse in validation, pickling and storage later on.
+        raise InvalidArguments({"_body": [f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"]})
+    return body
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+            deepest = max(deepest, depth + 1)
+    return deepest
+
+
+async def _within(seconds: float | None, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, or :class:`BodyTimeout` after ``seconds`` (None: no limit)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise BodyTimeout(f"the request body stopped arriving for {seconds:g} s (body-timeout)") from None
+
+
+def _cause(error: BaseException) -> str:
+    cause = error.__cause__ or error
+    return f"{type(cause).__name__}: {cause}"
+
+
+async def _read_multipart(
+    request: web.Request, raw: MultiDict, uploads: Uploads, max_size: int, body_timeout: float | None
+) -> None:
     received = 0
     try:
         reader = await request.multipart()
@@ -214,7 +283,7 @@ async def _read_multipart(request: web.Request, raw: MultiDict, uploads: Uploads
         raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
     while True:
         try:
-            part = await reader.next()
+            part = await _within(body_timeout, reader.next())
         except (ValueError, AssertionError, HttpProcessingError) as error:
             raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
         if part is None:
@@ -222,14 +291,20 @@ async def _read_multipart(request: web.Request, raw: MultiDict, uploads: Uploads
         if not hasattr(part, "read_chunk") or part.name is None:
             continue  # nested multiparts and unnamed parts carry no argument
         if part.filename is None:
-            value = await part.read(decode=True)
+            try:
+                value = await _within(body_timeout, part.read(decode=True))
+                text = value.decode(part.get_charset(default="utf-8"), errors="replace")
+            except LookupError as error:  # an unknown charset
+                raise InvalidArguments({part.name: [f"cannot decode the part: {error}"]}) from None
+            except (ValueError, RuntimeError) as error:  # bad base64, unknown transfer encoding
+                raise InvalidArguments({part.name: [f"cannot decode the part: {type(error).__name__}: {error}"]}) from None
             received += len(value)
             _check_size(received, max_size)
-            raw.add(part.name, value.decode(part.get_charset(default="utf-8"), errors="replace"))
+            raw.add(part.name, text)
             continue
         path = uploads.new_path(part.filename)
         with open(path, "wb") as handle:
-            while chunk := await part.read_chunk(_CHUNK):
+            while chunk := await _within(body_timeout, part.read_chunk(_CHUNK)):
                 received += len(chunk)
                 _check_size(received, max_size)
                 handle.write(chunk)

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_apigami import AiohttpApiSpec, OpenApiVersion
 from apispec import APISpec
-from marshmallow import fields
+from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like.media import is_json
@@ -72,6 +72,26 @@ def file_field_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[s
     return {"type": "string", "format": "binary"} if is_file_field(field) else {}
 
 
+def exclusive_range_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:  # noqa: ARG001
+    """apispec attribute function: a ``Range(min_inclusive=False)`` bound is exclusive, which
+    OpenAPI 3.0 writes ``exclusiveMinimum: true`` beside ``minimum`` (apispec omits it).
+    """
+    ranges = [v for v in field.validators if isinstance(v, validate.Range)]
+    found: dict[str, Any] = {}
+    if any(v.min is not None and not v.min_inclusive for v in ranges):
+        found["exclusiveMinimum"] = True
+    if any(v.max is not None and not v.max_inclusive for v in ranges):
+        found["exclusiveMaximum"] = True
+    return found
+
+
+def add_attribute_functions(api_spec: AiohttpApiSpec) -> None:
+    """Teach apispec's marshmallow converter DEEPaaS file arguments and exclusive ranges."""
+    converter = api_spec.spec.plugins[0].converter
+    converter.add_attribute_function(file_field_property)
+    converter.add_attribute_function(exclusive_range_property)
+
+
 def setup_openapi(app: web.Application, settings: Settings) -> AiohttpApiSpec:
     """Serve the document at ``/swagger.json`` and ``/openapi.json`` and Swagger UI at ``/api``."""
     prefix = settings.base_path
@@ -85,7 +105,7 @@ def setup_openapi(app: web.Application, settings: Settings) -> AiohttpApiSpec:
         openapi_version=OpenApiVersion.V303,
         info={"description": "Model serving API (DEEPaaS V2 compatible)."},
     )
-    api_spec.spec.plugins[0].converter.add_attribute_function(file_field_property)
+    add_attribute_functions(api_spec)
     return api_spec
 
 

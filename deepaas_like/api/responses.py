@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from deepaas_like.exceptions import InvalidPrediction
+from deepaas_like.exceptions import PredictionNotJSON
 from deepaas_like.media import result_media_type
 from deepaas_like.model.plugin import FileResult
 
@@ -27,22 +27,25 @@ def prediction_response(result: Any, media_type: str | None) -> web.StreamRespon
     :func:`deepaas_like.media.result_media_type`; ``media_type`` is the negotiated one)
     with a ``Content-Disposition`` file name; anything else as JSON.
 
-    Raises :class:`InvalidPrediction` when a JSON prediction cannot be serialised.
+    Raises :class:`PredictionNotJSON` when a JSON prediction cannot be serialised (workers
+    check predictions first, so this is a last line of defence).
     """
     if isinstance(result, bytes):
         content_type = result_media_type(result, media_type)
         return web.Response(body=result, headers=_download_headers(content_type, "prediction"))
     if isinstance(result, FileResult):
         content_type = result_media_type(result.path, media_type, result.media_type)
-        stem = os.path.splitext(os.path.basename(result.path))[0] or "prediction"
+        stem = "prediction" if result.temporary else os.path.splitext(os.path.basename(result.path))[0] or "prediction"
         # Opened now, while it exists: the file may be one of the request's uploads, whose
         # folder is deleted as soon as the handler returns; the open file outlives that.
-        body = open(result.path, "rb")  # aiohttp sends, then closes it
+        # aiohttp streams it from a thread, then closes it.
+        body = open(result.path, "rb")
+        result.discard()  # a worker's temporary file: its data lives on until sent
         return web.Response(body=body, headers=_download_headers(content_type, stem))
     try:
         return json_response(result)
-    except (TypeError, ValueError) as error:
-        raise InvalidPrediction({"predictions": [f"not JSON-serialisable: {error}"]}) from error
+    except (TypeError, ValueError, RecursionError) as error:
+        raise PredictionNotJSON(f"the prediction is not JSON: {type(error).__name__}: {error}") from error
 
 
 def _download_headers(content_type: str, stem: str) -> dict[str, str]:

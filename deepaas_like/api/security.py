@@ -1,8 +1,9 @@
 """API keys, CORS, and request ids.
 
 API keys: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` on the predict and train
-routes (and on every route but health when ``auth-docs`` is on); 401 JSON otherwise. A job
-belongs to the key that created it; admin keys (``admin-token``) see every job.
+routes and on ``/debug`` (and on every route but health when ``auth-docs`` is on); 401 JSON
+otherwise. A job belongs to the key that created it; admin keys (``admin-token``) see
+every job.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ALWAYS_OPEN = ("/healthz", "/readyz")
 _JOB_ROUTES = re.compile(r"/v2/models/[^/]+/(predict|train)/")
+_ALWAYS_PROTECTED = ("/debug",)  # recent log lines
 # Request ids: a random prefix per process and a counter, 32 hex characters, unique per
 # server without a system call per request (uuid4 reads the OS's random source).
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -93,7 +95,7 @@ def _protected(request: web.Request) -> bool:
     path = request.path[len(settings.base_path):] if request.path.startswith(settings.base_path) else request.path
     if path in _ALWAYS_OPEN or request.method == "OPTIONS":
         return False
-    return settings.auth_docs or bool(_JOB_ROUTES.match(path))
+    return settings.auth_docs or path in _ALWAYS_PROTECTED or bool(_JOB_ROUTES.match(path))
 
 
 @web.middleware

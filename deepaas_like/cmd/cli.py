@@ -158,7 +158,7 @@ async def run(argv: list[str]) -> int:
         return _print(model.metadata())
     if options.command == "openapi":
         api_spec = openapi.AiohttpApiSpec(url="", title="deepaas_like", version="cli", openapi_version=openapi.OpenApiVersion.V303)
-        api_spec.spec.plugins[0].converter.add_attribute_function(openapi.file_field_property)
+        openapi.add_attribute_functions(api_spec)
         openapi.add_model_paths(api_spec.spec, Settings(database_url=""), model)
         return _print(api_spec.swagger_dict())
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log=logging.getLogger("deepaas_like.access") if conf.access_log else None,
             access_log_format=ACCESS_LOG_FORMAT,
             shutdown_timeout=conf.shutdown_timeout,
+            keepalive_timeout=conf.keepalive_timeout,
             handler_cancellation=True,  # a client that goes away leaves the queue
         )
     except DeepaasLikeError as error:

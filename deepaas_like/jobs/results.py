@@ -52,8 +52,8 @@ class ResultFiles:
         partial = folder / f".{_NAME}.partial"
         if isinstance(result, bytes):
             partial.write_bytes(result)
-        elif getattr(result, "temporary", False):
-            # A file spilled by the worker for this call only: take it over.
+        elif result.temporary:
+            # A file the worker wrote for this result only: take it over.
             shutil.move(result.path, partial)
         else:
             shutil.copyfile(result.path, partial)  # the plugin's own file stays where it is

@@ -439,6 +439,9 @@ class JobRunner:
             except OSError as error:
                 LOG.error("cannot store the result of job %s in %s: %s", job.uuid, self.results.directory, error)
                 return {"status": ERROR, "message": f"the result could not be stored: {error.strerror or error}"}
+            finally:
+                if isinstance(result, FileResult):
+                    result.discard()  # a worker's temporary file (moved already when saved)
             return {"status": DONE, "media_type": media_type, "result_file": name}
         return {"status": DONE, "output": result, "media_type": JSON}
 

@@ -60,9 +60,18 @@ def unbound(field: fields.Field) -> fields.Field:
     return field
 
 
-def build_schema(arguments: dict[str, fields.Field], name: str) -> type[marshmallow.Schema]:
-    """A marshmallow Schema class named ``name`` whose fields are ``arguments`` (copied)."""
-    return marshmallow.Schema.from_dict(copy.deepcopy(arguments), name=name)
+class ArgumentsSchema(marshmallow.Schema):
+    """Base of argument schemas: arguments a model does not declare are ignored, as DEEPaaS
+    ignores them (and the OpenAPI document then allows them: no ``additionalProperties: false``).
+    """
+
+    class Meta:
+        unknown = marshmallow.EXCLUDE
+
+
+def build_schema(arguments: dict[str, fields.Field], name: str, base: type[marshmallow.Schema] = marshmallow.Schema) -> type[marshmallow.Schema]:
+    """A Schema class named ``name``, subclass of ``base``, whose fields are ``arguments`` (copied)."""
+    return base.from_dict(copy.deepcopy(arguments), name=name)
 
 
 def schema_fields(schema: Any) -> dict[str, fields.Field] | None:

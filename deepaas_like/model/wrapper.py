@@ -63,7 +63,7 @@ class ModelWrapper:
         self.description = description
         prefix = "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", self.name) if part)
         if description.predict_args is not None:
-            self.predict_schema = model_args.build_schema(description.predict_args, f"{prefix}PredictArgs")
+            self.predict_schema = model_args.build_schema(description.predict_args, f"{prefix}PredictArgs", model_args.ArgumentsSchema)
             self.accept_choices = model_args.accept_choices(description.predict_args)
             self.accept_default = model_args.accept_default(description.predict_args)
             if self.accept_choices:
@@ -71,7 +71,7 @@ class ModelWrapper:
                 # when the client does not send it), as DEEPaaS reads it from that header.
                 self.predict_schema._declared_fields["accept"].required = False
         if description.train_args is not None:
-            self.train_schema = model_args.build_schema(description.train_args, f"{prefix}TrainArgs")
+            self.train_schema = model_args.build_schema(description.train_args, f"{prefix}TrainArgs", model_args.ArgumentsSchema)
         if description.response_fields is not None:
             self.response_schema = model_args.build_schema(description.response_fields, f"{prefix}Response")
         if description.batch and self._max_batch_size >= 2:
@@ -95,10 +95,10 @@ class ModelWrapper:
 
     def unavailable(self) -> str | None:
         """Why the model cannot take predictions (no live worker), or None."""
+        if getattr(self.predict_pool, "live_workers", 1) > 0:
+            return None
         reason = getattr(self.predict_pool, "unavailable", None)
-        if reason is not None and getattr(self.predict_pool, "live_workers", 1) == 0:
-            return reason
-        return None
+        return reason or f"model {self.name!r} has no live worker; a new one is starting"
 
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata merged over ``{"id": name, "name": name}``."""

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
-from deepaas_like.exceptions import InvalidArguments, PluginError
+from deepaas_like.exceptions import InvalidArguments, PluginError, PredictionNotJSON, ResultTooLarge
 from deepaas_like.model.plugin import ModelDescription
 
 
@@ -20,6 +20,10 @@ def unwrap(outcome: tuple) -> Any:
         return outcome[1]
     if outcome[0] == "invalid":
         raise InvalidArguments(outcome[1])
+    if outcome[0] == "not_json":
+        raise PredictionNotJSON(outcome[1])
+    if outcome[0] == "too_large":
+        raise ResultTooLarge(outcome[1])
     raise PluginError(outcome[1], outcome[2], outcome[3])
 
 
@@ -44,7 +48,9 @@ class WorkerPool(abc.ABC):
         ``job_id`` names the call so that :meth:`kill` can stop it; ``on_progress``
         receives what the plugin reports through :mod:`deepaas_like.progress`. Raises
         ``PluginError``, ``InvalidArguments`` (the plugin raised a marshmallow
-        ValidationError), ``WorkerDied`` or ``ModelUnavailable``.
+        ValidationError), ``PredictionNotJSON``, ``ResultTooLarge``, ``WorkerDied`` or
+        ``ModelUnavailable``. A binary result may come back as a temporary
+        :class:`FileResult`: the caller deletes it (``discard()``) once it is used.
         """
 
     @abc.abstractmethod

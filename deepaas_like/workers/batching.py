@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from deepaas_like.model.plugin import FileResult
 from deepaas_like.workers.base import WorkerPool, unwrap
 
 
@@ -82,7 +83,9 @@ class Batcher:
         finally:
             self._free.release()
         for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
+            if future.done():  # its request went away
+                if outcome[0] == "ok" and isinstance(outcome[1], FileResult):
+                    outcome[1].discard()
                 continue
             try:
                 future.set_result(unwrap(outcome))

@@ -2,14 +2,19 @@
 
 A worker imports its plugin, calls ``warm()`` once, sends the plugin's description, then
 answers ``(hook, kwargs, context)`` messages over a pipe until it reads ``None`` or the
-pipe closes. Files travel as paths, never as contents. A worker that dies (segfault,
-``os._exit``, the out-of-memory killer) or overruns its timeout fails only the call it
-held, and a fresh, warmed worker takes its place.
+pipe closes. Files travel as paths, never as contents: a binary result larger than
+:data:`RESULT_FILE_THRESHOLD` is written to a file by the worker and travels as its path.
+A worker that dies (segfault, ``os._exit``, the out-of-memory killer) or overruns its
+timeout fails only the call it held, and a fresh, warmed worker takes its place. So does a
+worker that dies while idle (its pipe's end of file is watched, so this is noticed at
+once), and one whose plugin raised ``MemoryError`` (its memory may stay exhausted).
 
 Workers are not daemonic, so plugin code may start processes of its own (a TensorBoard
 launcher, a torch ``DataLoader`` with ``num_workers``), as it can under DEEPaaS. Each
 worker leads a process group of its own, so killing it (cancel, timeout, stop) takes its
-children along, and it is killed by the kernel when the server dies, even by ``kill -9``.
+children along. The kernel kills a worker when the server dies, even by ``kill -9``, and a
+small reaper process then kills the rest of the worker's group, so that nothing plugin
+code started outlives its server.
 """
 
 from __future__ import annotations
@@ -22,32 +27,38 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import pickle
 import resource
 import signal
+import sys
+import tempfile
 import traceback
 import weakref
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from deepaas_like import logs, progress
 from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, PredictTimeout, QueueFull, WorkerDied
 from deepaas_like.model import deepaas_compat
-from deepaas_like.model.plugin import ModelDescription, Plugin
+from deepaas_like.model.plugin import FileResult, ModelDescription, Plugin, not_json
 from deepaas_like.workers.base import ProgressCallback, WorkerPool, unwrap
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
 _EOF = object()
 _TIMED_HOOKS = ("predict", "predict_batch")
+#: Binary results larger than this (bytes) go from the worker to the server as a file: the
+#: pipe would carry them whole, and the event loop would read and unpickle them at once.
+RESULT_FILE_THRESHOLD = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerOptions:
     """How worker processes are started. ``memory_limit_mb`` caps each worker's address
-    space (RLIMIT_AS; 0: no cap): past it allocations fail inside the plugin. ``threads``
-    sets the math libraries' thread pools (OpenMP, MKL, OpenBLAS: torch and numpy) in each
-    worker (0: as the environment says).
+    space (RLIMIT_AS; 0: no cap): past it allocations fail inside the plugin, and a worker
+    whose plugin raised ``MemoryError`` is replaced. ``threads`` sets the math libraries'
+    thread pools (OpenMP, MKL, OpenBLAS: torch and numpy) in each worker (0: as the
+    environment says).
     """
 
     warm: bool = True
@@ -56,6 +67,10 @@ class WorkerOptions:
     memory_limit_mb: int = 0
     debug: bool = False
     log_json: bool = False
+    #: Largest prediction a worker sends back, in bytes (0: any size); see ``--max-result-size``.
+    max_result_size: int = 0
+    #: Where workers write large binary results (None: the system's temporary directory).
+    results_dir: str | None = None
 
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -73,6 +88,37 @@ def _die_with(server_pid: int) -> None:
         os._exit(1)
 
 
+# Run by the reaper (a fresh interpreter, see _start_reaper): wait for SIGTERM, which stays
+# blocked across exec, then kill the process group it shares with its worker.
+_REAPER = "import os, signal\nsignal.sigwait({signal.SIGTERM})\nos.killpg(0, signal.SIGKILL)\n"
+
+
+def _start_reaper() -> None:
+    """Start a process that SIGKILLs this worker's process group as soon as the worker ends,
+    however it ends (``PR_SET_PDEATHSIG`` tells it), so that processes plugin code started
+    (which the kernel does not kill with their parent) never outlive their worker.
+
+    It is a fresh interpreter (a few MiB) rather than a fork of the worker, and holds none
+    of the worker's files, so a dead worker's pipe reads as closed at once.
+    """
+    worker = os.getpid()
+    try:
+        pid = os.fork()  # the worker has no threads yet
+    except OSError:
+        return
+    if pid:
+        return
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != worker:  # the worker ended before prctl took effect
+            os.killpg(0, signal.SIGKILL)
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _REAPER])
+    finally:
+        os._exit(1)
+
+
 def serve(
     connection: Connection,
     name: str,
@@ -84,6 +130,7 @@ def serve(
 ) -> None:
     """Worker process main: load, warm, describe, then answer calls until told to stop."""
     _die_with(server_pid)
+    _start_reaper()
     # A spawned process defaults to spawning its own children; plugin code gets the
     # platform's default instead (fork on Linux), as under DEEPaaS.
     multiprocessing.set_start_method(start_method, force=True)
@@ -100,12 +147,13 @@ def serve(
         plugin = Plugin.load(name, namespace)
         if options.warm:
             plugin.warm()
-        progress.install(lambda fraction, message: connection.send(("progress", fraction, message)))
+        progress.install(lambda fraction, message: connection.send(("progress", fraction, message)), track_calls=True)
         connection.send(("ready", plugin.describe()))
     except BaseException as error:  # noqa: BLE001 - any failure here is reported, then we exit
         with contextlib.suppress(OSError):
             connection.send(("failed", f"{type(error).__name__}: {error}", traceback.format_exc()))
         return
+    results_dir = options.results_dir or tempfile.gettempdir()
     while True:
         try:
             message = connection.recv()
@@ -115,16 +163,83 @@ def serve(
             return
         hook, kwargs, context = message
         token = logs.request_id.set(context.get("request_id", "-"))
+        progress.begin_call()
         try:
-            outcome = plugin.outcome(hook, kwargs)
+            outcome = _as_sent(hook, plugin.outcome(hook, kwargs, options.max_result_size), results_dir)
         finally:
             logs.request_id.reset(token)
+        with progress.ending_call():  # no report of this call can follow its answer
+            if not _answer(connection, outcome, hook, name):
+                return
+
+
+def _answer(connection: Connection, outcome: tuple, hook: str, model: str) -> bool:
+    """Send a call's outcome; False when the server has gone away."""
+    try:
+        connection.send(outcome)
+    except OSError:
+        return False
+    except Exception as error:  # noqa: BLE001 - nothing was written: pickling comes first
+        _discard(outcome)
+        message = f"the result cannot be sent back: {type(error).__name__}: {error}"
+        reply = ("error", type(error).__name__, message, "")
+        if isinstance(error, RecursionError) and hook in ("predict", "predict_batch"):
+            reply = _too_deep(hook, outcome, model) or reply  # the rule every prediction follows
+        else:
+            LOG.error("%s", message)
         try:
-            connection.send(outcome)
-        except (pickle.PicklingError, TypeError, AttributeError) as error:
-            connection.send(("error", type(error).__name__, f"the result cannot be sent back: {error}", ""))
+            connection.send(reply)
         except OSError:
-            return  # the server went away
+            return False
+    return True
+
+
+def _too_deep(hook: str, outcome: tuple, model: str) -> tuple | None:
+    """``outcome`` with predictions too deeply nested to be pickled refused as not JSON."""
+    if hook == "predict_batch":
+        return ("ok", [_too_deep("predict", one, model) or one for one in outcome[1]])
+    problem = not_json(outcome[1], model) if outcome[0] == "ok" else None
+    if problem is None:
+        return None
+    LOG.error("%s", problem)
+    return ("not_json", problem)
+
+
+def _as_sent(hook: str, outcome: tuple, directory: str) -> tuple:
+    """``outcome`` with binary results over :data:`RESULT_FILE_THRESHOLD` written to files
+    in ``directory`` (temporary :class:`FileResult`); ``("too_large", ...)`` when there is no
+    room for them.
+    """
+    if outcome[0] != "ok":
+        return outcome
+    if hook == "predict_batch":
+        return ("ok", [_as_sent("predict", one, directory) for one in outcome[1]])
+    data = outcome[1]
+    if not isinstance(data, bytes) or len(data) <= RESULT_FILE_THRESHOLD:
+        return outcome
+    path = None
+    try:
+        descriptor, path = tempfile.mkstemp(prefix="deepaas-like-result-", dir=directory)
+        with open(descriptor, "wb") as file:
+            file.write(data)
+    except OSError as error:
+        if path is not None:
+            os.unlink(path)
+        message = f"cannot store a result of {len(data)} bytes in {directory}: {error.strerror}"
+        LOG.error("%s", message)
+        return ("too_large", message)
+    return ("ok", FileResult(path, temporary=True))
+
+
+def _discard(outcome: tuple) -> None:
+    """Delete the temporary files of an outcome that will not be used."""
+    if outcome[0] != "ok":
+        return
+    for result in outcome[1] if isinstance(outcome[1], list) else [outcome[1]]:
+        if isinstance(result, tuple) and len(result) == 2 and result[0] == "ok":
+            result = result[1]  # one outcome of a batch
+        if isinstance(result, FileResult):
+            result.discard()
 
 
 _LIVE: weakref.WeakSet[_Worker] = weakref.WeakSet()
@@ -139,10 +254,17 @@ def _kill_leftovers() -> None:
 
 
 class _Worker:
-    """One worker process and the parent's end of its pipe."""
+    """One worker process and the parent's end of its pipe. ``on_exit`` is called (in the
+    event loop's thread) as soon as the process is seen to have ended.
+    """
 
-    def __init__(self, name: str, namespace: str, options: WorkerOptions, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, namespace: str, options: WorkerOptions, env: dict[str, str], on_exit: Callable[[_Worker], None]
+    ) -> None:
         self.connection, child = _SPAWN.Pipe()
+        # Started from the event loop's thread, which lives as long as the server:
+        # PR_SET_PDEATHSIG fires when the thread that started a process ends, not the process.
+        self._loop = asyncio.get_running_loop()
         # Not daemonic: plugin code may start processes of its own (see the module's doc).
         self.process = _SPAWN.Process(
             target=serve,
@@ -154,10 +276,12 @@ class _Worker:
         _LIVE.add(self)
         child.close()  # so that the worker's death shows as EOF on our end
         self.exited = False
+        #: Held by a call (from the moment it is taken until it is released).
+        self.busy = False
+        self._on_exit = on_exit
         # The pipe stays registered with the event loop for the worker's whole life (one
         # epoll registration, not two system calls per message); messages queue up here.
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.connection.fileno(), self._readable)
 
     def _readable(self) -> None:
@@ -167,6 +291,10 @@ class _Worker:
             self.exited = True
             self._unregister()
             self._inbox.put_nowait(_EOF)
+            self._on_exit(self)
+        except Exception as error:  # noqa: BLE001 - a message that cannot be unpickled here
+            message = f"the worker's answer cannot be read: {type(error).__name__}: {error}"
+            self._inbox.put_nowait(("error", type(error).__name__, message, ""))
 
     def _unregister(self) -> None:
         if not self.connection.closed:
@@ -205,11 +333,15 @@ class _Worker:
 
     @property
     def alive(self) -> bool:
-        return not self.exited and self.process.is_alive()
+        # The pipe's end of file is watched: no system call needed to know.
+        return not self.exited
 
     def detach(self) -> None:
-        """Stop watching the pipe (in the event loop's thread, before :meth:`close`)."""
+        """Stop watching the pipe (in the event loop's thread, before :meth:`close`); a call
+        still waiting for an answer learns that the worker is gone.
+        """
         self._unregister()
+        self._inbox.put_nowait(_EOF)
 
     def kill(self) -> None:
         """SIGKILL the process and the processes it started; from now on it counts as
@@ -270,6 +402,7 @@ class ProcessWorkerPool(WorkerPool):
         self.restarts = 0
         self.unavailable: str | None = None
         self._spawned = 0
+        self._stopping = False
         self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()
         self._workers: set[_Worker] = set()
         self._running: dict[str, _Worker] = {}
@@ -299,7 +432,7 @@ class ProcessWorkerPool(WorkerPool):
         if self.options.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.options.gpus[self._spawned % len(self.options.gpus)]
         self._spawned += 1
-        worker = _Worker(self.name, self.namespace, self.options, env)
+        worker = _Worker(self.name, self.namespace, self.options, env, self._exited)
         try:
             message = await worker.receive()
         except BaseException as error:
@@ -317,44 +450,68 @@ class ProcessWorkerPool(WorkerPool):
     async def run(
         self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
     ) -> Any:
+        message = (hook, kwargs, {"request_id": logs.request_id.get()})
+        while True:
+            worker = await self._take()
+            try:
+                worker.connection.send(message)
+                break
+            except OSError:
+                # The worker died before it could read the call, so plugin code never saw
+                # it: it goes to the next live worker.
+                LOG.warning("model %s: worker process %d is gone; the call goes to another", self.name, worker.process.pid)
+                worker.exited = True
+                self._release(worker)
+            except BaseException:
+                self._release(worker)
+                raise
+        # The call owns the worker until it answers, even if our caller goes away.
+        call = asyncio.create_task(self._call(worker, hook, job_id, on_progress))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(_discard_result)
+            raise
+
+    async def _take(self) -> _Worker:
+        """A live, idle worker, waiting for one; raises ``ModelUnavailable``, ``QueueFull``."""
         if self.unavailable is not None and not self._workers:
             raise ModelUnavailable(self.unavailable)
         if self.max_queue and self._idle.empty() and self.waiting >= self.max_queue:
             raise QueueFull(f"model {self.name!r} has {self.waiting} requests waiting; try again shortly")
         self.waiting += 1
         try:
-            worker = await self._idle.get()
+            while True:
+                worker = await self._idle.get()
+                if worker is None:  # woken because the model became unavailable
+                    raise ModelUnavailable(self.unavailable or f"model {self.name!r} has no worker")
+                if worker.alive:  # one that died while idle is being replaced already
+                    worker.busy = True
+                    return worker
         finally:
             self.waiting -= 1
-        if worker is None:  # woken because the model became unavailable
-            raise ModelUnavailable(self.unavailable or f"model {self.name!r} has no worker")
-        # The call owns the worker until it answers, even if our caller goes away.
-        call = asyncio.create_task(self._call(worker, hook, kwargs, job_id, on_progress))
-        return await asyncio.shield(call)
 
-    async def _call(
-        self, worker: _Worker, hook: str, kwargs: dict[str, Any], job_id: str | None, on_progress: ProgressCallback | None
-    ) -> Any:
+    async def _call(self, worker: _Worker, hook: str, job_id: str | None, on_progress: ProgressCallback | None) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout if self.timeout and hook in _TIMED_HOOKS else None
         if job_id is not None:
             self._running[job_id] = worker
         try:
-            worker.connection.send((hook, kwargs, {"request_id": logs.request_id.get()}))
             while True:
                 reply = await worker.receive(None if deadline is None else max(deadline - loop.time(), 0))
                 if reply[0] != "progress":
                     break
                 if on_progress is not None:
                     on_progress(reply[1], reply[2])
+            if _out_of_memory(hook, reply):
+                # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
+                LOG.warning("model %s: worker process %d ran out of memory; replacing it", self.name, worker.process.pid)
+                worker.kill()
         except TimeoutError:
             worker.kill()
             raise PredictTimeout(
                 f"model {self.name!r} did not answer within {self.timeout:g} s; its worker was replaced"
             ) from None
-        except OSError as error:
-            worker.exited = True
-            raise WorkerDied(f"worker process {worker.process.pid} is gone: {error}") from error
         finally:
             if job_id is not None:
                 self._running.pop(job_id, None)
@@ -362,8 +519,21 @@ class ProcessWorkerPool(WorkerPool):
         return unwrap(reply)
 
     def _release(self, worker: _Worker) -> None:
+        worker.busy = False
         if worker.alive:
             self._idle.put_nowait(worker)
+        else:
+            self._retire(worker)
+
+    def _exited(self, worker: _Worker) -> None:
+        # A call that holds the worker sees the death itself, then releases it.
+        if not worker.busy and worker in self._workers and not self._stopping:
+            LOG.warning("model %s: worker process %d died while idle; replacing it", self.name, worker.process.pid)
+            self._retire(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Replace a dead worker (once, however many times it is reported)."""
+        if worker not in self._workers or self._stopping:
             return
         self._workers.discard(worker)
         task = asyncio.create_task(self._replace(worker))
@@ -396,11 +566,36 @@ class ProcessWorkerPool(WorkerPool):
         return True
 
     async def stop(self) -> None:
+        """Stop every worker: idle ones are asked to leave, busy ones are killed (the server
+        is going away; their calls cannot finish).
+        """
+        self._stopping = True
+        self.unavailable = f"model {self.name!r} is stopping"
+        for _ in range(self.waiting):  # calls still waiting for a worker fail now
+            self._idle.put_nowait(None)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for worker in self._workers:
+            if worker.busy:
+                worker.kill()
         await asyncio.gather(*(_close(w) for w in list(self._workers)))
         self._workers.clear()
+
+
+def _out_of_memory(hook: str, reply: tuple) -> bool:
+    """Whether the plugin raised MemoryError (in any request of a batch)."""
+    if reply[0] == "error":
+        return reply[1] == "MemoryError"
+    if hook == "predict_batch" and reply[0] == "ok":
+        return any(one[:2] == ("error", "MemoryError") for one in reply[1])
+    return False
+
+
+def _discard_result(call: asyncio.Task[Any]) -> None:
+    """Delete the files of a result (or a batch's results) nobody waits for any more."""
+    if not call.cancelled() and call.exception() is None:
+        _discard(("ok", call.result()))
 
 
 async def _close(worker: _Worker) -> None:

@@ -36,7 +36,7 @@ def test_async_prediction_with_prefer_header(slow):
     job = answer.json()
     assert job["status"] in ("pending", "running") and job["args"]["data"] == "in.csv"
     assert answer.headers["Location"].endswith(f"{SLOW}/predict/{job['uuid']}")
-    done = wait_for(answer.headers["Location"], {"done"})
+    done = wait_for(slow + answer.headers["Location"], {"done"})
     assert done["result"]["output"] == {"status": "OK", "predictions": {"slept": 0.2, "data": "in.csv"}}
     assert done["progress"] == 1.0 and done["events"][-1]["message"] == "step 4 of 4"
     assert [j["uuid"] for j in requests.get(slow + SLOW + "/predict/").json()] == [job["uuid"]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -35,7 +36,7 @@ def test_a_client_json_value_never_becomes_a_server_file(run_server, probe_env, 
 
     prediction = requests.post(server + PROBE + "/predict/", json={"options": forged}, headers={"Prefer": "respond-async"})
     assert prediction.status_code == 202
-    done = wait_for(prediction.headers["Location"], {"done", "error"})
+    done = wait_for(urljoin(server, prediction.headers["Location"]), {"done", "error"})
     assert done["result"]["output"]["predictions"]["options_type"] == "dict"
     assert "TOPSECRET" not in json.dumps(done)
 
@@ -104,12 +105,12 @@ def test_a_job_belongs_to_the_api_key_that_created_it(run_server, probe_env, tmp
         answer = requests.request(method, train + mine["uuid"] + suffix, headers=bob, timeout=10)
         assert answer.status_code == 404, (method, suffix, answer.text)
         assert answer.json()["message"] == f"no train {mine['uuid']!r} for model 'jobs_probe'", "as for a job that does not exist"
-    assert requests.get(prediction.headers["Location"], headers=bob).status_code == 404
+    assert requests.get(urljoin(server, prediction.headers["Location"]), headers=bob).status_code == 404
     assert requests.get(train + mine["uuid"], headers=alice).json()["status"] == "running", "bob's DELETE changed nothing"
     assert [job["uuid"] for job in requests.get(train, headers=bob).json()] == [theirs["uuid"]]
     assert [job["uuid"] for job in requests.get(train, headers=alice).json()] == [mine["uuid"]]
     assert {job["uuid"] for job in requests.get(train, headers=root).json()} == {mine["uuid"], theirs["uuid"]}
-    assert requests.get(prediction.headers["Location"], headers=root).status_code == 200
+    assert requests.get(urljoin(server, prediction.headers["Location"]), headers=root).status_code == 200
     assert requests.delete(train + mine["uuid"], headers=root).json()["status"] == "cancelled", "an admin key may cancel any job"
 
     stored = sql(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "SELECT api_key_hash FROM jobs")

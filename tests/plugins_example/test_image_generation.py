@@ -12,6 +12,7 @@ import json
 import zipfile
 
 import marshmallow
+import numpy as np
 import pytest
 import requests
 import torch
@@ -292,3 +293,143 @@ def test_http_bad_width_is_422(predict_url):
     answer = requests.post(predict_url, files={**SMALL_FORM, **form(width=100)}, timeout=120)
     assert answer.status_code == 422
     assert answer.json() == {"width": ["Must be a multiple of 8 (got 100); e.g. 96."]}
+
+
+# --- schedulers, batching, loading options, memory (issue 16) ------------------------------
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(open_png(data), dtype=np.int16)
+
+
+def assert_same_picture(first: bytes, second: bytes) -> None:
+    # Batched kernels may round a float differently: at most 2 levels of 255 apart.
+    difference = np.abs(pixels(first) - pixels(second))
+    assert difference.max() <= 2, f"pixels differ by up to {difference.max()}"
+
+
+def test_the_arguments_of_older_clients_give_the_same_parameters_back(plugin):
+    # No scheduler argument: the pipeline's own, and no new key in the reported parameters.
+    assert "scheduler" not in load_args({"prompt": "a cat"})
+    result = plugin.predict(prompt="a cat", seed=4, accept="application/json", **SMALL)
+    assert sorted(result["parameters"]) == sorted(
+        ["prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "seed", "width", "height", "num_images"]
+    )
+
+
+def test_a_scheduler_changes_the_image_and_is_reported(plugin):
+    default = plugin.predict(prompt="a cat", seed=9, **SMALL)
+    assert plugin.predict(prompt="a cat", seed=9, scheduler="default", **SMALL) == default
+    assert plugin.predict(prompt="a cat", seed=9, scheduler="ddim", **SMALL) == default  # the tiny pipeline's own
+    euler = plugin.predict(prompt="a cat", seed=9, scheduler="euler_ancestral", accept="application/json", **SMALL)
+    assert euler["parameters"]["scheduler"] == "euler_ancestral"
+    assert base64.b64decode(euler["images"][0]) != default
+    # The pipeline keeps its own scheduler for the next request.
+    assert type(api._loaded[1].scheduler).__name__ == "DDIMScheduler"
+    assert plugin.predict(prompt="a cat", seed=9, **SMALL) == default
+
+
+@pytest.mark.parametrize("name", sorted(sd.SCHEDULERS))
+def test_every_scheduler_draws_with_few_steps(plugin, name):
+    assert open_png(plugin.predict(prompt="a dog", seed=1, scheduler=name, **SMALL)).size == (64, 64)
+
+
+def test_an_unknown_scheduler_is_422_naming_scheduler():
+    with pytest.raises(marshmallow.ValidationError) as error:
+        load_args({"prompt": "a cat", "scheduler": "karras_magic"})
+    assert list(error.value.messages) == ["scheduler"]
+
+
+def test_a_scheduler_the_model_cannot_use_is_refused():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    with pytest.raises(sd.SchedulerError, match="ddim .DDIMScheduler. cannot drive this pipeline"):
+        sd.make_scheduler(FlowMatchEulerDiscreteScheduler(), "ddim")
+
+
+def test_predict_batch_draws_concurrent_prompts_in_one_pipeline_call(plugin, monkeypatch):
+    requests_ = [
+        dict(prompt="a cat", seed=1, num_images=2, accept="application/zip", **SMALL),
+        dict(prompt="a blue dog", seed=2, **SMALL),
+        dict(prompt="a horse", seed=3, accept="application/json", **SMALL),
+    ]
+    alone = [plugin.predict(**r) for r in requests_]
+    pipe = api._loaded[1]
+    calls = []
+    call = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, **kw: calls.append(kw["prompt"]) or call(self, **kw))
+    together = plugin.predict_batch(requests_)
+    assert calls == [["a cat", "a cat", "a blue dog", "a horse"]]
+    with zipfile.ZipFile(io.BytesIO(together[0])) as batched, zipfile.ZipFile(io.BytesIO(alone[0])) as single:
+        assert batched.read("parameters.json") == single.read("parameters.json")
+        for name in ("image_0.png", "image_1.png"):
+            assert_same_picture(batched.read(name), single.read(name))
+    assert_same_picture(together[1], alone[1])
+    assert together[2]["parameters"] == alone[2]["parameters"]
+    assert_same_picture(base64.b64decode(together[2]["images"][0]), base64.b64decode(alone[2]["images"][0]))
+
+
+def test_predict_batch_splits_what_cannot_share_a_call(plugin, monkeypatch):
+    plugin.warm()
+    pipe = api._loaded[1]
+    calls = []
+    call = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, **kw: calls.append((kw["width"], len(kw["prompt"]))) or call(self, **kw))
+    monkeypatch.setenv(sd.MAX_BATCH_IMAGES_ENV, "3")
+    answers = plugin.predict_batch(
+        [
+            dict(prompt="a cat", seed=1, num_images=2, **SMALL),
+            dict(prompt="a cat", seed=1, num_images=2, **SMALL),  # 4 images > 3: a second call
+            dict(prompt="a cat", seed=1, width=96, height=64, num_inference_steps=2),  # another size
+        ]
+    )
+    assert calls == [(64, 2), (64, 2), (96, 1)]
+    assert answers[0] == answers[1]
+    assert open_png(answers[2]).size == (96, 64)
+
+
+def test_attention_slicing_draws_the_same_images(model_dir):
+    plain = sd.load_pipeline(model_dir, "cpu", torch.float32, sd.Options())
+    sliced = sd.load_pipeline(model_dir, "cpu", torch.float32, sd.Options(attention_slicing=True))
+    assert {type(p).__name__ for p in sliced.unet.attn_processors.values()} == {"SlicedAttnProcessor"}
+    arguments = dict(prompt="a cat", negative_prompt=None, guidance_scale=7.5, seed=3, num_images=1,
+                     width=64, height=64, num_inference_steps=2)  # fmt: skip
+    first = sd.png_bytes(sd.generate(plain, **arguments)[0])
+    assert_same_picture(sd.png_bytes(sd.generate(sliced, **arguments)[0]), first)
+
+
+def test_compile_option_compiles_the_unet(model_dir, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: compiled.append(module) or module)
+    monkeypatch.setenv(sd.COMPILE_ENV, "1")
+    pipe = sd.load_pipeline(model_dir, "cpu", torch.float32)
+    assert compiled == [pipe.unet]
+    monkeypatch.setenv(sd.COMPILE_ENV, "0")
+    sd.load_pipeline(model_dir, "cpu", torch.float32)
+    assert len(compiled) == 1
+
+
+def test_a_pipeline_too_big_for_the_gpu_fails_warm_naming_the_device_and_its_memory(plugin, monkeypatch):
+    def out_of_memory(pipe, device):
+        assert device == "cuda"
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 50.00 MiB")
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # what the server's --gpus gave this worker
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index=0: (0.25 * 2**30, 23.6 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA L4")
+    monkeypatch.setattr(sd, "_to_device", out_of_memory)
+    monkeypatch.setattr(api, "_loaded", None)
+    with pytest.raises(sd.ModelDoesNotFitError) as error:
+        plugin.warm()
+    message = str(error.value)
+    assert message.startswith("the StableDiffusionPipeline in ") and "float16 weights" in message
+    assert "does not fit on cuda (GPU 1 of this machine), NVIDIA L4, 23.6 GiB total, 0.2 GiB free" in message
+    assert message.endswith("CUDA out of memory. Tried to allocate 50.00 MiB")
+    assert api._loaded is None
+
+
+def test_http_unknown_scheduler_is_422(predict_url):
+    answer = requests.post(predict_url, files={**SMALL_FORM, **form(scheduler="fastest")}, timeout=120)
+    assert answer.status_code == 422
+    assert list(answer.json()) == ["scheduler"]

@@ -449,3 +449,136 @@ def test_http_non_video_upload_is_422_naming_video(server):
     assert "notes.txt is not a readable video" in body["video"][0]
     both = requests.post(url, files={"video": ("notes.txt", b"x")}, data={"fps": "1", "every_n_frames": "2"}, timeout=120)
     assert both.status_code == 422 and sorted(both.json()) == ["every_n_frames", "fps"]
+
+
+# --- beams, prompt, dtype, memory (issue 16) ----------------------------------------------
+
+
+def test_a_prompt_is_refused_by_a_vision_encoder_decoder_model(plugin, clip):
+    with pytest.raises(marshmallow.ValidationError) as error:
+        plugin.predict(**load_args({"video": clip, "prompt": "a photo of"}))
+    assert list(error.value.normalized_messages()) == ["prompt"]
+    assert "takes no prompt" in error.value.normalized_messages()["prompt"][0]
+    # An empty form field is no prompt.
+    assert plugin.predict(**load_args({"video": clip, "fps": "1", "prompt": ""}))["captions"] == expected_captions([0, 10])
+
+
+@pytest.mark.parametrize(("data", "field"), [({"num_beams": "0"}, "num_beams"), ({"num_beams": "9"}, "num_beams"),
+                                             ({"prompt": "x" * 501}, "prompt")])
+def test_bad_beam_and_prompt_arguments_name_the_field(clip, data, field):
+    with pytest.raises(marshmallow.ValidationError) as error:
+        load_args({"video": clip, **data})
+    assert list(error.value.normalized_messages()) == [field]
+
+
+def test_num_beams_reaches_generate_and_keeps_the_captions(plugin, clip, monkeypatch):
+    plugin.warm()
+    model = api._loaded[1].model
+    seen = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kwargs: seen.append(kwargs.get("num_beams")) or generate(**kwargs))
+    result = plugin.predict(**load_args({"video": clip, "fps": "1", "num_beams": "3"}))
+    assert result["captions"] == expected_captions([0, 10])
+    plugin.predict(**load_args({"video": clip, "fps": "1"}))
+    assert seen == [3, None]  # None: the model's own generation config decides
+
+
+@pytest.mark.parametrize(("setting", "device", "dtype"), [("", "cuda", torch.float16), ("bfloat16", "cuda", torch.bfloat16),
+                                                          ("float32", "cuda", torch.float32), ("auto", "cpu", torch.float32)])
+def test_dtype_setting(setting, device, dtype, monkeypatch):
+    monkeypatch.setenv(cap.DTYPE_ENV, setting)
+    assert cap.select_dtype(device) is dtype
+
+
+def test_unknown_dtype_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(cap.DTYPE_ENV, "float8")
+    with pytest.raises(ValueError, match="DEEPAAS_LIKE_VIDEO_CAPTIONING_DTYPE=float8: choose auto, float16, bfloat16"):
+        cap.select_dtype("cuda")
+
+
+def test_warm_loads_in_bfloat16_on_cuda_when_asked(plugin, model_dir, monkeypatch):
+    calls = []
+    monkeypatch.setenv(cap.DTYPE_ENV, "bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cap, "load_captioner", lambda *args: calls.append(args) or object())
+    monkeypatch.setattr(api, "_loaded", None)
+    plugin.warm()
+    assert calls == [(model_dir, "cuda", torch.bfloat16)]
+    assert plugin.get_metadata()["dtype"] == "bfloat16"
+
+
+def test_a_model_too_big_for_the_gpu_fails_warm_naming_the_device_and_its_memory(plugin, monkeypatch):
+    def out_of_memory(model, device):
+        assert device == "cuda"
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 79.19 GiB total)")
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # what the server's --gpus gave this worker
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index=0: (1.5 * 2**30, 79.19 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(cap, "_to_device", out_of_memory)
+    monkeypatch.setattr(api, "_loaded", None)
+    with pytest.raises(cap.ModelDoesNotFitError) as error:
+        plugin.warm()
+    message = str(error.value)
+    assert "vision-encoder-decoder model in" in message and "float16 weights" in message
+    assert "does not fit on cuda (GPU 3 of this machine), NVIDIA H100 80GB HBM3, 79.2 GiB total, 1.5 GiB free" in message
+    assert message.endswith("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 79.19 GiB total)")
+    assert api._loaded is None  # the next warm() tries again
+
+
+# --- predict_batch: frames of several requests through the model together ------------------
+
+
+def test_predict_batch_answers_each_request_as_predict_would_with_fewer_generate_calls(plugin, clip, monkeypatch):
+    requests_ = [
+        {"video": clip, "fps": "2"},  # frames 0, 5, 10, 15
+        {"video": clip, "every_n_frames": "10", "accept": ZIP},  # frames 0, 10
+        {"video": clip, "max_frames": "3", "batch_size": "2"},  # frames 0, 10, 19
+    ]
+    alone = [plugin.predict(**load_args(r)) for r in requests_]
+    plugin.warm()
+    captioner = api._loaded[1]
+    sizes = []
+    caption = captioner.caption
+    monkeypatch.setattr(captioner, "caption", lambda frames, **kw: sizes.append(len(frames)) or caption(frames, **kw))
+    together = plugin.predict_batch([load_args(r) for r in requests_])
+    assert together[0] == alone[0] and together[2] == alone[2]
+    assert together[0]["captions"] == expected_captions([0, 5, 10, 15])
+    with zipfile.ZipFile(io.BytesIO(together[1])) as archive:
+        assert sorted(archive.namelist()) == ["captions.json", "frame_00000.png", "frame_00010.png"]
+        assert json.loads(archive.read("captions.json"))["captions"] == expected_captions([0, 10])
+    # 9 frames in calls of at most 8 (the largest batch_size asked for), not 1 + 1 + 2 calls.
+    assert sizes == [8, 1]
+
+
+def test_predict_batch_keeps_apart_requests_that_decode_differently(plugin, clip, monkeypatch):
+    plugin.warm()
+    captioner = api._loaded[1]
+    calls = []
+    caption = captioner.caption
+    monkeypatch.setattr(captioner, "caption", lambda frames, **kw: calls.append(kw["max_new_tokens"]) or caption(frames, **kw))
+    short, full = plugin.predict_batch(
+        [load_args({"video": clip, "fps": "1", "max_new_tokens": "1"}), load_args({"video": clip, "fps": "1"})]
+    )
+    assert [c["caption"] for c in short["captions"]] == ["a", "a"]
+    assert full["captions"] == expected_captions([0, 10])
+    assert sorted(calls) == [1, 20]
+
+
+def test_predict_batch_with_an_unreadable_video_is_a_validation_error_on_video(plugin, clip, tmp_path):
+    # The server then answers the requests one by one, so only this one gets the 422.
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(marshmallow.ValidationError) as error:
+        plugin.predict_batch([load_args({"video": clip}), load_args({"video": upload(bad, "notes.mp4")})])
+    assert list(error.value.normalized_messages()) == ["video"]
+    assert error.value.normalized_messages()["video"][0].startswith("notes.mp4 is not a readable video")
+
+
+def test_http_prompt_to_a_vision_encoder_decoder_model_is_422_naming_prompt(server, clip_path):
+    url = server + "/v2/models/video_captioning/predict/"
+    with open(clip_path, "rb") as video:
+        answer = requests.post(url, files={"video": video}, data={"prompt": "a photo of"}, timeout=120)
+    assert answer.status_code == 422, answer.text
+    assert list(answer.json()) == ["prompt"]

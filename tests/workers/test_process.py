@@ -2,6 +2,9 @@
 
 import asyncio
 import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -75,5 +78,29 @@ async def test_worker_threads_are_set_in_the_worker(plugin_path):
     await pool.start()
     try:
         assert (await pool.run("predict", {"x": 1}))["threads"] == "1"
+    finally:
+        await pool.stop()
+
+
+def _wait_until_dead(pid: int) -> None:
+    """Block (the event loop too, so that it cannot notice) until ``pid`` is a zombie."""
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, f"process {pid} did not die"
+        time.sleep(0.01)
+
+
+async def test_a_call_that_reaches_a_dead_worker_goes_to_a_fresh_one(plugin_path):
+    pool = ProcessWorkerPool("unruly", "deepaas.v2.model")
+    await pool.start()
+    call = {"how": "ok", "seconds": 0.0, "size": 0, "tag": ""}
+    try:
+        first = (await pool.run("predict", call))["pid"]
+        os.kill(first, signal.SIGKILL)
+        _wait_until_dead(first)
+        # The pool still counts the worker as idle: sending the call fails, and plugin code
+        # never saw it, so it is sent again to the worker that replaces the dead one.
+        answer = await asyncio.wait_for(pool.run("predict", call), 60)
+        assert answer["pid"] != first and pool.restarts == 1
     finally:
         await pool.stop()

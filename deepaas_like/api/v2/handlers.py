@@ -6,15 +6,15 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arguments
 from deepaas_like.api.idempotency import idempotency_key
-from deepaas_like.api.keys import JOBS, MODELS, SETTINGS
+from deepaas_like.api.keys import DRAIN, JOBS, LINKS, MODELS, SETTINGS
 from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
-from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, ModelNotFound
+from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
 from deepaas_like.jobs.models import DONE, PREDICT, STATES, TRAIN
 from deepaas_like.model.wrapper import ModelWrapper
 
@@ -28,7 +28,7 @@ def _model(request: web.Request) -> ModelWrapper:
 
 
 def _url(request: web.Request, path: str) -> str:
-    return str(request.url.with_path(request.app[SETTINGS].base_path + path).with_query(None))
+    return request.app[LINKS].url(request, path)
 
 
 def _version(request: web.Request) -> dict[str, Any]:
@@ -80,7 +80,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
     handed_over = False
     as_job = _wants_async(request)
     try:
-        raw = await read_arguments(request, uploads, settings.client_max_size)
+        raw = await read_arguments(request, uploads, settings.client_max_size, settings.body_timeout or None)
         sent = raw.get("accept")
         media_type = choose_media_type(
             # A job's POST answers with the job (JSON); its Accept does not pick the result.
@@ -100,21 +100,33 @@ async def predict(request: web.Request) -> web.StreamResponse:
             location = _url(request, f"/v2/models/{model.name}/predict/{job['uuid']}")
             headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
             return json_response(job, status=202, headers=headers)
-        result = await model.predict(kwargs)
+        with request.app[DRAIN]:  # answered 503 if the server must stop first
+            result = await model.predict(kwargs)
         return prediction_response(result, kwargs.get("accept", media_type))
     finally:
         if not handed_over:
             uploads.cleanup()
 
 
+_BOOLEAN = fields.Boolean()
+
+
 def _wants_async(request: web.Request) -> bool:
-    """``Prefer: respond-async`` (RFC 7240) or ``?async=true``."""
+    """``Prefer: respond-async`` (RFC 7240) or ``?async=true``; raises ``InvalidArguments``
+    for an ``async`` value that is not a boolean.
+    """
     preferences = {
         item.split(";")[0].split("=")[0].strip().lower()
         for header in request.headers.getall("Prefer", [])
         for item in header.split(",")
     }
-    return "respond-async" in preferences or request.query.get("async", "").lower() in ("1", "true", "yes")
+    flag = False
+    if "async" in request.query:
+        try:
+            flag = _BOOLEAN.deserialize(request.query["async"])
+        except ValidationError as error:
+            raise InvalidArguments({"async": error.messages}) from None
+    return "respond-async" in preferences or flag
 
 
 async def get_prediction(request: web.Request) -> web.StreamResponse:
@@ -150,7 +162,7 @@ async def start_training(request: web.Request) -> web.Response:
         raise HookNotImplemented(f"model {model.name!r} does not implement train()")
     uploads = Uploads(settings.upload_dir, settings.database_url)
     try:
-        raw = await read_arguments(request, uploads, settings.client_max_size)
+        raw = await read_arguments(request, uploads, settings.client_max_size, settings.body_timeout or None)
         kwargs = await load_arguments(request, raw, model.train_schema)
         # The job owns the uploads once it is recorded, and deletes them when it ends.
         job = await request.app[JOBS].submit(

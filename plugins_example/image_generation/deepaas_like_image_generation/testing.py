@@ -1,12 +1,14 @@
-"""A tiny, randomly initialised Stable Diffusion pipeline built offline, for tests and demos.
+"""Tiny, randomly initialised Stable Diffusion and SDXL pipelines built offline, for tests and demos.
 
 The components follow the sizes of diffusers' own fast tests (``get_dummy_components`` in
-``tests/pipelines/stable_diffusion/test_stable_diffusion.py``), a little smaller still. The
-images it draws are noise-like, but every code path of the plugin (loading with
-``from_pretrained``, seeds, sizes, PNG/ZIP/JSON answers) runs exactly as with real weights.
+``tests/pipelines/stable_diffusion/test_stable_diffusion.py`` and
+``tests/pipelines/stable_diffusion_xl/test_stable_diffusion_xl.py``), a little smaller still.
+The images they draw are noise-like, but every code path of the plugin (loading with
+``from_pretrained``, seeds, sizes, schedulers, PNG/ZIP/JSON answers) runs exactly as with real
+weights.
 
-Run ``python -m deepaas_like_image_generation.testing DIR`` to write such a pipeline to ``DIR``
-and point ``DEEPAAS_LIKE_IMAGE_GENERATION_MODEL_DIR`` at it.
+Run ``python -m deepaas_like_image_generation.testing DIR [--sdxl]`` to write such a pipeline
+to ``DIR`` and point ``DEEPAAS_LIKE_IMAGE_GENERATION_MODEL_DIR`` at it.
 """
 
 from __future__ import annotations
@@ -155,15 +157,114 @@ def save_tiny_pipeline(directory: str | os.PathLike[str], seed: int = 0) -> path
     return directory
 
 
+def build_tiny_sdxl_pipeline(seed: int = 0):  # -> diffusers.StableDiffusionXLPipeline
+    """Build a tiny random ``StableDiffusionXLPipeline`` in memory: CPU, float32, about 2 M parameters.
+
+    SDXL's shape in miniature: two CLIP text encoders (the second with a projection) whose
+    hidden states are concatenated (cross-attention width 64), a UNet with SDXL's
+    ``text_time`` added conditioning (pooled text + 6 size/crop numbers), VAE downscale factor
+    2, Euler scheduler as SDXL ships it. ``seed`` fixes the random weights. Nothing is downloaded.
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        write_tiny_clip_tokenizer_files(tokenizer_dir)
+        tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=_MAX_TOKENS)
+        tokenizer_2 = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=_MAX_TOKENS)
+
+    text_config = CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=_MAX_TOKENS,
+        vocab_size=1000,
+        hidden_act="gelu",
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        # pooled text (projection_dim 32) + 6 time ids x addition_time_embed_dim 8
+        projection_class_embeddings_input_dim=32 + 6 * 8,
+        cross_attention_dim=64,  # the two encoders' hidden sizes, concatenated
+        norm_num_groups=1,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=64,
+        norm_num_groups=1,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(text_config)
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+    )
+
+
+def save_tiny_sdxl_pipeline(directory: str | os.PathLike[str], seed: int = 0) -> pathlib.Path:
+    """Build the tiny SDXL pipeline and ``save_pretrained`` it into ``directory`` (about 8 MB).
+
+    The directory then loads with ``AutoPipelineForText2Image.from_pretrained(directory)``
+    (a ``StableDiffusionXLPipeline``) like a downloaded SDXL checkpoint. Returns the directory.
+    """
+    directory = pathlib.Path(directory)
+    build_tiny_sdxl_pipeline(seed).save_pretrained(directory)
+    return directory
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m deepaas_like_image_generation.testing DIR``."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+    """Command line: ``python -m deepaas_like_image_generation.testing DIR [--sdxl]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip().splitlines()[0])
-        print("usage: python -m deepaas_like_image_generation.testing DIR")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    directory = save_tiny_pipeline(argv[0])
-    print(f"tiny Stable Diffusion pipeline written to {directory}")
+        print("usage: python -m deepaas_like_image_generation.testing DIR [--sdxl]")
+        return 0
+    sdxl = "--sdxl" in argv
+    paths = [a for a in argv if a != "--sdxl"]
+    if len(paths) != 1:
+        print("usage: python -m deepaas_like_image_generation.testing DIR [--sdxl]", file=sys.stderr)
+        return 2
+    directory = save_tiny_sdxl_pipeline(paths[0]) if sdxl else save_tiny_pipeline(paths[0])
+    print(f"tiny {'SDXL' if sdxl else 'Stable Diffusion'} pipeline written to {directory}")
     print(f"export DEEPAAS_LIKE_IMAGE_GENERATION_MODEL_DIR={directory.resolve()}")
     return 0
 
