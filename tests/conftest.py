@@ -82,8 +82,10 @@ def start_server(
         *args,
     ]
     log = workdir / f"server-{port}.log"
+    # The server's per-user state (default job results directory) stays in the test's folder.
+    state = {"XDG_STATE_HOME": str(workdir / "state")}
     process = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        command, env={**os.environ, **state, **(env or {})}, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
     url = ServerURL(f"http://127.0.0.1:{port}")
     url.process, url.upload_dir, url.database_url, url.log = process, upload_dir, database_url, log
