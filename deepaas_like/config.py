@@ -49,6 +49,14 @@ server_opts = [
         help="Seconds an idle connection is kept open; also the most a client may take to send a "
         "request's headers (slow-header clients are disconnected).",
     ),
+    cfg.IntOpt(
+        "max-connections",
+        default=0,
+        min=0,
+        help="Most open client connections; past it a new connection is answered 503 and closed. "
+        "0: the process's file-descriptor limit less 256 (kept for the database, uploads and workers), "
+        "at most 10000.",
+    ),
     cfg.FloatOpt(
         "body-timeout",
         default=60.0,

@@ -49,9 +49,16 @@ _LISTING = [
     {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
     {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": handlers.MAX_OFFSET, "default": 0}},
 ]
+_IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "a retry with the same key returns the first job (IETF httpapi idempotency-key draft)",
+}
 _ASYNC = [
     {"in": "header", "name": "Prefer", "schema": {"type": "string"}, "description": "`respond-async` (RFC 7240) queues the prediction as a job: 202"},
     {"in": "query", "name": "async", "schema": {"type": "boolean"}, "description": "same as `Prefer: respond-async`"},
+    _IDEMPOTENCY_KEY,
 ]
 # One Server-Sent Event, as OpenAPI 3.2 describes an event stream's items.
 _EVENT = {
@@ -115,13 +122,18 @@ def _json(schema: Any, description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     reasons = {
+        400: "a malformed Idempotency-Key",
+        401: "an API key is required",
         402: "endpoint disabled",
         404: "unknown model or training",
+        408: "the body stopped arriving",
         413: "request body too large",
         422: "invalid arguments",
         500: "the plugin failed",
         501: "the plugin lacks the hook",
-        503: "the model has no worker",
+        503: "the model has no worker, its queue is full, the job database is away, or the server is stopping",
+        504: "the prediction overran its timeout",
+        507: "the prediction is larger than max-result-size",
     }
     return {str(code): _json(_FIELD_ERRORS if code == 422 else _FAILURE, reasons[code]) for code in codes}
 
@@ -130,7 +142,9 @@ def _request_body(schema: Any, arguments: dict[str, fields.Field]) -> dict[str, 
     content = {"multipart/form-data": {"schema": schema}}
     if not any(is_file_field(field) for field in arguments.values()):
         content["application/json"] = {"schema": schema}
-    return {"content": content}
+    # A body is required when an argument is (``accept`` is never: the server supplies it).
+    required = any(field.required for name, field in arguments.items() if name != "accept")
+    return {"content": content, "required": required}
 
 
 def add_server_paths(spec: APISpec, settings: Settings) -> None:
@@ -174,7 +188,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
         f"{base}/",
         "get",
         handlers.get_model,
-        {"tags": tags, "summary": f"Metadata of {model.name}", "responses": {"200": _json({"type": "object"}, "metadata"), **_errors(404)}},
+        {"tags": tags, "summary": f"Metadata of {model.name}", "responses": {"200": _json({"type": "object"}, "metadata"), **_errors(401, 404, 503)}},
     )
     description = model.description
     if settings.predict_endpoint and model.predict_schema is not None:
@@ -200,7 +214,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "responses": {
                     "200": {"description": "the prediction", "content": content},
                     "202": {**_json(_JOB, "the queued prediction job"), "headers": {"Location": {"schema": {"type": "string"}}}},
-                    **_errors(404, 413, 422, 500, 503),
+                    **_errors(400, 401, 404, 408, 413, 422, 500, 503, 504, 507),
                 },
             },
         )
@@ -210,7 +224,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             predictions,
             "get",
             handlers.list_predictions,
-            {"tags": tags, "summary": "Asynchronous predictions, newest first", "parameters": _LISTING, "responses": {"200": _json({"type": "array", "items": _JOB}, "jobs"), **_errors(404, 422)}},
+            {"tags": tags, "summary": "Asynchronous predictions, newest first", "parameters": _LISTING, "responses": {"200": _json({"type": "array", "items": _JOB}, "jobs"), **_errors(401, 404, 422, 503)}},
         )
         job_parameter = [{"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}]
         job_content = {"application/json": {"schema": _JOB}}
@@ -225,7 +239,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             {
                 "tags": tags,
                 "summary": "An asynchronous prediction; once done, its result when `Accept` asks for the result's media type",
-                "responses": {"200": {"description": "the job, or its binary result", "content": job_content}, **_errors(404)},
+                "responses": {"200": {"description": "the job, or its binary result", "content": job_content}, **_errors(401, 404, 503)},
             },
             parameters=job_parameter,
         )
@@ -234,14 +248,14 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             predictions + "{uuid}",
             "delete",
             handlers.cancel_prediction,
-            {"tags": tags, "summary": "Cancel an asynchronous prediction", "responses": {"200": _json(_JOB, "the job"), **_errors(404)}},
+            {"tags": tags, "summary": "Cancel an asynchronous prediction", "responses": {"200": _json(_JOB, "the job"), **_errors(401, 404, 503)}},
         )
         _add(
             spec,
             predictions + "{uuid}/events",
             "get",
             handlers.prediction_events,
-            {"tags": tags, "summary": "Progress of an asynchronous prediction", "parameters": job_parameter, "responses": {**_EVENTS, **_errors(404)}},
+            {"tags": tags, "summary": "Progress of an asynchronous prediction", "parameters": job_parameter, "responses": {**_EVENTS, **_errors(401, 404, 503)}},
         )
     if settings.train_endpoint and model.train_schema is not None:
         trainings = f"{base}/train/"
@@ -254,7 +268,8 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "tags": tags,
                 "summary": f"Start a training of {model.name}",
                 "requestBody": _request_body(model.train_schema, description.train_args or {}),
-                "responses": {"200": _json(_JOB, "the training, pending or running"), **_errors(404, 413, 422, 501)},
+                "parameters": [_IDEMPOTENCY_KEY],
+                "responses": {"200": _json(_JOB, "the training, pending or running"), **_errors(400, 401, 404, 408, 413, 422, 501, 503)},
             },
         )
         _add(
@@ -266,7 +281,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
                 "tags": tags,
                 "summary": f"Trainings of {model.name}, newest first",
                 "parameters": _LISTING,
-                "responses": {"200": _json({"type": "array", "items": _JOB}, "trainings"), **_errors(404, 422)},
+                "responses": {"200": _json({"type": "array", "items": _JOB}, "trainings"), **_errors(401, 404, 422, 503)},
             },
         )
         uuid_parameter = {"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}
@@ -276,7 +291,7 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             training,
             "get",
             handlers.get_training,
-            {"tags": tags, "summary": "A training", "responses": {"200": _json(_JOB, "the training"), **_errors(404)}},
+            {"tags": tags, "summary": "A training", "responses": {"200": _json(_JOB, "the training"), **_errors(401, 404, 503)}},
             parameters=[uuid_parameter],
         )
         _add(
@@ -284,12 +299,12 @@ def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> N
             training,
             "delete",
             handlers.cancel_training,
-            {"tags": tags, "summary": "Cancel a training", "responses": {"200": _json(_JOB, "the training, cancelled"), **_errors(404)}},
+            {"tags": tags, "summary": "Cancel a training", "responses": {"200": _json(_JOB, "the training, cancelled"), **_errors(401, 404, 503)}},
         )
         _add(
             spec,
             training + "/events",
             "get",
             handlers.training_events,
-            {"tags": tags, "summary": "Progress of a training", "parameters": [uuid_parameter], "responses": {**_EVENTS, **_errors(404)}},
+            {"tags": tags, "summary": "Progress of a training", "parameters": [uuid_parameter], "responses": {**_EVENTS, **_errors(401, 404, 503)}},
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -11,6 +12,7 @@ from oslo_config import cfg
 import deepaas_like
 from deepaas_like import config, logs
 from deepaas_like.api.app import create_app
+from deepaas_like.api.listening import LimitedTCPSite, default_connection_limit
 from deepaas_like.exceptions import DeepaasLikeError
 
 LOG = logging.getLogger("deepaas_like")
@@ -35,20 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     logs.setup(conf.debug, conf.log_json)
     try:
-        app = create_app(settings)
-        # SIGINT and SIGTERM stop accepting, give in-flight requests shutdown-timeout
-        # seconds, then run the clean-up: running jobs are marked interrupted, workers stop.
-        web.run_app(
-            app,
-            host=conf.listen_ip,
-            port=conf.listen_port,
-            print=LOG.info,
-            access_log=logging.getLogger("deepaas_like.access") if conf.access_log else None,
-            access_log_format=ACCESS_LOG_FORMAT,
-            shutdown_timeout=conf.shutdown_timeout,
-            keepalive_timeout=conf.keepalive_timeout,
-            handler_cancellation=True,  # a client that goes away leaves the queue
-        )
+        asyncio.run(_serve(create_app(settings), conf))
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
     except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)
@@ -58,6 +49,32 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+async def _serve(app: web.Application, conf: cfg.ConfigOpts) -> None:
+    """aiohttp's ``run_app``, on a site that bounds open connections (``max-connections``).
+
+    SIGINT and SIGTERM stop accepting, give in-flight requests ``shutdown-timeout`` seconds,
+    then run the clean-up: running jobs are marked interrupted, workers stop.
+    """
+    runner = web.AppRunner(
+        app,
+        handle_signals=True,
+        access_log=logging.getLogger("deepaas_like.access") if conf.access_log else None,
+        access_log_format=ACCESS_LOG_FORMAT,
+        shutdown_timeout=conf.shutdown_timeout,
+        keepalive_timeout=conf.keepalive_timeout,
+        handler_cancellation=True,  # a client that goes away leaves the queue
+    )
+    await runner.setup()
+    try:
+        limit = conf.max_connections or default_connection_limit()
+        site = LimitedTCPSite(runner, conf.listen_ip, conf.listen_port, limit)
+        await site.start()
+        LOG.info("======== Running on %s (at most %d connections) ========", site.name, limit)
+        await asyncio.Event().wait()  # until SIGINT or SIGTERM raises GracefulExit
+    finally:
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,10 @@ def accept_default(arguments: dict[str, fields.Field]) -> str | None:
     return str(default() if callable(default) else default)
 
 
+def _fractional(value: Any) -> bool:
+    return isinstance(value, float) and not value.is_integer()
+
+
 def unbound(field: fields.Field) -> fields.Field:
     """A copy of ``field`` detached from the Schema instance it was bound to.
 
@@ -63,10 +67,25 @@ def unbound(field: fields.Field) -> fields.Field:
 class ArgumentsSchema(marshmallow.Schema):
     """Base of argument schemas: arguments a model does not declare are ignored, as DEEPaaS
     ignores them (and the OpenAPI document then allows them: no ``additionalProperties: false``).
+
+    An integer argument given a JSON number with a fraction (``2.5``) is refused: marshmallow
+    would truncate it. ``2.0`` is taken as ``2``, as JSON Schema since draft 6 defines an
+    integer ("a number with a zero fractional part").
     """
 
     class Meta:
         unknown = marshmallow.EXCLUDE
+
+    @marshmallow.pre_load
+    def _refuse_floats_for_integers(self, data: Any, **kwargs: Any) -> Any:
+        errors = {
+            name: ["Not a valid integer."]
+            for name, field in self.fields.items()
+            if isinstance(field, fields.Integer) and hasattr(data, "get") and _fractional(data.get(name))
+        }
+        if errors:
+            raise marshmallow.ValidationError(errors)
+        return data
 
 
 def build_schema(arguments: dict[str, fields.Field], name: str, base: type[marshmallow.Schema] = marshmallow.Schema) -> type[marshmallow.Schema]:

@@ -131,3 +131,39 @@ def test_repeated_errors_are_logged_a_few_times_then_counted(tmp_path):
     assert passed == 3
     info = logging.LogRecord("deepaas_like.access", logging.INFO, __file__, 1, "%s", ("GET /",), None)
     assert all(repeat.filter(info) for _ in range(1000)), "access lines are never dropped"
+
+
+def test_clients_holding_sockets_cannot_starve_the_server_of_file_descriptors(tmp_path, plugin_env):
+    """With 400 file descriptors, 300 slow-header clients: past the connection limit (400 less
+    256 kept for files) new connections get a quick 503, the log stays short, and once the
+    keep-alive timeout has cut the slow clients the server answers again, database included.
+    """
+    from tests.conftest import start_server
+
+    wrapper = tmp_path / "limited-run"
+    wrapper.write_text('#!/bin/sh\nexec prlimit --nofile=400:400 deepaas-like-run "$@"\n')
+    wrapper.chmod(0o755)
+    server = start_server(["slow"], tmp_path, env=plugin_env, program=str(wrapper), args=["--keepalive-timeout", "3"])
+    port = int(server.rsplit(":", 1)[1])
+    try:
+        slow = []
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            slow.append(sock)
+        refused = requests.get(server + "/healthz", timeout=10)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert "too many open connections" in refused.json()["message"]
+        for sock in slow:
+            sock.settimeout(30)
+            answer = sock.recv(100)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 503 "), "cut by the keep-alive timeout, or refused"
+            sock.close()
+        assert requests.get(server + "/healthz", timeout=10).status_code == 200
+        training = requests.post(server + "/v2/models/slow/train/", data={"seconds": "0"}, timeout=10)
+        assert training.status_code == 200, "the job database still opens"
+    finally:
+        server.stop()
+    refusals = Path(server.log).read_text().count("refused a connection")
+    assert 1 <= refusals <= 11, f"{refusals} refusal lines: repeated warnings are rate-limited"
+

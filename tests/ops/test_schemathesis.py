@@ -9,23 +9,26 @@ The ``failing`` plugin is left out on purpose: it answers 500 by design.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
+from schemathesis.checks import load_all_checks
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from tests.conftest import TEST_PLUGINS, make_plugin_site, png_bytes
 
 MODELS = ("demo", "deepaas_style", "class_style", "predict_only")
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# Every check schemathesis has ("--checks all"): no 5xx, documented status codes, media types,
+# headers and bodies, invalid data rejected and valid data accepted, missing required headers,
+# unsupported methods, Allow headers, deleted resources gone, ignored auth, and the rest.
+load_all_checks()
+CHECKS = REGISTERED_CHECKS.get_all()
+assert len(CHECKS) >= 14, [check.__name__ for check in CHECKS]
 # Examples per operation in the fuzzing phase; the examples and coverage phases add their
 # own deterministic cases. About 40 operations: the whole run stays near a minute.
 MAX_EXAMPLES = 25
@@ -75,6 +78,43 @@ def bound_training(case: schemathesis.Case) -> None:
             case.body[name] = type(value)(longest)
 
 
+def header_text(name: str) -> bool:
+    """Whether a property name can be a multipart field name: no control characters
+    (RFC 9110 section 5.5 forbids them in header fields).
+    """
+    return all(character >= " " and character != "\x7f" for character in name)
+
+
+# Plugins that check their input beyond its schema (the demo opens the image with Pillow):
+# a schema-valid request may rightly get their 422.
+CONTENT_CHECKED = {("POST", "/v2/models/demo/predict/")}
+
+
+def excluded_checks(case: schemathesis.Case) -> list:
+    """Checks that cannot hold for a case, each for a reason outside the server:
+
+    - multipart form fields are text: an array, object or number sent as a part is the string
+      it prints as, which may well be a valid value (a label "{}"), so a type violation cannot
+      be told from a valid string; and property names with control characters cannot be part
+      headers at all: such a request is malformed HTTP, rightly refused;
+    - ``2.0`` for an integer is valid by JSON Schema since draft 6 and invalid by draft 4, and
+      schemathesis generates it as either (the server takes it in JSON, as marshmallow's
+      ``Integer`` does, and refuses the text "2.0" in a form, as marshmallow does);
+    - a plugin that checks content (:data:`CONTENT_CHECKED`) refuses generated files.
+    """
+    excluded = []
+    body = case.body if isinstance(case.body, dict) else {}
+    if case.media_type == "multipart/form-data":
+        excluded.append(negative_data_rejection)
+        if not all(header_text(name) for name in body):
+            excluded.append(positive_data_acceptance)
+    if any(isinstance(value, float) and value.is_integer() for value in body.values()):
+        excluded += [negative_data_rejection, positive_data_acceptance]
+    if (case.method.upper(), case.path) in CONTENT_CHECKED:
+        excluded.append(positive_data_acceptance)
+    return excluded
+
+
 @schema.parametrize()
 @settings(
     max_examples=MAX_EXAMPLES,
@@ -84,7 +124,12 @@ def bound_training(case: schemathesis.Case) -> None:
 )
 def test_every_response_is_documented_and_no_server_error(case: schemathesis.Case) -> None:
     bound_training(case)
-    case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT)
+    if case.headers and "Idempotency-Key" in case.headers:
+        # The generator draws keys from a few strings; a key names one request, and the same
+        # key with other arguments is rightly refused (422), so each case gets its own.
+        case.headers["Idempotency-Key"] = uuid.uuid4().hex
+    excluded = excluded_checks(case)
+    case.call_and_validate(checks=[check for check in CHECKS if check not in excluded], timeout=REQUEST_TIMEOUT)
 
 
 # Generated data never reaches some answers: a generated ``image`` is never a real image,
