@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 from aiohttp import web
@@ -38,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(conf.debug, conf.log_json)
     try:
         asyncio.run(_serve(create_app(settings), conf))
-    except (web.GracefulExit, KeyboardInterrupt):
-        pass
     except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)
@@ -59,7 +58,7 @@ async def _serve(app: web.Application, conf: cfg.ConfigOpts) -> None:
     """
     runner = web.AppRunner(
         app,
-        handle_signals=True,
+        handle_signals=False,  # ours below: the clean-up must run before any task is cancelled
         access_log=logging.getLogger("deepaas_like.access") if conf.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=conf.shutdown_timeout,
@@ -67,12 +66,16 @@ async def _serve(app: web.Application, conf: cfg.ConfigOpts) -> None:
         handler_cancellation=True,  # a client that goes away leaves the queue
     )
     await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     try:
         limit = conf.max_connections or default_connection_limit()
         site = LimitedTCPSite(runner, conf.listen_ip, conf.listen_port, limit)
         await site.start()
         LOG.info("======== Running on %s (at most %d connections) ========", site.name, limit)
-        await asyncio.Event().wait()  # until SIGINT or SIGTERM raises GracefulExit
+        await stop.wait()
     finally:
         await runner.cleanup()
 
