@@ -148,7 +148,7 @@ async def fill_jobs(database_url: str, rows: int) -> None:
     """Insert ``rows`` finished trainings of the demo model directly."""
     from sqlalchemy import insert
 
-    from deepaas_like.jobs.models import Job
+    from deepaas_like.jobs.tables import Job
     from deepaas_like.jobs.store import JobStore
 
     store = await JobStore.open(database_url)

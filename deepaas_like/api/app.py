@@ -1,4 +1,6 @@
-"""The aiohttp application: the routes table, error mapping and resource lifetimes."""
+"""The aiohttp application: middlewares, error mapping and resource lifetimes. The routes
+are in ``api/routes.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,70 +8,43 @@ import asyncio
 import collections
 import logging
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiohttp.web_middlewares import normalize_path_middleware
-from aiohttp_apigami.constants import SWAGGER_DICT
 
-from deepaas_like.api import openapi, probes
-from deepaas_like.api.arguments import check_upload_dir, remove_orphaned_uploads
+from deepaas_like.api import openapi
+from deepaas_like.api.documents import job_document
 from deepaas_like.api.draining import Drain
-from deepaas_like.api.keys import DRAIN, JOBS, LINKS, METRICS, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.keys import DRAIN, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.links import Links
-from deepaas_like.api.metrics import Metrics, metrics_endpoint, metrics_middleware
+from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
-from deepaas_like.api.security import auth_middleware, request_id_middleware, setup_cors
-from deepaas_like.api.v2 import handlers
+from deepaas_like.api.routes import ACCESS, ROUTES, add_routes
+from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_middleware, setup_cors
+from deepaas_like.api.uploads import check_upload_dir, remove_orphaned_uploads
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
-from deepaas_like.jobs.store import JobStore
-from deepaas_like.jobs.models import PREDICT, TRAIN
-from deepaas_like.jobs.results import ResultFiles
+from deepaas_like.jobs.result_files import ResultFiles
 from deepaas_like.jobs.runner import JobRunner
+from deepaas_like.jobs.states import PREDICT, TRAIN
+from deepaas_like.jobs.store import JobStore
 from deepaas_like.model.loading import resolve_model_names
-from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings, default_results_dir
+from deepaas_like.workers.base import WorkerPool
 from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
 
 LOG = logging.getLogger(__name__)
-LOG_BUFFER = web.AppKey("log_buffer", collections.deque)
-
-
-def add_routes(app: web.Application, settings: Settings) -> None:
-    """Every route of the API, in one table. Trailing-slash paths are canonical."""
-    prefix = settings.base_path
-    model = prefix + "/v2/models/{model_name}"
-    app.router.add_routes(
-        [
-            web.get(prefix + "/", handlers.versions),
-            web.get(prefix + "/v2/", handlers.version_v2),
-            web.get(prefix + "/v2/models/", handlers.list_models),
-            web.get(model + "/", handlers.get_model),
-            web.post(model + "/predict/", handlers.predict),
-            web.get(model + "/predict/", handlers.list_predictions),
-            web.get(model + "/predict/{uuid}", handlers.get_prediction),
-            web.delete(model + "/predict/{uuid}", handlers.cancel_prediction),
-            web.get(model + "/predict/{uuid}/events", handlers.prediction_events),
-            web.post(model + "/train/", handlers.start_training),
-            web.get(model + "/train/", handlers.list_trainings),
-            web.get(model + "/train/{uuid}", handlers.get_training),
-            web.delete(model + "/train/{uuid}", handlers.cancel_training),
-            web.get(model + "/train/{uuid}/events", handlers.training_events),
-        ]
-    )
-    app.router.add_get(prefix + "/healthz", probes.healthz)
-    app.router.add_get(prefix + "/readyz", probes.readyz)
-    app.router.add_get(prefix + "/metrics", metrics_endpoint)
-    if settings.doc_endpoint:
-        app.router.add_get(prefix + "/openapi.json", _openapi_document)
-        app.router.add_get(prefix + "/ui", _redirect_to_ui)
-    if settings.debug_endpoint:
-        app.router.add_get(prefix + "/debug", _debug)
+#: Makes the worker pool of a model: (model name, kind: ``"predict"`` or ``"train"``, number
+#: of workers) -> a pool, not yet started.
+PoolFactory = Callable[[str, str, int], WorkerPool]
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Every error becomes JSON: ``{"message": ...}``, or ``{"field": [...]}`` for 422."""
+    """Every error becomes JSON: ``{"message": ...}``, or ``{"field": [...]}`` for 422,
+    with the status the exception class carries.
+    """
     debug = request.app[SETTINGS].debug
     try:
         return await handler(request)
@@ -100,6 +75,47 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         return json_response(body, status=500)
 
 
+def process_pools(settings: Settings) -> PoolFactory:
+    """The default :data:`PoolFactory`: persistent worker processes."""
+    options = WorkerOptions(
+        warm=settings.warm,
+        gpus=settings.gpus,
+        memory_limit_mb=settings.worker_memory_limit_mb,
+        threads=settings.worker_threads,
+        debug=settings.debug,
+        log_json=settings.log_json,
+        max_result_size=settings.max_result_size,
+        results_dir=settings.upload_dir,
+    )
+
+    def make(name: str, kind: str, size: int) -> WorkerPool:
+        if kind == TRAIN:
+            return ProcessWorkerPool(name, settings.namespace, size=size, options=options)
+        return ProcessWorkerPool(
+            name,
+            settings.namespace,
+            size=size,
+            options=options,
+            timeout=settings.predict_timeout_for(name),
+            max_queue=settings.max_queue,
+        )
+
+    return make
+
+
+def _served_model(name: str, settings: Settings, pools: PoolFactory, metrics: Metrics) -> ServedModel:
+    workers = settings.workers_for(name)
+    return ServedModel(
+        name,
+        pools(name, PREDICT, workers),
+        lambda: pools(name, TRAIN, settings.train_workers),
+        workers=workers,
+        max_batch_size=settings.max_batch_size,
+        batch_wait=settings.batch_wait_ms / 1000,
+        on_batch=metrics.batch_size.labels(name).observe,
+    )
+
+
 async def _serving(app: web.Application) -> AsyncIterator[None]:
     """Start every model's workers and open the job database (side by side: both take a
     while), then run jobs; on the way out stop jobs, then workers, then the database.
@@ -109,7 +125,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     results = ResultFiles(settings.results_dir or default_results_dir(settings.database_url))
     results.check()
     names = resolve_model_names(list(settings.model_names), settings.namespace)
-    models = {name: _make_model(name, settings, app[METRICS]) for name in names}
+    models = {name: _served_model(name, settings, app[_POOLS], app[METRICS]) for name in names}
     started = await asyncio.gather(
         JobStore.open(settings.database_url), *(model.start() for model in models.values()), return_exceptions=True
     )
@@ -120,18 +136,17 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
             await started[0].close()
         raise failure
     store = started[0]
+    assert isinstance(store, JobStore)
     app[MODELS] = models
     if settings.doc_endpoint:
-        openapi.add_server_paths(app[_API_SPEC].spec, settings)
-        for model in models.values():
-            openapi.add_model_paths(app[_API_SPEC].spec, settings, model)
+        openapi.document(app[_API_SPEC].spec, ROUTES, models, settings)
     capacity = {}
     for name in models:
-        capacity[(name, TRAIN)] = settings.train_workers
-        capacity[(name, PREDICT)] = settings.workers_for(name)
+        capacity[(name, str(TRAIN))] = settings.train_workers
+        capacity[(name, str(PREDICT))] = settings.workers_for(name)
     app[JOBS] = JobRunner(
         store,
-        models,
+        models,  # type: ignore[arg-type]
         settings.instance,
         capacity,
         poll_interval=settings.job_poll_interval,
@@ -139,6 +154,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         heartbeat_interval=settings.heartbeat_interval,
         heartbeat_expiry=settings.heartbeat_expiry,
         results=results,
+        render=job_document,
         idempotency_window=settings.idempotency_key_hours * 3600,
     )
     await app[JOBS].start()
@@ -152,37 +168,6 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-def _make_model(name: str, settings: Settings, metrics: Metrics) -> ModelWrapper:
-    options = WorkerOptions(
-        warm=settings.warm,
-        gpus=settings.gpus,
-        memory_limit_mb=settings.worker_memory_limit_mb,
-        threads=settings.worker_threads,
-        debug=settings.debug,
-        log_json=settings.log_json,
-        max_result_size=settings.max_result_size,
-        results_dir=settings.upload_dir,
-    )
-    workers = settings.workers_for(name)
-    predict_pool = ProcessWorkerPool(
-        name,
-        settings.namespace,
-        size=workers,
-        options=options,
-        timeout=settings.predict_timeout_for(name),
-        max_queue=settings.max_queue,
-    )
-    return ModelWrapper(
-        name,
-        predict_pool,
-        lambda: ProcessWorkerPool(name, settings.namespace, size=settings.train_workers, options=options),
-        workers=workers,
-        max_batch_size=settings.max_batch_size,
-        batch_wait=settings.batch_wait_ms / 1000,
-        on_batch=metrics.batch_size.labels(name).observe,
-    )
-
-
 async def _shutting_down(app: web.Application) -> None:
     # Runs before aiohttp waits for in-flight handlers: event streams end instead of
     # holding the shutdown for the whole grace period, and predictions that cannot finish
@@ -194,22 +179,11 @@ async def _shutting_down(app: web.Application) -> None:
 
 
 _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
-
-
-async def _openapi_document(request: web.Request) -> web.StreamResponse:
-    return json_response(request.app[SWAGGER_DICT])
-
-
-async def _redirect_to_ui(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound(request.app[SETTINGS].base_path + "/api")
-
-
-async def _debug(request: web.Request) -> web.Response:
-    return web.Response(text="\n".join(request.app[LOG_BUFFER]), content_type="text/plain")
+_POOLS: web.AppKey[PoolFactory] = web.AppKey("pools")
 
 
 class _BufferHandler(logging.Handler):
-    def __init__(self, buffer: collections.deque) -> None:
+    def __init__(self, buffer: collections.deque[str]) -> None:
         super().__init__()
         self.buffer = buffer
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -218,8 +192,10 @@ class _BufferHandler(logging.Handler):
         self.buffer.append(self.format(record))
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The application serving ``settings.model_names`` (every installed model if empty).
+def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Application:
+    """The application serving ``settings.model_names`` (every installed model if empty),
+    their workers made by ``pools`` (default: :func:`process_pools`; tests pass in-process
+    pools).
 
     Models start (workers spawned and warmed) when the application starts; a model that
     is not installed or fails to load makes start-up raise ``PluginLoadError``.
@@ -235,7 +211,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.client_max_size or 1024**4,
     )
     app[SETTINGS] = settings
+    app[_POOLS] = pools or process_pools(settings)
     app[LINKS] = Links(settings.base_path, settings.public_url, settings.trusted_proxies)
+    app[ROUTE_ACCESS] = ACCESS
     app[SHUTTING_DOWN] = asyncio.Event()
     app[DRAIN] = Drain()
     app.on_shutdown.append(_shutting_down)

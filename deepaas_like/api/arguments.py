@@ -8,14 +8,9 @@ held whole in memory; the caller deletes that directory when the call ends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
-import hashlib
 import json
-import os
-import re
-import shutil
-import socket
-import tempfile
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -23,11 +18,15 @@ import marshmallow
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
+from marshmallow import fields, validate
 from multidict import MultiDict
 from webargs.aiohttpparser import AIOHTTPParser
 from webargs.multidictproxy import MultiDictProxy
 
-from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, StartupError
+from deepaas_like.api.negotiation import choose_media_type
+from deepaas_like.api.uploads import Uploads
+from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
+from deepaas_like.jobs.states import STATES
 from deepaas_like.model.args import UploadedFile, is_file_field
 
 _RAW = "deepaas_like.raw_arguments"
@@ -76,128 +75,6 @@ def _load_request(request: web.Request, schema: marshmallow.Schema) -> Any:
     if isinstance(raw, MultiDict):
         return MultiDictProxy(raw, schema)
     return raw
-
-
-def check_upload_dir(directory: str | None) -> None:
-    """Raise :class:`StartupError` unless uploads can be written in ``directory`` (None: the
-    system's temporary directory).
-    """
-    if directory is None:
-        return
-    if not os.path.isdir(directory):
-        raise StartupError(f"the upload directory {directory} does not exist (--upload-dir); create it first")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix="deepaas-like-check-", dir=directory))
-    except OSError as error:
-        raise StartupError(f"cannot write in the upload directory {directory} (--upload-dir): {error.strerror or error}") from error
-
-
-UPLOAD_PREFIX = "deepaas-like-upload-"
-# deepaas-like-upload-<database tag>-<host tag>-<pid>-<random>: whose folder it is.
-_UPLOAD_FOLDER = re.compile(r"^deepaas-like-upload-([0-9a-f]{8})-([0-9a-f]{8})-([0-9]+)-")
-
-
-def _tag(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def _database_tag(database_url: str | None) -> str:
-    if not database_url:
-        return "0" * 8
-    from deepaas_like.jobs.store import async_url
-
-    try:
-        url = async_url(database_url)
-    except DeepaasLikeError:
-        return _tag(database_url)
-    if url.get_backend_name() == "sqlite" and url.database:
-        url = url.set(database=os.path.abspath(url.database))
-    return _tag(url.render_as_string(hide_password=True))
-
-
-@functools.lru_cache(maxsize=8)
-def _folder_prefix(database_url: str | None, pid: int) -> str:
-    return f"{UPLOAD_PREFIX}{_database_tag(database_url)}-{_tag(socket.gethostname())}-{pid}-"
-
-
-class Uploads:
-    """The temporary directory holding one request's uploaded files.
-
-    Its name says whose it is, ``deepaas-like-upload-<database>-<host>-<pid>-<random>``
-    (tags are hashes of the job database's URL and of the host name), so that a server
-    starting later can tell an orphan, whose server died, from a live sibling's upload
-    (see :func:`remove_orphaned_uploads`).
-    """
-
-    def __init__(self, parent: str | None = None, database_url: str | None = None) -> None:
-        self.directory: str | None = None
-        self._parent = parent
-        self._database_url = database_url
-
-    def new_path(self, original_filename: str) -> str:
-        """A fresh path for an upload; only the original name's extension is kept."""
-        if self.directory is None:
-            prefix = _folder_prefix(self._database_url, os.getpid())
-            self.directory = tempfile.mkdtemp(prefix=prefix, dir=self._parent)
-        suffix = os.path.splitext(os.path.basename(original_filename or ""))[1]
-        suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 16 else ""
-        handle, path = tempfile.mkstemp(dir=self.directory, suffix=suffix)
-        os.close(handle)
-        return path
-
-    def cleanup(self) -> None:
-        """Delete every upload of the request."""
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
-
-
-def remove_orphaned_uploads(
-    parent: str | None, database_url: str, owned: set[str], live: set[tuple[str, int]]
-) -> list[str]:
-    """Delete the upload folders in ``parent`` (None: the system's temporary directory)
-    that servers of this job database left behind when they were killed; returns them.
-
-    A folder stays when a pending or running job owns it (``owned``), when the process
-    that made it is alive (on this host: the process exists and is not this one, which
-    has uploaded nothing yet; on another host: it is among ``live``, the ``(host, pid)``
-    of instances with a fresh heartbeat), when another job database's servers made it,
-    and when its name predates this scheme.
-    """
-    directory = parent or tempfile.gettempdir()
-    mine = _database_tag(database_url)
-    here = _tag(socket.gethostname())
-    live_tags = {(_tag(host), pid) for host, pid in live}
-    owned = {os.path.normpath(path) for path in owned}
-    removed = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    for name in names:
-        match = _UPLOAD_FOLDER.match(name)
-        if match is None or match.group(1) != mine:
-            continue
-        path = os.path.join(directory, name)
-        host, pid = match.group(2), int(match.group(3))
-        alive = _process_alive(pid) if host == here else (host, pid) in live_tags
-        if alive or os.path.normpath(path) in owned or not os.path.isdir(path):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # an earlier server that had our pid (a restarted container): we made none yet
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 async def read_arguments(
@@ -328,6 +205,66 @@ def header_located(field: marshmallow.fields.Field) -> bool:
     ``location="headers"`` or ``metadata={"location": "headers"}``.
     """
     return field.metadata.get("location") in ("headers", "header")
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may send: ``max_size`` bytes of body (0: any), with pauses of at
+    most ``body_timeout`` seconds (None: no limit).
+    """
+
+    max_size: int = 0
+    body_timeout: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Negotiation:
+    """How a prediction's media type is chosen: among ``offered`` (the plugin's ``accept``
+    choices), by the ``accept`` argument, else the ``Accept`` header (``header``; None for
+    a job, whose POST answers with the job), else ``default``.
+    """
+
+    offered: list[str]
+    default: str | None
+    header: str | None
+
+
+async def parse_arguments(
+    request: web.Request,
+    schema: type[marshmallow.Schema],
+    uploads: Uploads,
+    limits: Limits,
+    negotiation: Negotiation | None = None,
+) -> dict[str, Any]:
+    """Read ``request``'s arguments (uploads into ``uploads``), choose the media type when a
+    ``negotiation`` is given (as the ``accept`` argument, which the server supplies when the
+    client does not), and validate them against ``schema``.
+
+    Raises :class:`InvalidArguments`, :class:`BodyTooLarge` and :class:`BodyTimeout`.
+    """
+    raw = await read_arguments(request, uploads, limits.max_size, limits.body_timeout)
+    if negotiation is not None and negotiation.offered:
+        sent = raw.get("accept")
+        chosen = choose_media_type(negotiation.header, sent if isinstance(sent, str) else None, negotiation.offered, negotiation.default)
+        if sent is None:
+            raw["accept"] = chosen
+    return await load_arguments(request, raw, schema)
+
+
+MAX_OFFSET = 2**63 - 1  # the largest a database's 64-bit integer holds
+
+
+class ListingArgs(marshmallow.Schema):
+    """Query string of job listings: filter by ``status``, page with ``limit``/``offset``."""
+
+    status = fields.Str(validate=validate.OneOf([str(status) for status in STATES]))
+    limit = fields.Int(validate=validate.Range(min=1, max=10_000))
+    offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
+
+
+async def listing_arguments(request: web.Request) -> dict[str, Any]:
+    """The query string of a job listing; raises :class:`InvalidArguments`."""
+    return await parser.parse(ListingArgs(), request, location="query", unknown=marshmallow.EXCLUDE)
 
 
 async def load_arguments(request: web.Request, raw: MultiDict | dict[str, Any], schema: type[marshmallow.Schema]) -> dict[str, Any]:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-
+import collections
 from aiohttp import web
 
 from deepaas_like.api.draining import Drain
 from deepaas_like.api.links import Links
 from deepaas_like.jobs.runner import JobRunner
-from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
-MODELS = web.AppKey("models", dict[str, ModelWrapper])
+MODELS = web.AppKey("models", dict[str, ServedModel])
 JOBS = web.AppKey("jobs", JobRunner)
 #: Set when the server starts shutting down, so that long-lived streams end.
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
 LINKS = web.AppKey("links", Links)
 #: Predictions waiting for a model, answered 503 when the shutdown timeout runs out.
 DRAIN = web.AppKey("drain", Drain)
-METRICS = web.AppKey("metrics", object)  # deepaas_like.api.metrics.Metrics (it imports these keys)
+#: Recent log lines, served at /debug.
+LOG_BUFFER = web.AppKey("log_buffer", collections.deque)

@@ -23,7 +23,15 @@ class Links:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.trusted = [ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies]
 
+    def url_for(self, request: web.Request, name: str, **parts: str) -> str:
+        """The URL of the route named ``name`` (see ``api/routes.py``) with its path
+        ``parts`` filled in, e.g. ``url_for(request, "model", model_name="demo")``.
+        """
+        path = str(request.app.router[name].url_for(**parts))
+        return self.url(request, path[len(self.base_path):])
+
     def url(self, request: web.Request, path: str) -> str:
+        """The URL of ``path`` (after the base path) of this API."""
         if self.public_url is not None:
             return self.public_url + path
         return self._forwarded_origin(request) + self.base_path + path

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from deepaas_like.api.keys import JOBS, METRICS, MODELS
+from deepaas_like.api.keys import JOBS, MODELS
 from deepaas_like.exceptions import DatabaseUnavailable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -48,6 +48,9 @@ class Metrics:
         self.app: web.Application | None = None
 
 
+METRICS = web.AppKey("metrics", Metrics)
+
+
 class _ScrapeTimeCollector(Collector):
     """Values read from the worker pools and the job database when scraped."""
 
@@ -62,8 +65,8 @@ class _ScrapeTimeCollector(Collector):
         restarts = CounterMetricFamily("deepaas_like_worker_restarts", "Worker processes replaced after dying or being killed", labels=["model"])
         for name, model in models.items():
             pool = model.predict_pool
-            queue.add_metric([name], getattr(pool, "waiting", 0))
-            workers.add_metric([name], getattr(pool, "live_workers", 0))
+            queue.add_metric([name], pool.waiting)
+            workers.add_metric([name], pool.live_workers)
             restarts.add_metric([name], model.worker_restarts)
         jobs = GaugeMetricFamily("deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"])
         for (model, kind, status), count in sorted(self.metrics.job_counts.items()):

@@ -1,9 +1,13 @@
-"""The OpenAPI 3 document: aiohttp-apigami for the fixed routes, plus one set of paths per
-model built from the plugin's own argument and response schemas.
+"""The OpenAPI 3 document, one operation per route of :mod:`deepaas_like.api.routes`: the
+function named after each route writes it (for model routes, once per model, from the
+plugin's own argument and response schemas). aiohttp-apigami serves the document and
+Swagger UI. The error answers of an operation are made from the exception classes it may
+raise: their ``status``, and the first line of their docstring.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -12,14 +16,18 @@ from apispec import APISpec
 from marshmallow import fields, validate
 
 import deepaas_like
+from deepaas_like import exceptions
+from deepaas_like.api.arguments import MAX_OFFSET, BodyTimeout, BodyTooLarge
+from deepaas_like.api.security import Access, Unauthorized
+from deepaas_like.jobs.states import STATES
 from deepaas_like.media import is_json
-from deepaas_like.api import probes
-from deepaas_like.api.metrics import metrics_endpoint
-from deepaas_like.api.v2 import handlers
-from deepaas_like.jobs.models import STATES
 from deepaas_like.model.args import is_file_field
-from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.serving.served import PREDICT, TRAIN, ServedModel
 from deepaas_like.settings import Settings
+
+#: Writes the OpenAPI operation of one route (of ``model``, for model routes), or None when
+#: the route is not served for it.
+Documenter = Callable[[ServedModel | None, Settings], dict[str, Any] | None]
 
 _FAILURE = {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
 _FIELD_ERRORS = {
@@ -47,7 +55,7 @@ _JOB = {
 _LISTING = [
     {"in": "query", "name": "status", "schema": {"type": "string", "enum": list(STATES)}},
     {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-    {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": handlers.MAX_OFFSET, "default": 0}},
+    {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
 ]
 _IDEMPOTENCY_KEY = {
     "in": "header",
@@ -120,22 +128,48 @@ def _json(schema: Any, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    reasons = {
-        400: "a malformed Idempotency-Key",
-        401: "an API key is required",
-        402: "endpoint disabled",
-        404: "unknown model or training",
-        408: "the body stopped arriving",
-        413: "request body too large",
-        422: "invalid arguments",
-        500: "the plugin failed",
-        501: "the plugin lacks the hook",
-        503: "the model has no worker, its queue is full, the job database is away, or the server is stopping",
-        504: "the prediction overran its timeout",
-        507: "the prediction is larger than max-result-size",
+def errors(*raised: type[exceptions.DeepaasLikeError]) -> dict[str, Any]:
+    """The error answers of an operation that may raise ``raised``: per status, the first
+    lines of the exceptions' docstrings; 422 carries messages per argument.
+    """
+    by_status: dict[int, list[str]] = {}
+    for error in raised:
+        reason = (error.__doc__ or error.__name__).strip().splitlines()[0].rstrip(".")
+        by_status.setdefault(error.status, []).append(reason[:1].lower() + reason[1:])
+    return {
+        str(status): _json(_FIELD_ERRORS if status == 422 else _FAILURE, "; ".join(reasons))
+        for status, reasons in sorted(by_status.items())
     }
-    return {str(code): _json(_FIELD_ERRORS if code == 422 else _FAILURE, reasons[code]) for code in codes}
+
+
+# What every route of a model, and every route that reads jobs, may answer.
+_MODEL_ERRORS = (exceptions.ModelNotFound,)
+_JOB_ERRORS = (exceptions.ModelNotFound, exceptions.JobNotFound, exceptions.DatabaseUnavailable)
+_PREDICT_ERRORS = (
+    exceptions.ModelNotFound,
+    exceptions.EndpointDisabled,
+    exceptions.InvalidIdempotencyKey,
+    BodyTimeout,
+    BodyTooLarge,
+    exceptions.InvalidArguments,
+    exceptions.PluginError,
+    exceptions.ModelUnavailable,
+    exceptions.QueueFull,
+    exceptions.DatabaseUnavailable,
+    exceptions.ShuttingDown,
+    exceptions.PredictTimeout,
+    exceptions.ResultTooLarge,
+)
+_TRAIN_ERRORS = (
+    exceptions.ModelNotFound,
+    exceptions.EndpointDisabled,
+    exceptions.InvalidIdempotencyKey,
+    BodyTimeout,
+    BodyTooLarge,
+    exceptions.InvalidArguments,
+    exceptions.HookNotImplemented,
+    exceptions.DatabaseUnavailable,
+)
 
 
 def _request_body(schema: Any, arguments: dict[str, fields.Field]) -> dict[str, Any]:
@@ -147,164 +181,197 @@ def _request_body(schema: Any, arguments: dict[str, fields.Field]) -> dict[str, 
     return {"content": content, "required": required}
 
 
-def add_server_paths(spec: APISpec, settings: Settings) -> None:
-    """Document the routes that belong to no model: versions, the model list, probes, metrics."""
-    prefix = settings.base_path
-    links = {"type": "array", "items": {"type": "object"}}
-    version = {"type": "object", "properties": {"version": {"type": "string"}, "id": {"type": "string"}, "links": links}}
-    tags = ["server"]
-    _add(spec, prefix + "/", "get", handlers.versions, {"tags": tags, "summary": "API versions", "responses": {"200": _json({"type": "object", "properties": {"versions": {"type": "array", "items": version}, "links": links}}, "versions")}})
-    _add(spec, prefix + "/v2/", "get", handlers.version_v2, {"tags": tags, "summary": "The v2 API version", "responses": {"200": _json(version, "the version")}})
-    _add(spec, prefix + "/v2/models/", "get", handlers.list_models, {"tags": tags, "summary": "Metadata of every served model", "responses": {"200": _json({"type": "object", "properties": {"models": {"type": "array", "items": {"type": "object"}}}}, "models")}})
-    _add(spec, prefix + "/healthz", "get", probes.healthz, {"tags": tags, "summary": "Liveness probe", "responses": {"200": _json({"type": "object"}, "alive")}})
-    _add(
-        spec,
-        prefix + "/readyz",
-        "get",
-        probes.readyz,
-        {"tags": tags, "summary": "Readiness probe", "responses": {"200": _json({"type": "object"}, "every model can serve"), "503": _json({"type": "object"}, "a model has no worker")}},
+_LINKS = {"type": "array", "items": {"type": "object"}}
+_VERSION = {"type": "object", "properties": {"version": {"type": "string"}, "id": {"type": "string"}, "links": _LINKS}}
+_SERVER = ["server"]
+
+
+def versions(model: ServedModel | None, settings: Settings) -> dict[str, Any]:
+    versions = {"type": "object", "properties": {"versions": {"type": "array", "items": _VERSION}, "links": _LINKS}}
+    return {"tags": _SERVER, "summary": "API versions", "responses": {"200": _json(versions, "versions")}}
+
+
+def version_v2(model: ServedModel | None, settings: Settings) -> dict[str, Any]:
+    return {"tags": _SERVER, "summary": "The v2 API version", "responses": {"200": _json(_VERSION, "the version")}}
+
+
+def list_models(model: ServedModel | None, settings: Settings) -> dict[str, Any]:
+    models = {"type": "object", "properties": {"models": {"type": "array", "items": {"type": "object"}}}}
+    return {"tags": _SERVER, "summary": "Metadata of every served model", "responses": {"200": _json(models, "models")}}
+
+
+def healthz(model: ServedModel | None, settings: Settings) -> dict[str, Any]:
+    return {"tags": _SERVER, "summary": "Liveness probe", "responses": {"200": _json({"type": "object"}, "alive")}}
+
+
+def readyz(model: ServedModel | None, settings: Settings) -> dict[str, Any]:
+    return {
+        "tags": _SERVER,
+        "summary": "Readiness probe",
+        "responses": {
+            "200": _json({"type": "object"}, "every model can serve"),
+            "503": _json({"type": "object"}, "a model has no worker, or the job database is away"),
+        },
+    }
+
+
+def metrics(model: ServedModel | None, settings: Settings) -> dict[str, Any]:
+    text = {"description": "text format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {"tags": _SERVER, "summary": "Prometheus metrics", "responses": {"200": text}}
+
+
+def get_model(model: ServedModel | None, settings: Settings) -> dict[str, Any] | None:
+    assert model is not None
+    return {
+        "tags": [model.name],
+        "summary": f"Metadata of {model.name}",
+        "responses": {"200": _json({"type": "object"}, "metadata"), **errors(*_MODEL_ERRORS)},
+    }
+
+
+def _served_for(kind: str) -> Callable[[Callable[[ServedModel], dict[str, Any]]], Documenter]:
+    """Document a route of ``kind`` (predictions or trainings) only where its endpoint is on
+    and the plugin has the hook; the operation is tagged with the model's name.
+    """
+    endpoint = "predict_endpoint" if kind == PREDICT else "train_endpoint"
+
+    def decorate(operation: Callable[[ServedModel], dict[str, Any]]) -> Documenter:
+        def documenter(model: ServedModel | None, settings: Settings) -> dict[str, Any] | None:
+            if model is None or not getattr(settings, endpoint) or not model.accepts(kind):
+                return None
+            return {"tags": [model.name], **operation(model)}
+
+        return documenter
+
+    return decorate
+
+
+def _prediction_content(model: ServedModel) -> dict[str, Any]:
+    prediction: Any = model.response_schema or {
+        "type": "object",
+        "properties": {"status": {"type": "string"}, "predictions": {}},
+    }
+    content = {"application/json": {"schema": prediction}}
+    for media_type in model.accept_choices:
+        if not is_json(media_type):
+            content[media_type] = {"schema": {"type": "string", "format": "binary"}}
+    return content
+
+
+@_served_for(PREDICT)
+def predict(served: ServedModel) -> dict[str, Any]:
+    return {
+        "summary": f"Predict with {served.name}",
+        "description": "Media type: the `accept` argument if given, else the `Accept` header.",
+        "parameters": _ASYNC,
+        "requestBody": _request_body(served.predict_schema, served.description.predict_args or {}),
+        "responses": {
+            "200": {"description": "the prediction", "content": _prediction_content(served)},
+            "202": {**_json(_JOB, "the queued prediction job"), "headers": {"Location": {"schema": {"type": "string"}}}},
+            **errors(*_PREDICT_ERRORS),
+        },
+    }
+
+
+def _listing(what: str) -> dict[str, Any]:
+    return {
+        "parameters": _LISTING,
+        "responses": {
+            "200": _json({"type": "array", "items": _JOB}, what),
+            **errors(*_JOB_ERRORS, exceptions.InvalidArguments),
+        },
+    }
+
+
+def _job(summary: str, what: str, *raised: type[exceptions.DeepaasLikeError]) -> dict[str, Any]:
+    return {"summary": summary, "responses": {"200": _json(_JOB, what), **errors(*_JOB_ERRORS, *raised)}}
+
+
+def _events(summary: str) -> dict[str, Any]:
+    return {"summary": summary, "responses": {**_EVENTS, **errors(*_JOB_ERRORS)}}
+
+
+@_served_for(PREDICT)
+def list_predictions(served: ServedModel) -> dict[str, Any]:
+    return {"summary": "Asynchronous predictions, newest first", **_listing("jobs")}
+
+
+@_served_for(PREDICT)
+def get_prediction(served: ServedModel) -> dict[str, Any]:
+    content = {"application/json": {"schema": _JOB}}
+    content.update(
+        {media_type: schema for media_type, schema in _prediction_content(served).items() if not is_json(media_type)}
     )
-    _add(
-        spec,
-        prefix + "/metrics",
-        "get",
-        metrics_endpoint,
-        {"tags": tags, "summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
-    )
+    return {
+        "summary": "An asynchronous prediction; once done, its result when `Accept` asks for the result's media type",
+        "responses": {
+            "200": {"description": "the job, or its binary result", "content": content},
+            **errors(*_JOB_ERRORS, exceptions.JobResultMissing),
+        },
+    }
 
 
-def _add(spec: APISpec, path: str, method: str, handler: Any, operation: dict[str, Any], **kwargs: Any) -> None:
-    # The handler carries no apigami docs, so the plugin keeps ``operation`` as given; the
-    # marshmallow plugin still turns its schema classes into components.
-    spec.path(path=path, operations={method: operation}, method=method, handler=handler, **kwargs)
+@_served_for(PREDICT)
+def cancel_prediction(served: ServedModel) -> dict[str, Any]:
+    return _job("Cancel an asynchronous prediction", "the job")
 
 
-def add_model_paths(spec: APISpec, settings: Settings, model: ModelWrapper) -> None:
-    """Document ``model``'s metadata, predict and train routes with its own schemas."""
-    base = f"{settings.base_path}/v2/models/{model.name}"
-    tags = [model.name]
-    _add(
-        spec,
-        f"{base}/",
-        "get",
-        handlers.get_model,
-        {"tags": tags, "summary": f"Metadata of {model.name}", "responses": {"200": _json({"type": "object"}, "metadata"), **_errors(401, 404, 503)}},
-    )
-    description = model.description
-    if settings.predict_endpoint and model.predict_schema is not None:
-        prediction: Any = model.response_schema or {
-            "type": "object",
-            "properties": {"status": {"type": "string"}, "predictions": {}},
-        }
-        content = {"application/json": {"schema": prediction}}
-        for media_type in model.accept_choices:
-            if not is_json(media_type):
-                content[media_type] = {"schema": {"type": "string", "format": "binary"}}
-        _add(
-            spec,
-            f"{base}/predict/",
-            "post",
-            handlers.predict,
-            {
-                "tags": tags,
-                "summary": f"Predict with {model.name}",
-                "description": "Media type: the `accept` argument if given, else the `Accept` header.",
-                "parameters": _ASYNC,
-                "requestBody": _request_body(model.predict_schema, description.predict_args or {}),
-                "responses": {
-                    "200": {"description": "the prediction", "content": content},
-                    "202": {**_json(_JOB, "the queued prediction job"), "headers": {"Location": {"schema": {"type": "string"}}}},
-                    **_errors(400, 401, 404, 408, 413, 422, 500, 503, 504, 507),
-                },
-            },
-        )
-        predictions = f"{base}/predict/"
-        _add(
-            spec,
-            predictions,
-            "get",
-            handlers.list_predictions,
-            {"tags": tags, "summary": "Asynchronous predictions, newest first", "parameters": _LISTING, "responses": {"200": _json({"type": "array", "items": _JOB}, "jobs"), **_errors(401, 404, 422, 503)}},
-        )
-        job_parameter = [{"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}]
-        job_content = {"application/json": {"schema": _JOB}}
-        for media_type in content:
-            if media_type != "application/json":
-                job_content[media_type] = content[media_type]
-        _add(
-            spec,
-            predictions + "{uuid}",
-            "get",
-            handlers.get_prediction,
-            {
-                "tags": tags,
-                "summary": "An asynchronous prediction; once done, its result when `Accept` asks for the result's media type",
-                "responses": {"200": {"description": "the job, or its binary result", "content": job_content}, **_errors(401, 404, 503)},
-            },
-            parameters=job_parameter,
-        )
-        _add(
-            spec,
-            predictions + "{uuid}",
-            "delete",
-            handlers.cancel_prediction,
-            {"tags": tags, "summary": "Cancel an asynchronous prediction", "responses": {"200": _json(_JOB, "the job"), **_errors(401, 404, 503)}},
-        )
-        _add(
-            spec,
-            predictions + "{uuid}/events",
-            "get",
-            handlers.prediction_events,
-            {"tags": tags, "summary": "Progress of an asynchronous prediction", "parameters": job_parameter, "responses": {**_EVENTS, **_errors(401, 404, 503)}},
-        )
-    if settings.train_endpoint and model.train_schema is not None:
-        trainings = f"{base}/train/"
-        _add(
-            spec,
-            trainings,
-            "post",
-            handlers.start_training,
-            {
-                "tags": tags,
-                "summary": f"Start a training of {model.name}",
-                "requestBody": _request_body(model.train_schema, description.train_args or {}),
-                "parameters": [_IDEMPOTENCY_KEY],
-                "responses": {"200": _json(_JOB, "the training, pending or running"), **_errors(400, 401, 404, 408, 413, 422, 501, 503)},
-            },
-        )
-        _add(
-            spec,
-            trainings,
-            "get",
-            handlers.list_trainings,
-            {
-                "tags": tags,
-                "summary": f"Trainings of {model.name}, newest first",
-                "parameters": _LISTING,
-                "responses": {"200": _json({"type": "array", "items": _JOB}, "trainings"), **_errors(401, 404, 422, 503)},
-            },
-        )
-        uuid_parameter = {"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}
-        training = trainings + "{uuid}"
-        _add(
-            spec,
-            training,
-            "get",
-            handlers.get_training,
-            {"tags": tags, "summary": "A training", "responses": {"200": _json(_JOB, "the training"), **_errors(401, 404, 503)}},
-            parameters=[uuid_parameter],
-        )
-        _add(
-            spec,
-            training,
-            "delete",
-            handlers.cancel_training,
-            {"tags": tags, "summary": "Cancel a training", "responses": {"200": _json(_JOB, "the training, cancelled"), **_errors(401, 404, 503)}},
-        )
-        _add(
-            spec,
-            training + "/events",
-            "get",
-            handlers.training_events,
-            {"tags": tags, "summary": "Progress of a training", "parameters": [uuid_parameter], "responses": {**_EVENTS, **_errors(401, 404, 503)}},
-        )
+@_served_for(PREDICT)
+def prediction_events(served: ServedModel) -> dict[str, Any]:
+    return _events("Progress of an asynchronous prediction")
+
+
+@_served_for(TRAIN)
+def start_training(served: ServedModel) -> dict[str, Any]:
+    return {
+        "summary": f"Start a training of {served.name}",
+        "parameters": [_IDEMPOTENCY_KEY],
+        "requestBody": _request_body(served.train_schema, served.description.train_args or {}),
+        "responses": {"200": _json(_JOB, "the training, pending or running"), **errors(*_TRAIN_ERRORS)},
+    }
+
+
+@_served_for(TRAIN)
+def list_trainings(served: ServedModel) -> dict[str, Any]:
+    return {"summary": f"Trainings of {served.name}, newest first", **_listing("trainings")}
+
+
+@_served_for(TRAIN)
+def get_training(served: ServedModel) -> dict[str, Any]:
+    return _job("A training", "the training")
+
+
+@_served_for(TRAIN)
+def cancel_training(served: ServedModel) -> dict[str, Any]:
+    return _job("Cancel a training", "the training, cancelled")
+
+
+@_served_for(TRAIN)
+def training_events(served: ServedModel) -> dict[str, Any]:
+    return _events("Progress of a training")
+
+
+_UUID = {"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}
+
+
+def document(spec: APISpec, routes: Any, models: dict[str, ServedModel], settings: Settings) -> None:
+    """Add the operation of every documented, served route to ``spec``: model routes once
+    per model. Routes that need an API key (or every route but the probes, with
+    ``--auth-docs``) also answer 401.
+    """
+    for route in routes:
+        if route.doc is None or not route.served(settings):
+            continue
+        targets = list(models.values()) if "{model_name}" in route.path else [None]
+        for model in targets:
+            operation = route.doc(model, settings)
+            if operation is None:
+                continue
+            if route.access is Access.KEY or (settings.auth_docs and route.access is Access.DOCS):
+                operation["responses"].update(errors(Unauthorized))
+            path = settings.base_path + (route.path if model is None else route.path.replace("{model_name}", model.name))
+            parameters = [_UUID] if "{uuid}" in path else []
+            # The handler carries no apigami docs, so the plugin keeps ``operation`` as
+            # given; the marshmallow plugin still turns its schema classes into components.
+            method = route.method.lower()
+            spec.path(path=path, operations={method: operation}, method=method, handler=route.handler, parameters=parameters)

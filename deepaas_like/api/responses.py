@@ -11,8 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from deepaas_like.exceptions import PredictionNotJSON
-from deepaas_like.media import result_media_type
-from deepaas_like.model.plugin import FileResult
+from deepaas_like.results import Prediction
 
 
 def json_response(document: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -22,28 +21,26 @@ def json_response(document: Any, status: int = 200, headers: Mapping[str, str] |
     return web.Response(text=json.dumps(document) + "\n", status=status, headers=headers, content_type="application/json")
 
 
-def prediction_response(result: Any, media_type: str | None) -> web.StreamResponse:
-    """A prediction as HTTP: ``bytes`` and files in their media type (see
-    :func:`deepaas_like.media.result_media_type`; ``media_type`` is the negotiated one)
-    with a ``Content-Disposition`` file name; anything else as JSON.
+def prediction_response(prediction: Prediction) -> web.StreamResponse:
+    """A prediction as HTTP: binary data or a file in its media type, with a
+    ``Content-Disposition`` file name; JSON as JSON.
 
     Raises :class:`PredictionNotJSON` when a JSON prediction cannot be serialised (workers
     check predictions first, so this is a last line of defence).
     """
-    if isinstance(result, bytes):
-        content_type = result_media_type(result, media_type)
-        return web.Response(body=result, headers=_download_headers(content_type, "prediction"))
-    if isinstance(result, FileResult):
-        content_type = result_media_type(result.path, media_type, result.media_type)
-        stem = "prediction" if result.temporary else os.path.splitext(os.path.basename(result.path))[0] or "prediction"
+    if prediction.data is not None:
+        return web.Response(body=prediction.data, headers=_download_headers(prediction.media_type, "prediction"))
+    if prediction.file is not None:
+        file = prediction.file
+        stem = "prediction" if file.temporary else os.path.splitext(os.path.basename(file.path))[0] or "prediction"
         # Opened now, while it exists: the file may be one of the request's uploads, whose
         # folder is deleted as soon as the handler returns; the open file outlives that.
         # aiohttp streams it from a thread, then closes it.
-        body = open(result.path, "rb")
-        result.discard()  # a worker's temporary file: its data lives on until sent
-        return web.Response(body=body, headers=_download_headers(content_type, stem))
+        body = open(file.path, "rb")
+        file.discard()  # a worker's temporary file: its data lives on until sent
+        return web.Response(body=body, headers=_download_headers(prediction.media_type, stem))
     try:
-        return json_response(result)
+        return json_response(prediction.document)
     except (TypeError, ValueError, RecursionError) as error:
         raise PredictionNotJSON(f"the prediction is not JSON: {type(error).__name__}: {error}") from error
 

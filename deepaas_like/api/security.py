@@ -9,6 +9,7 @@ every job.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import hmac
 import itertools
@@ -24,9 +25,21 @@ from deepaas_like.logs import request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ALWAYS_OPEN = ("/healthz", "/readyz")
-_JOB_ROUTES = re.compile(r"/v2/models/[^/]+/(predict|train)/")
-_ALWAYS_PROTECTED = ("/debug",)  # recent log lines
+
+
+class Access(enum.Enum):
+    """Who may call a route when the server has API keys (``--auth-token``); each route of
+    ``api/routes.py`` says which.
+    """
+
+    OPEN = "open"  # anyone, always: the probes
+    DOCS = "docs"  # anyone, unless --auth-docs: metadata, documents, metrics (and unknown paths)
+    KEY = "key"  # only with a key: predictions, trainings, their jobs, /debug
+
+
+#: Route name -> who may call it (see ``api/routes.py``).
+ROUTE_ACCESS = web.AppKey("route_access", dict[str, Access])
+
 # Request ids: a random prefix per process and a counter, 32 hex characters, unique per
 # server without a system call per request (uuid4 reads the OS's random source).
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -91,11 +104,10 @@ async def request_id_middleware(request: web.Request, handler: web.Handler) -> w
 
 
 def _protected(request: web.Request) -> bool:
-    settings = request.app[SETTINGS]
-    path = request.path[len(settings.base_path):] if request.path.startswith(settings.base_path) else request.path
-    if path in _ALWAYS_OPEN or request.method == "OPTIONS":
+    if request.method == "OPTIONS":  # CORS preflight
         return False
-    return settings.auth_docs or path in _ALWAYS_PROTECTED or bool(_JOB_ROUTES.match(path))
+    access = request.app[ROUTE_ACCESS].get(request.match_info.route.name or "", Access.DOCS)
+    return access is Access.KEY or (access is Access.DOCS and request.app[SETTINGS].auth_docs)
 
 
 @web.middleware

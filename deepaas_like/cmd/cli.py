@@ -25,14 +25,13 @@ from marshmallow import fields
 
 from deepaas_like import config
 from deepaas_like.api import openapi
+from deepaas_like.api.routes import ROUTES
 from deepaas_like.cmd import install
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
-from deepaas_like.media import result_media_type
 from deepaas_like.model import args as model_args
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import DEFAULT_NAMESPACE, resolve_model_names
-from deepaas_like.model.plugin import FileResult
-from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 from deepaas_like.workers.inprocess import InProcessPool
 
@@ -80,7 +79,7 @@ def _add_argument_flags(parser: argparse.ArgumentParser, arguments: dict[str, fi
         )
 
 
-def build_parser(model: ModelWrapper | None) -> argparse.ArgumentParser:
+def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
     """The full parser once ``model``'s description is known (None: the commands only)."""
     parser = _base_parser()
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -151,7 +150,7 @@ async def run(argv: list[str]) -> int:
     if len(name) != 1:
         raise DeepaasLikeError(f"choose one model with --model-name: {', '.join(name)}")
     pool = InProcessPool(name[0], first.model_namespace, warm=first.warm)
-    model = ModelWrapper(name[0], pool, lambda: pool)
+    model = ServedModel(name[0], pool, lambda: pool)
     await model.start()
     options = build_parser(model).parse_args(argv)
     if options.command == "metadata":
@@ -159,7 +158,7 @@ async def run(argv: list[str]) -> int:
     if options.command == "openapi":
         api_spec = openapi.AiohttpApiSpec(url="", title="deepaas_like", version="cli", openapi_version=openapi.OpenApiVersion.V303)
         openapi.add_attribute_functions(api_spec)
-        openapi.add_model_paths(api_spec.spec, Settings(database_url=""), model)
+        openapi.document(api_spec.spec, ROUTES, {model.name: model}, Settings(database_url=""))
         return _print(api_spec.swagger_dict())
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
         if options.command == "train":
@@ -169,22 +168,22 @@ async def run(argv: list[str]) -> int:
         kwargs = load_arguments(model.predict_schema, options, workdir)
         if model.accept_choices and "accept" not in kwargs:
             kwargs["accept"] = model.accept_default or model.accept_choices[0]
-        result = await model.predict(kwargs)
-        if not isinstance(result, (bytes, FileResult)):
+        prediction = await model.predict(kwargs)
+        if not prediction.binary:
             if options.output:
                 with open(options.output, "w") as handle:
-                    json.dump(result, handle)
-            return _print(result)
+                    json.dump(prediction.document, handle)
+            return _print(prediction.document)
         if not options.output:
+            prediction.discard()
             raise DeepaasLikeError("the prediction is binary: give --output FILE")
-        if isinstance(result, FileResult):
-            media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
-            shutil.copyfile(result.path, options.output)
+        if prediction.file is not None:
+            shutil.copyfile(prediction.file.path, options.output)
+            prediction.discard()
         else:
-            media_type = result_media_type(result, kwargs.get("accept"))
             with open(options.output, "wb") as handle:
-                handle.write(result)
-    return _print({"status": "OK", "output": options.output, "bytes": os.path.getsize(options.output), "media_type": media_type})
+                handle.write(prediction.data or b"")
+    return _print({"status": "OK", "output": options.output, "bytes": os.path.getsize(options.output), "media_type": prediction.media_type})
 
 
 def _print(document: Any) -> int:

@@ -13,12 +13,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound
-from deepaas_like.jobs.models import ACTIVE, Job
+from deepaas_like.jobs.states import ACTIVE, JobView
 from deepaas_like.jobs.store import JobStore
+from deepaas_like.jobs.tables import Job
+
+#: Turns a job into the document its event streams send (the HTTP layer's wire format).
+Render = Callable[[JobView], dict[str, Any]]
 
 LOG = logging.getLogger(__name__)
 
@@ -26,7 +30,8 @@ LOG = logging.getLogger(__name__)
 class _Watch:
     """The latest state of one followed job, and who follows it."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, render: Render) -> None:
+        self.render = render
         self.model, self.kind, self.uuid = job.model, job.kind, job.uuid
         self.api_key_hash = job.api_key_hash
         self.document: dict[str, Any] = {}
@@ -38,16 +43,17 @@ class _Watch:
         self.changed = asyncio.Event()  # replaced at each change; the old one is set
         self.poke = asyncio.Event()  # set when this instance wrote the job
         self.reader: asyncio.Task[None] | None = None
-        self.update(job.to_dict())
+        self.update(job)
 
     @property
     def ended(self) -> bool:
         return self.status not in ACTIVE
 
-    def update(self, document: dict[str, Any]) -> None:
+    def update(self, job: Job) -> None:
+        document = self.render(job.to_view())
         if document == self.document:
             return
-        self.document, self.text, self.status = document, json.dumps(document), document["status"]
+        self.document, self.text, self.status = document, json.dumps(document), job.status
         self.version += 1
         self._wake()
 
@@ -94,12 +100,13 @@ class Feed:
 class JobFeeds:
     """Followed jobs of this instance. ``interval`` is in seconds (the job poll interval's
     half, as clients polled before), the longest a change made by another instance takes
-    to reach followers.
+    to reach followers; ``render`` makes the document a stream sends of a job.
     """
 
-    def __init__(self, store: JobStore, interval: float) -> None:
+    def __init__(self, store: JobStore, interval: float, render: Render) -> None:
         self.store = store
         self.interval = interval
+        self.render = render
         self._watches: dict[str, _Watch] = {}
         self._loading: dict[tuple[str, str, str], asyncio.Future[Job]] = {}
         self._closed = False
@@ -119,7 +126,7 @@ class JobFeeds:
             job = await asyncio.shield(loading)
             watch = self._watches.get(uuid)
             if watch is None:
-                watch = self._watches[uuid] = _Watch(job)
+                watch = self._watches[uuid] = _Watch(job, self.render)
                 if self._closed:
                     watch.close()
         if watch.model != model or watch.kind != kind or (visible_to is not None and watch.api_key_hash != visible_to):
@@ -168,4 +175,4 @@ class JobFeeds:
             except Exception:  # noqa: BLE001 - a reader that dies would freeze its streams
                 LOG.exception("cannot read job %s for its event streams", watch.uuid)
                 continue
-            watch.update(job.to_dict())
+            watch.update(job)

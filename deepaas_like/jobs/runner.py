@@ -20,7 +20,7 @@ import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from deepaas_like.exceptions import (
     DatabaseUnavailable,
@@ -29,10 +29,9 @@ from deepaas_like.exceptions import (
     IdempotencyKeyReused,
     JobResultMissing,
 )
-from deepaas_like.media import JSON, result_media_type
-from deepaas_like.jobs.feed import Feed, JobFeeds
-from deepaas_like.jobs.models import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, Job
-from deepaas_like.jobs.results import ResultFiles
+from deepaas_like.jobs.feed import Feed, JobFeeds, Render
+from deepaas_like.jobs.result_files import ResultFiles
+from deepaas_like.jobs.states import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, JobView
 from deepaas_like.jobs.store import (
     INTERRUPTED,
     MAX_EVENTS,
@@ -42,9 +41,11 @@ from deepaas_like.jobs.store import (
     decode_kwargs,
     error_text,
 )
+from deepaas_like.jobs.tables import Job
+from deepaas_like.media import JSON
 from deepaas_like.model.args import UploadedFile, json_arguments
-from deepaas_like.model.plugin import FileResult
-from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.results import FileResult, Prediction
+from deepaas_like.workers.base import ProgressCallback
 
 LOG = logging.getLogger(__name__)
 CANCELLED_BY_USER = "cancelled by a DELETE request"
@@ -57,6 +58,22 @@ CLOSE_GRACE = 5.0
 T = TypeVar("T")
 
 
+class Servable(Protocol):
+    """What the runner needs of a served model (the serving layer's ``ServedModel``)."""
+
+    name: str
+
+    def accepts(self, kind: str) -> bool: ...
+
+    async def train(self, kwargs: dict[str, Any], job_id: str, on_progress: ProgressCallback | None = None) -> Any: ...
+
+    async def predict(
+        self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+    ) -> Prediction: ...
+
+    async def kill(self, job_id: str) -> bool: ...
+
+
 class JobRunner:
     """Submits, runs, cancels and reads jobs of the ``models`` this instance serves.
 
@@ -65,7 +82,8 @@ class JobRunner:
     ``heartbeat_interval`` seconds this instance records that it is alive, and marks the
     running jobs of instances silent for ``heartbeat_expiry`` seconds as interrupted.
     Binary prediction results are files in ``results`` (see :class:`ResultFiles`). An
-    ``Idempotency-Key`` maps to its first job for ``idempotency_window`` seconds.
+    ``Idempotency-Key`` maps to its first job for ``idempotency_window`` seconds. ``render``
+    makes the document that event streams send of a job (the HTTP layer's wire format).
 
     A job's outcome is written until the database takes it: while the database is away,
     the outcome waits in memory and the write is retried with backoff.
@@ -74,7 +92,7 @@ class JobRunner:
     def __init__(
         self,
         store: JobStore,
-        models: dict[str, ModelWrapper],
+        models: dict[str, Servable],
         owner: str,
         capacity: dict[tuple[str, str], int],
         poll_interval: float = 0.5,
@@ -83,6 +101,7 @@ class JobRunner:
         heartbeat_expiry: float = 60.0,
         *,
         results: ResultFiles,
+        render: Render,
         idempotency_window: float = 24 * 3600.0,
     ) -> None:
         self.store = store
@@ -95,9 +114,9 @@ class JobRunner:
         self.heartbeat_expiry = heartbeat_expiry
         self.results = results
         self.idempotency_window = idempotency_window
-        self.feeds = JobFeeds(store, poll_interval / 2)
+        self.feeds = JobFeeds(store, poll_interval / 2, render)
         self._host, self._pid = socket.gethostname(), os.getpid()
-        self._running: dict[str, tuple[ModelWrapper, asyncio.Task[None]]] = {}
+        self._running: dict[str, tuple[Servable, asyncio.Task[None]]] = {}
         self._counts: dict[tuple[str, str], int] = {key: 0 for key in capacity}
         self._locks = {key: asyncio.Lock() for key in capacity}
         self._wake = asyncio.Event()
@@ -189,15 +208,15 @@ class JobRunner:
 
     async def submit(
         self,
-        model: ModelWrapper,
+        model: Servable,
         kind: str,
         kwargs: dict[str, Any],
         upload_dir: str | None,
         api_key_hash: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JobView:
         """Record a ``pending`` job of the API key hashed as ``api_key_hash`` and start it
-        at once if a worker is free here; returns the job object.
+        at once if a worker is free here; returns the job.
 
         ``upload_dir`` (the request's uploads) belongs to the job from now on and is
         deleted when it ends. With an ``idempotency_key`` (the IETF httpapi draft's
@@ -206,7 +225,7 @@ class JobRunner:
         uploads deleted). Raises ``IdempotencyKeyReused`` when that first job had other
         arguments, ``DatabaseUnavailable`` when the job could not be recorded.
         """
-        if (model.train_schema if kind == TRAIN else model.predict_schema) is None:
+        if not model.accepts(kind):
             _remove(upload_dir)
             raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
         scope = fingerprint = None
@@ -217,7 +236,7 @@ class JobRunner:
                 first = await self._first_job(scope, fingerprint)
                 if first is not None:
                     _remove(upload_dir)
-                    return first.to_dict()
+                    return first.to_view()
             job = await self.store.create(
                 model.name, kind, json_arguments(kwargs), kwargs, upload_dir, api_key_hash, scope, fingerprint
             )
@@ -227,7 +246,7 @@ class JobRunner:
             _remove(upload_dir)
             if first is None:
                 raise DatabaseUnavailable(f"the job of Idempotency-Key {idempotency_key!r} is being recorded; try again") from None
-            return first.to_dict()
+            return first.to_view()
         except BaseException:
             _remove(upload_dir)
             raise
@@ -235,9 +254,9 @@ class JobRunner:
         # would post the job again); the dispatcher starts it later.
         try:
             await self._fill(model.name, kind)
-            return (await self.store.get(model.name, job.uuid)).to_dict()
+            return (await self.store.get(model.name, job.uuid)).to_view()
         except DatabaseUnavailable:
-            return job.to_dict()
+            return job.to_view()
 
     async def _first_job(self, scope: str, fingerprint: str) -> Job | None:
         first = await self.store.find_idempotent(scope)
@@ -253,11 +272,11 @@ class JobRunner:
             )
         return first
 
-    async def get(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> Job:
+    async def get(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> JobView:
         """The job (only if the API key hashed as ``visible_to`` created it, when given);
         raises ``JobNotFound``.
         """
-        return await self.store.get(model, uuid, kind, visible_to)
+        return (await self.store.get(model, uuid, kind, visible_to)).to_view()
 
     async def follow(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> Feed:
         """Follow a job's changes (for an event stream; see :class:`JobFeeds`): one reader
@@ -282,20 +301,23 @@ class JobRunner:
         """Whether the job database's last read and last write worked (no I/O)."""
         return self.store.problem is None
 
-    async def result(self, job: Job) -> FileResult | bytes | None:
-        """The stored result of a finished binary prediction: its file (to be streamed),
-        or the bytes of one stored before results became files; None if it has none.
-        Raises ``JobResultMissing`` when its file is not in the results directory.
+    async def result(self, job: JobView) -> Prediction | None:
+        """The stored result of a finished binary prediction (its file, to be streamed, or
+        the bytes of one stored before results became files); None if it has none. Raises
+        ``JobResultMissing`` when its file is not in the results directory.
         """
-        if job.result_file is None:
-            return await self.store.result(job.uuid)
-        path = self.results.path(job.result_file)
+        if not job.has_file:
+            data = await self.store.result(job.uuid)
+            return None if data is None else Prediction(job.media_type or JSON, data=data)
+        stored = (await self.store.get(job.model, job.uuid)).result_file
+        assert stored is not None
+        path = self.results.path(stored)
         if not path.is_file():
             raise JobResultMissing(
                 f"the result of job {job.uuid} is not in the results directory {self.results.directory} "
                 "(several servers on one database need a shared --results-dir)"
             )
-        return FileResult(str(path), job.media_type)
+        return Prediction(job.media_type or JSON, file=FileResult(str(path), job.media_type))
 
     async def list(
         self,
@@ -305,11 +327,11 @@ class JobRunner:
         limit: int | None = None,
         offset: int = 0,
         visible_to: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Job objects of ``model``, newest first (of one API key when ``visible_to``)."""
-        return [job.to_dict() for job in await self.store.list(model, kind, status, limit, offset, visible_to)]
+    ) -> list[JobView]:
+        """Jobs of ``model``, newest first (of one API key when ``visible_to``)."""
+        return [job.to_view() for job in await self.store.list(model, kind, status, limit, offset, visible_to)]
 
-    async def cancel(self, model: ModelWrapper, uuid: str, kind: str, visible_to: str | None = None) -> dict[str, Any]:
+    async def cancel(self, model: Servable, uuid: str, kind: str, visible_to: str | None = None) -> JobView:
         """Cancel a pending or running job: it is marked ``cancelled`` and, if it runs here,
         its worker is killed (a fresh, warmed one replaces it); an instance running it
         elsewhere notices within ``poll_interval``. An ended job is returned unchanged.
@@ -322,7 +344,7 @@ class JobRunner:
                 await self._stop_local(uuid)
             elif job.status == PENDING:
                 _remove(job.upload_dir)
-        return (await self.store.get(model.name, uuid, kind)).to_dict()
+        return (await self.store.get(model.name, uuid, kind)).to_view()
 
     async def _stop_local(self, uuid: str) -> None:
         model, task = self._running[uuid]
@@ -381,7 +403,7 @@ class JobRunner:
         self.feeds.changed(job.uuid)
         return ended
 
-    async def _run(self, model: ModelWrapper, job: Job) -> None:
+    async def _run(self, model: Servable, job: Job) -> None:
         progress = _ProgressBuffer(self.store, job.uuid, self.feeds.changed)
         kwargs = decode_kwargs(job.kwargs, job.files)
         try:
@@ -390,8 +412,8 @@ class JobRunner:
                     output = await model.train(kwargs, job_id=job.uuid, on_progress=progress.add)
                     outcome: dict[str, Any] = {"status": DONE, "output": output}
                 else:
-                    result = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
-                    outcome = await self._prediction_outcome(job, kwargs, result)
+                    prediction = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
+                    outcome = await self._prediction_outcome(job, prediction)
             except DeepaasLikeError as error:
                 LOG.error("%s job %s of model %s failed: %s", job.kind, job.uuid, model.name, error.message)
                 outcome = {"status": ERROR, "message": error.message}
@@ -428,22 +450,17 @@ class JobRunner:
             _remove(job.upload_dir)
             self._wake.set()
 
-    async def _prediction_outcome(self, job: Job, kwargs: dict[str, Any], result: Any) -> dict[str, Any]:
-        if isinstance(result, (bytes, FileResult)):
-            if isinstance(result, bytes):
-                media_type = result_media_type(result, kwargs.get("accept"))
-            else:
-                media_type = result_media_type(result.path, kwargs.get("accept"), result.media_type)
-            try:
-                name = await self.results.save(job.uuid, result)
-            except OSError as error:
-                LOG.error("cannot store the result of job %s in %s: %s", job.uuid, self.results.directory, error)
-                return {"status": ERROR, "message": f"the result could not be stored: {error.strerror or error}"}
-            finally:
-                if isinstance(result, FileResult):
-                    result.discard()  # a worker's temporary file (moved already when saved)
-            return {"status": DONE, "media_type": media_type, "result_file": name}
-        return {"status": DONE, "output": result, "media_type": JSON}
+    async def _prediction_outcome(self, job: Job, prediction: Prediction) -> dict[str, Any]:
+        if not prediction.binary:
+            return {"status": DONE, "output": prediction.document, "media_type": JSON}
+        try:
+            name = await self.results.save(job.uuid, prediction.file or prediction.data)  # type: ignore[arg-type]
+        except OSError as error:
+            LOG.error("cannot store the result of job %s in %s: %s", job.uuid, self.results.directory, error)
+            return {"status": ERROR, "message": f"the result could not be stored: {error.strerror or error}"}
+        finally:
+            prediction.discard()  # a worker's temporary file (moved already when saved)
+        return {"status": DONE, "media_type": prediction.media_type, "result_file": name}
 
     async def _dispatch(self) -> None:
         while True:

@@ -27,7 +27,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
-from deepaas_like.jobs.models import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING, Instance, Job, JobResult
+from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING
+from deepaas_like.jobs.tables import Instance, Job, JobResult
 from deepaas_like.model.args import UploadedFile
 
 LOG = logging.getLogger(__name__)

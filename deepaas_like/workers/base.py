@@ -1,4 +1,6 @@
-"""The interface every worker pool implements (local processes now, Ray actors later)."""
+"""The interface every executor's worker pool implements (local processes, the calling
+process, Ray actors): what the serving layer calls, and what metrics and readiness read.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +8,30 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
-from deepaas_like.exceptions import InvalidArguments, PluginError, PredictionNotJSON, ResultTooLarge
 from deepaas_like.model.plugin import ModelDescription
-
 
 #: Called with (fraction done or None, message or None) when plugin code reports progress.
 ProgressCallback = Callable[[float | None, str | None], None]
 
 
-def unwrap(outcome: tuple) -> Any:
-    """The result of a :meth:`Plugin.outcome`, or the project exception it stands for."""
-    if outcome[0] == "ok":
-        return outcome[1]
-    if outcome[0] == "invalid":
-        raise InvalidArguments(outcome[1])
-    if outcome[0] == "not_json":
-        raise PredictionNotJSON(outcome[1])
-    if outcome[0] == "too_large":
-        raise ResultTooLarge(outcome[1])
-    raise PluginError(outcome[1], outcome[2], outcome[3])
-
-
 class WorkerPool(abc.ABC):
-    """Warmed workers of one model; each runs one call at a time."""
+    """Warmed workers of one model; each runs one call at a time.
+
+    The attributes are what ``/metrics`` and ``/readyz`` read: ``waiting`` calls wait for a
+    worker, ``restarts`` workers were replaced after dying or being killed, ``unavailable``
+    says why the model cannot take calls (None: it can), :attr:`live_workers` counts
+    workers able to take one.
+    """
 
     description: ModelDescription
+    waiting: int = 0
+    restarts: int = 0
+    unavailable: str | None = None
+
+    @property
+    @abc.abstractmethod
+    def live_workers(self) -> int:
+        """Workers started, warmed and not (known to be) dead."""
 
     @abc.abstractmethod
     async def start(self) -> ModelDescription:
@@ -43,14 +44,16 @@ class WorkerPool(abc.ABC):
     async def run(
         self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
     ) -> Any:
-        """Run ``hook(**kwargs)`` on a free worker, waiting for one; returns its result.
+        """Run ``hook(**kwargs)`` on a free worker, waiting for one; returns its result
+        (for ``predict_batch``: one protocol outcome per request).
 
         ``job_id`` names the call so that :meth:`kill` can stop it; ``on_progress``
         receives what the plugin reports through :mod:`deepaas_like.progress`. Raises
         ``PluginError``, ``InvalidArguments`` (the plugin raised a marshmallow
         ValidationError), ``PredictionNotJSON``, ``ResultTooLarge``, ``WorkerDied`` or
         ``ModelUnavailable``. A binary result may come back as a temporary
-        :class:`FileResult`: the caller deletes it (``discard()``) once it is used.
+        :class:`~deepaas_like.results.FileResult`: the caller deletes it (``discard()``)
+        once it is used.
         """
 
     @abc.abstractmethod

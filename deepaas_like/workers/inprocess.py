@@ -1,24 +1,34 @@
-"""Run a plugin in the calling process: for the one-shot CLI, where no server runs."""
+"""Run a plugin in the calling process: for the one-shot CLI, and for handler tests."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from deepaas_like.model.plugin import ModelDescription, Plugin
 from deepaas_like import progress
-from deepaas_like.workers.base import ProgressCallback, WorkerPool, unwrap
+from deepaas_like.model.plugin import ModelDescription, Plugin
+from deepaas_like.workers import protocol
+from deepaas_like.workers.base import ProgressCallback, WorkerPool
+from deepaas_like.workers.execution import execute
 
 
 class InProcessPool(WorkerPool):
-    """One plugin instance in this process; calls run one at a time in a thread."""
+    """One plugin instance in this process; calls run one at a time in a thread.
 
-    def __init__(self, name: str, namespace: str, warm: bool = True) -> None:
+    ``max_result_size`` bounds predictions in bytes (0: any size), as in a worker process.
+    """
+
+    def __init__(self, name: str, namespace: str, warm: bool = True, max_result_size: int = 0) -> None:
         self.name = name
         self.namespace = namespace
         self.warm = warm
+        self.max_result_size = max_result_size
         self.plugin: Plugin | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def live_workers(self) -> int:
+        return 0 if self.plugin is None else 1
 
     async def start(self) -> ModelDescription:
         self.plugin = Plugin.load(self.name, self.namespace)
@@ -31,12 +41,17 @@ class InProcessPool(WorkerPool):
         self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
     ) -> Any:
         assert self.plugin is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        self.waiting += 1
         async with self._lock:
-            progress.install(on_progress)
+            self.waiting -= 1
+            # The plugin reports from the thread it runs in; the callback belongs to the loop.
+            progress.install(None if on_progress is None else lambda *report: loop.call_soon_threadsafe(on_progress, *report))
             try:
-                return unwrap(await asyncio.to_thread(self.plugin.outcome, hook, kwargs))
+                outcome = await asyncio.to_thread(execute, self.plugin, hook, kwargs, self.max_result_size)
             finally:
                 progress.install(None)
+        return protocol.value(outcome)
 
     async def kill(self, job_id: str) -> bool:
         return False  # a call in this process cannot be killed without killing the caller

@@ -1,8 +1,8 @@
 """Persistent worker processes (spawn context), one call at a time each.
 
 A worker imports its plugin, calls ``warm()`` once, sends the plugin's description, then
-answers ``(hook, kwargs, context)`` messages over a pipe until it reads ``None`` or the
-pipe closes. Files travel as paths, never as contents: a binary result larger than
+answers :class:`~deepaas_like.workers.protocol.Call` messages over a pipe (in the protocol's
+wire form) until it reads ``None`` or the pipe closes. Files travel as paths, never as contents: a binary result larger than
 :data:`RESULT_FILE_THRESHOLD` is written to a file by the worker and travels as its path.
 A worker that dies (segfault, ``os._exit``, the out-of-memory killer) or overruns its
 timeout fails only the call it held, and a fresh, warmed worker takes its place. So does a
@@ -40,8 +40,12 @@ from typing import Any
 from deepaas_like import logs, progress
 from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, PredictTimeout, QueueFull, WorkerDied
 from deepaas_like.model import deepaas_compat
-from deepaas_like.model.plugin import FileResult, ModelDescription, Plugin, not_json
-from deepaas_like.workers.base import ProgressCallback, WorkerPool, unwrap
+from deepaas_like.model.plugin import ModelDescription, Plugin
+from deepaas_like.results import FileResult, not_json
+from deepaas_like.workers import protocol
+from deepaas_like.workers.base import ProgressCallback, WorkerPool
+from deepaas_like.workers.execution import execute, out_of_memory
+from deepaas_like.workers.protocol import BatchResult, Call, Error, Failed, NotJSON, Outcome, Progress, Ready, Result, TooLarge
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -147,11 +151,13 @@ def serve(
         plugin = Plugin.load(name, namespace)
         if options.warm:
             plugin.warm()
-        progress.install(lambda fraction, message: connection.send(("progress", fraction, message)), track_calls=True)
-        connection.send(("ready", plugin.describe()))
+        progress.install(
+            lambda fraction, message: connection.send(protocol.encode(Progress(fraction, message))), track_calls=True
+        )
+        connection.send(protocol.encode(Ready(plugin.describe())))
     except BaseException as error:  # noqa: BLE001 - any failure here is reported, then we exit
         with contextlib.suppress(OSError):
-            connection.send(("failed", f"{type(error).__name__}: {error}", traceback.format_exc()))
+            connection.send(protocol.encode(Failed(f"{type(error).__name__}: {error}", traceback.format_exc())))
         return
     results_dir = options.results_dir or tempfile.gettempdir()
     while True:
@@ -161,62 +167,62 @@ def serve(
             return
         if message is None:
             return
-        hook, kwargs, context = message
-        token = logs.request_id.set(context.get("request_id", "-"))
+        call = protocol.decode(message)
+        assert isinstance(call, Call), call
+        token = logs.request_id.set(call.request_id)
         progress.begin_call()
         try:
-            outcome = _as_sent(hook, plugin.outcome(hook, kwargs, options.max_result_size), results_dir)
+            outcome = _as_sent(execute(plugin, call.hook, call.kwargs, options.max_result_size), results_dir)
         finally:
             logs.request_id.reset(token)
         with progress.ending_call():  # no report of this call can follow its answer
-            if not _answer(connection, outcome, hook, name):
+            if not _answer(connection, outcome, name):
                 return
 
 
-def _answer(connection: Connection, outcome: tuple, hook: str, model: str) -> bool:
+def _answer(connection: Connection, outcome: Outcome, model: str) -> bool:
     """Send a call's outcome; False when the server has gone away."""
     try:
-        connection.send(outcome)
+        connection.send(protocol.encode(outcome))
     except OSError:
         return False
     except Exception as error:  # noqa: BLE001 - nothing was written: pickling comes first
         _discard(outcome)
         message = f"the result cannot be sent back: {type(error).__name__}: {error}"
-        reply = ("error", type(error).__name__, message, "")
-        if isinstance(error, RecursionError) and hook in ("predict", "predict_batch"):
-            reply = _too_deep(hook, outcome, model) or reply  # the rule every prediction follows
+        reply: Outcome = Error(type(error).__name__, message, "")
+        too_deep = _too_deep(outcome, model) if isinstance(error, RecursionError) else None
+        if too_deep is not None:
+            reply = too_deep  # the rule every prediction follows
         else:
             LOG.error("%s", message)
         try:
-            connection.send(reply)
+            connection.send(protocol.encode(reply))
         except OSError:
             return False
     return True
 
 
-def _too_deep(hook: str, outcome: tuple, model: str) -> tuple | None:
+def _too_deep(outcome: Outcome, model: str) -> Outcome | None:
     """``outcome`` with predictions too deeply nested to be pickled refused as not JSON."""
-    if hook == "predict_batch":
-        return ("ok", [_too_deep("predict", one, model) or one for one in outcome[1]])
-    problem = not_json(outcome[1], model) if outcome[0] == "ok" else None
+    if isinstance(outcome, BatchResult):
+        return BatchResult([_too_deep(one, model) or one for one in outcome.outcomes])
+    problem = not_json(outcome.value, model) if isinstance(outcome, Result) else None
     if problem is None:
         return None
     LOG.error("%s", problem)
-    return ("not_json", problem)
+    return NotJSON(problem)
 
 
-def _as_sent(hook: str, outcome: tuple, directory: str) -> tuple:
+def _as_sent(outcome: Outcome, directory: str) -> Outcome:
     """``outcome`` with binary results over :data:`RESULT_FILE_THRESHOLD` written to files
-    in ``directory`` (temporary :class:`FileResult`); ``("too_large", ...)`` when there is no
+    in ``directory`` (temporary :class:`FileResult`); :class:`TooLarge` when there is no
     room for them.
     """
-    if outcome[0] != "ok":
+    if isinstance(outcome, BatchResult):
+        return BatchResult([_as_sent(one, directory) for one in outcome.outcomes])
+    if not isinstance(outcome, Result) or not isinstance(outcome.value, bytes) or len(outcome.value) <= RESULT_FILE_THRESHOLD:
         return outcome
-    if hook == "predict_batch":
-        return ("ok", [_as_sent("predict", one, directory) for one in outcome[1]])
-    data = outcome[1]
-    if not isinstance(data, bytes) or len(data) <= RESULT_FILE_THRESHOLD:
-        return outcome
+    data = outcome.value
     path = None
     try:
         descriptor, path = tempfile.mkstemp(prefix="deepaas-like-result-", dir=directory)
@@ -227,19 +233,17 @@ def _as_sent(hook: str, outcome: tuple, directory: str) -> tuple:
             os.unlink(path)
         message = f"cannot store a result of {len(data)} bytes in {directory}: {error.strerror}"
         LOG.error("%s", message)
-        return ("too_large", message)
-    return ("ok", FileResult(path, temporary=True))
+        return TooLarge(message)
+    return Result(FileResult(path, temporary=True))
 
 
-def _discard(outcome: tuple) -> None:
-    """Delete the temporary files of an outcome that will not be used."""
-    if outcome[0] != "ok":
-        return
-    for result in outcome[1] if isinstance(outcome[1], list) else [outcome[1]]:
-        if isinstance(result, tuple) and len(result) == 2 and result[0] == "ok":
-            result = result[1]  # one outcome of a batch
-        if isinstance(result, FileResult):
-            result.discard()
+def _discard(outcome: Outcome | list[Outcome]) -> None:
+    """Delete the temporary files of outcomes that will not be used."""
+    for one in outcome if isinstance(outcome, list) else [outcome]:
+        if isinstance(one, BatchResult):
+            _discard(one.outcomes)
+        elif isinstance(one, Result) and isinstance(one.value, FileResult):
+            one.value.discard()
 
 
 _LIVE: weakref.WeakSet[_Worker] = weakref.WeakSet()
@@ -294,13 +298,13 @@ class _Worker:
             self._on_exit(self)
         except Exception as error:  # noqa: BLE001 - a message that cannot be unpickled here
             message = f"the worker's answer cannot be read: {type(error).__name__}: {error}"
-            self._inbox.put_nowait(("error", type(error).__name__, message, ""))
+            self._inbox.put_nowait(protocol.encode(Error(type(error).__name__, message, "")))
 
     def _unregister(self) -> None:
         if not self.connection.closed:
             self._loop.remove_reader(self.connection.fileno())
 
-    async def receive(self, timeout: float | None = None) -> Any:
+    async def receive(self, timeout: float | None = None) -> protocol.Message:
         """The next message, awaited without blocking the event loop.
 
         Raises :class:`WorkerDied` when the process exits first, ``TimeoutError`` after
@@ -314,7 +318,7 @@ class _Worker:
             self._inbox.put_nowait(_EOF)  # every later receive sees the death too
             await asyncio.to_thread(self.process.join, 5)
             raise WorkerDied(self.death())
-        return message
+        return protocol.decode(message)  # type: ignore[return-value]
 
     def death(self) -> str:
         """How the process ended, for error messages."""
@@ -440,17 +444,18 @@ class ProcessWorkerPool(WorkerPool):
             if isinstance(error, WorkerDied):
                 raise PluginLoadError(f"model {self.name!r}: {error.message} while loading") from error
             raise
-        if message[0] != "ready":
+        if not isinstance(message, Ready):
             await _close(worker)
-            raise PluginLoadError(f"model {self.name!r} failed to start: {message[1]}")
-        self.description = message[1]
+            reason = message.message if isinstance(message, Failed) else repr(message)
+            raise PluginLoadError(f"model {self.name!r} failed to start: {reason}")
+        self.description = message.description
         self._workers.add(worker)
         return worker
 
     async def run(
         self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
     ) -> Any:
-        message = (hook, kwargs, {"request_id": logs.request_id.get()})
+        message = protocol.encode(Call(hook, kwargs, logs.request_id.get()))
         while True:
             worker = await self._take()
             try:
@@ -499,11 +504,11 @@ class ProcessWorkerPool(WorkerPool):
         try:
             while True:
                 reply = await worker.receive(None if deadline is None else max(deadline - loop.time(), 0))
-                if reply[0] != "progress":
+                if not isinstance(reply, Progress):
                     break
                 if on_progress is not None:
-                    on_progress(reply[1], reply[2])
-            if _out_of_memory(hook, reply):
+                    on_progress(reply.fraction, reply.message)
+            if out_of_memory(reply):  # type: ignore[arg-type]
                 # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
                 LOG.warning("model %s: worker process %d ran out of memory; replacing it", self.name, worker.process.pid)
                 worker.kill()
@@ -516,7 +521,7 @@ class ProcessWorkerPool(WorkerPool):
             if job_id is not None:
                 self._running.pop(job_id, None)
             self._release(worker)
-        return unwrap(reply)
+        return protocol.value(reply)  # type: ignore[arg-type]
 
     def _release(self, worker: _Worker) -> None:
         worker.busy = False
@@ -583,19 +588,11 @@ class ProcessWorkerPool(WorkerPool):
         self._workers.clear()
 
 
-def _out_of_memory(hook: str, reply: tuple) -> bool:
-    """Whether the plugin raised MemoryError (in any request of a batch)."""
-    if reply[0] == "error":
-        return reply[1] == "MemoryError"
-    if hook == "predict_batch" and reply[0] == "ok":
-        return any(one[:2] == ("error", "MemoryError") for one in reply[1])
-    return False
-
-
 def _discard_result(call: asyncio.Task[Any]) -> None:
     """Delete the files of a result (or a batch's results) nobody waits for any more."""
     if not call.cancelled() and call.exception() is None:
-        _discard(("ok", call.result()))
+        result = call.result()
+        _discard(result if isinstance(result, list) else Result(result))
 
 
 async def _close(worker: _Worker) -> None:

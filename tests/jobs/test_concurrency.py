@@ -9,7 +9,7 @@ import concurrent.futures
 
 import requests
 
-from deepaas_like.jobs.models import CANCELLED, DONE, TRAIN
+from deepaas_like.jobs.states import CANCELLED, DONE, TRAIN
 from deepaas_like.jobs.store import JobStore
 from tests.conftest import start_server
 from tests.jobs.helpers import SLOW, plugin_env

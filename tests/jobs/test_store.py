@@ -9,7 +9,9 @@ import re
 import pytest
 
 from deepaas_like.exceptions import JobNotFound
-from deepaas_like.jobs.models import CANCELLED, DONE, ERROR, PENDING, PREDICT, RUNNING, TRAIN, JobResult
+from deepaas_like.api.documents import job_document
+from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, PENDING, PREDICT, RUNNING, TRAIN
+from deepaas_like.jobs.tables import JobResult
 from deepaas_like.jobs.store import JobStore, decode_kwargs, encode_kwargs
 from deepaas_like.model.args import UploadedFile
 
@@ -23,7 +25,7 @@ async def store(database_url):
 
 async def test_create_claim_finish(store):
     job = await store.create("demo", TRAIN, {"epochs": 2}, {"epochs": 2})
-    document = (await store.get("demo", job.uuid)).to_dict()
+    document = job_document((await store.get("demo", job.uuid)).to_view())
     assert re.fullmatch(r"[0-9a-f]{32}", document["uuid"]) and document["status"] == PENDING
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+", document["date"])
     claimed = await store.claim("demo", TRAIN, "a")
@@ -31,7 +33,7 @@ async def test_create_claim_finish(store):
     assert await store.claim("demo", TRAIN, "a") is None
     assert await store.finish(job.uuid, DONE, output={"loss": 0.1})
     assert not await store.finish(job.uuid, CANCELLED), "a job ends once"
-    done = (await store.get("demo", job.uuid)).to_dict()
+    done = job_document((await store.get("demo", job.uuid)).to_view())
     assert done["status"] == DONE and done["result"]["output"] == {"loss": 0.1}
     assert done["result"]["duration"] >= 0 and "message" not in done
 
@@ -68,13 +70,13 @@ async def test_progress_events_and_binary_results(store):
     await store.claim("demo", PREDICT, "a")
     await store.report(job.uuid, 0.5, [{"time": "t", "message": f"step {i}"} for i in range(60)])
     await store.report(job.uuid, None, [{"time": "t", "message": "last"}])
-    document = (await store.get("demo", job.uuid)).to_dict()
+    document = job_document((await store.get("demo", job.uuid)).to_view())
     assert document["progress"] == 0.5 and len(document["events"]) == 50
     assert document["events"][-1]["message"] == "last"
     await store.finish(job.uuid, DONE, media_type="image/png", result_file=f"{job.uuid}/prediction")
     stored = await store.get("demo", job.uuid)
     assert stored.result_file == f"{job.uuid}/prediction" and await store.result(job.uuid) is None
-    assert stored.to_dict()["result"]["media_type"] == "image/png"
+    assert job_document(stored.to_view())["result"]["media_type"] == "image/png"
 
 
 async def test_retention_removes_finished_jobs_and_results(store):
@@ -107,7 +109,7 @@ async def test_only_the_owners_running_jobs_become_interrupted(database_url):
     await store.close()
     reopened = await JobStore.open(database_url)  # migrations are idempotent
     assert await reopened.mark_interrupted("me") == 1
-    states = {uuid: (await reopened.get("demo", uuid)).to_dict() for uuid in (mine.uuid, theirs.uuid, waiting.uuid)}
+    states = {uuid: job_document((await reopened.get("demo", uuid)).to_view()) for uuid in (mine.uuid, theirs.uuid, waiting.uuid)}
     await reopened.close()
     assert states[mine.uuid]["status"] == ERROR and "interrupted" in states[mine.uuid]["message"]
     assert states[theirs.uuid]["status"] == RUNNING and states[waiting.uuid]["status"] == PENDING
@@ -126,7 +128,7 @@ async def test_migrations_bring_the_schema_to_the_models(database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from deepaas_like.jobs.models import Base
+    from deepaas_like.jobs.tables import Base
 
     store = await JobStore.open(database_url)
     async with store.engine.connect() as connection:
@@ -143,8 +145,8 @@ async def test_a_job_claimed_but_never_started_does_not_stay_running(store, tmp_
     """
     from sqlalchemy import update
 
-    from deepaas_like.jobs.models import Job
-    from deepaas_like.jobs.results import ResultFiles
+    from deepaas_like.jobs.tables import Job
+    from deepaas_like.jobs.result_files import ResultFiles
     from deepaas_like.jobs.runner import JobRunner
 
     job = await store.create("demo", TRAIN, {}, {})
@@ -154,8 +156,8 @@ async def test_a_job_claimed_but_never_started_does_not_stay_running(store, tmp_
     async with store.engine.begin() as connection:
         await connection.execute(update(Job).where(Job.uuid == job.uuid).values(
             started=datetime.datetime.now() - datetime.timedelta(minutes=2)))
-    runner = JobRunner(store, {}, "me", {}, results=ResultFiles(str(tmp_path / "results")))
+    runner = JobRunner(store, {}, "me", {}, results=ResultFiles(str(tmp_path / "results")), render=job_document)
     await runner._untracked()
-    lost = (await store.get("demo", job.uuid)).to_dict()
+    lost = job_document((await store.get("demo", job.uuid)).to_view())
     assert lost["status"] == ERROR and "lost track" in lost["message"]
     assert (await store.get("demo", recent.uuid)).status == RUNNING, "a claim of a moment ago is left alone"

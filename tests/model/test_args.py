@@ -1,8 +1,9 @@
-"""Argument helpers: file fields, accept choices, schemas built from a plugin's fields."""
+"""Argument helpers beside the plugin: file fields, fields from a plugin's schema, the
+arguments a job shows."""
 
 import marshmallow
 import pytest
-from marshmallow import fields, validate
+from marshmallow import fields
 
 from deepaas_like.model import args
 
@@ -11,23 +12,6 @@ def test_file_fields_in_both_deepaas_spellings():
     assert args.is_file_field(fields.Field(type="file", location="form"))
     assert args.is_file_field(fields.Raw(metadata={"type": "file"}))
     assert not args.is_file_field(fields.Str())
-
-
-def test_accept_choices_and_default():
-    arguments = {"accept": fields.Str(load_default="image/png", validate=validate.OneOf(["application/json", "image/png"]))}
-    assert args.accept_choices(arguments) == ["application/json", "image/png"]
-    assert args.accept_default(arguments) == "image/png"
-    assert args.accept_choices({"x": fields.Int()}) == [] and args.accept_default({}) is None
-
-
-def test_build_schema_copies_fields_and_keeps_marshmallow3_idioms():
-    shared = fields.Int(missing=3, description="old-style")
-    schema = args.build_schema({"n": shared}, "Example")
-    assert schema.__name__ == "Example"
-    assert schema().load({}) == {"n": 3}
-    assert schema().fields["n"] is not shared
-    with pytest.raises(marshmallow.ValidationError):
-        schema().load({"n": "x"})
 
 
 def test_schema_fields_accepts_dict_class_and_instance():

@@ -9,7 +9,8 @@ import pytest
 
 from deepaas_like.exceptions import HookNotImplemented, PluginLoadError
 from deepaas_like.model.loading import installed_models, load_plugin, resolve_model_names
-from deepaas_like.model.plugin import FileResult, Plugin, to_transport
+from deepaas_like.model.plugin import Plugin
+from deepaas_like.results import FileResult, to_transport
 
 
 def test_installed_models_lists_without_importing(plugin_path):

@@ -130,12 +130,12 @@ def test_sigterm_lets_requests_finish_and_marks_running_jobs_interrupted(run_ser
     async def read():
         store = await JobStore.open(server.database_url)
         try:
-            return (await store.get("slow", training["uuid"])).to_dict()
+            return (await store.get("slow", training["uuid"])).to_view()
         finally:
             await store.close()
 
     job = asyncio.run(read())
-    assert job["status"] == "error" and "interrupted" in job["message"]
+    assert job.status == "error" and "interrupted" in job.message
 
 
 def test_shutdown_ends_event_streams_instead_of_waiting_for_them(run_server, plugin_env):

@@ -1,4 +1,4 @@
-"""Handlers of the DEEPaaS V2 routes: parse, call the model layer, respond."""
+"""Handlers of the DEEPaaS V2 routes: parse, call the serving layer, respond."""
 
 from __future__ import annotations
 
@@ -6,44 +6,64 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import ValidationError, fields
 
-from deepaas_like.api.arguments import Uploads, load_arguments, parser, read_arguments
+from deepaas_like.api.arguments import Limits, Negotiation, listing_arguments, parse_arguments
+from deepaas_like.api.documents import job_document
 from deepaas_like.api.idempotency import idempotency_key
 from deepaas_like.api.keys import DRAIN, JOBS, LINKS, MODELS, SETTINGS
-from deepaas_like.api.negotiation import JSON, best_match, choose_media_type, is_json
+from deepaas_like.api.negotiation import JSON, best_match, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
+from deepaas_like.api.uploads import Uploads
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
-from deepaas_like.jobs.models import DONE, PREDICT, STATES, TRAIN
-from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.jobs.states import DONE, PREDICT, TRAIN
+from deepaas_like.serving.served import ServedModel
 
 
-def _model(request: web.Request) -> ModelWrapper:
+def _model(request: web.Request, kind: str | None = None) -> ServedModel:
+    """The model the path names; with a ``kind``, one whose endpoint is on and that has
+    the hook. Raises ``ModelNotFound`` (404), ``EndpointDisabled`` (402) and
+    ``HookNotImplemented`` (501).
+    """
     name = request.match_info["model_name"]
     try:
-        return request.app[MODELS][name]
+        model = request.app[MODELS][name]
     except KeyError:
         raise ModelNotFound(f"model {name!r} not found; served: {', '.join(request.app[MODELS])}") from None
+    if kind is not None:
+        settings = request.app[SETTINGS]
+        if not (settings.predict_endpoint if kind == PREDICT else settings.train_endpoint):
+            raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
+    return model
 
 
-def _url(request: web.Request, path: str) -> str:
-    return request.app[LINKS].url(request, path)
+def _callable(request: web.Request, kind: str) -> ServedModel:
+    model = _model(request, kind)
+    if not model.accepts(kind):
+        raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
+    return model
+
+
+def _limits(request: web.Request) -> Limits:
+    settings = request.app[SETTINGS]
+    return Limits(settings.client_max_size, settings.body_timeout or None)
+
+
+def _uploads(request: web.Request) -> Uploads:
+    settings = request.app[SETTINGS]
+    return Uploads(settings.upload_dir, settings.database_url)
 
 
 def _version(request: web.Request) -> dict[str, Any]:
-    return {
-        "version": "stable",
-        "id": "v2",
-        "links": [{"rel": "self", "type": "application/json", "href": _url(request, "/v2/")}],
-    }
+    href = request.app[LINKS].url_for(request, "version_v2")
+    return {"version": "stable", "id": "v2", "links": [{"rel": "self", "type": "application/json", "href": href}]}
 
 
-def _metadata(request: web.Request, model: ModelWrapper) -> dict[str, Any]:
+def _metadata(request: web.Request, model: ServedModel) -> dict[str, Any]:
     metadata = model.metadata()
-    metadata.setdefault(
-        "links", [{"rel": "self", "type": "application/json", "href": _url(request, f"/v2/models/{model.name}/")}]
-    )
+    href = request.app[LINKS].url_for(request, "model", model_name=model.name)
+    metadata.setdefault("links", [{"rel": "self", "type": "application/json", "href": href}])
     return metadata
 
 
@@ -51,8 +71,8 @@ async def versions(request: web.Request) -> web.Response:
     links = []
     if request.app[SETTINGS].doc_endpoint:
         links = [
-            {"rel": "help", "type": "text/html", "href": _url(request, "/api")},
-            {"rel": "describedby", "type": "application/json", "href": _url(request, "/swagger.json")},
+            {"rel": "help", "type": "text/html", "href": request.app[LINKS].url(request, "/api")},
+            {"rel": "describedby", "type": "application/json", "href": request.app[LINKS].url(request, "/swagger.json")},
         ]
     return json_response({"versions": [_version(request)], "links": links})
 
@@ -70,42 +90,22 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    model = _model(request)
-    if not settings.predict_endpoint:
-        raise EndpointDisabled("the predict endpoint is disabled on this server")
-    if model.predict_schema is None:
-        raise HookNotImplemented(f"model {model.name!r} does not implement predict()")
-    uploads = Uploads(settings.upload_dir, settings.database_url)
-    handed_over = False
+    model = _callable(request, PREDICT)
     as_job = _wants_async(request)
-    try:
-        raw = await read_arguments(request, uploads, settings.client_max_size, settings.body_timeout or None)
-        sent = raw.get("accept")
-        media_type = choose_media_type(
-            # A job's POST answers with the job (JSON); its Accept does not pick the result.
-            None if as_job else request.headers.get(hdrs.ACCEPT),
-            sent if isinstance(sent, str) else None,
-            model.accept_choices,
-            model.accept_default,
-        )
-        if model.accept_choices and sent is None:
-            raw["accept"] = media_type
-        kwargs = await load_arguments(request, raw, model.predict_schema)
+    # A job's POST answers with the job (JSON): its Accept header does not pick the result.
+    negotiation = Negotiation(model.accept_choices, model.accept_default, None if as_job else request.headers.get(hdrs.ACCEPT))
+    with _uploads(request) as uploads:
+        kwargs = await parse_arguments(request, model.predict_schema, uploads, _limits(request), negotiation)  # type: ignore[arg-type]
         if as_job:
             job = await request.app[JOBS].submit(
-                model, PREDICT, kwargs, uploads.directory, caller(request).key_hash, idempotency_key(request)
+                model, PREDICT, kwargs, uploads.take(), caller(request).key_hash, idempotency_key(request)
             )
-            handed_over = True
-            location = _url(request, f"/v2/models/{model.name}/predict/{job['uuid']}")
+            location = request.app[LINKS].url_for(request, "prediction", model_name=model.name, uuid=job.uuid)
             headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
-            return json_response(job, status=202, headers=headers)
+            return json_response(job_document(job), status=202, headers=headers)
         with request.app[DRAIN]:  # answered 503 if the server must stop first
-            result = await model.predict(kwargs)
-        return prediction_response(result, kwargs.get("accept", media_type))
-    finally:
-        if not handed_over:
-            uploads.cleanup()
+            prediction = await model.predict(kwargs)
+        return prediction_response(prediction)
 
 
 _BOOLEAN = fields.Boolean()
@@ -129,99 +129,83 @@ def _wants_async(request: web.Request) -> bool:
     return "respond-async" in preferences or flag
 
 
+async def start_training(request: web.Request) -> web.Response:
+    model = _callable(request, TRAIN)
+    with _uploads(request) as uploads:
+        kwargs = await parse_arguments(request, model.train_schema, uploads, _limits(request))  # type: ignore[arg-type]
+        # The job owns the uploads from here, and deletes them when it ends.
+        job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.take(), caller(request).key_hash, idempotency_key(request))
+    return json_response(job_document(job))
+
+
 async def get_prediction(request: web.Request) -> web.StreamResponse:
     """The asynchronous prediction's job object; once done, its result in the media type
     the ``Accept`` header prefers when that is the stored result's type.
     """
-    model = _model(request)
+    model = _model(request, PREDICT)
     job = await request.app[JOBS].get(model.name, request.match_info["uuid"], PREDICT, caller(request).visible_to)
     if job.status == DONE and job.media_type and not is_json(job.media_type):
         accept = request.headers.get(hdrs.ACCEPT, "")
         if accept and best_match(accept, [JSON, job.media_type]) == job.media_type:
             stored = await request.app[JOBS].result(job)  # a file, streamed as it is read
-            return prediction_response(stored, job.media_type)
-    return json_response(job.to_dict())
-
-
-async def cancel_prediction(request: web.Request) -> web.Response:
-    model = _model(request)
-    return json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], PREDICT, caller(request).visible_to))
-
-
-def _check_train_endpoint(request: web.Request) -> ModelWrapper:
-    model = _model(request)
-    if not request.app[SETTINGS].train_endpoint:
-        raise EndpointDisabled("the train endpoint is disabled on this server")
-    return model
-
-
-async def start_training(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    model = _check_train_endpoint(request)
-    if model.train_schema is None:
-        raise HookNotImplemented(f"model {model.name!r} does not implement train()")
-    uploads = Uploads(settings.upload_dir, settings.database_url)
-    try:
-        raw = await read_arguments(request, uploads, settings.client_max_size, settings.body_timeout or None)
-        kwargs = await load_arguments(request, raw, model.train_schema)
-        # The job owns the uploads once it is recorded, and deletes them when it ends.
-        job = await request.app[JOBS].submit(
-            model, TRAIN, kwargs, uploads.directory, caller(request).key_hash, idempotency_key(request)
-        )
-    except BaseException:
-        uploads.cleanup()
-        raise
-    return json_response(job)
-
-
-MAX_OFFSET = 2**63 - 1  # the largest a database's 64-bit integer holds
-
-
-class ListingArgs(Schema):
-    """Query string of job listings: filter by ``status``, page with ``limit``/``offset``."""
-
-    status = fields.Str(validate=validate.OneOf(STATES))
-    limit = fields.Int(validate=validate.Range(min=1, max=10_000))
-    offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
-
-
-async def _list(request: web.Request, model: ModelWrapper, kind: str) -> web.Response:
-    query = await parser.parse(ListingArgs(), request, location="query", unknown=EXCLUDE)
-    return json_response(await request.app[JOBS].list(model.name, kind, **query, visible_to=caller(request).visible_to))
-
-
-async def list_trainings(request: web.Request) -> web.Response:
-    return await _list(request, _check_train_endpoint(request), TRAIN)
-
-
-async def list_predictions(request: web.Request) -> web.Response:
-    return await _list(request, _model(request), PREDICT)
+            if stored is not None:
+                return prediction_response(stored)
+    return json_response(job_document(job))
 
 
 async def get_training(request: web.Request) -> web.Response:
-    model = _check_train_endpoint(request)
-    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], TRAIN, caller(request).visible_to)
-    return json_response(job.to_dict())
+    return await _get(request, TRAIN)
+
+
+async def _get(request: web.Request, kind: str) -> web.Response:
+    model = _model(request, kind)
+    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], kind, caller(request).visible_to)
+    return json_response(job_document(job))
+
+
+async def cancel_prediction(request: web.Request) -> web.Response:
+    return await _cancel(request, PREDICT)
 
 
 async def cancel_training(request: web.Request) -> web.Response:
-    model = _check_train_endpoint(request)
-    return json_response(await request.app[JOBS].cancel(model, request.match_info["uuid"], TRAIN, caller(request).visible_to))
+    return await _cancel(request, TRAIN)
+
+
+async def _cancel(request: web.Request, kind: str) -> web.Response:
+    model = _model(request, kind)
+    job = await request.app[JOBS].cancel(model, request.match_info["uuid"], kind, caller(request).visible_to)
+    return json_response(job_document(job))
+
+
+async def list_predictions(request: web.Request) -> web.Response:
+    return await _list(request, PREDICT)
+
+
+async def list_trainings(request: web.Request) -> web.Response:
+    return await _list(request, TRAIN)
+
+
+async def _list(request: web.Request, kind: str) -> web.Response:
+    model = _model(request, kind)
+    query = await listing_arguments(request)
+    jobs = await request.app[JOBS].list(model.name, kind, **query, visible_to=caller(request).visible_to)
+    return json_response([job_document(job) for job in jobs])
 
 
 async def training_events(request: web.Request) -> web.StreamResponse:
-    return await _events(request, _check_train_endpoint(request), TRAIN)
+    return await _events(request, TRAIN)
 
 
 async def prediction_events(request: web.Request) -> web.StreamResponse:
-    return await _events(request, _model(request), PREDICT)
+    return await _events(request, PREDICT)
 
 
-async def _events(request: web.Request, model: ModelWrapper, kind: str) -> web.StreamResponse:
+async def _events(request: web.Request, kind: str) -> web.StreamResponse:
     """Server-Sent Events: a ``job`` event with the job object whenever its status,
     progress or messages change, then an ``end`` event once it has ended. Streams end
     when the server stops (the client reconnects elsewhere).
     """
+    model = _model(request, kind)
     uuid = request.match_info["uuid"]
     # 404 before the stream starts. Every stream of one job shares one reader of it.
     feed = await request.app[JOBS].follow(model.name, uuid, kind, caller(request).visible_to)

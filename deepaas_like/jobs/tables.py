@@ -1,5 +1,5 @@
 """The job tables (SQLAlchemy 2 declarative). Their schema is managed by alembic
-(``jobs/migrations``); change a model only together with a new migration.
+(``jobs/migrations``); change a table only together with a new migration.
 """
 
 from __future__ import annotations
@@ -10,13 +10,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: Job states: waiting for a worker, on a worker, and the three ends.
-PENDING, RUNNING, DONE, ERROR, CANCELLED = "pending", "running", "done", "error", "cancelled"
-STATES = (PENDING, RUNNING, DONE, ERROR, CANCELLED)
-ACTIVE = (PENDING, RUNNING)
-#: Job kinds.
-TRAIN, PREDICT = "train", "predict"
-
+from deepaas_like.jobs.states import JobView
 
 class Base(DeclarativeBase):
     pass
@@ -55,7 +49,7 @@ class Job(Base):
     duration: Mapped[float | None] = mapped_column(Float, nullable=True)
     output: Mapped[Any] = mapped_column(JSON, nullable=True)
     media_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    #: A binary result's file, relative to the results directory (see ``jobs/results.py``).
+    #: A binary result's file, relative to the results directory (see ``jobs/result_files.py``).
     result_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: SHA-256 (hex) of the API key that created the job; None without API keys.
     api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -67,31 +61,24 @@ class Job(Base):
     progress: Mapped[float | None] = mapped_column(Float, nullable=True)
     events: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The DEEPaaS V2 training object (``date``, ``args``, ``uuid``, ``status``, and
-        ``finish_date``/``message``/``result`` as the state adds them), plus ``progress``
-        and ``events`` when the plugin reported any. Dates print as DEEPaaS prints them
-        (``str(datetime)``); ``duration`` is in seconds.
-        """
-        document: dict[str, Any] = {
-            "date": str(self.created),
-            "args": self.args,
-            "uuid": self.uuid,
-            "status": self.status,
-        }
-        if self.finished is not None:
-            document["finish_date"] = str(self.finished)
-        if self.status == ERROR or (self.status == CANCELLED and self.message):
-            document["message"] = self.message or ""
-        if self.progress is not None:
-            document["progress"] = self.progress
-        if self.events:
-            document["events"] = self.events
-        if self.status == DONE:
-            document["result"] = {"output": self.output, "finish_date": str(self.finished), "duration": self.duration}
-            if self.media_type is not None:
-                document["result"]["media_type"] = self.media_type
-        return document
+    def to_view(self) -> JobView:
+        """The job as its clients may see it."""
+        return JobView(
+            uuid=self.uuid,
+            model=self.model,
+            kind=self.kind,
+            status=self.status,
+            args=self.args,
+            created=self.created,
+            finished=self.finished,
+            duration=self.duration,
+            output=self.output,
+            media_type=self.media_type,
+            message=self.message,
+            progress=self.progress,
+            events=tuple(self.events or ()),
+            has_file=self.result_file is not None,
+        )
 
 
 class JobResult(Base):

@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from deepaas_like.model.plugin import FileResult
-from deepaas_like.workers.base import WorkerPool, unwrap
+from deepaas_like.results import FileResult
+from deepaas_like.workers import protocol
+from deepaas_like.workers.base import WorkerPool
 
 
 class Batcher:
@@ -84,11 +85,11 @@ class Batcher:
             self._free.release()
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # its request went away
-                if outcome[0] == "ok" and isinstance(outcome[1], FileResult):
-                    outcome[1].discard()
+                if isinstance(outcome, protocol.Result) and isinstance(outcome.value, FileResult):
+                    outcome.value.discard()
                 continue
             try:
-                future.set_result(unwrap(outcome))
+                future.set_result(protocol.value(outcome))
             except Exception as error:  # noqa: BLE001 - this request's own failure
                 future.set_exception(error)
 

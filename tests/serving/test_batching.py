@@ -1,4 +1,5 @@
-"""Dynamic batching: grouping of concurrent requests, per-request errors, the wait limit."""
+"""Dynamic batching in the serving layer: grouping of concurrent requests, per-request
+errors, the wait limit."""
 
 import asyncio
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 
 from deepaas_like.exceptions import PluginError
-from deepaas_like.model.wrapper import ModelWrapper
+from deepaas_like.serving.served import ServedModel
 from deepaas_like.workers.process import ProcessWorkerPool
 
 
@@ -14,7 +15,7 @@ async def model(max_batch_size=8, wait=0.05, workers=1):
     def pool():
         return ProcessWorkerPool("batching", "deepaas.v2.model", size=workers)
 
-    wrapper = ModelWrapper("batching", pool(), pool, workers=workers, max_batch_size=max_batch_size, batch_wait=wait)
+    wrapper = ServedModel("batching", pool(), pool, workers=workers, max_batch_size=max_batch_size, batch_wait=wait)
     await wrapper.start()
     return wrapper
 
@@ -23,10 +24,10 @@ async def test_concurrent_requests_are_grouped(plugin_path):
     wrapper = await model(max_batch_size=8)
     try:
         results = await asyncio.gather(*(wrapper.predict({"x": i, "fail": False}) for i in range(20)))
-        assert [r["predictions"]["y"] for r in results] == [i * i for i in range(20)]
+        assert [r.document["predictions"]["y"] for r in results] == [i * i for i in range(20)]
         assert max(wrapper.batcher.sizes) == 8 and sum(wrapper.batcher.sizes) == 20
         assert all(size <= 8 for size in wrapper.batcher.sizes)
-        assert {r["predictions"]["batch"] for r in results} <= set(wrapper.batcher.sizes)
+        assert {r.document["predictions"]["batch"] for r in results} <= set(wrapper.batcher.sizes)
     finally:
         await wrapper.stop()
 
@@ -38,12 +39,12 @@ async def test_an_error_in_one_item_fails_that_request_alone(plugin_path):
         calls = [wrapper.predict({"x": i, "fail": i == 3}) for i in range(6)]
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(results[3], PluginError) and "item 3 is bad" in results[3].message
-        assert [r["predictions"]["y"] for i, r in enumerate(results) if i != 3] == [0, 1, 4, 16, 25]
+        assert [r.document["predictions"]["y"] for i, r in enumerate(results) if i != 3] == [0, 1, 4, 16, 25]
         # predict_batch returns an exception in one request's place
         calls = [wrapper.predict({"x": x, "fail": False}) for x in (2, -1, 3)]
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(results[1], PluginError) and "negative" in results[1].message
-        assert [results[0]["predictions"]["y"], results[2]["predictions"]["y"]] == [4, 9]
+        assert [results[0].document["predictions"]["y"], results[2].document["predictions"]["y"]] == [4, 9]
     finally:
         await wrapper.stop()
 
@@ -53,7 +54,7 @@ async def test_a_lone_request_waits_at_most_the_batch_wait(plugin_path):
     try:
         await wrapper.predict({"x": 1, "fail": False})  # first call starts the batcher
         started = time.monotonic()
-        assert (await wrapper.predict({"x": 2, "fail": False}))["predictions"]["batch"] == 1
+        assert (await wrapper.predict({"x": 2, "fail": False})).document["predictions"]["batch"] == 1
         elapsed = time.monotonic() - started
         assert 0.2 <= elapsed < 5, "dispatched after the wait, not held for a full batch"
     finally:
@@ -65,7 +66,7 @@ async def test_batching_off_calls_predict(plugin_path):
     try:
         assert wrapper.batcher is None
         results = await asyncio.gather(*(wrapper.predict({"x": i, "fail": False}) for i in range(4)))
-        assert {r["predictions"]["batch"] for r in results} == {1}
+        assert {r.document["predictions"]["batch"] for r in results} == {1}
     finally:
         await wrapper.stop()
 
@@ -74,13 +75,13 @@ async def test_batches_spread_over_workers(plugin_path):
     wrapper = await model(max_batch_size=4, workers=2)
     try:
         results = await asyncio.gather(*(wrapper.predict({"x": i, "fail": False}) for i in range(16)))
-        assert len({r["predictions"]["pid"] for r in results}) == 2
+        assert len({r.document["predictions"]["pid"] for r in results}) == 2
     finally:
         await wrapper.stop()
 
 
 def test_batch_size_below_two_is_refused():
-    from deepaas_like.workers.batching import Batcher
+    from deepaas_like.serving.batching import Batcher
 
     with pytest.raises(ValueError):
         Batcher(None, 1, 1, 0.0)

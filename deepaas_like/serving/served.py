@@ -1,4 +1,11 @@
-"""One served model: its description, argument schemas and worker pools."""
+"""The serving layer: one model as the server serves it, above the executors.
+
+A :class:`ServedModel` owns the model's argument schemas (built from the plugin's
+description), its worker pools (predictions; trainings, started on first use), dynamic
+batching, and turns what the plugin returns into what the client receives
+(:func:`deepaas_like.results.render`). It knows nothing of HTTP: handlers, the job runner
+and the CLI all call it.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +18,18 @@ from typing import Any
 import marshmallow
 
 from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction
-from deepaas_like.model import args as model_args
-from deepaas_like.model.plugin import FileResult, ModelDescription
+from deepaas_like.model.plugin import ModelDescription
+from deepaas_like.results import FileResult, Prediction, render
+from deepaas_like.serving import schemas
+from deepaas_like.serving.batching import Batcher
 from deepaas_like.workers.base import ProgressCallback, WorkerPool
-from deepaas_like.workers.batching import Batcher
+
+#: The kinds of calls a model may take (the hooks ``predict`` and ``train``).
+PREDICT, TRAIN = "predict", "train"
 
 
-class ModelWrapper:
-    """A model as the HTTP layer sees it: metadata, schemas, ``predict`` and ``train``.
+class ServedModel:
+    """A model as the server serves it: metadata, schemas, ``predict`` and ``train``.
 
     Predictions run on ``predict_pool``; trainings on a second pool made by
     ``make_train_pool`` when the first training starts, so a long training never
@@ -63,17 +74,17 @@ class ModelWrapper:
         self.description = description
         prefix = "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", self.name) if part)
         if description.predict_args is not None:
-            self.predict_schema = model_args.build_schema(description.predict_args, f"{prefix}PredictArgs", model_args.ArgumentsSchema)
-            self.accept_choices = model_args.accept_choices(description.predict_args)
-            self.accept_default = model_args.accept_default(description.predict_args)
+            self.predict_schema = schemas.build_schema(description.predict_args, f"{prefix}PredictArgs", schemas.ArgumentsSchema)
+            self.accept_choices = schemas.accept_choices(description.predict_args)
+            self.accept_default = schemas.accept_default(description.predict_args)
             if self.accept_choices:
                 # The server always supplies ``accept`` (negotiated from the Accept header
                 # when the client does not send it), as DEEPaaS reads it from that header.
                 self.predict_schema._declared_fields["accept"].required = False
         if description.train_args is not None:
-            self.train_schema = model_args.build_schema(description.train_args, f"{prefix}TrainArgs", model_args.ArgumentsSchema)
+            self.train_schema = schemas.build_schema(description.train_args, f"{prefix}TrainArgs", schemas.ArgumentsSchema)
         if description.response_fields is not None:
-            self.response_schema = model_args.build_schema(description.response_fields, f"{prefix}Response")
+            self.response_schema = schemas.build_schema(description.response_fields, f"{prefix}Response")
         if description.batch and self._max_batch_size >= 2:
             self.batcher = Batcher(self.predict_pool, self._workers, self._max_batch_size, self._batch_wait, self._on_batch)
 
@@ -91,30 +102,33 @@ class ModelWrapper:
     def worker_restarts(self) -> int:
         """Workers of this model replaced after dying or being killed."""
         pools = [self.predict_pool, self._train_pool]
-        return sum(getattr(pool, "restarts", 0) for pool in pools if pool is not None)
+        return sum(pool.restarts for pool in pools if pool is not None)
 
     def unavailable(self) -> str | None:
         """Why the model cannot take predictions (no live worker), or None."""
-        if getattr(self.predict_pool, "live_workers", 1) > 0:
+        if self.predict_pool.live_workers > 0:
             return None
-        reason = getattr(self.predict_pool, "unavailable", None)
-        return reason or f"model {self.name!r} has no live worker; a new one is starting"
+        return self.predict_pool.unavailable or f"model {self.name!r} has no live worker; a new one is starting"
+
+    def accepts(self, kind: str) -> bool:
+        """Whether the plugin has the hook for ``kind`` (``predict`` or ``train``)."""
+        return (self.predict_schema if kind == PREDICT else self.train_schema) is not None
 
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata merged over ``{"id": name, "name": name}``."""
         return {"id": self.name, "name": self.name, **self.description.metadata}
 
-
     async def predict(
         self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
-    ) -> Any:
-        """Run ``predict(**kwargs)`` in a worker; returns what the client receives.
+    ) -> Prediction:
+        """Run ``predict(**kwargs)`` in a worker; returns what the client receives, in the
+        media type ``kwargs["accept"]`` chose (see :func:`deepaas_like.results.render`).
 
-        ``bytes`` and :class:`FileResult` come back as they are; JSON data is checked
-        against the plugin's ``schema`` when it has one, else wrapped as DEEPaaS wraps it,
-        ``{"status": "OK", "predictions": result}``. A call with a ``job_id`` (an
-        asynchronous prediction) is never batched, so that :meth:`kill` can stop it.
-        Raises ``HookNotImplemented``, ``InvalidPrediction`` and whatever the pool raises.
+        JSON data is checked against the plugin's ``schema`` when it has one, else wrapped as
+        DEEPaaS wraps it, ``{"status": "OK", "predictions": result}``. A call with a
+        ``job_id`` (an asynchronous prediction) is never batched, so that :meth:`kill` can
+        stop it. Raises ``HookNotImplemented``, ``InvalidPrediction`` and whatever the pool
+        raises.
         """
         if self.predict_schema is None:
             raise HookNotImplemented(f"model {self.name!r} does not implement predict()")
@@ -122,14 +136,11 @@ class ModelWrapper:
             result = await self.batcher.submit(kwargs)
         else:
             result = await self.predict_pool.run("predict", kwargs, job_id=job_id, on_progress=on_progress)
-        if isinstance(result, (bytes, FileResult)):
-            return result
-        if self.response_schema is None:
-            return {"status": "OK", "predictions": result}
-        errors = self.response_schema().validate(result if isinstance(result, dict) else {"": result})
-        if errors:
-            raise InvalidPrediction(errors)
-        return result
+        if self.response_schema is not None and not isinstance(result, (bytes, FileResult)):
+            errors = self.response_schema().validate(result if isinstance(result, dict) else {"": result})
+            if errors:
+                raise InvalidPrediction(errors)
+        return render(result, kwargs.get("accept"), wrap=self.response_schema is None)
 
     async def train(self, kwargs: dict[str, Any], job_id: str, on_progress: ProgressCallback | None = None) -> Any:
         """Run ``train(**kwargs)`` in a training worker; ``job_id`` lets :meth:`kill` stop it.

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from deepaas_like.exceptions import StartupError
-from deepaas_like.model.plugin import FileResult
+from deepaas_like.results import FileResult
 
 _NAME = "prediction"  # the file's name; a download is offered as prediction.<extension>
 

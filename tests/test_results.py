@@ -5,7 +5,7 @@ any JSON parser reads, of at most ``--max-result-size`` bytes.
 import pytest
 
 from deepaas_like.exceptions import PredictionNotJSON, ResultTooLarge
-from deepaas_like.model.plugin import FileResult, check_prediction, not_json
+from deepaas_like.results import FileResult, check_prediction, not_json
 
 
 def _nested(levels: int) -> list:
@@ -25,7 +25,7 @@ class Widget:
         ({"scores": [0.5, float("nan")]}, '["scores"][1] is nan (a float; JSON has no NaN or Infinity)'),
         ([float("-inf")], "[0] is -inf (a float; JSON has no NaN or Infinity)"),
         ({"labels": {1, 2}}, '["labels"] is of type set, which JSON cannot represent'),
-        ({"a": {"b": Widget()}}, '["a"]["b"] is of type tests.model.test_plugin.Widget, which JSON cannot represent'),
+        ({"a": {"b": Widget()}}, '["a"]["b"] is of type tests.test_results.Widget, which JSON cannot represent'),
         ({"image": b"\x89PNG"}, '["image"] is of type bytes, which JSON cannot represent'),
         ({(1, 2): "pair"}, "the prediction itself has a key of type tuple (JSON keys are strings)"),
         (_nested(100_000), "it is nested too deeply: a list more than 400 lists or objects deep"),

@@ -1,0 +1,65 @@
+"""What a job is, without SQL: its states, its kinds, and the frozen view that the job
+runner hands out (the tables are ``jobs/tables.py``; the DEEPaaS wire format of a job is
+the HTTP layer's, ``api/documents.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    """Waiting for a worker, on a worker, and the three ends."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class JobKind(enum.StrEnum):
+    """A training, or an asynchronous prediction."""
+
+    TRAIN = "train"
+    PREDICT = "predict"
+
+
+PENDING, RUNNING, DONE, ERROR, CANCELLED = (JobStatus(status) for status in JobStatus)
+TRAIN, PREDICT = JobKind.TRAIN, JobKind.PREDICT
+#: Every state, in the order above (listings filter on them).
+STATES: tuple[JobStatus, ...] = tuple(JobStatus)
+#: The states of a job that has not ended.
+ACTIVE: tuple[JobStatus, ...] = (PENDING, RUNNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobView:
+    """One job as its clients may see it. ``uuid`` is 32 hex characters; ``args`` are the
+    arguments as shown to clients (files by their names); ``duration`` is in seconds;
+    ``output`` is a training's return value or a JSON prediction; ``media_type`` and
+    ``has_file`` describe a prediction's stored result; ``events`` are the latest progress
+    messages (``{"time", "message"}``).
+    """
+
+    uuid: str
+    model: str
+    kind: str
+    status: str
+    args: dict[str, Any]
+    created: datetime.datetime
+    finished: datetime.datetime | None = None
+    duration: float | None = None
+    output: Any = None
+    media_type: str | None = None
+    message: str | None = None
+    progress: float | None = None
+    events: tuple[dict[str, Any], ...] = ()
+    has_file: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.status not in ACTIVE

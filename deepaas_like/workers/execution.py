@@ -1,0 +1,97 @@
+"""Running one call of plugin code and reporting how it went, as a protocol outcome.
+
+This is the worker's side of the protocol, shared by every executor: whatever the plugin
+returns or raises becomes a :class:`~deepaas_like.workers.protocol.Result`,
+:class:`~deepaas_like.workers.protocol.Invalid` or
+:class:`~deepaas_like.workers.protocol.Error`; predictions are checked to be binary or JSON
+data (:func:`deepaas_like.results.check_prediction`).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import marshmallow
+
+from deepaas_like.exceptions import PredictionNotJSON, ResultTooLarge
+from deepaas_like.model.plugin import Plugin
+from deepaas_like.results import check_prediction, to_transport
+from deepaas_like.workers.protocol import BatchResult, Error, Invalid, NotJSON, Outcome, Result, TooLarge
+
+LOG = logging.getLogger(__name__)
+
+
+def execute(plugin: Plugin, hook: str, kwargs: dict[str, Any], max_result_size: int = 0) -> Outcome:
+    """Run ``hook(**kwargs)`` of ``plugin``; ``predict_batch`` (``kwargs={"batch": [...]}``)
+    gives a :class:`BatchResult`. A prediction larger than ``max_result_size`` bytes (0: any
+    size) is a :class:`TooLarge`. Plugin failures are logged here, where the traceback is,
+    as DEEPaaS logs them: operators read the server's log, clients get the message.
+    """
+    if hook == "predict_batch":
+        return BatchResult(_batch(plugin, kwargs["batch"], max_result_size))
+    try:
+        result = to_transport(plugin.call(hook, kwargs))
+    except marshmallow.ValidationError as error:
+        return _invalid(error)
+    except Exception as error:  # noqa: BLE001 - plugin errors go back to the caller
+        LOG.exception("%s() of model %r failed: %s: %s", hook, plugin.name, type(error).__name__, error)
+        return Error(type(error).__name__, str(error), traceback.format_exc())
+    if hook != "predict":
+        return Result(result)
+    return _checked(plugin.name, result, max_result_size)
+
+
+def out_of_memory(outcome: Outcome) -> bool:
+    """Whether the plugin raised ``MemoryError`` (in any request of a batch): its worker's
+    memory may stay exhausted (a cache, a leak), so it is replaced.
+    """
+    if isinstance(outcome, Error):
+        return outcome.error_type == "MemoryError"
+    if isinstance(outcome, BatchResult):
+        return any(out_of_memory(one) for one in outcome.outcomes)
+    return False
+
+
+def _invalid(error: marshmallow.ValidationError) -> Invalid:
+    messages = error.normalized_messages()
+    return Invalid(messages if isinstance(messages, dict) else {"_schema": messages})
+
+
+def _checked(model: str, result: Any, max_result_size: int) -> Outcome:
+    try:
+        check_prediction(result, model, max_result_size)
+    except PredictionNotJSON as error:
+        LOG.error("%s", error.message)
+        return NotJSON(error.message)
+    except ResultTooLarge as error:
+        LOG.error("%s", error.message)
+        return TooLarge(error.message)
+    except Exception as error:  # noqa: BLE001 - e.g. a dict subclass that fails to iterate
+        LOG.exception("the prediction of model %r cannot be checked", model)
+        return Error(type(error).__name__, f"the prediction cannot be checked: {error}", traceback.format_exc())
+    return Result(result)
+
+
+def _batch(plugin: Plugin, batch: list[dict[str, Any]], max_result_size: int) -> list[Outcome]:
+    # A batch that fails as a whole is run again one request at a time, so that only the
+    # request at fault fails.
+    try:
+        results = plugin.call("predict_batch", {"batch": batch})
+        if len(results) != len(batch):
+            raise ValueError(f"predict_batch returned {len(results)} results for {len(batch)} requests")
+    except Exception:  # noqa: BLE001
+        LOG.warning("predict_batch() of model %r failed for a batch of %d; running its requests one by one",
+                    plugin.name, len(batch), exc_info=True)
+        return [execute(plugin, "predict", kwargs, max_result_size) for kwargs in batch]
+    outcomes: list[Outcome] = []
+    for result in results:
+        if isinstance(result, marshmallow.ValidationError):  # this request's own bad input: 422
+            outcomes.append(_invalid(result))
+        elif isinstance(result, Exception):
+            LOG.error("predict_batch() of model %r failed for one request: %s: %s", plugin.name, type(result).__name__, result)
+            outcomes.append(Error(type(result).__name__, str(result), ""))
+        else:
+            outcomes.append(_checked(plugin.name, to_transport(result), max_result_size))
+    return outcomes
