@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     plugin = load_plugin(args.model_name)
     if hasattr(plugin, "warm"):
         plugin.warm()
-    web.run_app(make_app(plugin, args.model_name), host=args.listen_ip, port=args.port, access_log=None,
-                print=None)
+    web.run_app(make_app(plugin, args.model_name), host=args.listen_ip, port=args.port, access_log=None, print=None)
     return 0
 
 

@@ -60,10 +60,14 @@ def multipart_request(path: str, name: str, filename: str, content: bytes, conte
     """A ``multipart/form-data`` POST with one file part (held in memory: small files only)."""
     boundary = uuid.uuid4().hex
     body = (
-        f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-        f"Content-Type: {content_type}\r\n\r\n"
-    ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return Request(path, body, f"multipart/form-data; boundary={boundary}")
 
 
@@ -105,14 +109,20 @@ class Server:
         return ""
 
 
-def start_server(label: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> Server:
+def start_server(
+    label: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Server:
     """Start ``argv`` in a session of its own (so the terminal's Ctrl-C reaches only us)."""
     started = time.monotonic()
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            argv,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
     server = Server(label, port, process, log, started)
     _STARTED[server.pid] = server
@@ -173,8 +183,9 @@ def stop_all() -> None:
 
 
 @contextlib.contextmanager
-def running(label: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> Iterator[Server]:
+def running(
+    label: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[Server]:
     """Start a server for the ``with`` block; it is stopped when the block ends, however it ends."""
     server = start_server(label, argv, port, log, env, cwd)
     try:

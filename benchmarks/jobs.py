@@ -46,8 +46,18 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
-            "deepaas-like-run", "--listen-ip", "127.0.0.1", "--listen-port", str(self.port),
-            "--model-name", "demo", "--database-url", database_url, "--upload-dir", str(workdir), *args,
+            "deepaas-like-run",
+            "--listen-ip",
+            "127.0.0.1",
+            "--listen-port",
+            str(self.port),
+            "--model-name",
+            "demo",
+            "--database-url",
+            database_url,
+            "--upload-dir",
+            str(workdir),
+            *args,
         ]
         self.log = open(workdir / f"server-{self.port}.log", "wb")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
@@ -76,7 +86,9 @@ class Server:
         self.log.close()
 
 
-async def creation_rate(session: aiohttp.ClientSession, server: Server, seconds: float, concurrency: int = 8) -> tuple[float, int]:
+async def creation_rate(
+    session: aiohttp.ClientSession, server: Server, seconds: float, concurrency: int = 8
+) -> tuple[float, int]:
     """Trainings created per second by ``concurrency`` clients for ``seconds``; (rate, errors)."""
     created = errors = 0
     deadline = time.monotonic() + seconds
@@ -148,8 +160,8 @@ async def fill_jobs(database_url: str, rows: int) -> None:
     """Insert ``rows`` finished trainings of the demo model directly."""
     from sqlalchemy import insert
 
-    from deepaas_like.jobs.tables import Job
     from deepaas_like.jobs.store import JobStore
+    from deepaas_like.jobs.tables import Job
 
     store = await JobStore.open(database_url)
     start = datetime.datetime.now() - datetime.timedelta(days=1)
@@ -157,10 +169,17 @@ async def fill_jobs(database_url: str, rows: int) -> None:
         for first in range(0, rows, 10_000):
             batch = [
                 {
-                    "uuid": uuid_module.uuid4().hex, "model": "demo", "kind": "train",
-                    "status": "done" if i % 10 else "error", "args": {"epochs": 1}, "kwargs": {"epochs": 1},
-                    "created": start + datetime.timedelta(milliseconds=i), "finished": start + datetime.timedelta(milliseconds=i + 1),
-                    "duration": 0.001, "output": {"final_loss": 0.1}, "events": [],
+                    "uuid": uuid_module.uuid4().hex,
+                    "model": "demo",
+                    "kind": "train",
+                    "status": "done" if i % 10 else "error",
+                    "args": {"epochs": 1},
+                    "kwargs": {"epochs": 1},
+                    "created": start + datetime.timedelta(milliseconds=i),
+                    "finished": start + datetime.timedelta(milliseconds=i + 1),
+                    "duration": 0.001,
+                    "output": {"final_loss": 0.1},
+                    "events": [],
                 }
                 for i in range(first, min(first + 10_000, rows))
             ]
@@ -168,7 +187,9 @@ async def fill_jobs(database_url: str, rows: int) -> None:
     await store.close()
 
 
-async def listing_latency(session: aiohttp.ClientSession, server: Server, query: str, runs: int = 20) -> tuple[float, float]:
+async def listing_latency(
+    session: aiohttp.ClientSession, server: Server, query: str, runs: int = 20
+) -> tuple[float, float]:
     """(median, worst) milliseconds of ``GET /train/?query``."""
     timings = []
     for _ in range(runs):
@@ -192,7 +213,10 @@ def new_database(server_url: str, name: str) -> str:
 def start_postgres() -> tuple[str, str]:
     out = subprocess.run(
         ["bash", str(ROOT / "scripts" / "postgres-throwaway.sh")],
-        env={**os.environ, "PGPORT_THROWAWAY": str(free_port())}, capture_output=True, text=True, check=True,
+        env={**os.environ, "PGPORT_THROWAWAY": str(free_port())},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     return out[0], out[1]
 
@@ -210,7 +234,9 @@ async def main(seconds: float, rows: int) -> str:
                 servers.append(server)
                 await server.ready(session)
                 rate, errors = await creation_rate(session, server, seconds)
-                lines.append(f"| jobs created per second through HTTP, {name} (8 clients) | {rate:.0f} /s | {errors} errors |")
+                lines.append(
+                    f"| jobs created per second through HTTP, {name} (8 clients) | {rate:.0f} /s | {errors} errors |"
+                )
                 server.stop()
             shared = new_database(pg_url, "instances")
             a = Server(shared, workdir, "--instance-name", "a", "--job-poll-interval", "0.5")
@@ -224,7 +250,10 @@ async def main(seconds: float, rows: int) -> str:
             )
             a.stop()
             b.stop()
-            listing = {"SQLite": f"sqlite+aiosqlite:///{workdir}/listing.sqlite", "PostgreSQL": new_database(pg_url, "listing")}
+            listing = {
+                "SQLite": f"sqlite+aiosqlite:///{workdir}/listing.sqlite",
+                "PostgreSQL": new_database(pg_url, "listing"),
+            }
             for name, url in listing.items():
                 await fill_jobs(url, rows)
                 server = Server(url, workdir, "--instance-name", f"list-{name}")
@@ -233,7 +262,9 @@ async def main(seconds: float, rows: int) -> str:
                 for query in ("?limit=50", "?status=error&limit=50", "?limit=50&offset=50000", ""):
                     median, worst = await listing_latency(session, server, query, runs=5 if not query else 20)
                     label = query or "(no parameters: every job, the bare DEEPaaS array)"
-                    lines.append(f"| listing with {rows:,} jobs, {name}, `{label}` | median {median:.1f} ms | worst {worst:.1f} ms |")
+                    lines.append(
+                        f"| listing with {rows:,} jobs, {name}, `{label}` | median {median:.1f} ms | worst {worst:.1f} ms |"
+                    )
                 server.stop()
     finally:
         for server in servers:

@@ -48,13 +48,25 @@ class Server:
         site = make_plugin_site(workdir / "site", {**TEST_PLUGINS, "jobs_probe": "jobs_probe"})
         path = os.pathsep.join(p for p in (code, site["PYTHONPATH"]) if p)
         (workdir / "uploads").mkdir(exist_ok=True)
-        command = [sys.executable, "-m", "deepaas_like.cmd.run", "--listen-port", str(self.port),
-                   "--model-name", "jobs_probe", "--database-url", database_url,
-                   "--upload-dir", str(workdir / "uploads"), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "deepaas_like.cmd.run",
+            "--listen-port",
+            str(self.port),
+            "--model-name",
+            "jobs_probe",
+            "--database-url",
+            database_url,
+            "--upload-dir",
+            str(workdir / "uploads"),
+            *args,
+        ]
         self.log = open(workdir / f"server-{self.port}.log", "wb")
         # cwd outside the repository: the package comes from --code or the installed one.
-        self.process = subprocess.Popen(command, cwd=workdir, env={**os.environ, "PYTHONPATH": path},
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, cwd=workdir, env={**os.environ, "PYTHONPATH": path}, stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 120
         while True:
             if self.process.poll() is not None:
@@ -97,8 +109,9 @@ def transactions(database_url: str) -> int | None:
     import psycopg
 
     with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as connection:
-        return connection.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
-                                  "WHERE datname = current_database()").fetchone()[0]
+        return connection.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()[0]
 
 
 def wait_status(url: str, statuses: set[str], timeout: float, interval: float = 0.02) -> str | None:
@@ -133,8 +146,9 @@ async def streams_figure(server: Server, database_url: str, count: int, seconds:
         except (aiohttp.ClientError, asyncio.TimeoutError):
             pass
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=60)) as session:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None, sock_connect=60)
+    ) as session:
         tasks = [asyncio.create_task(follow(session)) for _ in range(count)]
         started = time.monotonic()
         try:
@@ -155,8 +169,13 @@ async def streams_figure(server: Server, database_url: str, count: int, seconds:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     requests.delete(server.url + PROBE + f"/train/{job['uuid']}", timeout=60)
-    return {"connected": connected, "connect_s": connect_time, "cpu": cpu, "xacts_per_s": rate,
-            "healthz_ms": health * 1000 if "ok" in healthz else None}
+    return {
+        "connected": connected,
+        "connect_s": connect_time,
+        "cpu": cpu,
+        "xacts_per_s": rate,
+        "healthz_ms": health * 1000 if "ok" in healthz else None,
+    }
 
 
 def recovery_figure(server: Server, database_url: str, workdir: Path) -> tuple[float | None, str]:
@@ -196,8 +215,11 @@ def result_figure(server: Server, megabytes: int, database_url: str) -> dict:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    job = requests.post(server.url + PROBE + "/predict/", data={"accept": "image/png", "size": str(size)},
-                        headers={"Prefer": "respond-async"}).json()
+    job = requests.post(
+        server.url + PROBE + "/predict/",
+        data={"accept": "image/png", "size": str(size)},
+        headers={"Prefer": "respond-async"},
+    ).json()
     url = server.url + PROBE + f"/predict/{job['uuid']}"
     status = wait_status(url, {"done", "error"}, 300, interval=0.2)
     job_peak = peak
@@ -219,8 +241,16 @@ def result_figure(server: Server, megabytes: int, database_url: str) -> dict:
     if database_url.startswith("sqlite"):
         path = Path(database_url.split(":///", 1)[1])
         database_mib = sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
-    return {"status": status, "received_mib": received / 2**20, "rss_job": job_peak, "rss_before": before, "rss_peak": peak,
-            "seconds": elapsed, "healthz_max_ms": max(health) * 1000 if health else None, "database_mib": database_mib}
+    return {
+        "status": status,
+        "received_mib": received / 2**20,
+        "rss_job": job_peak,
+        "rss_before": before,
+        "rss_peak": peak,
+        "seconds": elapsed,
+        "healthz_max_ms": max(health) * 1000 if health else None,
+        "database_mib": database_mib,
+    }
 
 
 def main() -> None:
@@ -242,8 +272,13 @@ def main() -> None:
         urls = {"sqlite": lambda name: f"sqlite:///{workdir / name / 'jobs.sqlite'}"}
         if "postgresql" in databases:
             script = ROOT / "scripts" / "postgres-throwaway.sh"
-            out = subprocess.run(["bash", str(script)], env={**os.environ, "PGPORT_THROWAWAY": str(free_port())},
-                                 capture_output=True, text=True, check=True).stdout.split()
+            out = subprocess.run(
+                ["bash", str(script)],
+                env={**os.environ, "PGPORT_THROWAWAY": str(free_port())},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             admin, cluster = out
             import psycopg
 
@@ -265,24 +300,31 @@ def main() -> None:
                 try:
                     if section == "streams":
                         figure = asyncio.run(streams_figure(server, url, options.streams, options.seconds))
-                        print(f"| {database} | {options.streams} streams | connected {figure['connected']} in "
-                              f"{figure['connect_s']:.1f} s | server CPU {figure['cpu']:.0%} | "
-                              f"database transactions/s {figure['xacts_per_s'] if figure['xacts_per_s'] is None else round(figure['xacts_per_s'], 1)} | "
-                              f"/healthz {figure['healthz_ms'] if figure['healthz_ms'] is None else round(figure['healthz_ms'])} ms |")
+                        print(
+                            f"| {database} | {options.streams} streams | connected {figure['connected']} in "
+                            f"{figure['connect_s']:.1f} s | server CPU {figure['cpu']:.0%} | "
+                            f"database transactions/s {figure['xacts_per_s'] if figure['xacts_per_s'] is None else round(figure['xacts_per_s'], 1)} | "
+                            f"/healthz {figure['healthz_ms'] if figure['healthz_ms'] is None else round(figure['healthz_ms'])} ms |"
+                        )
                     elif section == "recovery":
                         rounds = [recovery_figure(server, url, workdir / name) for _ in range(options.rounds)]
                         shown = ", ".join("never" if s is None else f"{s:.2f} s ({st})" for s, st in rounds)
                         done = [s for s, _ in rounds if s is not None]
-                        print(f"| {database} | recovery | rounds: {shown} | median "
-                              f"{statistics.median(done):.2f} s |" if done else f"| {database} | recovery | {shown} |")
+                        print(
+                            f"| {database} | recovery | rounds: {shown} | median {statistics.median(done):.2f} s |"
+                            if done
+                            else f"| {database} | recovery | {shown} |"
+                        )
                     else:
                         figure = result_figure(server, options.result_mb, url)
-                        print(f"| {database} | {options.result_mb} MiB result | {figure['status']} | received "
-                              f"{figure['received_mib']:.0f} MiB in {figure['seconds']:.1f} s | server RSS peak while the "
-                              f"job ran {figure['rss_job']:.0f} MiB; during GET {figure['rss_before']:.0f} -> "
-                              f"{figure['rss_peak']:.0f} MiB | /healthz max "
-                              f"{figure['healthz_max_ms'] if figure['healthz_max_ms'] is None else round(figure['healthz_max_ms'])} ms | "
-                              f"SQLite files {figure['database_mib'] if figure['database_mib'] is None else round(figure['database_mib'], 1)} MiB |")
+                        print(
+                            f"| {database} | {options.result_mb} MiB result | {figure['status']} | received "
+                            f"{figure['received_mib']:.0f} MiB in {figure['seconds']:.1f} s | server RSS peak while the "
+                            f"job ran {figure['rss_job']:.0f} MiB; during GET {figure['rss_before']:.0f} -> "
+                            f"{figure['rss_peak']:.0f} MiB | /healthz max "
+                            f"{figure['healthz_max_ms'] if figure['healthz_max_ms'] is None else round(figure['healthz_max_ms'])} ms | "
+                            f"SQLite files {figure['database_mib'] if figure['database_mib'] is None else round(figure['database_mib'], 1)} MiB |"
+                        )
                     sys.stdout.flush()
                 finally:
                     server.stop()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-PLUGIN = '''
+PLUGIN = """
 from marshmallow import fields
 
 
@@ -34,7 +34,7 @@ def get_predict_args():
 
 def predict(size):
     return b"x" * size
-'''
+"""
 
 
 def free_port() -> int:
@@ -104,7 +104,9 @@ def one_round(url: str, server_pid: int, size: int) -> dict[str, float]:
         thread.start()
     started = time.perf_counter()
     received = 0
-    with requests.post(url + "/v2/models/large_result/predict/", data={"size": size}, stream=True, timeout=600) as answer:
+    with requests.post(
+        url + "/v2/models/large_result/predict/", data={"size": size}, stream=True, timeout=600
+    ) as answer:
         answer.raise_for_status()
         for chunk in answer.iter_content(1024 * 1024):
             received += len(chunk)
@@ -139,9 +141,18 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
-        shutil.which("deepaas-like-run") or "deepaas-like-run", "--listen-ip", "127.0.0.1", "--listen-port", str(port),
-        "--model-name", "large_result", "--database-url", f"sqlite:///{workdir / 'jobs.sqlite'}",
-        "--upload-dir", str(workdir), "--noaccess-log",
+        shutil.which("deepaas-like-run") or "deepaas-like-run",
+        "--listen-ip",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--model-name",
+        "large_result",
+        "--database-url",
+        f"sqlite:///{workdir / 'jobs.sqlite'}",
+        "--upload-dir",
+        str(workdir),
+        "--noaccess-log",
     ]
     with open(workdir / "server.log", "wb") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -161,13 +172,19 @@ def main() -> int:
         server.terminate()
         server.wait(60)
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{options.size_mb} MiB binary result, {options.rounds} rounds; idle: server "
-          f"{idle['server'] / 2**20:.0f} MiB, workers {idle['workers'] / 2**20:.0f} MiB; {os.cpu_count()} cores\n")
-    print("| round | seconds | server peak RSS (MiB) | workers peak RSS (MiB) | /healthz p50 (ms) | /healthz max (ms) | probes |")
+    print(
+        f"{options.size_mb} MiB binary result, {options.rounds} rounds; idle: server "
+        f"{idle['server'] / 2**20:.0f} MiB, workers {idle['workers'] / 2**20:.0f} MiB; {os.cpu_count()} cores\n"
+    )
+    print(
+        "| round | seconds | server peak RSS (MiB) | workers peak RSS (MiB) | /healthz p50 (ms) | /healthz max (ms) | probes |"
+    )
     print("|---|---|---|---|---|---|---|")
     for number, figures in enumerate(rounds, 1):
-        print(f"| {number} | {figures['seconds']:.2f} | {figures['server_peak_mib']:.0f} | {figures['workers_peak_mib']:.0f} "
-              f"| {figures['healthz_p50_ms']:.1f} | {figures['healthz_max_ms']:.0f} | {figures['probes']} |")
+        print(
+            f"| {number} | {figures['seconds']:.2f} | {figures['server_peak_mib']:.0f} | {figures['workers_peak_mib']:.0f} "
+            f"| {figures['healthz_p50_ms']:.1f} | {figures['healthz_max_ms']:.0f} | {figures['probes']} |"
+        )
     return 0
 
 

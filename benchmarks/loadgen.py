@@ -46,20 +46,30 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run(url: str, body: str, concurrency: int, duration: int, content_type: str = FORM,
-        timeout: int = 30) -> LoadResult:
+def run(
+    url: str, body: str, concurrency: int, duration: int, content_type: str = FORM, timeout: int = 30
+) -> LoadResult:
     """Load ``url`` with ``concurrency`` connections for ``duration`` s (wrk, else aiohttp)."""
     if have_wrk():
         return run_wrk(url, body, concurrency, duration, content_type, timeout)
     return run_aiohttp(url, body, concurrency, duration, content_type, timeout)
 
 
-def run_wrk(url: str, body: str, concurrency: int, duration: int, content_type: str = FORM,
-            timeout: int = 30) -> LoadResult:
+def run_wrk(
+    url: str, body: str, concurrency: int, duration: int, content_type: str = FORM, timeout: int = 30
+) -> LoadResult:
     """One wrk run (threads: at most 2, this machine's core count for the client)."""
     threads = max(1, min(2, concurrency, os.cpu_count() or 1))
-    argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", f"--timeout={timeout}s",
-            "-s", str(WRK_SCRIPT), url]
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{duration}s",
+        f"--timeout={timeout}s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
     env = {**os.environ, "WRK_BODY": body, "WRK_CONTENT_TYPE": content_type}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + timeout + 30, check=False)
     line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
@@ -77,11 +87,25 @@ def run_wrk(url: str, body: str, concurrency: int, duration: int, content_type: 
     )
 
 
-def run_aiohttp(url: str, body: str, concurrency: int, duration: int, content_type: str = FORM,
-                timeout: int = 30) -> LoadResult:
+def run_aiohttp(
+    url: str, body: str, concurrency: int, duration: int, content_type: str = FORM, timeout: int = 30
+) -> LoadResult:
     """The aiohttp generator in a process of its own, so it does not share our event loop."""
-    argv = [sys.executable, str(Path(__file__).resolve()), url, "--body", body, "--content-type", content_type,
-            "--concurrency", str(concurrency), "--duration", str(duration), "--timeout", str(timeout)]
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        url,
+        "--body",
+        body,
+        "--content-type",
+        content_type,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(duration),
+        "--timeout",
+        str(timeout),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + timeout + 30, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-800:]}")
@@ -95,8 +119,9 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-async def _load(url: str, body: bytes, content_type: str, concurrency: int, duration: float,
-                timeout: float) -> LoadResult:
+async def _load(
+    url: str, body: bytes, content_type: str, concurrency: int, duration: float, timeout: float
+) -> LoadResult:
     import aiohttp
 
     latencies: list[float] = []
@@ -125,8 +150,14 @@ async def _load(url: str, body: bytes, content_type: str, concurrency: int, dura
         await asyncio.gather(*(client() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
     latencies.sort()
-    return LoadResult(len(latencies), errors, seconds, _percentile(latencies, 0.50) * 1000,
-                      _percentile(latencies, 0.99) * 1000, status_errors)
+    return LoadResult(
+        len(latencies),
+        errors,
+        seconds,
+        _percentile(latencies, 0.50) * 1000,
+        _percentile(latencies, 0.99) * 1000,
+        status_errors,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     args = parser.parse_args(argv)
-    result = asyncio.run(_load(args.url, args.body.encode(), args.content_type, args.concurrency,
-                               args.duration, args.timeout))
+    result = asyncio.run(
+        _load(args.url, args.body.encode(), args.content_type, args.concurrency, args.duration, args.timeout)
+    )
     print(json.dumps(asdict(result)))
     return 0
 

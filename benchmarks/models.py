@@ -251,10 +251,9 @@ BLIP2_OPT27B = {  # Salesforce/blip2-opt-2.7b, config.json
 
 def full_sd15():  # -> diffusers.StableDiffusionPipeline
     """Stable Diffusion 1.5's architecture with random weights (UNet 860M, CLIP-L text, SD VAE)."""
+    import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    import torch
 
     tokenizer = _clip_tokenizer()
     with torch.device("cpu"):  # a scheduler's tables stay on the CPU whatever device builds the models
@@ -272,10 +271,9 @@ def full_sd15():  # -> diffusers.StableDiffusionPipeline
 
 def full_sdxl():  # -> diffusers.StableDiffusionXLPipeline
     """SDXL base 1.0's architecture with random weights (UNet 2.6B, CLIP-L + OpenCLIP bigG, SDXL VAE)."""
+    import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    import torch
 
     tokenizer = _clip_tokenizer()
     with torch.device("cpu"):  # a scheduler's tables stay on the CPU whatever device builds the models
@@ -588,10 +586,14 @@ def generation(models: Models, settings: Settings, workdir: Path) -> list[Cell]:
         env = {"DEEPAAS_LIKE_IMAGE_GENERATION_MODEL_DIR": str(directory)}
         for batch in settings.image_batches[label]:
             cell = Cell(f"{label} images", "images/s", batch)
-            say(f"{label}, {batch} image(s) per pipeline call: {settings.image_rounds} round(s) alone and through the server")
+            say(
+                f"{label}, {batch} image(s) per pipeline call: {settings.image_rounds} round(s) alone and through the server"
+            )
             # 2 x batch clients, one image each: while the worker draws one batch of prompts,
             # the next batch waits. A batch closes as soon as it is full.
-            options = ["--max-batch-size", str(batch), "--batch-wait-ms", "2000"] if batch > 1 else ["--max-batch-size", "1"]
+            options = (
+                ["--max-batch-size", str(batch), "--batch-wait-ms", "2000"] if batch > 1 else ["--max-batch-size", "1"]
+            )
             requests = max(batch, -(-settings.images_per_cell // batch) * batch)
             cpu: list[float] = []
             with served(IMAGE_MODEL, env, options, workdir, settings, (path, small)) as server:
@@ -625,12 +627,16 @@ def render(settings: Settings, models: Models, cells: list[Cell], context: dict[
         "",
         f"- date: {context['date']}",
         f"- machine: {nproc()} cores (`nproc`), CPU {cpu_model() or 'unknown'}, {memory:.0f} GiB, Linux {platform.release()}",
-        (f"- other work on the machine: processes outside this benchmark kept {context['others']} cores busy on "
-         f"average during the run; 1-minute load average {context['load_before']} before it, {load_average()} after "
-         f"(/proc/loadavg)"),
-        (f"- Python {platform.python_version()}; deepaas_like {package_version('deepaas_like')} at commit "
-         f"{context['revision']}; torch {package_version('torch')}, transformers {package_version('transformers')}, "
-         f"diffusers {package_version('diffusers')}"),
+        (
+            f"- other work on the machine: processes outside this benchmark kept {context['others']} cores busy on "
+            f"average during the run; 1-minute load average {context['load_before']} before it, {load_average()} after "
+            f"(/proc/loadavg)"
+        ),
+        (
+            f"- Python {platform.python_version()}; deepaas_like {package_version('deepaas_like')} at commit "
+            f"{context['revision']}; torch {package_version('torch')}, transformers {package_version('transformers')}, "
+            f"diffusers {package_version('diffusers')}"
+        ),
         f"- torch threads: {settings.threads} alone and in the server's worker (`--worker-threads {settings.threads}`)",
         *[f"- {line}" for line in models.described],
         f"- command: `{context['command']}` (whole run {elapsed / 60:.1f} min)",
@@ -645,19 +651,23 @@ def render(settings: Settings, models: Models, cells: list[Cell], context: dict[
                    f"| {fmt(cell.served_median)} {cell.unit} | {fmt(cell.ratio)} | {fmt(cell.server_cpu_ms, 1)} |")  # fmt: skip
     out += [
         "",
-        ("batch: frames per `generate` call (captions; each request asks for "
-         f"{settings.frames_per_request} frames with `batch_size` = batch) or prompts per pipeline call "
-         f"(images, {settings.size}x{settings.size}, {settings.steps} steps, one image per request, "
-         "`--max-batch-size` = batch)."),
-        ("alone: the plugin's model code in this process (decord + processor + `generate`; the diffusers "
-         "pipeline call), after one warm-up call. Through the server: `deepaas-like-run`, 1 worker, HTTP predict "
-         "from concurrent clients on 127.0.0.1 (captions: 4 clients, batches of 2 requests; images: 2 x batch "
-         "clients), after one warm-up round; it includes uploading, decoding, PNG/JSON encoding and the trip "
-         "to the worker. Alone and through the server take turns, round by round "
-         f"({settings.rounds} rounds of {settings.caption_requests} requests for captions, {settings.image_rounds} "
-         f"of at least {settings.images_per_cell} images for images); the table shows medians. Server CPU: "
-         "user + system time of the server process alone (HTTP, uploads, batching; its worker excluded) per "
-         "request, from /proc/PID/stat."),
+        (
+            "batch: frames per `generate` call (captions; each request asks for "
+            f"{settings.frames_per_request} frames with `batch_size` = batch) or prompts per pipeline call "
+            f"(images, {settings.size}x{settings.size}, {settings.steps} steps, one image per request, "
+            "`--max-batch-size` = batch)."
+        ),
+        (
+            "alone: the plugin's model code in this process (decord + processor + `generate`; the diffusers "
+            "pipeline call), after one warm-up call. Through the server: `deepaas-like-run`, 1 worker, HTTP predict "
+            "from concurrent clients on 127.0.0.1 (captions: 4 clients, batches of 2 requests; images: 2 x batch "
+            "clients), after one warm-up round; it includes uploading, decoding, PNG/JSON encoding and the trip "
+            "to the worker. Alone and through the server take turns, round by round "
+            f"({settings.rounds} rounds of {settings.caption_requests} requests for captions, {settings.image_rounds} "
+            f"of at least {settings.images_per_cell} images for images); the table shows medians. Server CPU: "
+            "user + system time of the server process alone (HTTP, uploads, batching; its worker excluded) per "
+            "request, from /proc/PID/stat."
+        ),
         "",
         "## Target (issue 16)",
         "",
@@ -744,8 +754,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     began = time.monotonic()
-    context = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_before": load_average(), "revision": source_revision(),
-               "command": " ".join(["python benchmarks/models.py", *(sys.argv[1:] if argv is None else argv)])}
+    context = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "load_before": load_average(),
+        "revision": source_revision(),
+        "command": " ".join(["python benchmarks/models.py", *(sys.argv[1:] if argv is None else argv)]),
+    }
     busy_before, own_before = harness.machine_busy_seconds(), harness.own_cpu_seconds()
     workdir = Path(tempfile.mkdtemp(prefix="deepaas-like-models-"))
     cells: list[Cell] = []

@@ -95,10 +95,28 @@ class Settings:
     @classmethod
     def make(cls, quick: bool) -> Settings:
         if quick:
-            return cls(True, rounds=1, cell=2, warmup=1, minilm_rounds=1, minilm_cell=4, minilm_warmup=3,
-                       alone_rounds=1, alone_seconds=4)
-        return cls(False, rounds=5, cell=4, warmup=1, minilm_rounds=3, minilm_cell=8, minilm_warmup=3,
-                   alone_rounds=1, alone_seconds=8)
+            return cls(
+                True,
+                rounds=1,
+                cell=2,
+                warmup=1,
+                minilm_rounds=1,
+                minilm_cell=4,
+                minilm_warmup=3,
+                alone_rounds=1,
+                alone_seconds=4,
+            )
+        return cls(
+            False,
+            rounds=5,
+            cell=4,
+            warmup=1,
+            minilm_rounds=3,
+            minilm_cell=8,
+            minilm_warmup=3,
+            alone_rounds=1,
+            alone_seconds=8,
+        )
 
 
 def cores() -> int:
@@ -146,8 +164,10 @@ SHOWN_PACKAGES = ("torch", "transformers", "fastapi", "starlette", "uvicorn", "p
 
 def installed_versions(python: Path | str, packages: tuple[str, ...]) -> dict[str, str]:
     """{package: version} of those of ``packages`` installed for interpreter ``python``."""
-    code = ("import importlib.metadata as m, json, sys\nfound = {}\nfor p in sys.argv[1:]:\n"
-            "    try: found[p] = m.version(p)\n    except m.PackageNotFoundError: pass\nprint(json.dumps(found))")
+    code = (
+        "import importlib.metadata as m, json, sys\nfound = {}\nfor p in sys.argv[1:]:\n"
+        "    try: found[p] = m.version(p)\n    except m.PackageNotFoundError: pass\nprint(json.dumps(found))"
+    )
     done = subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, check=False)
     return json.loads(done.stdout) if done.returncode == 0 else {}
 
@@ -190,13 +210,19 @@ def ensure_peer(peer: Peer) -> None:
 
 def freeze(peer: Peer) -> None:
     """Write the peer venv's versions to its constraints.txt (``--freeze``): the next install uses them."""
-    done = subprocess.run([str(peer.python), "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
-                          text=True, check=True)
-    lines = [line for line in done.stdout.splitlines()
-             if line and not line.startswith(("torch==", "-e ", "#")) and " @ " not in line]
-    header = (f"# Versions in benchmarks/.venv-{peer.name} when benchmarks/peers.py was last frozen "
-              f"(python benchmarks/peers.py --freeze).\n# torch (installed first, as torch==2.13.0) and the "
-              "editable plugins are left out.\n")
+    done = subprocess.run(
+        [str(peer.python), "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
+    )
+    lines = [
+        line
+        for line in done.stdout.splitlines()
+        if line and not line.startswith(("torch==", "-e ", "#")) and " @ " not in line
+    ]
+    header = (
+        f"# Versions in benchmarks/.venv-{peer.name} when benchmarks/peers.py was last frozen "
+        f"(python benchmarks/peers.py --freeze).\n# torch (installed first, as torch==2.13.0) and the "
+        "editable plugins are left out.\n"
+    )
     peer.constraints.write_text(header + "\n".join(lines) + "\n")
 
 
@@ -233,8 +259,14 @@ def shared_env(data_dir: Path, server: str = "") -> dict[str, str]:
     """What every server gets: the torch threads, offline Hugging Face, the trained head's directory
     and, for a peer, the file its batch sizes go to (see batch_log)."""
     threads = str(cores())
-    env = {"PEERS_TORCH_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DEEPAAS_LIKE_TEXT_CLASSIFIER_DATA_DIR": str(data_dir)}
+    env = {
+        "PEERS_TORCH_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "DEEPAAS_LIKE_TEXT_CLASSIFIER_DATA_DIR": str(data_dir),
+    }
     if server:
         env["PEERS_BATCH_LOG"] = str(batch_log(data_dir, server))
     return env
@@ -254,19 +286,39 @@ def deepaas_like(workload: str, data_dir: Path) -> Contender:
     n = cores()
     if workload == "trivial":
         options = ("--workers", str(n))
-        config = (f"`deepaas-like-run --model-name trivial --workers {n}` (one worker process per core; "
-                  "doc/configuration.rst)")
+        config = (
+            f"`deepaas-like-run --model-name trivial --workers {n}` (one worker process per core; "
+            "doc/configuration.rst)"
+        )
         request = json_request("/v2/models/trivial/predict/", {"n": TRIVIAL_N})
     else:
-        options = ("--workers", "1", "--max-batch-size", str(MAX_BATCH), "--batch-wait-ms", str(BATCH_WAIT_MS),
-                   "--worker-threads", str(n))
-        config = (f"`deepaas-like-run --model-name text_classifier {' '.join(options)}`: one worker with "
-                  f"{n} torch threads, `predict_batch` batching (doc/configuration.rst)")
+        options = (
+            "--workers",
+            "1",
+            "--max-batch-size",
+            str(MAX_BATCH),
+            "--batch-wait-ms",
+            str(BATCH_WAIT_MS),
+            "--worker-threads",
+            str(n),
+        )
+        config = (
+            f"`deepaas-like-run --model-name text_classifier {' '.join(options)}`: one worker with "
+            f"{n} torch threads, `predict_batch` batching (doc/configuration.rst)"
+        )
         request = json_request("/v2/models/text_classifier/predict/", {"text": SENTENCE})
     model = "trivial" if workload == "trivial" else "text_classifier"
     spec = serving.deepaas_like("deepaas_like", model, *options)
-    return Contender("deepaas_like", label("deepaas_like"), workload, config, spec.argv, request, shared_env(data_dir),
-                     ready_timeout=180.0)
+    return Contender(
+        "deepaas_like",
+        label("deepaas_like"),
+        workload,
+        config,
+        spec.argv,
+        request,
+        shared_env(data_dir),
+        ready_timeout=180.0,
+    )
 
 
 def bentoml(workload: str, data_dir: Path) -> Contender:
@@ -279,18 +331,26 @@ def bentoml(workload: str, data_dir: Path) -> Contender:
         return [str(bin_dir / "bentoml"), "serve", f"service:{service}", "--host", harness.HOST, "--port", str(port)]
 
     if workload == "trivial":
-        config = ('`@bentoml.service(workers="cpu_count")` (one worker process per core, each serving HTTP and '
-                  "the API; [workers](https://docs.bentoml.com/en/latest/build-with-bentoml/parallelize-requests.html))"
-                  ", an `async` API, access log off")
+        config = (
+            '`@bentoml.service(workers="cpu_count")` (one worker process per core, each serving HTTP and '
+            "the API; [workers](https://docs.bentoml.com/en/latest/build-with-bentoml/parallelize-requests.html))"
+            ", an `async` API, access log off"
+        )
         request = json_request("/predict", {"n": TRIVIAL_N})
     else:
-        config = (f'`@bentoml.service(workers=1, traffic={{"concurrency": {MAX_BATCH}}})` (concurrency = batch size, '
-                  "[concurrency](https://docs.bentoml.com/en/latest/guides/concurrency.html)), "
-                  f"`@bentoml.api(batchable=True, max_batch_size={MAX_BATCH})` with the default `max_latency_ms` "
-                  "([adaptive batching](https://docs.bentoml.com/en/latest/guides/adaptive-batching.html)), "
-                  "access log off")
+        config = (
+            f'`@bentoml.service(workers=1, traffic={{"concurrency": {MAX_BATCH}}})` (concurrency = batch size, '
+            "[concurrency](https://docs.bentoml.com/en/latest/guides/concurrency.html)), "
+            f"`@bentoml.api(batchable=True, max_batch_size={MAX_BATCH})` with the default `max_latency_ms` "
+            "([adaptive batching](https://docs.bentoml.com/en/latest/guides/adaptive-batching.html)), "
+            "access log off"
+        )
         request = json_request("/predict", {"text": [SENTENCE]})  # a batchable API takes a list
-    env = {**shared_env(data_dir, "bentoml"), "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(data_dir.parent / "bentoml-home")}
+    env = {
+        **shared_env(data_dir, "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_HOME": str(data_dir.parent / "bentoml-home"),
+    }
     return Contender("bentoml", label("bentoml"), workload, config, argv, request, env, cwd=PEERS_DIR / "bentoml")
 
 
@@ -305,17 +365,30 @@ def litserve(workload: str, data_dir: Path) -> Contender:
 
     reference = "[LitServer API reference](https://lightning.ai/docs/litserve/api-reference/litserver)"
     if workload == "trivial":
-        config = (f'`LitServer(api, accelerator="cpu", workers_per_device={cores()}, fast_queue=True)` '
-                  f"(workers per device = cores for CPU; ZeroMQ queue for >100 requests/s; {reference}), "
-                  f"`run(num_api_servers=None, log_level=\"warning\")` (as many API servers as workers)")
+        config = (
+            f'`LitServer(api, accelerator="cpu", workers_per_device={cores()}, fast_queue=True)` '
+            f"(workers per device = cores for CPU; ZeroMQ queue for >100 requests/s; {reference}), "
+            f'`run(num_api_servers=None, log_level="warning")` (as many API servers as workers)'
+        )
         request = json_request("/predict", {"n": TRIVIAL_N})
     else:
-        config = (f'`LitAPI(max_batch_size={MAX_BATCH}, batch_timeout={BATCH_WAIT_MS / 1000})`, '
-                  '`LitServer(api, accelerator="cpu", workers_per_device=1, fast_queue=True)` '
-                  f"([batching](https://lightning.ai/docs/litserve/features/batching), {reference}), "
-                  '`run(log_level="warning")`')
+        config = (
+            f"`LitAPI(max_batch_size={MAX_BATCH}, batch_timeout={BATCH_WAIT_MS / 1000})`, "
+            '`LitServer(api, accelerator="cpu", workers_per_device=1, fast_queue=True)` '
+            f"([batching](https://lightning.ai/docs/litserve/features/batching), {reference}), "
+            '`run(log_level="warning")`'
+        )
         request = json_request("/predict", {"text": SENTENCE})
-    return Contender("litserve", label("litserve"), workload, config, argv, request, shared_env(data_dir, "litserve"), cwd=PEERS_DIR / "litserve")
+    return Contender(
+        "litserve",
+        label("litserve"),
+        workload,
+        config,
+        argv,
+        request,
+        shared_env(data_dir, "litserve"),
+        cwd=PEERS_DIR / "litserve",
+    )
 
 
 def rayserve(workload: str, data_dir: Path) -> Contender:
@@ -330,32 +403,57 @@ def rayserve(workload: str, data_dir: Path) -> Contender:
         (workdir / "ray-temp-dir").write_text(temp)
         return [str(peer.python), str(script), name, "--host", harness.HOST, "--port", str(port), "--temp-dir", temp]
 
-    perf = ("`RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1`, the high-throughput mode "
-            "([KubeRay high throughput](https://docs.ray.io/en/master/kuberay/user-guides/serve-high-throughput.html), "
-            "[performance tuning](https://docs.ray.io/en/latest/serve/advanced-guides/performance.html): "
-            "the bundled HAProxy in front of replicas that take HTTP directly)")
+    perf = (
+        "`RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1`, the high-throughput mode "
+        "([KubeRay high throughput](https://docs.ray.io/en/master/kuberay/user-guides/serve-high-throughput.html), "
+        "[performance tuning](https://docs.ray.io/en/latest/serve/advanced-guides/performance.html): "
+        "the bundled HAProxy in front of replicas that take HTTP directly)"
+    )
     if workload == "trivial":
-        config = (f"{perf}; `@serve.deployment(num_replicas={cores()}, "
-                  'ray_actor_options={"num_cpus": 1}, max_ongoing_requests=100)` with an `async` handler '
-                  "(one replica per core; `async` and a higher `max_ongoing_requests` per the same page); "
-                  f"`ray.init(num_cpus={cores()}, include_dashboard=False)`")
+        config = (
+            f"{perf}; `@serve.deployment(num_replicas={cores()}, "
+            'ray_actor_options={"num_cpus": 1}, max_ongoing_requests=100)` with an `async` handler '
+            "(one replica per core; `async` and a higher `max_ongoing_requests` per the same page); "
+            f"`ray.init(num_cpus={cores()}, include_dashboard=False)`"
+        )
         request = json_request("/predict", {"n": TRIVIAL_N})
     else:
-        config = (f"{perf}; `@serve.deployment(num_replicas=1, ray_actor_options={{\"num_cpus\": "
-                  f"{cores()}}}, max_ongoing_requests={2 * MAX_BATCH})`, `@serve.batch(max_batch_size={MAX_BATCH}, "
-                  f"batch_wait_timeout_s={BATCH_WAIT_MS / 1000})` "
-                  "([dynamic request batching](https://docs.ray.io/en/latest/serve/advanced-guides/dyn-req-batch.html)), "
-                  "the model called directly in the batch method as in that guide's example (in "
-                  "`asyncio.to_thread` the batches shrank to 1-4 requests)")
+        config = (
+            f'{perf}; `@serve.deployment(num_replicas=1, ray_actor_options={{"num_cpus": '
+            f"{cores()}}}, max_ongoing_requests={2 * MAX_BATCH})`, `@serve.batch(max_batch_size={MAX_BATCH}, "
+            f"batch_wait_timeout_s={BATCH_WAIT_MS / 1000})` "
+            "([dynamic request batching](https://docs.ray.io/en/latest/serve/advanced-guides/dyn-req-batch.html)), "
+            "the model called directly in the batch method as in that guide's example (in "
+            "`asyncio.to_thread` the batches shrank to 1-4 requests)"
+        )
         request = json_request("/predict", {"text": SENTENCE})
-    env = {**shared_env(data_dir, "rayserve"), "RAY_AUTH_MODE": "disabled", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-           "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(PEERS_DIR)}
-    return Contender("rayserve", label("rayserve"), workload, config, argv, request, env, cwd=PEERS_DIR / "rayserve", netns=True,
-                     ready_timeout=240.0)
+    env = {
+        **shared_env(data_dir, "rayserve"),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONPATH": str(PEERS_DIR),
+    }
+    return Contender(
+        "rayserve",
+        label("rayserve"),
+        workload,
+        config,
+        argv,
+        request,
+        env,
+        cwd=PEERS_DIR / "rayserve",
+        netns=True,
+        ready_timeout=240.0,
+    )
 
 
 BUILDERS: dict[str, Callable[[str, Path], Contender]] = {
-    "deepaas_like": deepaas_like, "bentoml": bentoml, "litserve": litserve, "rayserve": rayserve,
+    "deepaas_like": deepaas_like,
+    "bentoml": bentoml,
+    "litserve": litserve,
+    "rayserve": rayserve,
 }
 
 
@@ -457,23 +555,53 @@ class Block:
         self.notes += other.notes
 
     def to_json(self) -> dict[str, Any]:
-        cells = [{"server": c.server, "concurrency": c.concurrency,
-                  "rounds": [{"load": asdict(r.load), "server_cpu_s": r.server_cpu_s, "other_cores": r.other_cores}
-                             for r in c.rounds]} for c in self.cells]
-        return {"server": self.server, "workload": self.workload, "cells": cells, "peak_rss": self.peak_rss,
-                "starts": self.starts, "answer": self.answer, "notes": self.notes, "batches": self.batches}
+        cells = [
+            {
+                "server": c.server,
+                "concurrency": c.concurrency,
+                "rounds": [
+                    {"load": asdict(r.load), "server_cpu_s": r.server_cpu_s, "other_cores": r.other_cores}
+                    for r in c.rounds
+                ],
+            }
+            for c in self.cells
+        ]
+        return {
+            "server": self.server,
+            "workload": self.workload,
+            "cells": cells,
+            "peak_rss": self.peak_rss,
+            "starts": self.starts,
+            "answer": self.answer,
+            "notes": self.notes,
+            "batches": self.batches,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Block:
-        cells = [Cell(c["server"], c["concurrency"],
-                      [Run(loadgen.LoadResult(**r["load"]), r["server_cpu_s"], r["other_cores"]) for r in c["rounds"]])
-                 for c in data["cells"]]
-        return cls(data["server"], data["workload"], cells, data["peak_rss"], data["starts"], data["answer"],
-                   data["notes"], data["batches"])
+        cells = [
+            Cell(
+                c["server"],
+                c["concurrency"],
+                [Run(loadgen.LoadResult(**r["load"]), r["server_cpu_s"], r["other_cores"]) for r in c["rounds"]],
+            )
+            for c in data["cells"]
+        ]
+        return cls(
+            data["server"],
+            data["workload"],
+            cells,
+            data["peak_rss"],
+            data["starts"],
+            data["answer"],
+            data["notes"],
+            data["batches"],
+        )
 
 
-def measure_block(contender: Contender, settings: Settings, workdir: Path, reference: dict[str, Any] | None,
-                  rounds: int = 1) -> Block:
+def measure_block(
+    contender: Contender, settings: Settings, workdir: Path, reference: dict[str, Any] | None, rounds: int = 1
+) -> Block:
     """Start the contender, check its answer, load it ``rounds`` times at each concurrency, stop it
     (in this process).
 
@@ -488,8 +616,9 @@ def measure_block(contender: Contender, settings: Settings, workdir: Path, refer
     label = contender.label
     trivial = contender.workload == "trivial"
     try:
-        with harness.running(label, contender.argv(port, own), port, own / "server.log", contender.env,
-                             cwd=contender.cwd or own) as server:
+        with harness.running(
+            label, contender.argv(port, own), port, own / "server.log", contender.env, cwd=contender.cwd or own
+        ) as server:
             sampler = harness.RssSampler(server.pid)
             sampler.start()
             try:
@@ -503,10 +632,14 @@ def measure_block(contender: Contender, settings: Settings, workdir: Path, refer
                 report = serving.Report()
                 concurrencies = settings.concurrencies if trivial else (settings.minilm_concurrency,)
                 block.cells = serving.measure(
-                    [(label, server)], contender.request, concurrencies,
+                    [(label, server)],
+                    contender.request,
+                    concurrencies,
                     rounds,
                     settings.cell if trivial else settings.minilm_cell,
-                    settings.warmup if trivial else settings.minilm_warmup, report)
+                    settings.warmup if trivial else settings.minilm_warmup,
+                    report,
+                )
                 block.notes += report.notes
                 if not trivial and (batch := mean_batch(contender, server)):
                     block.batches.append(batch)
@@ -542,18 +675,34 @@ def mean_batch(contender: Contender, server: harness.Server) -> float | None:
     return totals["sum"] / totals["count"] if totals.get("count") else None
 
 
-def measure_in_netns(contender: Contender, settings: Settings, workdir: Path, reference_file: Path,
-                     rounds: int = 1) -> Block:
+def measure_in_netns(
+    contender: Contender, settings: Settings, workdir: Path, reference_file: Path, rounds: int = 1
+) -> Block:
     """Run :func:`measure_block` in a child of this script inside a new network namespace that has
     only loopback (``unshare -n``), so that the server and wrk see each other and nothing else.
     The child is stopped by PID, like a server, if this run ends first.
     """
     out = workdir / f"{contender.server}-{contender.workload}.json"
-    argv = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, str(Path(__file__)),
-            "--block", f"{contender.server}:{contender.workload}", "--rounds", str(rounds), "--out", str(out),
-            "--workdir", str(workdir),
-            *(["--reference", str(reference_file)] if reference_file.exists() else []),
-            *(["--quick"] if settings.quick else [])]
+    argv = [
+        "unshare",
+        "-n",
+        "sh",
+        "-c",
+        'ip link set lo up && exec "$@"',
+        "sh",
+        sys.executable,
+        str(Path(__file__)),
+        "--block",
+        f"{contender.server}:{contender.workload}",
+        "--rounds",
+        str(rounds),
+        "--out",
+        str(out),
+        "--workdir",
+        str(workdir),
+        *(["--reference", str(reference_file)] if reference_file.exists() else []),
+        *(["--quick"] if settings.quick else []),
+    ]
     log = workdir / f"{contender.server}-{contender.workload}.log"
     child = harness.start_server(f"{contender.label} (network namespace)", argv, 0, log)
     try:
@@ -561,9 +710,14 @@ def measure_in_netns(contender: Contender, settings: Settings, workdir: Path, re
     finally:
         harness.stop_server(child, grace=60.0)
     if child.process.returncode != 0 or not out.exists():
-        return Block(contender.server, contender.workload,
-                     notes=[f"{contender.label}, {contender.workload}: the namespaced run failed "
-                            f"(exit {child.process.returncode}): {child.tail(12)}"])
+        return Block(
+            contender.server,
+            contender.workload,
+            notes=[
+                f"{contender.label}, {contender.workload}: the namespaced run failed "
+                f"(exit {child.process.returncode}): {child.tail(12)}"
+            ],
+        )
     return Block.from_json(json.loads(out.read_text()))
 
 
@@ -574,10 +728,22 @@ def model_alone(settings: Settings, data_dir: Path, rounds: int | None = None) -
     Raises BenchmarkError when the script fails.
     """
     rounds = settings.alone_rounds if rounds is None else rounds
-    argv = [sys.executable, str(PEERS_DIR / "model_alone.py"), "--sentence", SENTENCE, "--batch", str(MAX_BATCH),
-            "--seconds", str(settings.alone_seconds), "--rounds", str(rounds), *(["--warmup", "0"] if not rounds else [])]
-    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **shared_env(data_dir)},
-                          timeout=600, check=False)
+    argv = [
+        sys.executable,
+        str(PEERS_DIR / "model_alone.py"),
+        "--sentence",
+        SENTENCE,
+        "--batch",
+        str(MAX_BATCH),
+        "--seconds",
+        str(settings.alone_seconds),
+        "--rounds",
+        str(rounds),
+        *(["--warmup", "0"] if not rounds else []),
+    ]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, **shared_env(data_dir)}, timeout=600, check=False
+    )
     if done.returncode != 0:
         raise BenchmarkError(f"model alone failed ({done.returncode}): {done.stderr[-1500:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -622,14 +788,26 @@ def rows(results: Results, workload: str) -> list[list[str]]:
         if block is None:
             continue
         for c in block.cells:
-            row = [results.labels.get(server, server), str(c.concurrency), f"{c.rps:.0f}" if workload == "trivial"
-                   else f"{c.rps:.1f}", c.spread(), f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}", str(c.errors),
-                   f"{c.cpu_us_per_request:.0f}", f"{block.peak_rss / MIB:.0f}", f"{c.other_cores:.2f}"]
+            row = [
+                results.labels.get(server, server),
+                str(c.concurrency),
+                f"{c.rps:.0f}" if workload == "trivial" else f"{c.rps:.1f}",
+                c.spread(),
+                f"{c.p50_ms:.2f}",
+                f"{c.p99_ms:.2f}",
+                str(c.errors),
+                f"{c.cpu_us_per_request:.0f}",
+                f"{block.peak_rss / MIB:.0f}",
+                f"{c.other_cores:.2f}",
+            ]
             if workload == "minilm":
                 before = statistics.median(results.alone_before[server]) if results.alone_before.get(server) else None
-                row[3:3] = [f"{c.rps / limit:.2f}x" if limit else "-", f"{before:.1f}" if before else "-",
-                            f"{c.rps / before:.2f}x" if before else "-",
-                            f"{block.mean_batch:.1f}" if block.mean_batch else "-"]
+                row[3:3] = [
+                    f"{c.rps / limit:.2f}x" if limit else "-",
+                    f"{before:.1f}" if before else "-",
+                    f"{c.rps / before:.2f}x" if before else "-",
+                    f"{block.mean_batch:.1f}" if block.mean_batch else "-",
+                ]
             out.append(row)
     return out
 
@@ -647,80 +825,148 @@ def ratio_line(results: Results, workload: str, concurrency: int) -> str:
         return f"- {workload}, c={concurrency}: not enough servers measured to compare"
     best = max(cells, key=lambda s: cells[s].rps)
     fastest_p99 = min(cells, key=lambda s: cells[s].p99_ms)
-    return (f"- {workload}, c={concurrency}: deepaas_like {ours.rps:.1f} requests/s = "
-            f"{ours.rps / cells[best].rps:.2f}x the fastest peer ({results.labels[best]}, {cells[best].rps:.1f}); "
-            f"p99 {ours.p99_ms:.1f} ms = {ours.p99_ms / cells[fastest_p99].p99_ms:.2f}x the lowest peer p99 "
-            f"({results.labels[fastest_p99]}, {cells[fastest_p99].p99_ms:.1f} ms)")
+    return (
+        f"- {workload}, c={concurrency}: deepaas_like {ours.rps:.1f} requests/s = "
+        f"{ours.rps / cells[best].rps:.2f}x the fastest peer ({results.labels[best]}, {cells[best].rps:.1f}); "
+        f"p99 {ours.p99_ms:.1f} ms = {ours.p99_ms / cells[fastest_p99].p99_ms:.2f}x the lowest peer p99 "
+        f"({results.labels[fastest_p99]}, {cells[fastest_p99].p99_ms:.1f} ms)"
+    )
 
 
 def left_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table with every column left-aligned (for text)."""
-    return ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] * len(header)) + "|",
-            *["| " + " | ".join(row) + " |" for row in rows]]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":---"] * len(header)) + "|",
+        *["| " + " | ".join(row) + " |" for row in rows],
+    ]
 
 
 def render(settings: Settings, results: Results, context: dict[str, str], elapsed: float) -> str:
     """The whole report as Markdown."""
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     others = other_load(results)
-    header = ["server", "concurrency", "requests/s", "rounds' range", "p50 ms", "p99 ms", "errors",
-              "server CPU us/request", "peak RSS MiB", "other load (cores)"]
-    minilm_header = header[:3] + ["x model alone", "model alone just before, sentences/s", "x that", "mean batch"] + header[3:]
-    out = ["# deepaas_like against BentoML, LitServe and Ray Serve (issue 15)", "",
-           f"- date: {context['date']}",
-           (f"- machine: {cores()} cores (`nproc`), CPU {serving.cpu_model() or 'unknown'}, {memory:.0f} GiB, "
-            f"Linux {platform.release()}, Python {platform.python_version()}"),
-           (f"- other work on the machine: processes outside this benchmark kept "
+    header = [
+        "server",
+        "concurrency",
+        "requests/s",
+        "rounds' range",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "server CPU us/request",
+        "peak RSS MiB",
+        "other load (cores)",
+    ]
+    minilm_header = (
+        header[:3] + ["x model alone", "model alone just before, sentences/s", "x that", "mean batch"] + header[3:]
+    )
+    out = [
+        "# deepaas_like against BentoML, LitServe and Ray Serve (issue 15)",
+        "",
+        f"- date: {context['date']}",
+        (
+            f"- machine: {cores()} cores (`nproc`), CPU {serving.cpu_model() or 'unknown'}, {memory:.0f} GiB, "
+            f"Linux {platform.release()}, Python {platform.python_version()}"
+        ),
+        (
+            f"- other work on the machine: processes outside this benchmark kept "
             f"{'-' if others is None else f'{others:.2f}'} cores busy on average during the measured load runs "
             f"(each row shows its own median); 1-minute load average {context['load_before']} before the run, "
-            f"{serving.load_average()} after"),
-           (f"- load generator: {context['wrk'] or 'benchmarks/loadgen.py (aiohttp; wrk is not installed)'}, "
+            f"{serving.load_average()} after"
+        ),
+        (
+            f"- load generator: {context['wrk'] or 'benchmarks/loadgen.py (aiohttp; wrk is not installed)'}, "
             f"keep-alive, closed loop, on the same cores as the servers; each run {settings.warmup} s of warm-up, "
             f"then {settings.cell} s measured, {settings.rounds} round(s) (MiniLM: {settings.minilm_warmup} s + "
             f"{settings.minilm_cell} s, {settings.minilm_rounds} round(s)); the tables show medians over the "
             "rounds. Rounds are passes: in each, every server in turn is started, checked, loaded once at each "
-            "concurrency and stopped, so it runs alone while measured and all sample the background load alike"),
-           (f"- command: `python benchmarks/peers.py{' --quick' if settings.quick else ''}` (whole run "
-            f"{elapsed / 60:.1f} min); deepaas_like at commit {context['revision']}"),
-           "", "## 1. Trivial predict: JSON `{\"n\": 3}` in, `{\"n\": 3, \"double\": 6}` out", "",
-           *serving.table(header, rows(results, "trivial")), "",
-           (f"## 2. MiniLM sentence classifier, concurrency {settings.minilm_concurrency}, batching on "
-            f"(max batch {MAX_BATCH}), {cores()} torch threads"), "",
-           *serving.table(minilm_header, rows(results, "minilm")), ""]
+            "concurrency and stopped, so it runs alone while measured and all sample the background load alike"
+        ),
+        (
+            f"- command: `python benchmarks/peers.py{' --quick' if settings.quick else ''}` (whole run "
+            f"{elapsed / 60:.1f} min); deepaas_like at commit {context['revision']}"
+        ),
+        "",
+        '## 1. Trivial predict: JSON `{"n": 3}` in, `{"n": 3, "double": 6}` out',
+        "",
+        *serving.table(header, rows(results, "trivial")),
+        "",
+        (
+            f"## 2. MiniLM sentence classifier, concurrency {settings.minilm_concurrency}, batching on "
+            f"(max batch {MAX_BATCH}), {cores()} torch threads"
+        ),
+        "",
+        *serving.table(minilm_header, rows(results, "minilm")),
+        "",
+    ]
     limit = results.limit
     if limit:
         rounds = ", ".join(f"{r:.1f}" for r in results.alone["sentences_per_s"])
-        out += [(f"Model alone (the limit): {limit:.1f} sentences/s, median of all {len(results.alone['sentences_per_s'])} "
-                 f"rounds ({rounds}) of {settings.alone_seconds} s classifying batches of "
-                 f"{results.alone['batch']} in one process with {results.alone['torch_threads']} torch threads "
-                 "(`benchmarks/peers/model_alone.py`), run just before each server's MiniLM pass so that it sees "
-                 "the same background load. \"x model alone\" = requests/s / that median; \"x that\" = requests/s / the "
-                 "rounds run just before the server's own passes. \"mean batch\": requests per forward pass over the "
-                 "server's passes, warm-up included (deepaas_like's `/metrics` histogram; the peers log each "
-                 "batch from `benchmarks/peers/workloads.py`)."), ""]
-    out += ["## deepaas_like against the fastest peer", "",
-            *[ratio_line(results, "trivial", c) for c in settings.concurrencies],
-            ratio_line(results, "minilm", settings.minilm_concurrency), ""]
-    out += ["## What each server runs", "",
-            (f"Every server runs the same plugin code (`benchmarks/plugins/trivial`, "
-             f"`plugins_example/text_classifier`'s `predict_batch`) with `OMP_NUM_THREADS={cores()}` and torch set "
-             f"to {cores()} threads, and the same head, trained once by `model_alone.py` (shipped data, seed 0). "
-             "Before it is loaded each server's answer is checked: `double` = 6, or the model alone's label with "
-             f"every probability within {PROBABILITY_TOLERANCE:g}. Peers live in `benchmarks/.venv-<name>`; "
-             "their code in `benchmarks/peers/<name>/`."), "",
-            *left_table(["server", "workload", "configuration", "start to first 200 s"],
-                           [[results.labels.get(s, s), w, results.configs.get((s, w), "-"),
-                             f"{b.ready_s:.1f}" if (b := results.block(s, w)) and b.ready_s else "-"]
-                            for s in SERVERS for w in WORKLOADS if (s, w) in results.configs]), "",
-            "Versions:", "",
-            *[f"- {results.labels.get(s, s)}: " + ", ".join(f"{p} {v}" for p, v in sorted(results.versions[s].items()))
-              for s in SERVERS if s in results.versions], "",
-            ("Columns: requests/s counts 2xx answers; errors are non-2xx answers plus socket errors and timeouts, "
-             "summed over the rounds; server CPU is user + system time of the server's whole process tree (from "
-             "/proc) per answered request; peak RSS is the tree's summed resident memory, sampled every 20 ms "
-             "from start to stop (Ray Serve's tree holds its GCS, raylet, controller, proxy and replicas); other "
-             "load is the machine's busy CPU time during the measured run minus the server's, wrk's and this "
-             "script's, in cores.")]
+        out += [
+            (
+                f"Model alone (the limit): {limit:.1f} sentences/s, median of all {len(results.alone['sentences_per_s'])} "
+                f"rounds ({rounds}) of {settings.alone_seconds} s classifying batches of "
+                f"{results.alone['batch']} in one process with {results.alone['torch_threads']} torch threads "
+                "(`benchmarks/peers/model_alone.py`), run just before each server's MiniLM pass so that it sees "
+                'the same background load. "x model alone" = requests/s / that median; "x that" = requests/s / the '
+                'rounds run just before the server\'s own passes. "mean batch": requests per forward pass over the '
+                "server's passes, warm-up included (deepaas_like's `/metrics` histogram; the peers log each "
+                "batch from `benchmarks/peers/workloads.py`)."
+            ),
+            "",
+        ]
+    out += [
+        "## deepaas_like against the fastest peer",
+        "",
+        *[ratio_line(results, "trivial", c) for c in settings.concurrencies],
+        ratio_line(results, "minilm", settings.minilm_concurrency),
+        "",
+    ]
+    out += [
+        "## What each server runs",
+        "",
+        (
+            f"Every server runs the same plugin code (`benchmarks/plugins/trivial`, "
+            f"`plugins_example/text_classifier`'s `predict_batch`) with `OMP_NUM_THREADS={cores()}` and torch set "
+            f"to {cores()} threads, and the same head, trained once by `model_alone.py` (shipped data, seed 0). "
+            "Before it is loaded each server's answer is checked: `double` = 6, or the model alone's label with "
+            f"every probability within {PROBABILITY_TOLERANCE:g}. Peers live in `benchmarks/.venv-<name>`; "
+            "their code in `benchmarks/peers/<name>/`."
+        ),
+        "",
+        *left_table(
+            ["server", "workload", "configuration", "start to first 200 s"],
+            [
+                [
+                    results.labels.get(s, s),
+                    w,
+                    results.configs.get((s, w), "-"),
+                    f"{b.ready_s:.1f}" if (b := results.block(s, w)) and b.ready_s else "-",
+                ]
+                for s in SERVERS
+                for w in WORKLOADS
+                if (s, w) in results.configs
+            ],
+        ),
+        "",
+        "Versions:",
+        "",
+        *[
+            f"- {results.labels.get(s, s)}: " + ", ".join(f"{p} {v}" for p, v in sorted(results.versions[s].items()))
+            for s in SERVERS
+            if s in results.versions
+        ],
+        "",
+        (
+            "Columns: requests/s counts 2xx answers; errors are non-2xx answers plus socket errors and timeouts, "
+            "summed over the rounds; server CPU is user + system time of the server's whole process tree (from "
+            "/proc) per answered request; peak RSS is the tree's summed resident memory, sampled every 20 ms "
+            "from start to stop (Ray Serve's tree holds its GCS, raylet, controller, proxy and replicas); other "
+            "load is the machine's busy CPU time during the measured run minus the server's, wrk's and this "
+            "script's, in cores."
+        ),
+    ]
     notes = results.notes + [n for b in results.blocks for n in b.notes]
     if notes:
         out += ["", "## Notes", "", *[f"- {note}" for note in notes]]
@@ -734,8 +980,9 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # runs the finally blocks that stop the servers
 
 
-def measure_pass(name: str, workload: str, settings: Settings, workdir: Path, reference_file: Path,
-                 results: Results) -> None:
+def measure_pass(
+    name: str, workload: str, settings: Settings, workdir: Path, reference_file: Path, results: Results
+) -> None:
     """One pass of one server: (for MiniLM, the model alone first, then) a fresh start of the
     server, one round at each concurrency, a stop; merged into ``results``."""
     data_dir = workdir / "text_classifier_data"
@@ -772,12 +1019,23 @@ def run_block_child(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short pass, one round per cell (about 4 minutes)")
-    parser.add_argument("--only", action="append", choices=SERVERS,
-                        help="measure only this server (repeatable); the result is printed, not written")
-    parser.add_argument("--workload", action="append", choices=WORKLOADS,
-                        help="measure only this workload (repeatable); the result is printed, not written")
-    parser.add_argument("--freeze", action="store_true",
-                        help="write each peer venv's versions to benchmarks/peers/<name>/constraints.txt and exit")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SERVERS,
+        help="measure only this server (repeatable); the result is printed, not written",
+    )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        choices=WORKLOADS,
+        help="measure only this workload (repeatable); the result is printed, not written",
+    )
+    parser.add_argument(
+        "--freeze",
+        action="store_true",
+        help="write each peer venv's versions to benchmarks/peers/<name>/constraints.txt and exit",
+    )
     parser.add_argument("--block", help=argparse.SUPPRESS)  # SERVER:WORKLOAD, run by measure_in_netns
     parser.add_argument("--rounds", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -801,8 +1059,12 @@ def main(argv: list[str] | None = None) -> int:
     servers = args.only or list(SERVERS)
     workloads = args.workload or list(WORKLOADS)
     began = time.monotonic()
-    context = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_before": serving.load_average(), "wrk": "",
-               "revision": serving.source_revision()}
+    context = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "load_before": serving.load_average(),
+        "wrk": "",
+        "revision": serving.source_revision(),
+    }
     results = Results()
     workdir = Path(tempfile.mkdtemp(prefix="deepaas-like-peers-"))
     data_dir = workdir / "text_classifier_data"
@@ -849,7 +1111,11 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render(settings, results, context, time.monotonic() - began)
     print(markdown)
     if not args.only and not args.workload:
-        path = HERE / "results" / f"peers-{time.strftime('%Y-%m-%d')}-{cores()}cores{'-quick' if settings.quick else ''}.md"
+        path = (
+            HERE
+            / "results"
+            / f"peers-{time.strftime('%Y-%m-%d')}-{cores()}cores{'-quick' if settings.quick else ''}.md"
+        )
         path.write_text(markdown)
         say(f"written to {path.relative_to(ROOT)}")
     return 0

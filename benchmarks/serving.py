@@ -90,7 +90,9 @@ def say(message: str) -> None:
 
 def pip_install(python: str | Path, *args: str) -> None:
     """``python -m pip install -q ARGS``; raises BenchmarkError with pip's output on failure."""
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", *args], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *args], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise BenchmarkError(f"pip install {' '.join(args)} failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
 
@@ -124,8 +126,10 @@ def ensure_trivial_plugin() -> None:
 def ensure_deepaas_venv() -> Path:
     """The bin/ directory of a venv with DEEPaaS 2.6.0 and the trivial plugin; created if needed."""
     python = DEEPAAS_VENV / "bin" / "python"
-    check = (f"import importlib.metadata as m; assert m.version('deepaas') == '{DEEPAAS_VERSION}'; "
-             "assert m.entry_points(group='deepaas.v2.model', name='trivial')")
+    check = (
+        f"import importlib.metadata as m; assert m.version('deepaas') == '{DEEPAAS_VERSION}'; "
+        "assert m.entry_points(group='deepaas.v2.model', name='trivial')"
+    )
     if python.exists() and subprocess.run([python, "-c", check], capture_output=True, check=False).returncode == 0:
         return python.parent
     say(f"creating {DEEPAAS_VENV.relative_to(ROOT)} with deepaas=={DEEPAAS_VERSION} (once)")
@@ -173,15 +177,27 @@ class ServerSpec:
     ready_timeout: float = 60.0  # seconds
 
 
-def deepaas_like(label: str, model: str, *options: str, env: dict[str, str] | None = None,
-                 ready_timeout: float = 60.0) -> ServerSpec:
+def deepaas_like(
+    label: str, model: str, *options: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0
+) -> ServerSpec:
     """deepaas_like serving ``model``, with its job database and uploads in the work dir."""
     run = console_script("deepaas-like-run")
 
     def argv(port: int, workdir: Path) -> list[str]:
-        return [run, "--listen-ip", harness.HOST, "--listen-port", str(port), "--model-name", model,
-                "--database-url", f"sqlite+aiosqlite:///{workdir / 'jobs.db'}",
-                "--upload-dir", str(workdir / "uploads"), *options]
+        return [
+            run,
+            "--listen-ip",
+            harness.HOST,
+            "--listen-port",
+            str(port),
+            "--model-name",
+            model,
+            "--database-url",
+            f"sqlite+aiosqlite:///{workdir / 'jobs.db'}",
+            "--upload-dir",
+            str(workdir / "uploads"),
+            *options,
+        ]
 
     return ServerSpec(label, argv, env or {}, ready_timeout)
 
@@ -189,16 +205,19 @@ def deepaas_like(label: str, model: str, *options: str, env: dict[str, str] | No
 def deepaas(bin_dir: Path, model: str = "trivial") -> ServerSpec:
     """DEEPaaS 2.6.0 (``deepaas-run``, its default single worker) from the benchmark venv."""
     run = str(bin_dir / "deepaas-run")
-    return ServerSpec(f"DEEPaaS {DEEPAAS_VERSION} (1 worker)",
-                      lambda port, _: [run, "--listen-ip", harness.HOST, "--listen-port", str(port),
-                                       "--model-name", model])
+    return ServerSpec(
+        f"DEEPaaS {DEEPAAS_VERSION} (1 worker)",
+        lambda port, _: [run, "--listen-ip", harness.HOST, "--listen-port", str(port), "--model-name", model],
+    )
 
 
 def bare(model: str = "trivial") -> ServerSpec:
     """The bare aiohttp app, predict called in the server process."""
     script = str(HERE / "bare_app.py")
-    return ServerSpec("bare aiohttp (in-process)",
-                      lambda port, _: [sys.executable, script, "--port", str(port), "--model-name", model])
+    return ServerSpec(
+        "bare aiohttp (in-process)",
+        lambda port, _: [sys.executable, script, "--port", str(port), "--model-name", model],
+    )
 
 
 @contextlib.contextmanager
@@ -294,8 +313,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def start_servers(specs: list[ServerSpec], request: Request, workdir: Path, stack: contextlib.ExitStack,
-                  report: Report) -> list[tuple[str, harness.Server]]:
+def start_servers(
+    specs: list[ServerSpec], request: Request, workdir: Path, stack: contextlib.ExitStack, report: Report
+) -> list[tuple[str, harness.Server]]:
     """Start each server of ``specs`` (stopped when ``stack`` closes); (label, server) of those that
     answered ``request`` with 200. A server that did not start is noted in ``report``.
     """
@@ -319,8 +339,15 @@ def drain(server: harness.Server, request: Request, timeout: float = 120.0) -> N
         harness.post(server.port, request, timeout=timeout)
 
 
-def measure(servers: list[tuple[str, harness.Server]], request: Request, concurrencies: tuple[int, ...],
-            rounds: int, seconds: int, warmup: int, report: Report) -> list[Cell]:
+def measure(
+    servers: list[tuple[str, harness.Server]],
+    request: Request,
+    concurrencies: tuple[int, ...],
+    rounds: int,
+    seconds: int,
+    warmup: int,
+    report: Report,
+) -> list[Cell]:
     """Load every server at every concurrency ``rounds`` times, the servers taking turns so that
     they share any background load of the machine alike. Each run: ``warmup`` s of load thrown
     away, a drain, then ``seconds`` s measured.
@@ -345,9 +372,11 @@ def measure(servers: list[tuple[str, harness.Server]], request: Request, concurr
                     continue
                 run = Run(result, cpu, max(0.0, busy - cpu - own) / result.seconds if result.seconds else 0.0)
                 cells[(label, concurrency)].rounds.append(run)
-                say(f"  {label} c={concurrency} round {round_}/{rounds}: {result.rps:.0f} req/s, "
+                say(
+                    f"  {label} c={concurrency} round {round_}/{rounds}: {result.rps:.0f} req/s, "
                     f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
-                    f"server CPU {run.cpu_us_per_request:.0f} us/request")
+                    f"server CPU {run.cpu_us_per_request:.0f} us/request"
+                )
     order = [label for label, _ in servers]
     return sorted((c for c in cells.values() if c.rounds), key=lambda c: (order.index(c.server), c.concurrency))
 
@@ -355,16 +384,19 @@ def measure(servers: list[tuple[str, harness.Server]], request: Request, concurr
 def trivial_predict(settings: Settings, workdir: Path, deepaas_bin: Path | None, report: Report) -> None:
     """Section 1: the same trivial plugin behind each server, at each concurrency."""
     request = harness.form_request("/v2/models/trivial/predict/", n="3")
-    specs = [deepaas_like("deepaas_like (1 worker)", "trivial", "--workers", "1"),
-             deepaas_like("deepaas_like (2 workers)", "trivial", "--workers", "2")]
+    specs = [
+        deepaas_like("deepaas_like (1 worker)", "trivial", "--workers", "1"),
+        deepaas_like("deepaas_like (2 workers)", "trivial", "--workers", "2"),
+    ]
     if deepaas_bin is not None:
         specs.append(deepaas(deepaas_bin))
     specs.append(bare())
     say("1. trivial predict")
     with contextlib.ExitStack() as stack:
         servers = start_servers(specs, request, workdir, stack, report)
-        report.trivial = measure(servers, request, settings.concurrencies, settings.rounds, settings.cell,
-                                 settings.warmup, report)
+        report.trivial = measure(
+            servers, request, settings.concurrencies, settings.rounds, settings.cell, settings.warmup, report
+        )
 
 
 def batching(settings: Settings, workdir: Path, report: Report) -> None:
@@ -380,13 +412,24 @@ def batching(settings: Settings, workdir: Path, report: Report) -> None:
     data.mkdir(exist_ok=True)
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DEEPAAS_LIKE_TEXT_CLASSIFIER_DATA_DIR": str(data)}
     request = harness.form_request("/v2/models/text_classifier/predict/", text=SENTENCE)
-    specs = [deepaas_like(BATCHING[mode], "text_classifier", "--workers", "1", *options, env=env, ready_timeout=240.0)
-             for mode, options in (("off", ("--max-batch-size", "1")),
-                                   ("on", ("--max-batch-size", "32", "--batch-wait-ms", "5")))]
+    specs = [
+        deepaas_like(BATCHING[mode], "text_classifier", "--workers", "1", *options, env=env, ready_timeout=240.0)
+        for mode, options in (
+            ("off", ("--max-batch-size", "1")),
+            ("on", ("--max-batch-size", "32", "--batch-wait-ms", "5")),
+        )
+    ]
     with contextlib.ExitStack() as stack:
         servers = start_servers(specs, request, workdir, stack, report)
-        report.batching = measure(servers, request, (settings.batch_concurrency,), settings.batch_rounds,
-                                  settings.batch_cell, settings.batch_warmup, report)
+        report.batching = measure(
+            servers,
+            request,
+            (settings.batch_concurrency,),
+            settings.batch_rounds,
+            settings.batch_cell,
+            settings.batch_warmup,
+            report,
+        )
 
 
 def small_png() -> bytes:
@@ -404,8 +447,10 @@ def start_times(settings: Settings, workdir: Path, deepaas_bin: Path | None, rep
     """Section 3: seconds from Popen to the first 200 predict, ``start_runs`` fresh starts each."""
     demo = harness.multipart_request("/v2/models/demo/predict/", "image", "small.png", small_png(), "image/png")
     trivial = harness.form_request("/v2/models/trivial/predict/", n="3")
-    cases = [(deepaas_like(START_DEMO, "demo"), demo),
-             (deepaas_like("deepaas_like, trivial plugin", "trivial"), trivial)]
+    cases = [
+        (deepaas_like(START_DEMO, "demo"), demo),
+        (deepaas_like("deepaas_like, trivial plugin", "trivial"), trivial),
+    ]
     if deepaas_bin is not None:
         cases.append((deepaas(deepaas_bin), trivial))
     for spec, request in cases:
@@ -430,8 +475,10 @@ async def upload_file(port: int, handle: BinaryIO) -> int:
     form = aiohttp.FormData()
     form.add_field("image", handle, filename="big.bin", content_type="application/octet-stream")
     predict = f"http://{harness.HOST}:{port}/v2/models/demo/predict/"
-    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session,
-                session.post(predict, data=form) as response):
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session,
+        session.post(predict, data=form) as response,
+    ):
         await response.read()
         return response.status
 
@@ -463,11 +510,18 @@ def upload_memory(workdir: Path, report: Report) -> None:
             time.sleep(0.2)
             left = files_under(uploads)
         report.upload = {
-            "status": status, "seconds": seconds, "baseline_mib": baseline / MIB, "peak_mib": peak / MIB,
-            "growth_mib": (peak - baseline) / MIB, "samples": len(sampler.samples), "files_left": len(left),
+            "status": status,
+            "seconds": seconds,
+            "baseline_mib": baseline / MIB,
+            "peak_mib": peak / MIB,
+            "growth_mib": (peak - baseline) / MIB,
+            "samples": len(sampler.samples),
+            "files_left": len(left),
         }
-        say(f"upload 1 GiB: HTTP {status} in {seconds:.1f} s, RSS {baseline / MIB:.0f} -> {peak / MIB:.0f} MiB, "
-            f"{len(left)} file(s) left in the upload dir")
+        say(
+            f"upload 1 GiB: HTTP {status} in {seconds:.1f} s, RSS {baseline / MIB:.0f} -> {peak / MIB:.0f} MiB, "
+            f"{len(left)} file(s) left in the upload dir"
+        )
     except (BenchmarkError, OSError) as error:
         report.notes.append(f"upload memory: not measured: {error}")
         say(f"  failed: {error}")
@@ -502,6 +556,7 @@ def package_version(name: str) -> str:
 def source_revision() -> str:
     """The repository's commit, e.g. ``"946a9a1"``, with ``" + uncommitted changes"`` when the
     package's tree differs from it; ``"unknown"`` outside a git checkout."""
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else ""
@@ -524,21 +579,31 @@ def machine_lines(settings: Settings, context: dict[str, str], elapsed: float) -
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     return [
         f"- date: {context['date']}",
-        (f"- machine: {nproc()} cores (`nproc`), CPU {cpu_model() or 'unknown'}, {memory:.0f} GiB, "
-         f"Linux {platform.release()}"),
-        (f"- other work on the machine: processes outside this benchmark kept {context['others']} cores busy "
-         f"on average during the run; 1-minute load average {context['load_before']} before it, "
-         f"{load_average()} after"),
-        (f"- Python {platform.python_version()}; deepaas_like {package_version('deepaas_like')} at commit "
-         f"{context['revision']}, aiohttp {package_version('aiohttp')}; DEEPaaS {DEEPAAS_VERSION} in its own venv"),
-        (f"- load generator: {context['wrk'] or 'benchmarks/loadgen.py (aiohttp; wrk is not installed)'}, "
-         f"keep-alive connections, closed loop, on the same cores as the servers; each run is "
-         f"{settings.warmup} s of warm-up then {settings.cell} s measured "
-         f"(batching: {settings.batch_warmup} s + {settings.batch_cell} s); the servers take turns, "
-         f"{settings.rounds} round(s) each (batching: {settings.batch_rounds}); the tables show each figure's "
-         f"median over the rounds and the range of requests/s"),
-        (f"- command: `python benchmarks/serving.py{' --quick' if settings.quick else ''}` "
-         f"(whole run {elapsed / 60:.1f} min)"),
+        (
+            f"- machine: {nproc()} cores (`nproc`), CPU {cpu_model() or 'unknown'}, {memory:.0f} GiB, "
+            f"Linux {platform.release()}"
+        ),
+        (
+            f"- other work on the machine: processes outside this benchmark kept {context['others']} cores busy "
+            f"on average during the run; 1-minute load average {context['load_before']} before it, "
+            f"{load_average()} after"
+        ),
+        (
+            f"- Python {platform.python_version()}; deepaas_like {package_version('deepaas_like')} at commit "
+            f"{context['revision']}, aiohttp {package_version('aiohttp')}; DEEPaaS {DEEPAAS_VERSION} in its own venv"
+        ),
+        (
+            f"- load generator: {context['wrk'] or 'benchmarks/loadgen.py (aiohttp; wrk is not installed)'}, "
+            f"keep-alive connections, closed loop, on the same cores as the servers; each run is "
+            f"{settings.warmup} s of warm-up then {settings.cell} s measured "
+            f"(batching: {settings.batch_warmup} s + {settings.batch_cell} s); the servers take turns, "
+            f"{settings.rounds} round(s) each (batching: {settings.batch_rounds}); the tables show each figure's "
+            f"median over the rounds and the range of requests/s"
+        ),
+        (
+            f"- command: `python benchmarks/serving.py{' --quick' if settings.quick else ''}` "
+            f"(whole run {elapsed / 60:.1f} min)"
+        ),
     ]
 
 
@@ -575,16 +640,32 @@ def target_rows(report: Report) -> list[list[str]]:
     start = statistics.median(demo) if demo else None
     growth = report.upload.get("growth_mib")
     return [
-        ["trivial, c=8: requests/s of deepaas_like (1 worker) / DEEPaaS 2.6", _fmt(rps_vs_deepaas), ">= 3x",
-         verdict(rps_vs_deepaas, lambda v: v >= 3)],
-        ["trivial, c=8: p99 of deepaas_like (1 worker) / DEEPaaS 2.6", _fmt(p99_vs_deepaas), "<= 0.33x",
-         verdict(p99_vs_deepaas, lambda v: v <= 1 / 3)],
-        ["trivial, c=8: requests/s of deepaas_like (1 worker) / bare aiohttp", _fmt(rps_vs_bare), ">= 0.5x",
-         verdict(rps_vs_bare, lambda v: v >= 0.5)],
+        [
+            "trivial, c=8: requests/s of deepaas_like (1 worker) / DEEPaaS 2.6",
+            _fmt(rps_vs_deepaas),
+            ">= 3x",
+            verdict(rps_vs_deepaas, lambda v: v >= 3),
+        ],
+        [
+            "trivial, c=8: p99 of deepaas_like (1 worker) / DEEPaaS 2.6",
+            _fmt(p99_vs_deepaas),
+            "<= 0.33x",
+            verdict(p99_vs_deepaas, lambda v: v <= 1 / 3),
+        ],
+        [
+            "trivial, c=8: requests/s of deepaas_like (1 worker) / bare aiohttp",
+            _fmt(rps_vs_bare),
+            ">= 0.5x",
+            verdict(rps_vs_bare, lambda v: v >= 0.5),
+        ],
         ["MiniLM, c=32: requests/s batching on / off", _fmt(speedup), ">= 3x", verdict(speedup, lambda v: v >= 3)],
         ["start to first predict, demo plugin (median)", _fmt(start, " s"), "< 2 s", verdict(start, lambda v: v < 2)],
-        ["server RSS growth while 1 GiB is uploaded", _fmt(growth, " MiB"), "< 100 MiB",
-         verdict(growth, lambda v: v < 100)],
+        [
+            "server RSS growth while 1 GiB is uploaded",
+            _fmt(growth, " MiB"),
+            "< 100 MiB",
+            verdict(growth, lambda v: v < 100),
+        ],
     ]
 
 
@@ -596,10 +677,29 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def load_table(cells: list[Cell], digits: int) -> list[str]:
     """One row per (server, concurrency): medians over the rounds, errors summed."""
-    rows = [[c.server, str(c.concurrency), f"{c.rps:.{digits}f}", c.spread(), f"{c.p50_ms:.2f}",
-             f"{c.p99_ms:.2f}", str(c.errors), f"{c.cpu_us_per_request:.0f}"] for c in cells]
-    header = ["server", "concurrency", "requests/s", "rounds' range", "p50 ms", "p99 ms", "errors",
-              "server CPU us/request"]
+    rows = [
+        [
+            c.server,
+            str(c.concurrency),
+            f"{c.rps:.{digits}f}",
+            c.spread(),
+            f"{c.p50_ms:.2f}",
+            f"{c.p99_ms:.2f}",
+            str(c.errors),
+            f"{c.cpu_us_per_request:.0f}",
+        ]
+        for c in cells
+    ]
+    header = [
+        "server",
+        "concurrency",
+        "requests/s",
+        "rounds' range",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "server CPU us/request",
+    ]
     return table(header, rows)
 
 
@@ -609,25 +709,59 @@ def render(settings: Settings, report: Report, context: dict[str, str], elapsed:
     out += ["## Targets (issue 5)", "", *table(["target", "measured", "goal", "result"], target_rows(report))]
     out += ["", "## 1. Trivial predict (`benchmarks/plugins/trivial`, form `n=3`)", ""]
     out += load_table(report.trivial, 0)
-    out += ["", ("Errors: non-2xx answers plus socket errors and timeouts, summed over the rounds. Server CPU: "
-                 "user + system time of the server process and all its workers during the measured run, "
-                 "per answered request (from /proc/PID/stat).")]
-    out += ["", (f"## 2. Dynamic batching: MiniLM `text_classifier`, 1 worker, concurrency "
-                 f"{settings.batch_concurrency}, form `text={SENTENCE}`"), ""]
+    out += [
+        "",
+        (
+            "Errors: non-2xx answers plus socket errors and timeouts, summed over the rounds. Server CPU: "
+            "user + system time of the server process and all its workers during the measured run, "
+            "per answered request (from /proc/PID/stat)."
+        ),
+    ]
+    out += [
+        "",
+        (
+            f"## 2. Dynamic batching: MiniLM `text_classifier`, 1 worker, concurrency "
+            f"{settings.batch_concurrency}, form `text={SENTENCE}`"
+        ),
+        "",
+    ]
     out += load_table(report.batching, 1)
     out += ["", f"## 3. Start to first successful predict (seconds; {settings.start_runs} fresh starts each)", ""]
-    out += table(["server", "median s", "runs s"],
-                 [[label, f"{statistics.median(runs):.2f}", ", ".join(f"{r:.2f}" for r in runs)]
-                  for label, runs in report.start.items()])
+    out += table(
+        ["server", "median s", "runs s"],
+        [
+            [label, f"{statistics.median(runs):.2f}", ", ".join(f"{r:.2f}" for r in runs)]
+            for label, runs in report.start.items()
+        ],
+    )
     out += ["", "From `Popen` to the first 200 answer to a predict POSTed every 20 ms; a new job database each start."]
-    out += ["", "## 4. Server memory while a 1 GiB file is uploaded (demo predict; the upload is not an image: 422)", ""]
+    out += [
+        "",
+        "## 4. Server memory while a 1 GiB file is uploaded (demo predict; the upload is not an image: 422)",
+        "",
+    ]
     if report.upload:
         u = report.upload
-        out += table(["HTTP status", "upload s", "baseline RSS MiB", "peak RSS MiB", "growth MiB", "upload files left"],
-                     [[str(u["status"]), f"{u['seconds']:.1f}", f"{u['baseline_mib']:.0f}", f"{u['peak_mib']:.0f}",
-                       f"{u['growth_mib']:.1f}", str(u["files_left"])]])
-        out += ["", (f"RSS summed over the server process and all its children, sampled every 20 ms "
-                     f"({u['samples']} samples); the file is streamed from a sparse file by an aiohttp client.")]
+        out += table(
+            ["HTTP status", "upload s", "baseline RSS MiB", "peak RSS MiB", "growth MiB", "upload files left"],
+            [
+                [
+                    str(u["status"]),
+                    f"{u['seconds']:.1f}",
+                    f"{u['baseline_mib']:.0f}",
+                    f"{u['peak_mib']:.0f}",
+                    f"{u['growth_mib']:.1f}",
+                    str(u["files_left"]),
+                ]
+            ],
+        )
+        out += [
+            "",
+            (
+                f"RSS summed over the server process and all its children, sampled every 20 ms "
+                f"({u['samples']} samples); the file is streamed from a sparse file by an aiohttp client."
+            ),
+        ]
     if report.notes:
         out += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
     return "\n".join(out) + "\n"
@@ -655,8 +789,12 @@ SECTIONS = ("trivial", "batching", "start", "upload")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short load runs, one round (whole run under 3 minutes)")
-    parser.add_argument("--only", action="append", choices=SECTIONS,
-                        help="run only this section (repeatable); the result is printed, not written")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable); the result is printed, not written",
+    )
     args = parser.parse_args(argv)
     settings = Settings.make(args.quick)
     sections = args.only or list(SECTIONS)
@@ -664,8 +802,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     atexit.register(harness.stop_all)
     began = time.monotonic()
-    context = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_before": load_average(), "wrk": "",
-               "revision": source_revision()}
+    context = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "load_before": load_average(),
+        "wrk": "",
+        "revision": source_revision(),
+    }
     busy_before, own_before = harness.machine_busy_seconds(), harness.own_cpu_seconds()
     report = Report()
     workdir = Path(tempfile.mkdtemp(prefix="deepaas-like-bench-"))

@@ -57,7 +57,9 @@ class InvalidArguments(DeepaasLikeError):
     status = 422
 
     def __init__(self, messages: dict) -> None:
-        details = "; ".join(f"{field}: {_text(text)}" for field, text in sorted(messages.items(), key=lambda item: str(item[0])))
+        details = "; ".join(
+            f"{field}: {_text(text)}" for field, text in sorted(messages.items(), key=lambda item: str(item[0]))
+        )
         super().__init__(f"invalid arguments: {details}")
         self.messages = messages
 

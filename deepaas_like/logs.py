@@ -48,7 +48,9 @@ class RepeatFilter(logging.Filter):
         start, count = self._seen.get(key, (now, 0))
         if now - start >= self.window:
             if count > self.burst:
-                record.msg = f"{record.msg} [{count - self.burst} more like it in the last {self.window:g} s were not logged]"
+                record.msg = (
+                    f"{record.msg} [{count - self.burst} more like it in the last {self.window:g} s were not logged]"
+                )
             start, count = now, 0
         self._seen[key] = [start, count + 1]
         if len(self._seen) > 1000:  # bounded: messages with varying templates come and go

@@ -174,7 +174,9 @@ def _not_json(value: Any, limit: int) -> str | None:
                         return f"{where} has a key of type {_type_name(key)} (JSON keys are strings)"
                     if isinstance(key, float) and not math.isfinite(key):
                         return f"{where} has the key {key!r} (a float; JSON has no NaN or Infinity)"
-                    children.append((child, f"{path}[{json.dumps(key if isinstance(key, str) else str(key))}]", depth + 1))
+                    children.append(
+                        (child, f"{path}[{json.dumps(key if isinstance(key, str) else str(key))}]", depth + 1)
+                    )
             else:
                 children = [(child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item)]
             stack.extend(reversed(children))  # first problem first

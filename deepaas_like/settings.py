@@ -1,17 +1,35 @@
-"""Settings the server runs with, read from configuration once in ``cmd/`` and passed down."""
+"""Settings the server runs with: every configuration option declared once, as a field of
+:class:`Settings` with its oslo.config type, help text and default. ``config.py`` turns the
+table into command-line and file options; ``cmd/`` reads them once and passes Settings down.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from oslo_config import cfg
 
 from deepaas_like.model.loading import DEFAULT_NAMESPACE
+
+#: Models to serve when ``--model-name`` is not given (DEEPaaS's variable).
+MODEL_ENV = "DEEPAAS_V2_MODEL"
+#: More API keys, comma-separated, beside ``--auth-token``.
+AUTH_ENV = "DEEPAAS_LIKE_AUTH_TOKENS"
 
 
 def default_database_url() -> str:
     """A SQLite file in the per-user state directory (``$XDG_STATE_HOME`` or ``~/.local/state``)."""
+    return "sqlite+aiosqlite:///" + os.path.join(_state_dir(), "jobs.sqlite")
+
+
+def _state_dir() -> str:
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return "sqlite+aiosqlite:///" + os.path.join(state, "deepaas_like", "jobs.sqlite")
+    return os.path.join(state, "deepaas_like")
 
 
 def default_results_dir(database_url: str) -> str:
@@ -27,67 +45,358 @@ def default_results_dir(database_url: str) -> str:
         database = None
     if database and database != ":memory:" and not database.startswith("file:"):
         return os.path.join(os.path.dirname(os.path.abspath(database)), "job-results")
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "deepaas_like", "job-results")
+    return os.path.join(_state_dir(), "job-results")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """How a :class:`Settings` field is configured: ``kind`` is the oslo.config option class,
+    ``name`` the option's name (``--name`` on the command line, ``name`` with underscores
+    in a file), ``read`` turns the option's value into the field's (and raises
+    ``ValueError`` with the reason for a bad one), ``extra`` goes to the option (``min``,
+    ``secret``, ``sample_default``).
+    """
+
+    kind: type[cfg.Opt]
+    name: str
+    help: str
+    read: Callable[[Any], Any] | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def option(
+    kind: type[cfg.Opt],
+    name: str,
+    default: Any,
+    help: str,
+    *,
+    read: Callable[[Any], Any] | None = None,
+    **extra: Any,
+) -> Any:
+    """A :class:`Settings` field configured by the option ``name`` (see :class:`Option`);
+    a callable ``default`` is called for each Settings and when the options are registered.
+    """
+    metadata = {"option": Option(kind, name, help, read, extra)}
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata=metadata)
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def options() -> list[tuple[dataclasses.Field[Any], Option]]:
+    """Every Settings field that an option sets, with its :class:`Option`, in declaration order."""
+    return [(field, field.metadata["option"]) for field in dataclasses.fields(Settings) if "option" in field.metadata]
+
+
+def _names(values: list[str]) -> tuple[str, ...]:
+    """Values split on commas and stripped; empty ones dropped."""
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def model_names(values: list[str]) -> tuple[str, ...]:
+    """``--model-name`` values split on commas, else ``$DEEPAAS_V2_MODEL``, else ()."""
+    return _names(list(values) or [os.environ.get(MODEL_ENV, "")])
+
+
+def _tokens(values: list[str]) -> tuple[str, ...]:
+    """``--auth-token`` values and the comma-separated ``$DEEPAAS_LIKE_AUTH_TOKENS``, stripped."""
+    tokens = [*values, *os.environ.get(AUTH_ENV, "").split(",")]
+    return tuple(token.strip() for token in tokens if token.strip())
+
+
+def _pairs(number: Callable[[str], float]) -> Callable[[dict[str, str]], dict[str, Any]]:
+    def read(values: dict[str, str]) -> dict[str, Any]:
+        try:
+            return {name: number(value) for name, value in (values or {}).items()}
+        except ValueError as error:
+            raise ValueError(f"takes name:number pairs: {error}") from error
+
+    return read
+
+
+def _networks(values: list[str]) -> tuple[str, ...]:
+    networks = _names(values)
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+    return networks
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything the server needs; defaults are DEEPaaS's where it has the option.
-
-    ``client_max_size`` is in bytes (0: unlimited); ``model_workers`` maps a model name to
-    its number of predict workers, overriding ``workers``. ``instance`` names this server
-    among those sharing a job database; ``job_poll_interval``, ``predict_timeout`` and
-    ``shutdown_timeout`` are in seconds (0: no limit); ``max_queue`` bounds the calls waiting
-    per model (0: none); ``max_result_size`` the bytes of a prediction (0: none).
-    ``keepalive_timeout`` and ``body_timeout`` are in seconds (0: no limit);
-    ``public_url`` is the API root as clients see it (None: relative links);
-    ``trusted_proxies`` are addresses or networks whose ``X-Forwarded-*`` headers are honoured.
-    ``heartbeat_interval`` and ``heartbeat_expiry`` are in seconds; ``results_dir`` None
-    means :func:`default_results_dir`.
+    """Everything the server needs, one field per option; defaults are DEEPaaS's where it has
+    the option. Times are in seconds unless the name says otherwise, sizes in bytes, 0 means
+    "no limit" where the help says so. :meth:`workers_for` and :meth:`predict_timeout_for`
+    apply the per-model overrides.
     """
 
-    model_names: tuple[str, ...] = ()
-    namespace: str = DEFAULT_NAMESPACE
-    base_path: str = ""
-    predict_endpoint: bool = True
-    train_endpoint: bool = True
-    doc_endpoint: bool = True
-    debug_endpoint: bool = False
-    debug: bool = False
-    workers: int = 1
-    model_workers: dict[str, int] = dataclasses.field(default_factory=dict)
-    train_workers: int = 1
-    max_batch_size: int = 8
-    batch_wait_ms: float = 5.0
-    gpus: tuple[str, ...] = ()
-    warm: bool = True
-    client_max_size: int = 0
-    database_url: str = dataclasses.field(default_factory=default_database_url)
-    upload_dir: str | None = None
-    instance: str = "deepaas_like"
-    predict_timeout: float = 0.0
-    model_predict_timeouts: dict[str, float] = dataclasses.field(default_factory=dict)
-    max_queue: int = 256
-    worker_memory_limit_mb: int = 0
-    max_result_size: int = 0
-    shutdown_timeout: float = 30.0
-    worker_threads: int = 0
-    auth_tokens: tuple[str, ...] = ()
-    admin_tokens: tuple[str, ...] = ()
-    auth_docs: bool = False
-    cors_origins: tuple[str, ...] = ()
-    log_json: bool = False
-    job_poll_interval: float = 0.5
-    job_retention_hours: float = 0.0
-    heartbeat_interval: float = 10.0
-    heartbeat_expiry: float = 60.0
-    results_dir: str | None = None
-    idempotency_key_hours: float = 24.0
-    keepalive_timeout: float = 15.0
-    body_timeout: float = 60.0
-    public_url: str | None = None
-    trusted_proxies: tuple[str, ...] = ()
+    # Server
+    listen_ip: str = option(cfg.HostAddressOpt, "listen-ip", "127.0.0.1", "IP address the server listens on.")
+    listen_port: int = option(cfg.PortOpt, "listen-port", 5000, "Port the server listens on.")
+    base_path: str = option(
+        cfg.StrOpt, "base-path", "", "Path prefix of every route, e.g. /deepaas.", read=lambda path: path.rstrip("/")
+    )
+    predict_endpoint: bool = option(
+        cfg.BoolOpt, "predict-endpoint", True, "Serve the predict endpoints (402 when off)."
+    )
+    train_endpoint: bool = option(cfg.BoolOpt, "train-endpoint", True, "Serve the train endpoints (402 when off).")
+    doc_endpoint: bool = option(
+        cfg.BoolOpt, "doc-endpoint", True, "Serve /swagger.json, /openapi.json and Swagger UI at /api."
+    )
+    debug_endpoint: bool = option(cfg.BoolOpt, "debug-endpoint", False, "Serve recent log lines at /debug.")
+    debug: bool = option(cfg.BoolOpt, "debug", False, "Log at DEBUG and add tracebacks to error responses.")
+    client_max_size: int = option(
+        cfg.IntOpt,
+        "client-max-size",
+        0,
+        "Largest request body accepted, in bytes; larger ones get 413. 0: no limit.",
+        min=0,
+    )
+    upload_dir: str | None = option(
+        cfg.StrOpt,
+        "upload-dir",
+        None,
+        "Directory for uploaded files while a call runs (default: the system temp dir).",
+    )
+    shutdown_timeout: float = option(
+        cfg.FloatOpt,
+        "shutdown-timeout",
+        30.0,
+        "Seconds in-flight requests get to finish after SIGTERM or SIGINT; predictions that cannot "
+        "finish in time are answered 503 with Retry-After, then the server stops.",
+        min=0,
+    )
+    log_json: bool = option(cfg.BoolOpt, "log-json", False, "Write log lines as JSON objects (with the request id).")
+    keepalive_timeout: float = option(
+        cfg.FloatOpt,
+        "keepalive-timeout",
+        15.0,
+        "Seconds an idle connection is kept open; also the most a client may take to send a "
+        "request's headers (slow-header clients are disconnected).",
+        min=1,
+    )
+    max_connections: int = option(
+        cfg.IntOpt,
+        "max-connections",
+        0,
+        "Most open client connections; past it a new connection is answered 503 and closed. "
+        "0: the process's file-descriptor limit less 256 (kept for the database, uploads and workers), "
+        "at most 10000.",
+        min=0,
+    )
+    body_timeout: float = option(
+        cfg.FloatOpt,
+        "body-timeout",
+        60.0,
+        "Seconds a client may pause while sending a request body before the request is refused with 408. 0: no limit.",
+        min=0,
+    )
+    public_url: str | None = option(
+        cfg.StrOpt,
+        "public-url",
+        None,
+        "URL clients reach the API root at, e.g. https://models.example.org/deepaas: links and "
+        "Location headers are built from it. Default: relative links (never the client's Host header).",
+        read=lambda url: url.rstrip("/") if url else None,
+    )
+    trusted_proxies: tuple[str, ...] = option(
+        cfg.ListOpt,
+        "trusted-proxies",
+        (),
+        "Addresses or networks of reverse proxies whose X-Forwarded-Proto, X-Forwarded-Host and "
+        "X-Forwarded-Prefix headers build links (when public-url is unset), e.g. 127.0.0.1,10.0.0.0/8.",
+        read=_networks,
+    )
+    access_log: bool = option(
+        cfg.BoolOpt,
+        "access-log",
+        True,
+        "Log one line per HTTP request (client, request line, status, bytes, seconds, user agent, request id).",
+    )
+    # Security
+    auth_tokens: tuple[str, ...] = option(
+        cfg.MultiStrOpt,
+        "auth-token",
+        (),
+        f"API key accepted on predict and train routes (repeat for several; also ${AUTH_ENV}, "
+        "comma-separated). Clients send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'. None: no auth.",
+        read=_tokens,
+        secret=True,
+    )
+    admin_tokens: tuple[str, ...] = option(
+        cfg.MultiStrOpt,
+        "admin-token",
+        (),
+        "API key that sees and cancels every job (repeat for several). Other keys see only "
+        "the jobs they created. Accepted wherever auth-token keys are.",
+        read=lambda values: tuple(token.strip() for token in values if token.strip()),
+        secret=True,
+    )
+    auth_docs: bool = option(
+        cfg.BoolOpt,
+        "auth-docs",
+        False,
+        "Also require the API key for metadata, docs and metrics (health stays open).",
+    )
+    cors_origins: tuple[str, ...] = option(
+        cfg.MultiStrOpt,
+        "cors-origin",
+        (),
+        "Origin allowed to call the API from a browser (repeat; * for any).",
+    )
+    # Models and workers
+    model_names: tuple[str, ...] = option(
+        cfg.MultiStrOpt,
+        "model-name",
+        (),
+        f"Model(s) to serve, by entry-point name; repeat or separate with commas. "
+        f"Default: ${MODEL_ENV}, else every installed model.",
+        read=model_names,
+    )
+    namespace: str = option(
+        cfg.StrOpt, "model-namespace", DEFAULT_NAMESPACE, "Entry-point group that plugins are found in."
+    )
+    workers: int = option(cfg.IntOpt, "workers", 1, "Worker processes per model for predictions.", min=1)
+    model_workers: dict[str, int] = option(
+        cfg.DictOpt,
+        "model-workers",
+        {},
+        "Per-model predict workers, e.g. demo:2,other:1; overrides workers.",
+        read=_pairs(int),
+    )
+    train_workers: int = option(
+        cfg.IntOpt, "train-workers", 1, "Worker processes per model for trainings (started on first use).", min=1
+    )
+    gpus: tuple[str, ...] = option(
+        cfg.ListOpt, "gpus", (), "GPU ids given to workers round-robin through CUDA_VISIBLE_DEVICES, e.g. 0,1."
+    )
+    max_batch_size: int = option(
+        cfg.IntOpt,
+        "max-batch-size",
+        8,
+        "Most requests grouped into one predict_batch() call, for plugins that have it. 1: no batching.",
+        min=1,
+    )
+    batch_wait_ms: float = option(
+        cfg.FloatOpt,
+        "batch-wait-ms",
+        5.0,
+        "Longest a request waits for others to join its batch, in milliseconds.",
+        min=0,
+    )
+    predict_timeout: float = option(
+        cfg.FloatOpt,
+        "predict-timeout",
+        0.0,
+        "Seconds a prediction may take; past it the answer is 504 and the worker is replaced. 0: no limit.",
+        min=0,
+    )
+    model_predict_timeouts: dict[str, float] = option(
+        cfg.DictOpt,
+        "model-predict-timeout",
+        {},
+        "Per-model predict timeout in seconds, e.g. demo:5,slow:60.",
+        read=_pairs(float),
+    )
+    max_queue: int = option(
+        cfg.IntOpt,
+        "max-queue",
+        256,
+        "Most requests waiting for a model's predict workers; more get 503 with Retry-After. 0: no bound.",
+        min=0,
+    )
+    worker_memory_limit_mb: int = option(
+        cfg.IntOpt,
+        "worker-memory-limit",
+        0,
+        "Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
+        min=0,
+    )
+    max_result_size: int = option(
+        cfg.IntOpt,
+        "max-result-size",
+        0,
+        "Largest prediction sent back, in bytes; a larger one is answered 507 (the worker is kept). "
+        "Binary results over 1 MiB travel from the worker as files in the upload directory. 0: no limit.",
+        min=0,
+    )
+    worker_threads: int = option(
+        cfg.IntOpt,
+        "worker-threads",
+        0,
+        "Threads of the math libraries (OpenMP, MKL, OpenBLAS: torch, numpy) in each worker. "
+        "On shared CPUs, 1 avoids threads spin-waiting for each other. 0: as the environment says.",
+        min=0,
+    )
+    warm: bool = option(cfg.BoolOpt, "warm", True, "Call each plugin's warm() in every worker before it takes work.")
+    # Jobs
+    database_url: str = option(
+        cfg.StrOpt,
+        "database-url",
+        default_database_url,
+        "SQLAlchemy URL of the job database: sqlite:///PATH (a file, created if missing) or "
+        "postgresql://USER:PASSWORD@HOST/DB; the asyncio drivers (aiosqlite, psycopg) are used for them.",
+        sample_default="sqlite+aiosqlite:///$XDG_STATE_HOME/deepaas_like/jobs.sqlite",
+    )
+    instance: str = option(
+        cfg.StrOpt,
+        "instance-name",
+        None,
+        "Name of this server among those sharing the job database; jobs it was running "
+        "when it stopped are reported as interrupted when it starts again. Default: host:port.",
+        sample_default="<hostname>:<listen-port>",
+    )
+    job_poll_interval: float = option(
+        cfg.FloatOpt,
+        "job-poll-interval",
+        0.5,
+        "Seconds between looks at the database for queued jobs and cancels from other instances.",
+        min=0.01,
+    )
+    job_retention_hours: float = option(
+        cfg.FloatOpt,
+        "job-retention-hours",
+        0.0,
+        "Finished jobs and their stored results are deleted after this many hours. 0: kept forever.",
+        min=0,
+    )
+    results_dir: str | None = option(
+        cfg.StrOpt,
+        "results-dir",
+        None,
+        "Directory of the binary results of asynchronous predictions (one file per job, served "
+        "streamed, deleted with the job). Default: job-results beside a SQLite database file, else "
+        "$XDG_STATE_HOME/deepaas_like/job-results. Instances sharing a database need a shared one.",
+        sample_default="<the SQLite database's directory>/job-results",
+    )
+    idempotency_key_hours: float = option(
+        cfg.FloatOpt,
+        "idempotency-key-hours",
+        24.0,
+        "Hours during which a POST that creates a job, sent again with the same Idempotency-Key "
+        "header by the same API key, returns the first job instead of making another.",
+        min=0,
+    )
+    heartbeat_interval: float = option(
+        cfg.FloatOpt,
+        "heartbeat-interval",
+        10.0,
+        "Seconds between this instance's heartbeats in the job database.",
+        min=0.05,
+    )
+    heartbeat_expiry: float = option(
+        cfg.FloatOpt,
+        "heartbeat-expiry",
+        60.0,
+        "Seconds without a heartbeat after which an instance counts as gone: another instance "
+        "(or this one restarted under any name) marks the jobs it was running as interrupted. "
+        "At least twice heartbeat-interval.",
+        min=0.1,
+    )
+
+    def __post_init__(self) -> None:
+        if self.instance is None:  # the option's default: host:port
+            object.__setattr__(self, "instance", f"{socket.gethostname()}:{self.listen_port}")
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)

@@ -74,10 +74,14 @@ def start_server(
     database_url = database_url or f"sqlite:///{workdir / 'jobs.sqlite'}"
     command = [
         shutil.which(program) or program,
-        "--listen-ip", "127.0.0.1",
-        "--listen-port", str(port),
-        "--database-url", database_url,
-        "--upload-dir", str(upload_dir),
+        "--listen-ip",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--database-url",
+        database_url,
+        "--upload-dir",
+        str(upload_dir),
         *(f"--model-name={name}" for name in models),
         *args,
     ]
@@ -109,7 +113,9 @@ class ServerFactory:
         self.workdir = workdir
         self.servers: list[ServerURL] = []
 
-    def __call__(self, *models: str, env: dict[str, str] | None = None, args: Sequence[str] = (), database_url: str | None = None) -> ServerURL:
+    def __call__(
+        self, *models: str, env: dict[str, str] | None = None, args: Sequence[str] = (), database_url: str | None = None
+    ) -> ServerURL:
         server = start_server(models, self.workdir, env=env, args=args, database_url=database_url)
         self.servers.append(server)
         return server
@@ -204,8 +210,11 @@ def postgres_server() -> Iterator[str | None]:
         return
     script = ROOT / "scripts" / "postgres-throwaway.sh"
     started = subprocess.run(
-        ["bash", str(script)], env={**os.environ, "PGPORT_THROWAWAY": str(free_port())},
-        capture_output=True, text=True, check=True,
+        ["bash", str(script)],
+        env={**os.environ, "PGPORT_THROWAWAY": str(free_port())},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     url, directory = started.stdout.split()
     yield url

@@ -7,6 +7,7 @@ import pytest
 from oslo_config import cfg
 
 from deepaas_like import config
+from deepaas_like.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,3 +64,16 @@ def test_sample_config_is_up_to_date(tmp_path):
     assert output.read_text() == (ROOT / "etc" / "deepaas_like.conf.sample").read_text(), (
         "regenerate with: oslo-config-generator --config-file etc/deepaas-like-config-generator.conf"
     )
+
+
+def test_the_options_defaults_are_the_settings_defaults(monkeypatch):
+    monkeypatch.delenv(config.MODEL_ENV, raising=False)
+    monkeypatch.delenv(config.AUTH_ENV, raising=False)
+    assert config.settings(parse([])) == Settings()
+
+
+def test_a_bad_value_names_its_option():
+    with pytest.raises(cfg.Error, match="trusted-proxies: .*'10.0.0.300'"):
+        config.settings(parse(["--trusted-proxies", "10.0.0.300"]))
+    with pytest.raises(cfg.Error, match="model-predict-timeout: takes name:number pairs"):
+        config.settings(parse(["--model-predict-timeout", "demo:soon"]))

@@ -54,7 +54,9 @@ def test_a_required_accept_located_in_the_headers_comes_from_the_accept_header(s
 def test_the_plugin_can_return_the_uploaded_file_itself(server):
     image = png_bytes((33, 21))
     for accept in ("image/png", "image/*", "image/png, application/json;q=0.5"):
-        answer = requests.post(server + STYLE + "predict/", files={"input": ("in.png", image)}, headers={"Accept": accept})
+        answer = requests.post(
+            server + STYLE + "predict/", files={"input": ("in.png", image)}, headers={"Accept": accept}
+        )
         assert answer.status_code == 200, (accept, answer.text)
         assert answer.content == image
         assert answer.headers["Content-Type"] == "image/png", "a concrete type, sniffed from the bytes"
@@ -69,8 +71,9 @@ def test_a_png_without_accept_has_one_media_type_sync_and_as_a_job(server):
     for as_file in ("false", "true"):  # bytes, and DEEPaaS's ReturnedFile
         sync = requests.post(server + "/v2/models/raw_png/predict/", data={"as_file": as_file})
         assert sync.status_code == 200 and sync.headers["Content-Type"] == "image/png"
-        queued = requests.post(server + "/v2/models/raw_png/predict/", data={"as_file": as_file},
-                               headers={"Prefer": "respond-async"})
+        queued = requests.post(
+            server + "/v2/models/raw_png/predict/", data={"as_file": as_file}, headers={"Prefer": "respond-async"}
+        )
         assert queued.status_code == 202
         job = wait_for(urljoin(server, queued.headers["Location"]))
         assert job["status"] == "done" and job["result"]["media_type"] == "image/png"
@@ -79,8 +82,12 @@ def test_a_png_without_accept_has_one_media_type_sync_and_as_a_job(server):
 
 
 def test_the_uploaded_file_returned_from_a_job_is_kept(server):
-    queued = requests.post(server + STYLE + "predict/", files={"input": ("in.png", png_bytes())},
-                           data={"accept": "image/*"}, headers={"Prefer": "respond-async"})
+    queued = requests.post(
+        server + STYLE + "predict/",
+        files={"input": ("in.png", png_bytes())},
+        data={"accept": "image/*"},
+        headers={"Prefer": "respond-async"},
+    )
     job = wait_for(urljoin(server, queued.headers["Location"]))
     assert job["status"] == "done" and job["result"]["media_type"] == "image/png"
 
@@ -120,8 +127,11 @@ def test_plugin_failures_and_every_request_are_in_the_server_log(server):
 
 def test_trainings_survive_a_cancel_during_start_and_a_start_that_fails(run_server, tmp_path):
     flag = tmp_path / "fail-warm"
-    env = {**make_plugin_site(tmp_path / "site", TEST_PLUGINS), "AI4OS_STYLE_WARM_SECONDS": "2",
-           "AI4OS_STYLE_FAIL_WARM": str(flag)}
+    env = {
+        **make_plugin_site(tmp_path / "site", TEST_PLUGINS),
+        "AI4OS_STYLE_WARM_SECONDS": "2",
+        "AI4OS_STYLE_FAIL_WARM": str(flag),
+    }
     server = run_server("ai4os_style", env=env)
     trainings = server + STYLE + "train/"
     form = {"logdir": str(tmp_path), "num_workers": "0", "monitor_seconds": "0"}

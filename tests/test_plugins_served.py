@@ -32,7 +32,14 @@ def test_deepaas_documented_plugin_serves_unchanged(server):
     url = server + "/v2/models/deepaas_style/predict/"
     answer = requests.post(url, files={"data": ("in.bin", b"abcd")}, data={"labels": ["x", "y"]})
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"filename": "in.bin", "size": 4, "label": "x", "labels": ["x", "y"], "threshold": 0.5, "extra": None}
+    assert answer.json() == {
+        "filename": "in.bin",
+        "size": 4,
+        "label": "x",
+        "labels": ["x", "y"],
+        "threshold": 0.5,
+        "extra": None,
+    }
     with_extra = requests.post(url, files={"data": b"ab", "extra": ("second.txt", b"2")})
     assert with_extra.json()["extra"] == "second.txt"
     metadata = requests.get(server + "/v2/models/deepaas_style/").json()
@@ -51,7 +58,12 @@ def test_deepaas_documented_plugin_openapi(server):
     assert arguments["data"]["format"] == "binary"
     assert arguments["data"]["description"] == "Data file to perform inference on."
     assert arguments["threshold"]["default"] == 0.5
-    assert arguments["labels"] == {"type": "array", "items": {"type": "string"}, "default": ["cat", "dog"], "description": "Label names."}
+    assert arguments["labels"] == {
+        "type": "array",
+        "items": {"type": "string"},
+        "default": ["cat", "dog"],
+        "description": "Label names.",
+    }
     response = document["paths"]["/v2/models/deepaas_style/predict/"]["post"]["responses"]["200"]
     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/DeepaasStyleResponse"}
 
@@ -59,7 +71,13 @@ def test_deepaas_documented_plugin_openapi(server):
 def test_the_document_says_what_validation_enforces(server):
     document = requests.get(server + "/openapi.json").json()
     arguments = document["components"]["schemas"]["ClassStylePredictArgs"]
-    assert arguments["properties"]["scale"] == {"type": "number", "default": 1.0, "minimum": 0, "maximum": 1000, "exclusiveMinimum": True}
+    assert arguments["properties"]["scale"] == {
+        "type": "number",
+        "default": 1.0,
+        "minimum": 0,
+        "maximum": 1000,
+        "exclusiveMinimum": True,
+    }
     assert "additionalProperties" not in arguments, "undeclared arguments are accepted (and ignored)"
     url = server + "/v2/models/class_style/predict/"
     assert requests.post(url, data={"x": 2, "scale": 0}).status_code == 422, "the exclusive minimum is enforced"
@@ -122,7 +140,10 @@ def test_failing_training_is_error_with_message(server):
 
 def test_missing_hooks_answer_501(server):
     assert requests.post(server + "/v2/models/predict_only/train/").status_code == 501
-    assert requests.post(server + "/v2/models/predict_only/predict/").json() == {"status": "OK", "predictions": [1, 2, 3]}
+    assert requests.post(server + "/v2/models/predict_only/predict/").json() == {
+        "status": "OK",
+        "predictions": [1, 2, 3],
+    }
     assert requests.get(server + "/v2/models/predict_only/").json()["name"] == "predict_only"
 
 
@@ -149,7 +170,12 @@ def test_every_installed_model_is_served_without_model_name(tmp_path):
 )
 def test_start_up_stops_with_a_message_naming_the_model(tmp_path, plugin_env, model, expected):
     process = subprocess.run(
-        ["deepaas-like-run", f"--model-name={model}", "--listen-port=0", f"--database-url=sqlite+aiosqlite:///{tmp_path}/j.sqlite"],
+        [
+            "deepaas-like-run",
+            f"--model-name={model}",
+            "--listen-port=0",
+            f"--database-url=sqlite+aiosqlite:///{tmp_path}/j.sqlite",
+        ],
         env={**__import__("os").environ, **plugin_env},
         capture_output=True,
         text=True,

@@ -31,8 +31,13 @@ def train_head_if_missing() -> dict[str, object] | None:
     if classifier.checkpoint_path().exists():
         return None
     result = api.train()
-    return {"labels": result["labels"], "val_accuracy": result["val_accuracy"], "train_size": result["train_size"],
-            "epochs": len(result["epochs"]), "data": result["data"]}
+    return {
+        "labels": result["labels"],
+        "val_accuracy": result["val_accuracy"],
+        "train_size": result["train_size"],
+        "epochs": len(result["epochs"]),
+        "data": result["data"],
+    }
 
 
 def sentences_per_second(sentence: str, batch: int, seconds: float) -> float:
@@ -61,8 +66,17 @@ def main() -> int:
     reference = workloads.classify([args.sentence])[0]
     sentences_per_second(args.sentence, args.batch, args.warmup)
     rounds = [sentences_per_second(args.sentence, args.batch, args.seconds) for _ in range(args.rounds)]
-    print(json.dumps({"reference": reference, "trained": trained, "torch_threads": torch.get_num_threads(),
-                      "batch": args.batch, "sentences_per_s": rounds}))
+    print(
+        json.dumps(
+            {
+                "reference": reference,
+                "trained": trained,
+                "torch_threads": torch.get_num_threads(),
+                "batch": args.batch,
+                "sentences_per_s": rounds,
+            }
+        )
+    )
     return 0
 
 

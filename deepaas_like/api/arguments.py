@@ -58,7 +58,9 @@ class BodyTimeout(DeepaasLikeError):
 class _Parser(AIOHTTPParser):
     DEFAULT_UNKNOWN_BY_LOCATION = {**AIOHTTPParser.DEFAULT_UNKNOWN_BY_LOCATION, "request": marshmallow.EXCLUDE}
 
-    def handle_error(self, error: marshmallow.ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any) -> Any:  # noqa: ARG002
+    def handle_error(
+        self, error: marshmallow.ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any
+    ) -> Any:  # noqa: ARG002
         messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
         # webargs files messages under the location they came from; clients want the fields.
         if len(messages) == 1 and next(iter(messages)) in ("request", "query", "json", "form"):
@@ -99,7 +101,9 @@ async def read_arguments(
             body = _json_object(await _within(body_timeout, request.read()))
             return {**{key: raw.getall(key) if len(raw.getall(key)) > 1 else raw[key] for key in raw}, **body}
     except UnicodeDecodeError as error:
-        raise InvalidArguments({"_body": [f"the body is not valid UTF-8: {error.reason} at byte {error.start}"]}) from None
+        raise InvalidArguments(
+            {"_body": [f"the body is not valid UTF-8: {error.reason} at byte {error.start}"]}
+        ) from None
     except (RequestPayloadError, HttpProcessingError) as error:
         # e.g. a Content-Encoding the body is not in (a fake gzip). aiohttp keeps the error in
         # the body stream and would read it again after the answer, to drain the connection,
@@ -174,7 +178,9 @@ async def _read_multipart(
             except LookupError as error:  # an unknown charset
                 raise InvalidArguments({part.name: [f"cannot decode the part: {error}"]}) from None
             except (ValueError, RuntimeError) as error:  # bad base64, unknown transfer encoding
-                raise InvalidArguments({part.name: [f"cannot decode the part: {type(error).__name__}: {error}"]}) from None
+                raise InvalidArguments(
+                    {part.name: [f"cannot decode the part: {type(error).__name__}: {error}"]}
+                ) from None
             received += len(value)
             _check_size(received, max_size)
             raw.add(part.name, text)
@@ -245,7 +251,9 @@ async def parse_arguments(
     raw = await read_arguments(request, uploads, limits.max_size, limits.body_timeout)
     if negotiation is not None and negotiation.offered:
         sent = raw.get("accept")
-        chosen = choose_media_type(negotiation.header, sent if isinstance(sent, str) else None, negotiation.offered, negotiation.default)
+        chosen = choose_media_type(
+            negotiation.header, sent if isinstance(sent, str) else None, negotiation.offered, negotiation.default
+        )
         if sent is None:
             raw["accept"] = chosen
     return await load_arguments(request, raw, schema)
@@ -267,7 +275,9 @@ async def listing_arguments(request: web.Request) -> dict[str, Any]:
     return await parser.parse(ListingArgs(), request, location="query", unknown=marshmallow.EXCLUDE)
 
 
-async def load_arguments(request: web.Request, raw: MultiDict | dict[str, Any], schema: type[marshmallow.Schema]) -> dict[str, Any]:
+async def load_arguments(
+    request: web.Request, raw: MultiDict | dict[str, Any], schema: type[marshmallow.Schema]
+) -> dict[str, Any]:
     """Validate ``raw`` (from :func:`read_arguments`) against ``schema``.
 
     Header-located arguments missing from the query and body are read from the request

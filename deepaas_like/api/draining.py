@@ -61,4 +61,6 @@ class Drain:
             self._ended.discard(task)
             task.uncancel()  # our cancel, answered here: the response is still written
             if kind is asyncio.CancelledError:
-                raise ShuttingDown("the server is shutting down and cannot finish this request in time; try again shortly") from None
+                raise ShuttingDown(
+                    "the server is shutting down and cannot finish this request in time; try again shortly"
+                ) from None

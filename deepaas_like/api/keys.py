@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+
 from aiohttp import web
 
 from deepaas_like.api.draining import Drain

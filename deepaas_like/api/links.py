@@ -28,7 +28,7 @@ class Links:
         ``parts`` filled in, e.g. ``url_for(request, "model", model_name="demo")``.
         """
         path = str(request.app.router[name].url_for(**parts))
-        return self.url(request, path[len(self.base_path):])
+        return self.url(request, path[len(self.base_path) :])
 
     def url(self, request: web.Request, path: str) -> str:
         """The URL of ``path`` (after the base path) of this API."""

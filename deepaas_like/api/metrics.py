@@ -27,7 +27,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "deepaas_like_requests", "HTTP requests answered", ["model", "route", "method", "status"], registry=self.registry
+            "deepaas_like_requests",
+            "HTTP requests answered",
+            ["model", "route", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "deepaas_like_request_duration_seconds",
@@ -62,16 +65,22 @@ class _ScrapeTimeCollector(Collector):
         models = app.get(MODELS, {}) if app is not None else {}
         queue = GaugeMetricFamily("deepaas_like_queue_depth", "Requests waiting for a predict worker", labels=["model"])
         workers = GaugeMetricFamily("deepaas_like_workers", "Live predict worker processes", labels=["model"])
-        restarts = CounterMetricFamily("deepaas_like_worker_restarts", "Worker processes replaced after dying or being killed", labels=["model"])
+        restarts = CounterMetricFamily(
+            "deepaas_like_worker_restarts", "Worker processes replaced after dying or being killed", labels=["model"]
+        )
         for name, model in models.items():
             pool = model.predict_pool
             queue.add_metric([name], pool.waiting)
             workers.add_metric([name], pool.live_workers)
             restarts.add_metric([name], model.worker_restarts)
-        jobs = GaugeMetricFamily("deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"])
+        jobs = GaugeMetricFamily(
+            "deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"]
+        )
         for (model, kind, status), count in sorted(self.metrics.job_counts.items()):
             jobs.add_metric([model, kind, status], count)
-        database = GaugeMetricFamily("deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0")
+        database = GaugeMetricFamily(
+            "deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0"
+        )
         database.add_metric([], 1 if self.metrics.database_up else 0)
         yield from (queue, workers, restarts, jobs, database)
 

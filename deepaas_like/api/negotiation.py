@@ -69,7 +69,9 @@ def best_match(header: str, offered: list[str]) -> str | None:
     return best[2] if best[0] > 0 else None
 
 
-def choose_media_type(accept_header: str | None, accept_argument: str | None, offered: list[str], default: str | None) -> str | None:
+def choose_media_type(
+    accept_header: str | None, accept_argument: str | None, offered: list[str], default: str | None
+) -> str | None:
     """The media type a prediction is produced in: one of ``offered`` (the plugin's
     ``accept`` choices, which may be ranges such as ``image/*``), or None.
 

@@ -64,7 +64,12 @@ _IDEMPOTENCY_KEY = {
     "description": "a retry with the same key returns the first job (IETF httpapi idempotency-key draft)",
 }
 _ASYNC = [
-    {"in": "header", "name": "Prefer", "schema": {"type": "string"}, "description": "`respond-async` (RFC 7240) queues the prediction as a job: 202"},
+    {
+        "in": "header",
+        "name": "Prefer",
+        "schema": {"type": "string"},
+        "description": "`respond-async` (RFC 7240) queues the prediction as a job: 202",
+    },
     {"in": "query", "name": "async", "schema": {"type": "boolean"}, "description": "same as `Prefer: respond-async`"},
     _IDEMPOTENCY_KEY,
 ]
@@ -267,7 +272,10 @@ def predict(served: ServedModel) -> dict[str, Any]:
         "requestBody": _request_body(served.predict_schema, served.description.predict_args or {}),
         "responses": {
             "200": {"description": "the prediction", "content": _prediction_content(served)},
-            "202": {**_json(_JOB, "the queued prediction job"), "headers": {"Location": {"schema": {"type": "string"}}}},
+            "202": {
+                **_json(_JOB, "the queued prediction job"),
+                "headers": {"Location": {"schema": {"type": "string"}}},
+            },
             **errors(*_PREDICT_ERRORS),
         },
     }
@@ -369,9 +377,13 @@ def document(spec: APISpec, routes: Any, models: dict[str, ServedModel], setting
                 continue
             if route.access is Access.KEY or (settings.auth_docs and route.access is Access.DOCS):
                 operation["responses"].update(errors(Unauthorized))
-            path = settings.base_path + (route.path if model is None else route.path.replace("{model_name}", model.name))
+            path = settings.base_path + (
+                route.path if model is None else route.path.replace("{model_name}", model.name)
+            )
             parameters = [_UUID] if "{uuid}" in path else []
             # The handler carries no apigami docs, so the plugin keeps ``operation`` as
             # given; the marshmallow plugin still turns its schema classes into components.
             method = route.method.lower()
-            spec.path(path=path, operations={method: operation}, method=method, handler=route.handler, parameters=parameters)
+            spec.path(
+                path=path, operations={method: operation}, method=method, handler=route.handler, parameters=parameters
+            )

@@ -18,7 +18,9 @@ def json_response(document: Any, status: int = 200, headers: Mapping[str, str] |
     """``document`` as ``application/json``, ending with a newline (so that a terminal's
     prompt, after ``curl``, starts on a line of its own).
     """
-    return web.Response(text=json.dumps(document) + "\n", status=status, headers=headers, content_type="application/json")
+    return web.Response(
+        text=json.dumps(document) + "\n", status=status, headers=headers, content_type="application/json"
+    )
 
 
 def prediction_response(prediction: Prediction) -> web.StreamResponse:

@@ -134,7 +134,9 @@ async def auth_middleware(request: web.Request, handler: web.Handler) -> web.Str
 def setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     """Allow cross-origin requests from ``origins`` (``*`` for any) on every route."""
     defaults = {
-        origin: aiohttp_cors.ResourceOptions(allow_credentials=False, expose_headers="*", allow_headers="*", allow_methods="*")
+        origin: aiohttp_cors.ResourceOptions(
+            allow_credentials=False, expose_headers="*", allow_headers="*", allow_methods="*"
+        )
         for origin in origins
     }
     cors = aiohttp_cors.setup(app, defaults=defaults)

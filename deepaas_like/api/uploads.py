@@ -32,7 +32,9 @@ def check_upload_dir(directory: str | None) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix="deepaas-like-check-", dir=directory))
     except OSError as error:
-        raise StartupError(f"cannot write in the upload directory {directory} (--upload-dir): {error.strerror or error}") from error
+        raise StartupError(
+            f"cannot write in the upload directory {directory} (--upload-dir): {error.strerror or error}"
+        ) from error
 
 
 UPLOAD_PREFIX = "deepaas-like-upload-"
@@ -102,7 +104,9 @@ class Uploads:
     def __enter__(self) -> "Uploads":
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.cleanup()
 
 

@@ -45,8 +45,12 @@ EPILOG = (
 
 def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepaas-like-cli", description=DESCRIPTION, epilog=EPILOG, add_help=add_help)
-    parser.add_argument("--model-name", default=None, help="model to call (default: $DEEPAAS_V2_MODEL, or the only one installed)")
-    parser.add_argument("--model-namespace", default=DEFAULT_NAMESPACE, help="entry-point group of plugins (default: %(default)s)")
+    parser.add_argument(
+        "--model-name", default=None, help="model to call (default: $DEEPAAS_V2_MODEL, or the only one installed)"
+    )
+    parser.add_argument(
+        "--model-namespace", default=DEFAULT_NAMESPACE, help="entry-point group of plugins (default: %(default)s)"
+    )
     parser.add_argument("--no-warm", dest="warm", action="store_false", help="do not call warm() first")
     return parser
 
@@ -67,7 +71,9 @@ def _help(field: fields.Field) -> str:
     return "; ".join(part for part in parts if part).replace("%", "%%")
 
 
-def _add_argument_flags(parser: argparse.ArgumentParser, arguments: dict[str, fields.Field], server_supplied: set[str]) -> None:
+def _add_argument_flags(
+    parser: argparse.ArgumentParser, arguments: dict[str, fields.Field], server_supplied: set[str]
+) -> None:
     for name, field in arguments.items():
         parser.add_argument(
             f"--{name}",
@@ -85,18 +91,27 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("metadata", help="print the model's metadata (JSON)")
     commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)")
-    hooks = (("predict", {}), ("train", {})) if model is None else (
-        ("predict", model.description.predict_args), ("train", model.description.train_args))
+    hooks = (
+        (("predict", {}), ("train", {}))
+        if model is None
+        else (("predict", model.description.predict_args), ("train", model.description.train_args))
+    )
     for hook, arguments in hooks:
         if arguments is None:
             continue
-        command = commands.add_parser(hook, help=f"run {hook}() with the model's arguments (--model-name M {hook} --help lists them)")
+        command = commands.add_parser(
+            hook, help=f"run {hook}() with the model's arguments (--model-name M {hook} --help lists them)"
+        )
         if model is None:
             continue
-        _add_argument_flags(command, arguments or {}, {"accept"} if hook == "predict" and model.accept_choices else set())
+        _add_argument_flags(
+            command, arguments or {}, {"accept"} if hook == "predict" and model.accept_choices else set()
+        )
         if hook == "predict":
             command.add_argument("--output", help="write the prediction to this file (required for non-JSON media)")
-    commands.add_parser("install", help="install a plugin without letting its requirements change the server's (see install --help)")
+    commands.add_parser(
+        "install", help="install a plugin without letting its requirements change the server's (see install --help)"
+    )
     return parser
 
 
@@ -156,7 +171,9 @@ async def run(argv: list[str]) -> int:
     if options.command == "metadata":
         return _print(model.metadata())
     if options.command == "openapi":
-        api_spec = openapi.AiohttpApiSpec(url="", title="deepaas_like", version="cli", openapi_version=openapi.OpenApiVersion.V303)
+        api_spec = openapi.AiohttpApiSpec(
+            url="", title="deepaas_like", version="cli", openapi_version=openapi.OpenApiVersion.V303
+        )
         openapi.add_attribute_functions(api_spec)
         openapi.document(api_spec.spec, ROUTES, {model.name: model}, Settings(database_url=""))
         return _print(api_spec.swagger_dict())
@@ -183,7 +200,14 @@ async def run(argv: list[str]) -> int:
         else:
             with open(options.output, "wb") as handle:
                 handle.write(prediction.data or b"")
-    return _print({"status": "OK", "output": options.output, "bytes": os.path.getsize(options.output), "media_type": prediction.media_type})
+    return _print(
+        {
+            "status": "OK",
+            "output": options.output,
+            "bytes": os.path.getsize(options.output),
+            "media_type": prediction.media_type,
+        }
+    )
 
 
 def _print(document: Any) -> int:

@@ -37,8 +37,10 @@ def problems(distribution: str = DISTRIBUTION) -> list[str]:
         try:
             installed = metadata.version(requirement.name)
         except metadata.PackageNotFoundError:
-            found.append(f"{requirement.name} is not installed; deepaas_like needs {requirement}: "
-                         f"run  pip install '{requirement}'")
+            found.append(
+                f"{requirement.name} is not installed; deepaas_like needs {requirement}: "
+                f"run  pip install '{requirement}'"
+            )
             continue
         if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
             found.append(

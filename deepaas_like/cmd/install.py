@@ -78,7 +78,16 @@ def _inspect(spec: str, editable: bool, pip_options: list[str]) -> list[dict]:
     """pip's installation report of ``spec`` alone (nothing is installed)."""
     with tempfile.TemporaryDirectory(prefix="deepaas-like-install-") as workdir:
         report = os.path.join(workdir, "report.json")
-        command = ["install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet", "--report", report, *pip_options]
+        command = [
+            "install",
+            "--dry-run",
+            "--no-deps",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            report,
+            *pip_options,
+        ]
         if _pip(*command, *(["-e"] if editable else []), spec) != 0:
             raise SystemExit(f"deepaas-like-cli install: pip cannot read {spec}")
         with open(report) as handle:
@@ -98,15 +107,30 @@ def main(argv: list[str]) -> int:
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="what pip install would take: a path, a name, a URL")
     parser.add_argument("-e", "--editable", action="store_true", help="install the plugins in editable mode")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, install nothing")
-    parser.add_argument("--pip-option", action="append", default=[], metavar="OPT",
-                        help="passed to pip, e.g. --pip-option=--index-url=https://...; repeat for several")
+    parser.add_argument(
+        "--pip-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="passed to pip, e.g. --pip-option=--index-url=https://...; repeat for several",
+    )
     options = parser.parse_args(argv)
     server = dependencies.installed_closure()
     plans: list[tuple[str, Plan]] = []
     for spec in options.specs:
         for item in _inspect(spec, options.editable, options.pip_option):
             metadata = item["metadata"]
-            plans.append((spec, plan(metadata["name"], metadata.get("requires_dist") or [], item.get("requested_extras") or [], server)))
+            plans.append(
+                (
+                    spec,
+                    plan(
+                        metadata["name"],
+                        metadata.get("requires_dist") or [],
+                        item.get("requested_extras") or [],
+                        server,
+                    ),
+                )
+            )
     for _, planned in plans:
         print(f"{planned.plugin}: installing with {', '.join(planned.install) or 'no requirements'}")
         for reason in planned.left_out:
@@ -119,8 +143,11 @@ def main(argv: list[str]) -> int:
             handle.writelines(f"{name}=={version}\n" for name, version in sorted(server.items()))
         requirements = sorted({line for _, planned in plans for line in planned.install})
         if requirements and _pip("install", "-c", constraints, *options.pip_option, *requirements) != 0:
-            print("deepaas-like-cli install: pip could not install the plugins' requirements beside the server's "
-                  "packages (above: the conflict)", file=sys.stderr)
+            print(
+                "deepaas-like-cli install: pip could not install the plugins' requirements beside the server's "
+                "packages (above: the conflict)",
+                file=sys.stderr,
+            )
             return 1
         for spec, _ in plans:
             if _pip("install", "--no-deps", *options.pip_option, *(["-e"] if options.editable else []), spec) != 0:

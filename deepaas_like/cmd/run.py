@@ -15,6 +15,7 @@ from deepaas_like import config, logs
 from deepaas_like.api.app import create_app
 from deepaas_like.api.listening import LimitedTCPSite, default_connection_limit
 from deepaas_like.exceptions import DeepaasLikeError
+from deepaas_like.settings import Settings
 
 LOG = logging.getLogger("deepaas_like")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{User-Agent}i" %{X-Request-ID}o'
@@ -30,27 +31,32 @@ def main(argv: list[str] | None = None) -> int:
     conf = cfg.ConfigOpts()
     config.register(conf, show_defaults=True)
     try:
-        conf(argv if argv is not None else sys.argv[1:], project="deepaas_like", version=deepaas_like.__version__,
-             description="Serve DEEPaaS V2 model plugins over HTTP.", epilog=config.EPILOG)
+        conf(
+            argv if argv is not None else sys.argv[1:],
+            project="deepaas_like",
+            version=deepaas_like.__version__,
+            description="Serve DEEPaaS V2 model plugins over HTTP.",
+            epilog=config.EPILOG,
+        )
         settings = config.settings(conf)
     except cfg.Error as error:
         print(f"deepaas-like-run: {error}", file=sys.stderr)
         return 1
-    logs.setup(conf.debug, conf.log_json)
+    logs.setup(settings.debug, settings.log_json)
     try:
-        asyncio.run(_serve(create_app(settings), conf))
+        asyncio.run(_serve(create_app(settings), settings))
     except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)
         return 1
     except OSError as error:  # the address is taken, or cannot be bound
-        print(f"deepaas-like-run: cannot listen on {conf.listen_ip}:{conf.listen_port}: {error.strerror or error}",
-              file=sys.stderr)
+        address = f"{settings.listen_ip}:{settings.listen_port}"
+        print(f"deepaas-like-run: cannot listen on {address}: {error.strerror or error}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(app: web.Application, conf: cfg.ConfigOpts) -> None:
+async def _serve(app: web.Application, settings: Settings) -> None:
     """aiohttp's ``run_app``, on a site that bounds open connections (``max-connections``).
 
     SIGINT and SIGTERM stop accepting, give in-flight requests ``shutdown-timeout`` seconds,
@@ -59,10 +65,10 @@ async def _serve(app: web.Application, conf: cfg.ConfigOpts) -> None:
     runner = web.AppRunner(
         app,
         handle_signals=False,  # ours below: the clean-up must run before any task is cancelled
-        access_log=logging.getLogger("deepaas_like.access") if conf.access_log else None,
+        access_log=logging.getLogger("deepaas_like.access") if settings.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
-        shutdown_timeout=conf.shutdown_timeout,
-        keepalive_timeout=conf.keepalive_timeout,
+        shutdown_timeout=settings.shutdown_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
         handler_cancellation=True,  # a client that goes away leaves the queue
     )
     await runner.setup()
@@ -71,8 +77,8 @@ async def _serve(app: web.Application, conf: cfg.ConfigOpts) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        limit = conf.max_connections or default_connection_limit()
-        site = LimitedTCPSite(runner, conf.listen_ip, conf.listen_port, limit)
+        limit = settings.max_connections or default_connection_limit()
+        site = LimitedTCPSite(runner, settings.listen_ip, settings.listen_port, limit)
         await site.start()
         LOG.info("======== Running on %s (at most %d connections) ========", site.name, limit)
         await stop.wait()

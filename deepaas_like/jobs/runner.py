@@ -152,8 +152,13 @@ class JobRunner:
     async def _sweep(self) -> None:
         lost = await self.store.sweep(self.heartbeat_expiry, exclude=self.owner)
         for job in lost:
-            LOG.warning("%s job %s of %s was running on %s, whose heartbeat expired: marked interrupted",
-                        job.kind, job.uuid, job.model, job.owner)
+            LOG.warning(
+                "%s job %s of %s was running on %s, whose heartbeat expired: marked interrupted",
+                job.kind,
+                job.uuid,
+                job.model,
+                job.owner,
+            )
             _remove(job.upload_dir)
 
     async def _untracked(self) -> None:
@@ -192,7 +197,10 @@ class JobRunner:
             if uuid in self._recording:
                 continue  # its outcome is being written: let it land
             try:
-                await self._write(f"the interruption of job {uuid}", lambda uuid=uuid: self.store.finish(uuid, ERROR, message=INTERRUPTED))
+                await self._write(
+                    f"the interruption of job {uuid}",
+                    lambda uuid=uuid: self.store.finish(uuid, ERROR, message=INTERRUPTED),
+                )
             except DatabaseUnavailable:
                 self._abandoned += 1
             task.cancel()
@@ -245,7 +253,9 @@ class JobRunner:
             first = await self._first_job(scope, fingerprint)
             _remove(upload_dir)
             if first is None:
-                raise DatabaseUnavailable(f"the job of Idempotency-Key {idempotency_key!r} is being recorded; try again") from None
+                raise DatabaseUnavailable(
+                    f"the job of Idempotency-Key {idempotency_key!r} is being recorded; try again"
+                ) from None
             return first.to_view()
         except BaseException:
             _remove(upload_dir)
@@ -399,7 +409,9 @@ class JobRunner:
         except Exception as error:  # noqa: BLE001 - the database refused this outcome itself
             LOG.error("%s could not be stored: %s", what, error_text(error))
             message = f"the job's outcome could not be stored in the job database: {error_text(error)}"
-            ended = await self._write(what, lambda: self.store.finish(job.uuid, ERROR, message=message, reclaim=self.owner))
+            ended = await self._write(
+                what, lambda: self.store.finish(job.uuid, ERROR, message=message, reclaim=self.owner)
+            )
         self.feeds.changed(job.uuid)
         return ended
 
@@ -578,7 +590,9 @@ def _request_fingerprint(kwargs: dict[str, Any]) -> dict[str, Any]:
             return None
 
     return {
-        name: [value.original_filename, value.content_type, size(value.filename)] if isinstance(value, UploadedFile) else value
+        name: [value.original_filename, value.content_type, size(value.filename)]
+        if isinstance(value, UploadedFile)
+        else value
         for name, value in kwargs.items()
     }
 

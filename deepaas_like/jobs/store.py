@@ -184,8 +184,11 @@ class JobStore:
         reason = error_text(error)
         if self.problem is None:
             self._down_since = time.monotonic()
-            LOG.error("the job database is unavailable (%s); requests that need it get 503, "
-                      "job state writes are retried until it is back", reason)
+            LOG.error(
+                "the job database is unavailable (%s); requests that need it get 503, "
+                "job state writes are retried until it is back",
+                reason,
+            )
         if write:
             self._write_problem = reason
         else:
@@ -265,7 +268,9 @@ class JobStore:
         # A read-only database (file mode, read-only mount, replica) would fail every job
         # later; an insert that is rolled back finds out now.
         async with self._session() as session:
-            session.add(Job(uuid="0" * 32, model="", kind="", status=PENDING, args={}, kwargs={}, created=_now(), events=[]))
+            session.add(
+                Job(uuid="0" * 32, model="", kind="", status=PENDING, args={}, kwargs={}, created=_now(), events=[])
+            )
             await session.flush()
             await session.rollback()
 
@@ -309,7 +314,9 @@ class JobStore:
             )
             if beaten.rowcount == 0:
                 await session.execute(
-                    insert(Instance).values(name=name, host=host, pid=pid, started=database_clock(), heartbeat=database_clock())
+                    insert(Instance).values(
+                        name=name, host=host, pid=pid, started=database_clock(), heartbeat=database_clock()
+                    )
                 )
 
     @_database_call(write=True)
@@ -326,8 +333,12 @@ class JobStore:
         that long; forget those instances. Returns the jobs marked.
         """
         async with self._session.begin() as session:
-            expired = select(Instance.name).where(Instance.heartbeat < database_clock() - expiry, Instance.name != exclude)
-            unknown = and_(Job.owner.not_in(select(Instance.name)), Job.started < _now() - datetime.timedelta(seconds=expiry))
+            expired = select(Instance.name).where(
+                Instance.heartbeat < database_clock() - expiry, Instance.name != exclude
+            )
+            unknown = and_(
+                Job.owner.not_in(select(Instance.name)), Job.started < _now() - datetime.timedelta(seconds=expiry)
+            )
             lost = or_(Job.owner.in_(expired), unknown)
             jobs = list(await session.scalars(select(Job).where(Job.status == RUNNING, Job.owner != exclude, lost)))
             if jobs:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from deepaas_like.jobs.states import JobView
 
+
 class Base(DeclarativeBase):
     pass
 

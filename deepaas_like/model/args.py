@@ -46,9 +46,7 @@ def schema_fields(schema: Any) -> dict[str, fields.Field] | None:
         return None
     if isinstance(schema, dict):
         return {name: unbound(field) for name, field in schema.items()}
-    if isinstance(schema, marshmallow.Schema) or (
-        isinstance(schema, type) and issubclass(schema, marshmallow.Schema)
-    ):
+    if isinstance(schema, marshmallow.Schema) or (isinstance(schema, type) and issubclass(schema, marshmallow.Schema)):
         return {name: unbound(field) for name, field in schema._declared_fields.items()}
     raise TypeError(f"schema must be a dict of fields or a marshmallow Schema, not {type(schema).__name__}")
 
@@ -56,6 +54,5 @@ def schema_fields(schema: Any) -> dict[str, fields.Field] | None:
 def json_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """Arguments as stored in a training object: files become their original file name."""
     return {
-        key: value.original_filename if isinstance(value, UploadedFile) else value
-        for key, value in arguments.items()
+        key: value.original_filename if isinstance(value, UploadedFile) else value for key, value in arguments.items()
     }

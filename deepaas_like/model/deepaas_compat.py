@@ -48,8 +48,11 @@ def upload_class() -> type:
     try:
         module = importlib.import_module("deepaas.model.v2.wrapper")
     except Exception as error:  # noqa: BLE001 - a broken deepaas must not stop the plugin
-        LOG.warning("the installed deepaas package fails to import (%s: %s); plugins receive "
-                    "deepaas_like.UploadedFile", type(error).__name__, error)
+        LOG.warning(
+            "the installed deepaas package fails to import (%s: %s); plugins receive deepaas_like.UploadedFile",
+            type(error).__name__,
+            error,
+        )
         return UploadedFile
     return getattr(module, "UploadedFile", UploadedFile)
 

@@ -48,8 +48,7 @@ def load_plugin(name: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
 
     def fail(_manager: Any, entry_point: Any, error: Exception) -> None:
         raise PluginLoadError(
-            f"model {entry_point.name!r} ({entry_point.value}) failed to load: "
-            f"{type(error).__name__}: {error}"
+            f"model {entry_point.name!r} ({entry_point.value}) failed to load: {type(error).__name__}: {error}"
         ) from error
 
     manager = NamedExtensionManager(

@@ -59,7 +59,11 @@ class Batcher:
                 if self._queue.empty() and remaining <= 0:
                     break
                 try:
-                    batch.append(self._queue.get_nowait() if not self._queue.empty() else await asyncio.wait_for(self._queue.get(), remaining))
+                    batch.append(
+                        self._queue.get_nowait()
+                        if not self._queue.empty()
+                        else await asyncio.wait_for(self._queue.get(), remaining)
+                    )
                 except TimeoutError:
                     break
             batch = [(kwargs, future) for kwargs, future in batch if not future.done()]

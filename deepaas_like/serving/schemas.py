@@ -59,6 +59,8 @@ class ArgumentsSchema(marshmallow.Schema):
         return data
 
 
-def build_schema(arguments: dict[str, fields.Field], name: str, base: type[marshmallow.Schema] = marshmallow.Schema) -> type[marshmallow.Schema]:
+def build_schema(
+    arguments: dict[str, fields.Field], name: str, base: type[marshmallow.Schema] = marshmallow.Schema
+) -> type[marshmallow.Schema]:
     """A Schema class named ``name``, subclass of ``base``, whose fields are ``arguments`` (copied)."""
     return base.from_dict(copy.deepcopy(arguments), name=name)

@@ -74,7 +74,9 @@ class ServedModel:
         self.description = description
         prefix = "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", self.name) if part)
         if description.predict_args is not None:
-            self.predict_schema = schemas.build_schema(description.predict_args, f"{prefix}PredictArgs", schemas.ArgumentsSchema)
+            self.predict_schema = schemas.build_schema(
+                description.predict_args, f"{prefix}PredictArgs", schemas.ArgumentsSchema
+            )
             self.accept_choices = schemas.accept_choices(description.predict_args)
             self.accept_default = schemas.accept_default(description.predict_args)
             if self.accept_choices:
@@ -82,11 +84,15 @@ class ServedModel:
                 # when the client does not send it), as DEEPaaS reads it from that header.
                 self.predict_schema._declared_fields["accept"].required = False
         if description.train_args is not None:
-            self.train_schema = schemas.build_schema(description.train_args, f"{prefix}TrainArgs", schemas.ArgumentsSchema)
+            self.train_schema = schemas.build_schema(
+                description.train_args, f"{prefix}TrainArgs", schemas.ArgumentsSchema
+            )
         if description.response_fields is not None:
             self.response_schema = schemas.build_schema(description.response_fields, f"{prefix}Response")
         if description.batch and self._max_batch_size >= 2:
-            self.batcher = Batcher(self.predict_pool, self._workers, self._max_batch_size, self._batch_wait, self._on_batch)
+            self.batcher = Batcher(
+                self.predict_pool, self._workers, self._max_batch_size, self._batch_wait, self._on_batch
+            )
 
     async def stop(self) -> None:
         if self.batcher is not None:

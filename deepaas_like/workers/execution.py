@@ -82,15 +82,21 @@ def _batch(plugin: Plugin, batch: list[dict[str, Any]], max_result_size: int) ->
         if len(results) != len(batch):
             raise ValueError(f"predict_batch returned {len(results)} results for {len(batch)} requests")
     except Exception:  # noqa: BLE001
-        LOG.warning("predict_batch() of model %r failed for a batch of %d; running its requests one by one",
-                    plugin.name, len(batch), exc_info=True)
+        LOG.warning(
+            "predict_batch() of model %r failed for a batch of %d; running its requests one by one",
+            plugin.name,
+            len(batch),
+            exc_info=True,
+        )
         return [execute(plugin, "predict", kwargs, max_result_size) for kwargs in batch]
     outcomes: list[Outcome] = []
     for result in results:
         if isinstance(result, marshmallow.ValidationError):  # this request's own bad input: 422
             outcomes.append(_invalid(result))
         elif isinstance(result, Exception):
-            LOG.error("predict_batch() of model %r failed for one request: %s: %s", plugin.name, type(result).__name__, result)
+            LOG.error(
+                "predict_batch() of model %r failed for one request: %s: %s", plugin.name, type(result).__name__, result
+            )
             outcomes.append(Error(type(result).__name__, str(result), ""))
         else:
             outcomes.append(_checked(plugin.name, to_transport(result), max_result_size))

@@ -46,7 +46,9 @@ class InProcessPool(WorkerPool):
         async with self._lock:
             self.waiting -= 1
             # The plugin reports from the thread it runs in; the callback belongs to the loop.
-            progress.install(None if on_progress is None else lambda *report: loop.call_soon_threadsafe(on_progress, *report))
+            progress.install(
+                None if on_progress is None else lambda *report: loop.call_soon_threadsafe(on_progress, *report)
+            )
             try:
                 outcome = await asyncio.to_thread(execute, self.plugin, hook, kwargs, self.max_result_size)
             finally:

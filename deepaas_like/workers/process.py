@@ -2,8 +2,9 @@
 
 A worker imports its plugin, calls ``warm()`` once, sends the plugin's description, then
 answers :class:`~deepaas_like.workers.protocol.Call` messages over a pipe (in the protocol's
-wire form) until it reads ``None`` or the pipe closes. Files travel as paths, never as contents: a binary result larger than
-:data:`RESULT_FILE_THRESHOLD` is written to a file by the worker and travels as its path.
+wire form) until it reads ``None`` or the pipe closes. Files travel as paths, never as
+contents: a binary result larger than :data:`RESULT_FILE_THRESHOLD` is written to a file by
+the worker and travels as its path.
 A worker that dies (segfault, ``os._exit``, the out-of-memory killer) or overruns its
 timeout fails only the call it held, and a fresh, warmed worker takes its place. So does a
 worker that dies while idle (its pipe's end of file is watched, so this is noticed at
@@ -45,7 +46,18 @@ from deepaas_like.results import FileResult, not_json
 from deepaas_like.workers import protocol
 from deepaas_like.workers.base import ProgressCallback, WorkerPool
 from deepaas_like.workers.execution import execute, out_of_memory
-from deepaas_like.workers.protocol import BatchResult, Call, Error, Failed, NotJSON, Outcome, Progress, Ready, Result, TooLarge
+from deepaas_like.workers.protocol import (
+    BatchResult,
+    Call,
+    Error,
+    Failed,
+    NotJSON,
+    Outcome,
+    Progress,
+    Ready,
+    Result,
+    TooLarge,
+)
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -220,7 +232,11 @@ def _as_sent(outcome: Outcome, directory: str) -> Outcome:
     """
     if isinstance(outcome, BatchResult):
         return BatchResult([_as_sent(one, directory) for one in outcome.outcomes])
-    if not isinstance(outcome, Result) or not isinstance(outcome.value, bytes) or len(outcome.value) <= RESULT_FILE_THRESHOLD:
+    if (
+        not isinstance(outcome, Result)
+        or not isinstance(outcome.value, bytes)
+        or len(outcome.value) <= RESULT_FILE_THRESHOLD
+    ):
         return outcome
     data = outcome.value
     path = None
@@ -464,7 +480,9 @@ class ProcessWorkerPool(WorkerPool):
             except OSError:
                 # The worker died before it could read the call, so plugin code never saw
                 # it: it goes to the next live worker.
-                LOG.warning("model %s: worker process %d is gone; the call goes to another", self.name, worker.process.pid)
+                LOG.warning(
+                    "model %s: worker process %d is gone; the call goes to another", self.name, worker.process.pid
+                )
                 worker.exited = True
                 self._release(worker)
             except BaseException:
@@ -510,7 +528,9 @@ class ProcessWorkerPool(WorkerPool):
                     on_progress(reply.fraction, reply.message)
             if out_of_memory(reply):  # type: ignore[arg-type]
                 # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
-                LOG.warning("model %s: worker process %d ran out of memory; replacing it", self.name, worker.process.pid)
+                LOG.warning(
+                    "model %s: worker process %d ran out of memory; replacing it", self.name, worker.process.pid
+                )
                 worker.kill()
         except TimeoutError:
             worker.kill()
@@ -554,11 +574,19 @@ class ProcessWorkerPool(WorkerPool):
                 self.unavailable = None
                 return
             except PluginLoadError as error:
-                LOG.error("model %s: replacing a worker failed (%d of %d): %s", self.name, attempt, self.max_start_failures, error)
+                LOG.error(
+                    "model %s: replacing a worker failed (%d of %d): %s",
+                    self.name,
+                    attempt,
+                    self.max_start_failures,
+                    error,
+                )
                 reason = error.message
                 if attempt < self.max_start_failures:
                     await asyncio.sleep(0.5 * 2**attempt)
-        self.unavailable = f"model {self.name!r} is unavailable: its worker failed to start {self.max_start_failures} times: {reason}"
+        self.unavailable = (
+            f"model {self.name!r} is unavailable: its worker failed to start {self.max_start_failures} times: {reason}"
+        )
         if not self._workers:
             for _ in range(self.waiting):  # the waiting calls fail now instead of waiting forever
                 self._idle.put_nowait(None)

@@ -20,8 +20,17 @@ TRAIN = b"/v2/models/deepaas_style/train/"
 @pytest.fixture(scope="module")
 def server(module_server, tmp_path_factory):
     env = make_plugin_site(tmp_path_factory.mktemp("site"), TEST_PLUGINS)
-    args = ["--keepalive-timeout", "2", "--body-timeout", "2", "--trusted-proxies", "10.9.8.7",
-            "--auth-token", "k3y", "--debug-endpoint"]
+    args = [
+        "--keepalive-timeout",
+        "2",
+        "--body-timeout",
+        "2",
+        "--trusted-proxies",
+        "10.9.8.7",
+        "--auth-token",
+        "k3y",
+        "--debug-endpoint",
+    ]
     return module_server("deepaas_style", env=env, args=args)
 
 
@@ -38,9 +47,17 @@ def exchange(server: str, request: bytes, timeout: float = 20.0) -> tuple[int, b
 
 
 def post(server: str, content_type: bytes, body: bytes, extra: bytes = b"") -> tuple[int, dict]:
-    request = (b"POST " + TRAIN + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-API-Key: k3y\r\n"
-               b"Content-Type: " + content_type + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
-               + extra + b"\r\n" + body)
+    request = (
+        b"POST " + TRAIN + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-API-Key: k3y\r\n"
+        b"Content-Type: "
+        + content_type
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + body
+    )
     status, answer = exchange(server, request)
     return status, json.loads(answer)
 
@@ -64,8 +81,16 @@ MULTIPART = b"multipart/form-data; boundary=XX"
         (b"application/json", b'{"sleep": 1}', b"Content-Encoding: gzip\r\n", "_body", "cannot be read"),
         (MULTIPART, part(b"", b"1"), b"Content-Encoding: gzip\r\n", "_body", "cannot be read"),
     ],
-    ids=["json-1000-deep", "json-150-deep", "urlencoded-not-utf8", "unknown-charset", "bad-base64",
-         "unknown-transfer-encoding", "fake-gzip-json", "fake-gzip-multipart"],
+    ids=[
+        "json-1000-deep",
+        "json-150-deep",
+        "urlencoded-not-utf8",
+        "unknown-charset",
+        "bad-base64",
+        "unknown-transfer-encoding",
+        "fake-gzip-json",
+        "fake-gzip-multipart",
+    ],
 )
 def test_a_malformed_body_is_422_naming_the_problem(server, content_type, body, extra, field, words):
     status, answer = post(server, content_type, body, extra)
@@ -85,8 +110,16 @@ def test_a_client_that_stops_sending_its_body_gets_408(server):
     port = int(server.rsplit(":", 1)[1])
     body = part(b"", b"1")
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"POST " + TRAIN + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: k3y\r\nContent-Type: "
-                     + MULTIPART + b"\r\nContent-Length: " + str(len(body) + 100).encode() + b"\r\n\r\n" + body[:20])
+        sock.sendall(
+            b"POST "
+            + TRAIN
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: k3y\r\nContent-Type: "
+            + MULTIPART
+            + b"\r\nContent-Length: "
+            + str(len(body) + 100).encode()
+            + b"\r\n\r\n"
+            + body[:20]
+        )
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -98,10 +131,15 @@ def test_a_client_that_stops_sending_its_body_gets_408(server):
 def test_links_are_never_built_from_the_host_header(server):
     forged = requests.get(server + "/v2/", headers={"Host": "evil.example"}).json()
     assert forged["links"][0]["href"] == "/v2/", "relative, whatever the client claims"
-    queued = requests.post(server + "/v2/models/deepaas_style/predict/", headers={"Host": "evil.example", "X-API-Key": "k3y",
-                           "Prefer": "respond-async"}, files={"data": b"x"})
+    queued = requests.post(
+        server + "/v2/models/deepaas_style/predict/",
+        headers={"Host": "evil.example", "X-API-Key": "k3y", "Prefer": "respond-async"},
+        files={"data": b"x"},
+    )
     assert queued.status_code == 202 and queued.headers["Location"].startswith("/v2/models/deepaas_style/predict/")
-    untrusted = requests.get(server + "/v2/", headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"})
+    untrusted = requests.get(
+        server + "/v2/", headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+    )
     assert untrusted.json()["links"][0]["href"] == "/v2/", "forwarding headers from an untrusted peer are ignored"
 
 
@@ -111,7 +149,10 @@ def test_public_url_and_trusted_proxies_build_absolute_links(run_server, plugin_
     assert document["models"][0]["links"][0]["href"] == "https://models.example.org/api/v2/models/predict_only/"
     proxied = run_server("predict_only", env=plugin_env, args=["--trusted-proxies", "127.0.0.0/8"])
     headers = {"X-Forwarded-Host": "models.example.org", "X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/ml"}
-    assert requests.get(proxied + "/v2/", headers=headers).json()["links"][0]["href"] == "https://models.example.org/ml/v2/"
+    assert (
+        requests.get(proxied + "/v2/", headers=headers).json()["links"][0]["href"]
+        == "https://models.example.org/ml/v2/"
+    )
 
 
 def test_debug_needs_the_api_key(server):
@@ -126,7 +167,9 @@ def test_repeated_errors_are_logged_a_few_times_then_counted(tmp_path):
     from deepaas_like.logs import RepeatFilter
 
     repeat = RepeatFilter(burst=3, window=60)
-    record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "socket.accept() out of system resource", (), None)
+    record = logging.LogRecord(
+        "asyncio", logging.ERROR, __file__, 1, "socket.accept() out of system resource", (), None
+    )
     passed = sum(repeat.filter(logging.makeLogRecord(record.__dict__)) for _ in range(1000))
     assert passed == 3
     info = logging.LogRecord("deepaas_like.access", logging.INFO, __file__, 1, "%s", ("GET /",), None)
@@ -166,4 +209,3 @@ def test_clients_holding_sockets_cannot_starve_the_server_of_file_descriptors(tm
         server.stop()
     refusals = Path(server.log).read_text().count("refused a connection")
     assert 1 <= refusals <= 11, f"{refusals} refusal lines: repeated warnings are rate-limited"
-

@@ -61,7 +61,9 @@ def test_slashless_paths_redirect_permanently(demo):
 
 
 def test_predict_json_validated_against_schema(demo):
-    answer = requests.post(demo + PREDICT, files={"image": ("a.png", png_bytes((40, 30)), "image/png")}, data={"size": "20"})
+    answer = requests.post(
+        demo + PREDICT, files={"image": ("a.png", png_bytes((40, 30)), "image/png")}, data={"size": "20"}
+    )
     assert answer.status_code == 200
     assert answer.headers["Content-Type"].startswith("application/json")
     body = answer.json()
@@ -168,7 +170,11 @@ def test_openapi_and_swagger_ui(demo):
     assert document["openapi"].startswith("3.")
     assert requests.get(demo + "/openapi.json").json() == document
     arguments = document["components"]["schemas"]["DemoPredictArgs"]["properties"]
-    assert arguments["image"] == {"type": "string", "format": "binary", "description": "An image file (PNG, JPEG, ...)."}
+    assert arguments["image"] == {
+        "type": "string",
+        "format": "binary",
+        "description": "An image file (PNG, JPEG, ...).",
+    }
     assert arguments["size"]["default"] == 64 and arguments["size"]["minimum"] == 8
     assert arguments["filter"]["enum"] == ["none", "blur", "edges", "grayscale"]
     predict = document["paths"]["/v2/models/demo/predict/"]["post"]

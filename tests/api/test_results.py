@@ -7,8 +7,8 @@ returned (issue 10, items 9, 13 and 14).
 from __future__ import annotations
 
 import time
-from urllib.parse import urljoin
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -35,7 +35,10 @@ def _job(server: str, data: dict[str, str]) -> dict:
     answer = requests.post(server + UNRULY, data=data, headers={"Prefer": "respond-async"}, timeout=10)
     assert answer.status_code == 202, answer.text
     deadline = time.monotonic() + 60
-    while (job := requests.get(urljoin(server, answer.headers["Location"]), timeout=5).json())["status"] in ("pending", "running"):
+    while (job := requests.get(urljoin(server, answer.headers["Location"]), timeout=5).json())["status"] in (
+        "pending",
+        "running",
+    ):
         assert time.monotonic() < deadline, job
         time.sleep(0.05)
     return job
@@ -107,5 +110,8 @@ def test_a_report_made_after_its_call_returned_reaches_no_job(unruly):
     # second one runs.
     first = _job(unruly, {"how": "straggler", "seconds": "1.5", "tag": "first"})
     second = _job(unruly, {"how": "sleep", "seconds": "3", "tag": "second"})
-    assert [event["message"] for event in first["events"]] == ["first: from a thread of the call", "first: from the call"]
+    assert [event["message"] for event in first["events"]] == [
+        "first: from a thread of the call",
+        "first: from the call",
+    ]
     assert [event["message"] for event in second["events"]] == ["second slept"]

@@ -9,7 +9,9 @@ from tests.conftest import png_bytes
 
 
 def cli(*args, check=True):
-    return subprocess.run(["deepaas-like-cli", "--model-name", "demo", *args], capture_output=True, text=True, check=check, timeout=120)
+    return subprocess.run(
+        ["deepaas-like-cli", "--model-name", "demo", *args], capture_output=True, text=True, check=check, timeout=120
+    )
 
 
 def test_metadata():
@@ -58,20 +60,46 @@ def test_the_plugin_gets_a_copy_of_the_file_and_json_lists(tmp_path, plugin_path
     image.write_bytes(png_bytes())
     answer = subprocess.run(
         ["deepaas-like-cli", "--model-name", "ai4os_style", "predict", "--input", str(image), "--delete_input", "true"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert answer.returncode == 0, answer.stderr
     assert json.loads(answer.stdout)["predictions"] == {"deleted": "precious.png"}
     assert image.read_bytes() == png_bytes(), "the plugin deleted a temporary copy, not the user's file"
     labels = subprocess.run(
-        ["deepaas-like-cli", "--model-name", "deepaas_style", "predict", "--data", str(image), "--labels", '["cat", "dog"]'],
-        capture_output=True, text=True, timeout=120,
+        [
+            "deepaas-like-cli",
+            "--model-name",
+            "deepaas_style",
+            "predict",
+            "--data",
+            str(image),
+            "--labels",
+            '["cat", "dog"]',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert labels.returncode == 0, labels.stderr
     assert json.loads(labels.stdout)["labels"] == ["cat", "dog"], "DEEPaaS's JSON list syntax"
     repeated = subprocess.run(
-        ["deepaas-like-cli", "--model-name", "deepaas_style", "predict", "--data", str(image), "--labels", "x", "--labels", "y"],
-        capture_output=True, text=True, timeout=120,
+        [
+            "deepaas-like-cli",
+            "--model-name",
+            "deepaas_style",
+            "predict",
+            "--data",
+            str(image),
+            "--labels",
+            "x",
+            "--labels",
+            "y",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert json.loads(repeated.stdout)["labels"] == ["x", "y"]
 

@@ -23,8 +23,15 @@ QUIET_PIP = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "igno
 
 def test_plan_leaves_out_deepaas_and_what_would_change_the_server():
     server = {"webargs": "8.7.1", "marshmallow": "3.26.2", "aiohttp": "3.14.5"}
-    requirements = ["deepaas~=2.1.0", "webargs~=5.5", "marshmallow>=3", "numpy>=1.20",
-                    "pytest; extra == 'test'", "gpu-lib; extra == 'gpu'", "tomli; python_version < '3.0'"]
+    requirements = [
+        "deepaas~=2.1.0",
+        "webargs~=5.5",
+        "marshmallow>=3",
+        "numpy>=1.20",
+        "pytest; extra == 'test'",
+        "gpu-lib; extra == 'gpu'",
+        "tomli; python_version < '3.0'",
+    ]
     planned = plan("plugin", requirements, ["gpu"], server)
     assert planned.install == ["marshmallow>=3", "numpy>=1.20", 'gpu-lib; extra == "gpu"']
     assert [reason.split(":")[0] for reason in planned.left_out] == ["deepaas~=2.1.0", "webargs~=5.5"]
@@ -32,8 +39,9 @@ def test_plan_leaves_out_deepaas_and_what_would_change_the_server():
 
 
 def run(*command: str | Path, check: bool = True) -> subprocess.CompletedProcess:
-    process = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=600,
-                             env={**os.environ, **QUIET_PIP})
+    process = subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, timeout=600, env={**os.environ, **QUIET_PIP}
+    )
     if check and process.returncode != 0:
         raise AssertionError(f"{command} failed:\n{process.stdout}\n{process.stderr}")
     return process
@@ -66,7 +74,11 @@ def test_a_plugin_pinning_old_deepaas_dependencies(venv, tmp_path):
     assert "left out deepaas~=2.1.0: deepaas_like provides" in installed.stdout
     assert f"left out webargs~=5.5: keeping webargs {webargs_before}" in installed.stdout
     assert run(venv / "python", "-c", "import webargs; print(webargs.__version__)").stdout.strip() == webargs_before
-    assert predict(venv, tmp_path / "one") == {"size": 5, "upload_class": "deepaas_like.model.files.UploadedFile", "six": True}
+    assert predict(venv, tmp_path / "one") == {
+        "size": 5,
+        "upload_class": "deepaas_like.model.files.UploadedFile",
+        "six": True,
+    }
 
     # The real DEEPaaS 2.6.0 beside the server, as doc/migration.rst says: the plugin's
     # isinstance check now holds against DEEPaaS's own class.

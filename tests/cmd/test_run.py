@@ -16,8 +16,16 @@ from tests.conftest import TEST_PLUGINS, free_port, make_plugin_site
 
 def start(tmp_path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = make_plugin_site(tmp_path / "site", TEST_PLUGINS)
-    command = ["deepaas-like-run", "--listen-ip", "127.0.0.1", "--listen-port", str(free_port()),
-               "--model-name", "predict_only", *args]
+    command = [
+        "deepaas-like-run",
+        "--listen-ip",
+        "127.0.0.1",
+        "--listen-port",
+        str(free_port()),
+        "--model-name",
+        "predict_only",
+        *args,
+    ]
     return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
 
 
@@ -75,9 +83,21 @@ def test_an_address_in_use(tmp_path):
         port = taken.getsockname()[1]
         env = make_plugin_site(tmp_path / "site", TEST_PLUGINS)
         process = subprocess.run(
-            ["deepaas-like-run", "--listen-ip", "127.0.0.1", "--listen-port", str(port), "--model-name", "predict_only",
-             "--database-url", f"sqlite:///{tmp_path / 'jobs.sqlite'}"],
-            env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+            [
+                "deepaas-like-run",
+                "--listen-ip",
+                "127.0.0.1",
+                "--listen-port",
+                str(port),
+                "--model-name",
+                "predict_only",
+                "--database-url",
+                f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert_one_line_failure(process, f"127.0.0.1:{port}")
 

@@ -78,12 +78,16 @@ class PostgresControl:
         options = words[1:]
         if "-D" in options:  # pg_ctl gives the data directory itself
             at = options.index("-D")
-            del options[at:at + 2]
+            del options[at : at + 2]
         self.options = shlex.join(options)
 
     def _run(self, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", self.pg_ctl, "-D", str(self.data), *args],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", self.pg_ctl, "-D", str(self.data), *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def stop(self) -> None:
         self._run("-m", "fast", "-w", "stop")
@@ -92,8 +96,9 @@ class PostgresControl:
         self._run("-l", str(self.data / "log"), "-w", "-o", self.options, "start")
 
     def running(self) -> bool:
-        status = subprocess.run(["runuser", "-u", "postgres", "--", self.pg_ctl, "-D", str(self.data), "status"],
-                                capture_output=True)
+        status = subprocess.run(
+            ["runuser", "-u", "postgres", "--", self.pg_ctl, "-D", str(self.data), "status"], capture_output=True
+        )
         return status.returncode == 0
 
 

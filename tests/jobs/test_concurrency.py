@@ -21,8 +21,17 @@ def test_two_servers_started_at_once_on_one_new_sqlite_file(tmp_path):
         workdir = tmp_path / f"try{attempt}"
         database_url = f"sqlite:///{workdir / 'jobs.sqlite'}"
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            starts = [pool.submit(start_server, ["slow"], workdir / name, env=env, database_url=database_url,
-                                  args=["--instance-name", name]) for name in ("a", "b")]
+            starts = [
+                pool.submit(
+                    start_server,
+                    ["slow"],
+                    workdir / name,
+                    env=env,
+                    database_url=database_url,
+                    args=["--instance-name", name],
+                )
+                for name in ("a", "b")
+            ]
             servers, failures = [], []
             for start in starts:
                 try:

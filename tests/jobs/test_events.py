@@ -63,8 +63,12 @@ async def _follow(session: aiohttp.ClientSession, url: str, connected: asyncio.E
 
 
 async def test_a_thousand_streams_on_one_job_share_one_reader(run_server, postgres_database, tmp_path):
-    server = run_server("jobs_probe", env=plugin_env(tmp_path / "site"), database_url=postgres_database,
-                        args=["--job-poll-interval", "0.5"])
+    server = run_server(
+        "jobs_probe",
+        env=plugin_env(tmp_path / "site"),
+        database_url=postgres_database,
+        args=["--job-poll-interval", "0.5"],
+    )
     job = requests.post(server + PROBE + "/train/", data={"seconds": "120"}).json()
     url = server + PROBE + f"/train/{job['uuid']}/events"
     connector = aiohttp.TCPConnector(limit=0)
@@ -77,8 +81,10 @@ async def test_a_thousand_streams_on_one_job_share_one_reader(run_server, postgr
         streams = [asyncio.create_task(_follow(session, url, connected, counter)) for _ in range(STREAMS)]
         await asyncio.wait_for(connected.wait(), 60)
         crowded, cpu_crowded = await _rates(server, postgres_database)
-        print(f"\n1 stream: {alone:.1f} transactions/s, server CPU {cpu_alone:.0%}; "
-              f"{STREAMS} streams: {crowded:.1f} transactions/s, server CPU {cpu_crowded:.0%}")
+        print(
+            f"\n1 stream: {alone:.1f} transactions/s, server CPU {cpu_alone:.0%}; "
+            f"{STREAMS} streams: {crowded:.1f} transactions/s, server CPU {cpu_crowded:.0%}"
+        )
         # Polling per stream would add STREAMS / (poll interval / 2) = 4,000 reads a second.
         assert crowded < alone + 20, f"{STREAMS} streams: {crowded:.0f} transactions/s against {alone:.0f} for one"
 

@@ -38,7 +38,9 @@ def fault(database_url):
     fault.end()
 
 
-def test_a_job_that_ends_while_the_database_is_away_is_recorded_once_it_is_back(run_server, probe_env, database_url, fault):
+def test_a_job_that_ends_while_the_database_is_away_is_recorded_once_it_is_back(
+    run_server, probe_env, database_url, fault
+):
     server = run_server("jobs_probe", env=probe_env, database_url=database_url, args=FAST)
     job = requests.post(server + PROBE + "/train/", data={"seconds": "1.5", "note": "kept"}).json()
     url = server + PROBE + f"/train/{job['uuid']}"
@@ -81,7 +83,9 @@ def test_routes_that_need_the_database_answer_503_while_it_is_away(run_server, p
         assert ready.status_code == 503 and "job database" in ready.json()["database"], ready.text
         metrics = requests.get(server + "/metrics", timeout=30)
         assert metrics.status_code == 200 and "deepaas_like_job_database_up 0.0" in metrics.text
-        assert 'deepaas_like_jobs{kind="train",model="jobs_probe",status="done"} 1.0' in metrics.text, "last known counts"
+        assert 'deepaas_like_jobs{kind="train",model="jobs_probe",status="done"} 1.0' in metrics.text, (
+            "last known counts"
+        )
         assert requests.get(server + "/healthz").status_code == 200
         if not fault.sqlite:  # reads of a locked SQLite file still work
             listing = requests.get(server + PROBE + "/train/", timeout=30)
@@ -96,16 +100,22 @@ def test_routes_that_need_the_database_answer_503_while_it_is_away(run_server, p
 HEARTBEAT = ["--heartbeat-interval", "0.2", "--heartbeat-expiry", "1.5"]
 
 
-def test_jobs_of_a_killed_server_are_reported_by_the_next_one_under_any_name(run_server, probe_env, database_url, fault):
+def test_jobs_of_a_killed_server_are_reported_by_the_next_one_under_any_name(
+    run_server, probe_env, database_url, fault
+):
     """A server's training ends while the database is away, the server is killed with
     ``kill -9`` before it could record it, and comes back under another name (another
     port): once the dead one's heartbeat expires, its job reads as interrupted. A live
     instance's jobs are never taken for lost.
     """
-    a = run_server("jobs_probe", env=probe_env, database_url=database_url, args=[*FAST, *HEARTBEAT, "--instance-name", "a"])
+    a = run_server(
+        "jobs_probe", env=probe_env, database_url=database_url, args=[*FAST, *HEARTBEAT, "--instance-name", "a"]
+    )
     kept = requests.post(a + PROBE + "/train/", data={"seconds": "1"}).json()
     wait_for(a + PROBE + f"/train/{kept['uuid']}", {"running"})
-    watcher = run_server("jobs_probe", env=probe_env, database_url=database_url, args=[*FAST, *HEARTBEAT, "--instance-name", "w"])
+    watcher = run_server(
+        "jobs_probe", env=probe_env, database_url=database_url, args=[*FAST, *HEARTBEAT, "--instance-name", "w"]
+    )
     time.sleep(2)  # over the expiry: "a" beats, so "w" leaves its job alone
     assert requests.get(watcher + PROBE + f"/train/{kept['uuid']}").json()["status"] in ("running", "done")
     wait_for(a + PROBE + f"/train/{kept['uuid']}", {"done"})
@@ -117,7 +127,9 @@ def test_jobs_of_a_killed_server_are_reported_by_the_next_one_under_any_name(run
     wait_for_log(a, f"job {lost['uuid']} waits for the job database", timeout=40)
     kill_9(a)
     fault.end()
-    b = run_server("jobs_probe", env=probe_env, database_url=database_url, args=[*FAST, *HEARTBEAT, "--instance-name", "b"])
+    b = run_server(
+        "jobs_probe", env=probe_env, database_url=database_url, args=[*FAST, *HEARTBEAT, "--instance-name", "b"]
+    )
     started = time.monotonic()
     job = wait_for(b + PROBE + f"/train/{lost['uuid']}", {"error", "done", "cancelled"}, timeout=30)
     print(f"reported {time.monotonic() - started:.2f} s after the next server answered")
@@ -134,8 +146,10 @@ class SlowUpload:
         self._go_on = threading.Event()
         self.answer: requests.Response | Exception | None = None
         boundary = "deepaaslikeboundary"
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"big.bin\"\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="big.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
 
         def body():
@@ -145,8 +159,9 @@ class SlowUpload:
 
         def send():
             try:
-                self.answer = requests.post(url, data=body(), timeout=60,
-                                            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                self.answer = requests.post(
+                    url, data=body(), timeout=60, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+                )
             except requests.RequestException as error:
                 self.answer = error
 
@@ -179,8 +194,9 @@ def test_upload_folders_left_by_a_killed_server_are_removed_at_the_next_start(pr
     servers = []
 
     def start(model, name):
-        server = start_server([model], tmp_path / name, env=probe_env, database_url=database_url,
-                              args=[*common, "--instance-name", name])
+        server = start_server(
+            [model], tmp_path / name, env=probe_env, database_url=database_url, args=[*common, "--instance-name", name]
+        )
         servers.append(server)
         return server
 

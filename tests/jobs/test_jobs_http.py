@@ -11,7 +11,6 @@ import time
 import pytest
 import requests
 
-
 SLOW = "/v2/models/slow"
 
 
@@ -31,7 +30,12 @@ def slow(run_server, plugin_env, database_url):
 
 
 def test_async_prediction_with_prefer_header(slow):
-    answer = requests.post(slow + SLOW + "/predict/", data={"seconds": "0.2"}, files={"data": ("in.csv", b"1,2")}, headers={"Prefer": "respond-async"})
+    answer = requests.post(
+        slow + SLOW + "/predict/",
+        data={"seconds": "0.2"},
+        files={"data": ("in.csv", b"1,2")},
+        headers={"Prefer": "respond-async"},
+    )
     assert answer.status_code == 202 and answer.headers["Preference-Applied"] == "respond-async"
     job = answer.json()
     assert job["status"] in ("pending", "running") and job["args"]["data"] == "in.csv"
@@ -65,7 +69,9 @@ def test_cancel_a_running_prediction(slow):
 
 
 def test_jobs_queue_first_in_first_out(slow):
-    uuids = [requests.post(slow + SLOW + "/train/", data={"seconds": "0.6", "steps": "2"}).json()["uuid"] for _ in range(3)]
+    uuids = [
+        requests.post(slow + SLOW + "/train/", data={"seconds": "0.6", "steps": "2"}).json()["uuid"] for _ in range(3)
+    ]
     states = [requests.get(slow + SLOW + f"/train/{u}").json()["status"] for u in uuids]
     assert states[0] == "running" and states[1:] == ["pending", "pending"]
     finished = [wait_for(slow + SLOW + f"/train/{u}", {"done"}) for u in uuids]
@@ -73,7 +79,9 @@ def test_jobs_queue_first_in_first_out(slow):
     assert finish_dates == sorted(finish_dates)
     pending = requests.post(slow + SLOW + "/train/", data={"seconds": "5"}).json()
     queued = requests.post(slow + SLOW + "/train/", data={"seconds": "0"}).json()
-    assert requests.delete(slow + SLOW + f"/train/{queued['uuid']}").json()["status"] == "cancelled", "a pending job can be cancelled"
+    assert requests.delete(slow + SLOW + f"/train/{queued['uuid']}").json()["status"] == "cancelled", (
+        "a pending job can be cancelled"
+    )
     requests.delete(slow + SLOW + f"/train/{pending['uuid']}")
 
 

@@ -8,7 +8,9 @@ import hashlib
 import time
 
 import requests
-from tests.jobs.helpers import PNG_SIGNATURE, PROBE, plugin_env, sql as _sql, wait_for
+
+from tests.jobs.helpers import PNG_SIGNATURE, PROBE, plugin_env, wait_for
+from tests.jobs.helpers import sql as _sql
 
 SIZE = 24 * 1024 * 1024
 
@@ -20,16 +22,25 @@ def _expected_digest(size: int) -> str:
 
 def _database_rows(database_url: str) -> tuple[int, int]:
     """(bytes of results in job_results, jobs) as the database itself holds them."""
-    return (_sql(database_url, "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM job_results")[0],
-            _sql(database_url, "SELECT COUNT(*) FROM jobs")[0])
+    return (
+        _sql(database_url, "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM job_results")[0],
+        _sql(database_url, "SELECT COUNT(*) FROM jobs")[0],
+    )
 
 
 def test_a_large_result_is_a_file_streamed_on_get_and_removed_with_its_job(run_server, database_url, tmp_path):
     results = tmp_path / "results"
-    server = run_server("jobs_probe", env=plugin_env(tmp_path / "site"), database_url=database_url,
-                        args=["--job-poll-interval", "0.1", "--results-dir", str(results), "--job-retention-hours", "0.0015"])
-    job = requests.post(server + PROBE + "/predict/", data={"accept": "image/png", "size": str(SIZE)},
-                        headers={"Prefer": "respond-async"}).json()
+    server = run_server(
+        "jobs_probe",
+        env=plugin_env(tmp_path / "site"),
+        database_url=database_url,
+        args=["--job-poll-interval", "0.1", "--results-dir", str(results), "--job-retention-hours", "0.0015"],
+    )
+    job = requests.post(
+        server + PROBE + "/predict/",
+        data={"accept": "image/png", "size": str(SIZE)},
+        headers={"Prefer": "respond-async"},
+    ).json()
     url = server + PROBE + f"/predict/{job['uuid']}"
     done = wait_for(url, {"done", "error"})
     assert done["status"] == "done" and done["result"]["media_type"] == "image/png" and done["result"]["output"] is None

@@ -34,7 +34,9 @@ def test_a_client_json_value_never_becomes_a_server_file(run_server, probe_env, 
     assert done["result"]["output"]["options_type"] == "dict", "the value reached the plugin as the client sent it"
     assert done["result"]["output"]["options_read"] is None and "TOPSECRET" not in json.dumps(done)
 
-    prediction = requests.post(server + PROBE + "/predict/", json={"options": forged}, headers={"Prefer": "respond-async"})
+    prediction = requests.post(
+        server + PROBE + "/predict/", json={"options": forged}, headers={"Prefer": "respond-async"}
+    )
     assert prediction.status_code == 202
     done = wait_for(urljoin(server, prediction.headers["Location"]), {"done", "error"})
     assert done["result"]["output"]["predictions"]["options_type"] == "dict"
@@ -51,9 +53,9 @@ async def test_old_rows_keep_uploads_and_drop_forged_ones(database_url, tmp_path
     the row's own upload folder) become uploads, a client's forged marker stays a value.
     """
     from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
 
     from deepaas_like.jobs.store import async_url
-    from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(async_url(database_url))
     store = JobStore(engine)
@@ -71,9 +73,16 @@ async def test_old_rows_keep_uploads_and_drop_forged_ones(database_url, tmp_path
     async with engine.begin() as connection:
         for uuid, (kwargs, upload_dir) in rows.items():
             await connection.execute(
-                text("INSERT INTO jobs (uuid, model, kind, status, args, kwargs, upload_dir, created, events) "
-                     "VALUES (:uuid, 'm', 'train', 'pending', '{}', :kwargs, :upload_dir, :created, '[]')"),
-                {"uuid": uuid, "kwargs": json.dumps(kwargs), "upload_dir": upload_dir, "created": "2026-01-01 00:00:00"},
+                text(
+                    "INSERT INTO jobs (uuid, model, kind, status, args, kwargs, upload_dir, created, events) "
+                    "VALUES (:uuid, 'm', 'train', 'pending', '{}', :kwargs, :upload_dir, :created, '[]')"
+                ),
+                {
+                    "uuid": uuid,
+                    "kwargs": json.dumps(kwargs),
+                    "upload_dir": upload_dir,
+                    "created": "2026-01-01 00:00:00",
+                },
             )
     await store.migrate()
     from deepaas_like.jobs.store import decode_kwargs
@@ -91,30 +100,51 @@ async def test_old_rows_keep_uploads_and_drop_forged_ones(database_url, tmp_path
 
 def test_a_job_belongs_to_the_api_key_that_created_it(run_server, probe_env, tmp_path):
     alice, bob, root = ({"Authorization": f"Bearer {key}"} for key in ("alice-key-1", "bob-key-2", "root-key-3"))
-    server = run_server("jobs_probe", env=probe_env, args=[
-        "--job-poll-interval", "0.1", "--auth-token", "alice-key-1", "--auth-token", "bob-key-2", "--admin-token", "root-key-3",
-    ])
+    server = run_server(
+        "jobs_probe",
+        env=probe_env,
+        args=[
+            "--job-poll-interval",
+            "0.1",
+            "--auth-token",
+            "alice-key-1",
+            "--auth-token",
+            "bob-key-2",
+            "--admin-token",
+            "root-key-3",
+        ],
+    )
     train = server + PROBE + "/train/"
     mine = requests.post(train, data={"seconds": "30"}, headers=alice).json()
     theirs = requests.post(train, data={"seconds": "0"}, headers=bob).json()
-    prediction = requests.post(server + PROBE + "/predict/", data={"seconds": "0"}, headers={**alice, "Prefer": "respond-async"})
+    prediction = requests.post(
+        server + PROBE + "/predict/", data={"seconds": "0"}, headers={**alice, "Prefer": "respond-async"}
+    )
     assert prediction.status_code == 202
 
     assert requests.get(train + mine["uuid"], headers=alice).status_code == 200
     for method, suffix in (("GET", ""), ("DELETE", ""), ("GET", "/events")):
         answer = requests.request(method, train + mine["uuid"] + suffix, headers=bob, timeout=10)
         assert answer.status_code == 404, (method, suffix, answer.text)
-        assert answer.json()["message"] == f"no train {mine['uuid']!r} for model 'jobs_probe'", "as for a job that does not exist"
+        assert answer.json()["message"] == f"no train {mine['uuid']!r} for model 'jobs_probe'", (
+            "as for a job that does not exist"
+        )
     assert requests.get(urljoin(server, prediction.headers["Location"]), headers=bob).status_code == 404
-    assert requests.get(train + mine["uuid"], headers=alice).json()["status"] == "running", "bob's DELETE changed nothing"
+    assert requests.get(train + mine["uuid"], headers=alice).json()["status"] == "running", (
+        "bob's DELETE changed nothing"
+    )
     assert [job["uuid"] for job in requests.get(train, headers=bob).json()] == [theirs["uuid"]]
     assert [job["uuid"] for job in requests.get(train, headers=alice).json()] == [mine["uuid"]]
     assert {job["uuid"] for job in requests.get(train, headers=root).json()} == {mine["uuid"], theirs["uuid"]}
     assert requests.get(urljoin(server, prediction.headers["Location"]), headers=root).status_code == 200
-    assert requests.delete(train + mine["uuid"], headers=root).json()["status"] == "cancelled", "an admin key may cancel any job"
+    assert requests.delete(train + mine["uuid"], headers=root).json()["status"] == "cancelled", (
+        "an admin key may cancel any job"
+    )
 
     stored = sql(f"sqlite:///{tmp_path / 'jobs.sqlite'}", "SELECT api_key_hash FROM jobs")
-    assert sorted(stored) == sorted([hashlib.sha256(b"alice-key-1").hexdigest()] * 2 + [hashlib.sha256(b"bob-key-2").hexdigest()])
+    assert sorted(stored) == sorted(
+        [hashlib.sha256(b"alice-key-1").hexdigest()] * 2 + [hashlib.sha256(b"bob-key-2").hexdigest()]
+    )
     files = b"".join(path.read_bytes() for path in tmp_path.glob("jobs.sqlite*"))
     assert b"alice-key-1" not in files and b"bob-key-2" not in files, "the keys themselves are never stored"
 
@@ -132,7 +162,9 @@ def test_a_post_retried_with_its_idempotency_key_returns_the_first_job(run_serve
     assert posted.status_code == 200
     kill_9(first_server)
 
-    server = run_server("jobs_probe", env=probe_env, args=[*keys, "--job-poll-interval", "0.1", "--instance-name", "again"])
+    server = run_server(
+        "jobs_probe", env=probe_env, args=[*keys, "--job-poll-interval", "0.1", "--instance-name", "again"]
+    )
     train = server + PROBE + "/train/"
     retried = requests.post(train, data={"seconds": "3", "note": "once"}, files={"data": ("x.txt", b"x")}, headers=once)
     assert retried.status_code == 422, "the retry has an upload the first had not"
@@ -148,8 +180,11 @@ def test_a_post_retried_with_its_idempotency_key_returns_the_first_job(run_serve
     # Retries racing each other, on asynchronous predictions: one job.
     racing = {**alice, "Idempotency-Key": "race-1", "Prefer": "respond-async"}
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(
-            lambda _: requests.post(server + PROBE + "/predict/", data={"seconds": "0"}, headers=racing), range(6)))
+        answers = list(
+            pool.map(
+                lambda _: requests.post(server + PROBE + "/predict/", data={"seconds": "0"}, headers=racing), range(6)
+            )
+        )
     assert {answer.status_code for answer in answers} == {202}
     assert len({answer.json()["uuid"] for answer in answers}) == 1
     assert len({answer.headers["Location"] for answer in answers}) == 1

@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from deepaas_like.exceptions import JobNotFound
 from deepaas_like.api.documents import job_document
+from deepaas_like.exceptions import JobNotFound
 from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, PENDING, PREDICT, RUNNING, TRAIN
-from deepaas_like.jobs.tables import JobResult
 from deepaas_like.jobs.store import JobStore, decode_kwargs, encode_kwargs
+from deepaas_like.jobs.tables import JobResult
 from deepaas_like.model.args import UploadedFile
 
 
@@ -109,7 +109,10 @@ async def test_only_the_owners_running_jobs_become_interrupted(database_url):
     await store.close()
     reopened = await JobStore.open(database_url)  # migrations are idempotent
     assert await reopened.mark_interrupted("me") == 1
-    states = {uuid: job_document((await reopened.get("demo", uuid)).to_view()) for uuid in (mine.uuid, theirs.uuid, waiting.uuid)}
+    states = {
+        uuid: job_document((await reopened.get("demo", uuid)).to_view())
+        for uuid in (mine.uuid, theirs.uuid, waiting.uuid)
+    }
     await reopened.close()
     assert states[mine.uuid]["status"] == ERROR and "interrupted" in states[mine.uuid]["message"]
     assert states[theirs.uuid]["status"] == RUNNING and states[waiting.uuid]["status"] == PENDING
@@ -145,17 +148,20 @@ async def test_a_job_claimed_but_never_started_does_not_stay_running(store, tmp_
     """
     from sqlalchemy import update
 
-    from deepaas_like.jobs.tables import Job
     from deepaas_like.jobs.result_files import ResultFiles
     from deepaas_like.jobs.runner import JobRunner
+    from deepaas_like.jobs.tables import Job
 
     job = await store.create("demo", TRAIN, {}, {})
     await store.claim("demo", TRAIN, "me")
     recent = await store.create("demo", TRAIN, {}, {})
     await store.claim("demo", TRAIN, "me")
     async with store.engine.begin() as connection:
-        await connection.execute(update(Job).where(Job.uuid == job.uuid).values(
-            started=datetime.datetime.now() - datetime.timedelta(minutes=2)))
+        await connection.execute(
+            update(Job)
+            .where(Job.uuid == job.uuid)
+            .values(started=datetime.datetime.now() - datetime.timedelta(minutes=2))
+        )
     runner = JobRunner(store, {}, "me", {}, results=ResultFiles(str(tmp_path / "results")), render=job_document)
     await runner._untracked()
     lost = job_document((await store.get("demo", job.uuid)).to_view())

@@ -42,7 +42,9 @@ def test_metrics_count_worker_restarts(crashy):
     requests.post(crashy + CRASHY, data={"how": "exit"}, timeout=60)
     requests.post(crashy + CRASHY, data={"how": "ok"}, timeout=60)
     text = requests.get(crashy + "/metrics").text
-    restarts = [line for line in text.splitlines() if line.startswith('deepaas_like_worker_restarts_total{model="crashy"}')]
+    restarts = [
+        line for line in text.splitlines() if line.startswith('deepaas_like_worker_restarts_total{model="crashy"}')
+    ]
     assert restarts and float(restarts[0].split()[-1]) >= 1
 
 
@@ -66,8 +68,12 @@ def test_warm_dying_repeatedly_makes_the_model_unavailable(run_server, plugin_en
 
 def test_full_queue_answers_503_with_retry_after(run_server, plugin_env):
     server = run_server("crashy", env=plugin_env, args=["--max-queue", "1"])
-    busy = threading.Thread(target=requests.post, args=(server + CRASHY,), kwargs={"data": {"how": "sleep", "seconds": "3"}})
-    waiting = threading.Thread(target=requests.post, args=(server + CRASHY,), kwargs={"data": {"how": "sleep", "seconds": "0"}})
+    busy = threading.Thread(
+        target=requests.post, args=(server + CRASHY,), kwargs={"data": {"how": "sleep", "seconds": "3"}}
+    )
+    waiting = threading.Thread(
+        target=requests.post, args=(server + CRASHY,), kwargs={"data": {"how": "sleep", "seconds": "0"}}
+    )
     busy.start()
     time.sleep(0.5)
     waiting.start()
@@ -83,7 +89,9 @@ def test_full_queue_answers_503_with_retry_after(run_server, plugin_env):
 def test_a_client_that_disconnects_leaves_the_queue(run_server, plugin_env, tmp_path):
     calls = tmp_path / "calls"
     server = run_server("crashy", env={**plugin_env, "CRASHY_CALLS": str(calls)})
-    busy = threading.Thread(target=requests.post, args=(server + CRASHY,), kwargs={"data": {"how": "sleep", "seconds": "2", "tag": "first"}})
+    busy = threading.Thread(
+        target=requests.post, args=(server + CRASHY,), kwargs={"data": {"how": "sleep", "seconds": "2", "tag": "first"}}
+    )
     busy.start()
     time.sleep(0.5)
     with pytest.raises(requests.Timeout):

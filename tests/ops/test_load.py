@@ -149,50 +149,129 @@ def make_call(index: int, rng: random.Random) -> Call:
     demo, style, only = "/v2/models/demo/", "/v2/models/deepaas_style/", "/v2/models/predict_only/"
     if index % 100 == 50:
         if index % 200 == 50:
-            return Call("train demo", "POST", demo + "train/", OK, json={"epochs": 3, "seed": index}, check=_json_field("uuid"))
+            return Call(
+                "train demo", "POST", demo + "train/", OK, json={"epochs": 3, "seed": index}, check=_json_field("uuid")
+            )
         return Call("train deepaas_style", "POST", style + "train/", OK, json={"sleep": 0}, check=_json_field("uuid"))
     size = (8 + index % 47, 8 + index % 31)
     if index % 150 == 75:
         if index % 300 == 75:  # the job owns the upload until it ends
-            return Call("async predict demo", "POST", demo + "predict/?async=true", frozenset({202}),
-                        form=_form(image=("cat.png", _image(size)), accept="image/png"), check=_json_field("uuid"))
+            return Call(
+                "async predict demo",
+                "POST",
+                demo + "predict/?async=true",
+                frozenset({202}),
+                form=_form(image=("cat.png", _image(size)), accept="image/png"),
+                check=_json_field("uuid"),
+            )
         return Call("async predict", "POST", only + "predict/?async=true", frozenset({202}), check=_json_field("uuid"))
     kinds: dict[str, Callable[[], Call]] = {
-        "demo json": lambda: Call("demo json", "POST", demo + "predict/", OK, form=_form(image=("cat.png", _image(size)), size=16),
-                                  check=_media("application/json", _demo_stats(size))),
-        "demo png by Accept": lambda: Call("demo png by Accept", "POST", demo + "predict/", OK,
-                                           form=_form(image=("cat.png", _image(size)), filter="edges"),
-                                           headers={"Accept": "image/png"}, check=_media("image/png", _png)),
-        "demo zip": lambda: Call("demo zip", "POST", demo + "predict/", OK,
-                                 form=_form(image=("cat.png", _image(size)), accept="application/zip"),
-                                 check=_media("application/zip", _zip_stats(size))),
-        "deepaas_style json": lambda: Call("deepaas_style json", "POST", style + "predict/", OK,
-                                           form=_form(data=(f"file-{index}.bin", b"x" * (index % 97 + 1))),
-                                           check=_media("application/json", _deepaas_style(f"file-{index}.bin", index % 97 + 1))),
-        "deepaas_style png by Accept": lambda: Call("deepaas_style png by Accept", "POST", style + "predict/", OK,
-                                                    form=_form(data=("a.bin", b"abc")), headers={"Accept": "image/png"},
-                                                    check=_media("image/png", _png)),
-        "predict_only": lambda: Call("predict_only", "POST", only + "predict/", OK, check=_media("application/json", _predict_only)),
-        "not an image": lambda: Call("not an image", "POST", demo + "predict/", UNPROCESSABLE,
-                                     form=_form(image=("notes.txt", b"hello, not an image")), check=_json_field("image")),
-        "missing image": lambda: Call("missing image", "POST", demo + "predict/", UNPROCESSABLE, form=_form(size=32),
-                                      check=_json_field("image")),
-        "missing data": lambda: Call("missing data", "POST", style + "predict/", UNPROCESSABLE, form=_form(threshold=0.2),
-                                     check=_json_field("data")),
-        "size out of range": lambda: Call("size out of range", "POST", demo + "predict/", UNPROCESSABLE,
-                                          form=_form(image=("cat.png", _image(size)), size=2), check=_json_field("size")),
-        "bad training argument": lambda: Call("bad training argument", "POST", demo + "train/", UNPROCESSABLE,
-                                              json={"epochs": 0}, check=_json_field("epochs")),
-        "unknown model predict": lambda: Call("unknown model predict", "POST", "/v2/models/nope/predict/", frozenset({404}),
-                                              form=_form(x=1), check=_json_field("message")),
-        "unknown model metadata": lambda: Call("unknown model metadata", "GET", "/v2/models/nope/", frozenset({404}),
-                                               check=_json_field("message")),
-        "unknown training": lambda: Call("unknown training", "GET", demo + "train/" + "0" * 32, frozenset({404}),
-                                         check=_json_field("message")),
-        "unmatched Accept": lambda: Call("unmatched Accept", "POST", demo + "predict/", OK,
-                                         form=_form(image=("cat.png", _image(size))), headers={"Accept": "text/csv"},
-                                         check=_json_field("width")),
-        "no train hook": lambda: Call("no train hook", "POST", only + "train/", frozenset({501}), check=_json_field("message")),
+        "demo json": lambda: Call(
+            "demo json",
+            "POST",
+            demo + "predict/",
+            OK,
+            form=_form(image=("cat.png", _image(size)), size=16),
+            check=_media("application/json", _demo_stats(size)),
+        ),
+        "demo png by Accept": lambda: Call(
+            "demo png by Accept",
+            "POST",
+            demo + "predict/",
+            OK,
+            form=_form(image=("cat.png", _image(size)), filter="edges"),
+            headers={"Accept": "image/png"},
+            check=_media("image/png", _png),
+        ),
+        "demo zip": lambda: Call(
+            "demo zip",
+            "POST",
+            demo + "predict/",
+            OK,
+            form=_form(image=("cat.png", _image(size)), accept="application/zip"),
+            check=_media("application/zip", _zip_stats(size)),
+        ),
+        "deepaas_style json": lambda: Call(
+            "deepaas_style json",
+            "POST",
+            style + "predict/",
+            OK,
+            form=_form(data=(f"file-{index}.bin", b"x" * (index % 97 + 1))),
+            check=_media("application/json", _deepaas_style(f"file-{index}.bin", index % 97 + 1)),
+        ),
+        "deepaas_style png by Accept": lambda: Call(
+            "deepaas_style png by Accept",
+            "POST",
+            style + "predict/",
+            OK,
+            form=_form(data=("a.bin", b"abc")),
+            headers={"Accept": "image/png"},
+            check=_media("image/png", _png),
+        ),
+        "predict_only": lambda: Call(
+            "predict_only", "POST", only + "predict/", OK, check=_media("application/json", _predict_only)
+        ),
+        "not an image": lambda: Call(
+            "not an image",
+            "POST",
+            demo + "predict/",
+            UNPROCESSABLE,
+            form=_form(image=("notes.txt", b"hello, not an image")),
+            check=_json_field("image"),
+        ),
+        "missing image": lambda: Call(
+            "missing image", "POST", demo + "predict/", UNPROCESSABLE, form=_form(size=32), check=_json_field("image")
+        ),
+        "missing data": lambda: Call(
+            "missing data",
+            "POST",
+            style + "predict/",
+            UNPROCESSABLE,
+            form=_form(threshold=0.2),
+            check=_json_field("data"),
+        ),
+        "size out of range": lambda: Call(
+            "size out of range",
+            "POST",
+            demo + "predict/",
+            UNPROCESSABLE,
+            form=_form(image=("cat.png", _image(size)), size=2),
+            check=_json_field("size"),
+        ),
+        "bad training argument": lambda: Call(
+            "bad training argument",
+            "POST",
+            demo + "train/",
+            UNPROCESSABLE,
+            json={"epochs": 0},
+            check=_json_field("epochs"),
+        ),
+        "unknown model predict": lambda: Call(
+            "unknown model predict",
+            "POST",
+            "/v2/models/nope/predict/",
+            frozenset({404}),
+            form=_form(x=1),
+            check=_json_field("message"),
+        ),
+        "unknown model metadata": lambda: Call(
+            "unknown model metadata", "GET", "/v2/models/nope/", frozenset({404}), check=_json_field("message")
+        ),
+        "unknown training": lambda: Call(
+            "unknown training", "GET", demo + "train/" + "0" * 32, frozenset({404}), check=_json_field("message")
+        ),
+        "unmatched Accept": lambda: Call(
+            "unmatched Accept",
+            "POST",
+            demo + "predict/",
+            OK,
+            form=_form(image=("cat.png", _image(size))),
+            headers={"Accept": "text/csv"},
+            check=_json_field("width"),
+        ),
+        "no train hook": lambda: Call(
+            "no train hook", "POST", only + "train/", frozenset({501}), check=_json_field("message")
+        ),
         "models": lambda: Call("models", "GET", "/v2/models/", OK, check=_json_field("models")),
         "metadata": lambda: Call("metadata", "GET", demo, OK, check=_json_field("id")),
         "trainings": lambda: Call("trainings", "GET", demo + "train/?limit=5", OK),
@@ -200,11 +279,27 @@ def make_call(index: int, rng: random.Random) -> Call:
         "openapi": lambda: Call("openapi", "GET", "/openapi.json", OK, check=_json_field("paths")),
     }
     weights = {
-        "demo json": 12, "demo png by Accept": 6, "demo zip": 4, "deepaas_style json": 10,
-        "deepaas_style png by Accept": 3, "predict_only": 6, "not an image": 6, "missing image": 3,
-        "missing data": 3, "size out of range": 3, "bad training argument": 2, "unknown model predict": 4,
-        "unknown model metadata": 2, "unknown training": 2, "unmatched Accept": 4, "no train hook": 1,
-        "models": 4, "metadata": 4, "trainings": 2, "versions": 2, "openapi": 2,
+        "demo json": 12,
+        "demo png by Accept": 6,
+        "demo zip": 4,
+        "deepaas_style json": 10,
+        "deepaas_style png by Accept": 3,
+        "predict_only": 6,
+        "not an image": 6,
+        "missing image": 3,
+        "missing data": 3,
+        "size out of range": 3,
+        "bad training argument": 2,
+        "unknown model predict": 4,
+        "unknown model metadata": 2,
+        "unknown training": 2,
+        "unmatched Accept": 4,
+        "no train hook": 1,
+        "models": 4,
+        "metadata": 4,
+        "trainings": 2,
+        "versions": 2,
+        "openapi": 2,
     }
     return kinds[rng.choices(list(weights), weights=list(weights.values()))[0]]()
 
@@ -226,7 +321,11 @@ async def run_load(base: str, count: int, first: int = 0) -> Outcome:
     async def one(session: aiohttp.ClientSession, call: Call) -> None:
         try:
             async with session.request(
-                call.method, base + call.path, data=call.form() if call.form else None, json=call.json, headers=call.headers
+                call.method,
+                base + call.path,
+                data=call.form() if call.form else None,
+                json=call.json,
+                headers=call.headers,
             ) as response:
                 body = await response.read()
                 status, content_type = response.status, response.content_type
@@ -264,8 +363,10 @@ async def settle(base: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         for path in (
-            "/v2/models/demo/train/", "/v2/models/deepaas_style/train/",
-            "/v2/models/demo/predict/", "/v2/models/predict_only/predict/",
+            "/v2/models/demo/train/",
+            "/v2/models/deepaas_style/train/",
+            "/v2/models/demo/predict/",
+            "/v2/models/predict_only/predict/",
         ):
             while True:
                 async with session.get(base + path, params={"limit": 10000}) as response:
@@ -300,7 +401,9 @@ def children(pid: int) -> dict[int, str]:
 
 def still_running(processes: dict[int, str]) -> list[int]:
     """Those of ``processes`` (pid -> start time) that still run (zombies do not)."""
-    return [pid for pid, start in processes.items() if (fields := _stat(pid)) and fields[19] == start and fields[0] != "Z"]
+    return [
+        pid for pid, start in processes.items() if (fields := _stat(pid)) and fields[19] == start and fields[0] != "Z"
+    ]
 
 
 def open_fds(pid: int) -> int:

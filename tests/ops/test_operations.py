@@ -21,9 +21,22 @@ def test_api_keys_guard_predict_and_train(run_server, monkeypatch):
     refused = requests.post(server + PREDICT, files={"image": png_bytes()})
     assert refused.status_code == 401 and "API key" in refused.json()["message"]
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
-    assert requests.post(server + PREDICT, files={"image": png_bytes()}, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert requests.post(server + PREDICT, files={"image": png_bytes()}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-    assert requests.post(server + PREDICT, files={"image": png_bytes()}, headers={"X-API-Key": "from-env"}).status_code == 200
+    assert (
+        requests.post(
+            server + PREDICT, files={"image": png_bytes()}, headers={"Authorization": "Bearer wrong"}
+        ).status_code
+        == 401
+    )
+    assert (
+        requests.post(
+            server + PREDICT, files={"image": png_bytes()}, headers={"Authorization": "Bearer s3cret"}
+        ).status_code
+        == 200
+    )
+    assert (
+        requests.post(server + PREDICT, files={"image": png_bytes()}, headers={"X-API-Key": "from-env"}).status_code
+        == 200
+    )
     assert requests.get(server + "/v2/models/demo/train/").status_code == 401
     for open_path in ("/", "/v2/models/", "/openapi.json", "/healthz", "/readyz", "/metrics"):
         assert requests.get(server + open_path).status_code == 200, open_path
@@ -56,16 +69,30 @@ def test_probes_and_metrics(run_server, plugin_env):
     assert requests.get(server + "/readyz").json() == {"status": "ready", "models": ["demo", "batching"]}
     requests.post(server + PREDICT, files={"image": png_bytes()})
     requests.post(server + PREDICT, data={"size": "1"})
-    threads = [threading.Thread(target=requests.post, args=(server + "/v2/models/batching/predict/",), kwargs={"data": {"x": str(i)}}) for i in range(8)]
+    threads = [
+        threading.Thread(
+            target=requests.post, args=(server + "/v2/models/batching/predict/",), kwargs={"data": {"x": str(i)}}
+        )
+        for i in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     requests.post(server + "/v2/models/demo/train/", data={"epochs": "1"})
     text = requests.get(server + "/metrics").text
-    assert 'deepaas_like_requests_total{method="POST",model="demo",route="/v2/models/{model_name}/predict/",status="200"} 1.0' in text
-    assert 'deepaas_like_requests_total{method="POST",model="demo",route="/v2/models/{model_name}/predict/",status="422"} 1.0' in text
-    assert 'deepaas_like_request_duration_seconds_count{method="POST",model="demo",route="/v2/models/{model_name}/predict/"} 2.0' in text
+    assert (
+        'deepaas_like_requests_total{method="POST",model="demo",route="/v2/models/{model_name}/predict/",status="200"} 1.0'  # noqa: E501 - the exposition line as served
+        in text
+    )
+    assert (
+        'deepaas_like_requests_total{method="POST",model="demo",route="/v2/models/{model_name}/predict/",status="422"} 1.0'  # noqa: E501
+        in text
+    )
+    assert (
+        'deepaas_like_request_duration_seconds_count{method="POST",model="demo",route="/v2/models/{model_name}/predict/"} 2.0'  # noqa: E501
+        in text
+    )
     assert 'deepaas_like_queue_depth{model="demo"} 0.0' in text
     assert 'deepaas_like_workers{model="demo"} 1.0' in text
     assert 'deepaas_like_batch_size_count{model="batching"}' in text
@@ -76,7 +103,9 @@ def test_probes_and_metrics(run_server, plugin_env):
 
 def test_request_id_is_echoed_and_in_the_workers_log(run_server, plugin_env):
     server = run_server("crashy", env=plugin_env)
-    answer = requests.post(server + "/v2/models/crashy/predict/", data={"how": "log", "tag": "x"}, headers={"X-Request-ID": "req-42"})
+    answer = requests.post(
+        server + "/v2/models/crashy/predict/", data={"how": "log", "tag": "x"}, headers={"X-Request-ID": "req-42"}
+    )
     assert answer.headers["X-Request-ID"] == "req-42"
     generated = requests.get(server + "/v2/models/").headers["X-Request-ID"]
     assert len(generated) == 32
@@ -115,7 +144,9 @@ def test_sigterm_lets_requests_finish_and_marks_running_jobs_interrupted(run_ser
     results = {}
 
     def slow_request():
-        results["answer"] = requests.post(server + "/v2/models/crashy/predict/", data={"how": "sleep", "seconds": "2", "tag": "inflight"})
+        results["answer"] = requests.post(
+            server + "/v2/models/crashy/predict/", data={"how": "sleep", "seconds": "2", "tag": "inflight"}
+        )
 
     inflight = threading.Thread(target=slow_request)
     inflight.start()

@@ -60,7 +60,9 @@ def drain(server: str, timeout: float = 60.0) -> None:
         for kind in ("train", "predict"):
             for status in ("pending", "running"):
                 url = f"{server}/v2/models/{model}/{kind}/"
-                while (response := requests.get(url, params={"status": status}, timeout=10)).status_code == 200 and response.json():
+                while (
+                    response := requests.get(url, params={"status": status}, timeout=10)
+                ).status_code == 200 and response.json():
                     assert time.monotonic() < deadline, f"{model} {kind} jobs still {status} after {timeout} s"
                     time.sleep(0.2)
 
@@ -214,7 +216,9 @@ def test_an_asynchronous_prediction_matches_the_document(api_schema, model, body
     assert queued.status_code == 202
     uuid = queued.json()["uuid"]
     assert finished(api_schema, predictions + "{uuid}", uuid)["status"] == "done"
-    result = call(api_schema, "GET", predictions + "{uuid}", path_parameters={"uuid": uuid}, headers={"Accept": result_type})
+    result = call(
+        api_schema, "GET", predictions + "{uuid}", path_parameters={"uuid": uuid}, headers={"Accept": result_type}
+    )
     assert result.headers["content-type"][0].split(";")[0] == result_type
     call(api_schema, "GET", predictions + "{uuid}/events", path_parameters={"uuid": uuid})
     call(api_schema, "GET", predictions, query={"limit": 3})

@@ -90,7 +90,9 @@ def test_sigterm_answers_what_cannot_finish_503_and_exits_within_the_timeout(run
 
     def predict(tag: str) -> None:
         try:
-            answers[tag] = requests.post(server + UNRULY, data={"how": "sleep", "seconds": "25", "tag": tag}, timeout=60)
+            answers[tag] = requests.post(
+                server + UNRULY, data={"how": "sleep", "seconds": "25", "tag": tag}, timeout=60
+            )
         except requests.RequestException as error:
             answers[tag] = error
 

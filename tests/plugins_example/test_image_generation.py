@@ -228,7 +228,9 @@ def test_json_has_base64_pngs_and_the_seed_it_drew(plugin):
     seed = result["parameters"]["seed"]
     assert isinstance(seed, int) and 0 <= seed <= api.MAX_SEED
     # The reported seed reproduces the images.
-    again = plugin.predict(prompt="a photo of an astronaut", num_images=2, seed=seed, accept="application/json", **SMALL)
+    again = plugin.predict(
+        prompt="a photo of an astronaut", num_images=2, seed=seed, accept="application/json", **SMALL
+    )
     assert again == result
 
 
@@ -374,7 +376,9 @@ def test_predict_batch_splits_what_cannot_share_a_call(plugin, monkeypatch):
     pipe = api._loaded[1]
     calls = []
     call = type(pipe).__call__
-    monkeypatch.setattr(type(pipe), "__call__", lambda self, **kw: calls.append((kw["width"], len(kw["prompt"]))) or call(self, **kw))
+    monkeypatch.setattr(
+        type(pipe), "__call__", lambda self, **kw: calls.append((kw["width"], len(kw["prompt"]))) or call(self, **kw)
+    )
     monkeypatch.setenv(sd.MAX_BATCH_IMAGES_ENV, "3")
     answers = plugin.predict_batch(
         [

@@ -103,7 +103,11 @@ def test_sdxl_predict_batch_keeps_missing_and_empty_negative_prompts_apart(plugi
     pipe = api._loaded[1]
     calls = []
     call = type(pipe).__call__
-    monkeypatch.setattr(type(pipe), "__call__", lambda self, **kw: calls.append((kw["prompt"], kw["negative_prompt"])) or call(self, **kw))
+    monkeypatch.setattr(
+        type(pipe),
+        "__call__",
+        lambda self, **kw: calls.append((kw["prompt"], kw["negative_prompt"])) or call(self, **kw),
+    )
     together = plugin.predict_batch(requests_)
     assert sorted(calls, key=str) == sorted([(["a dog", "a cat"], None), (["a dog"], [""])], key=str)
     for batched, single in zip(together, alone, strict=True):
@@ -138,7 +142,11 @@ def test_http_sdxl_draws_concurrent_prompts_in_one_batch(server, model_dir, monk
         answers = list(pool.map(post, forms))
     for answer in answers:
         assert answer.status_code == 200, answer.text
-    assert [a.headers["Content-Type"].split(";")[0] for a in answers] == ["application/zip", "image/png", "application/json"]
+    assert [a.headers["Content-Type"].split(";")[0] for a in answers] == [
+        "application/zip",
+        "image/png",
+        "application/json",
+    ]
     metrics = requests.get(server + "/metrics", timeout=30).text
     batches = re.search(r'deepaas_like_batch_size_count\{model="image_generation"\} (\S+)', metrics)
     assert batches is not None and float(batches.group(1)) == 1.0  # the three in one predict_batch call

@@ -113,9 +113,7 @@ def test_model_dir_defaults_to_the_shipped_minilm_and_can_be_overridden(
         encoder.Encoder(missing, "cpu")
 
 
-def test_data_dir_defaults_to_a_per_user_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_data_dir_defaults_to_a_per_user_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATA_ENV, raising=False)
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -204,9 +202,7 @@ def test_split_and_fit_are_reproducible_for_a_seed() -> None:
 
     embeddings = torch.nn.functional.normalize(torch.randn(21, 8, generator=torch.Generator().manual_seed(1)))
     runs = [
-        classifier.fit_head(
-            embeddings, torch.tensor(targets), 3, val_rows, epochs=3, learning_rate=0.1, seed=7
-        )
+        classifier.fit_head(embeddings, torch.tensor(targets), 3, val_rows, epochs=3, learning_rate=0.1, seed=7)
         for _ in range(2)
     ]
     assert runs[0][1] == runs[1][1]
@@ -225,9 +221,7 @@ def test_predict_after_training_labels_unseen_sentences(trained_dir: Path) -> No
         assert max(probabilities, key=probabilities.get) == prediction["label"]
 
 
-def test_predict_batch_matches_predict(
-    trained_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_predict_batch_matches_predict(trained_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     requests_ = [
         {"text": "The goalkeeper was sent off."},
         {"text": "Sunny with a light breeze\nI love fresh bread"},
@@ -260,9 +254,7 @@ def test_predict_batch_before_training_matches_predict(empty_dir: Path) -> None:
     for got, kwargs in zip(batched, requests_, strict=True):
         want = api.predict(**kwargs)
         assert got["message"] == want["message"]
-        assert torch.allclose(
-            torch.tensor(got["embeddings"]), torch.tensor(want["embeddings"]), atol=1e-5
-        )
+        assert torch.allclose(torch.tensor(got["embeddings"]), torch.tensor(want["embeddings"]), atol=1e-5)
 
 
 def test_predict_reloads_a_checkpoint_replaced_by_another_worker(
@@ -278,9 +270,7 @@ def test_predict_reloads_a_checkpoint_replaced_by_another_worker(
     with torch.no_grad():
         linear.weight.zero_()
         linear.bias.copy_(torch.tensor([0.0, 5.0]))
-    classifier.save_checkpoint(
-        tmp_path / "classifier.pt", linear, ["positive", "negative"], api._get_encoder().info()
-    )
+    classifier.save_checkpoint(tmp_path / "classifier.pt", linear, ["positive", "negative"], api._get_encoder().info())
     after = api.predict(text="It snowed all night.")
     assert after["predictions"][0]["label"] == "negative"
     assert sorted(after["predictions"][0]["probabilities"]) == ["negative", "positive"]

@@ -316,9 +316,7 @@ def test_json_every_n_frames(plugin, clip):
 
 def test_json_default_spreads_max_frames_over_the_whole_video(plugin, clip):
     result = plugin.predict(**load_args({"video": clip}))
-    assert [c["frame_index"] for c in result["captions"]] == vid.select_frames(
-        np.arange(20) / 10, 2.0, max_frames=16
-    )
+    assert [c["frame_index"] for c in result["captions"]] == vid.select_frames(np.arange(20) / 10, 2.0, max_frames=16)
     assert result["captions"][0]["timestamp"] == 0.0 and result["captions"][-1]["timestamp"] == 1.9
     assert [c["caption"] for c in result["captions"]] == [clip_caption(c["frame_index"]) for c in result["captions"]]
     few = plugin.predict(**load_args({"video": clip, "max_frames": "3"}))
@@ -447,7 +445,9 @@ def test_http_non_video_upload_is_422_naming_video(server):
     body = answer.json()
     assert list(body) == ["video"]
     assert "notes.txt is not a readable video" in body["video"][0]
-    both = requests.post(url, files={"video": ("notes.txt", b"x")}, data={"fps": "1", "every_n_frames": "2"}, timeout=120)
+    both = requests.post(
+        url, files={"video": ("notes.txt", b"x")}, data={"fps": "1", "every_n_frames": "2"}, timeout=120
+    )
     assert both.status_code == 422 and sorted(both.json()) == ["every_n_frames", "fps"]
 
 
@@ -460,11 +460,15 @@ def test_a_prompt_is_refused_by_a_vision_encoder_decoder_model(plugin, clip):
     assert list(error.value.normalized_messages()) == ["prompt"]
     assert "takes no prompt" in error.value.normalized_messages()["prompt"][0]
     # An empty form field is no prompt.
-    assert plugin.predict(**load_args({"video": clip, "fps": "1", "prompt": ""}))["captions"] == expected_captions([0, 10])
+    assert plugin.predict(**load_args({"video": clip, "fps": "1", "prompt": ""}))["captions"] == expected_captions(
+        [0, 10]
+    )
 
 
-@pytest.mark.parametrize(("data", "field"), [({"num_beams": "0"}, "num_beams"), ({"num_beams": "9"}, "num_beams"),
-                                             ({"prompt": "x" * 501}, "prompt")])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"num_beams": "0"}, "num_beams"), ({"num_beams": "9"}, "num_beams"), ({"prompt": "x" * 501}, "prompt")],
+)
 def test_bad_beam_and_prompt_arguments_name_the_field(clip, data, field):
     with pytest.raises(marshmallow.ValidationError) as error:
         load_args({"video": clip, **data})
@@ -483,8 +487,15 @@ def test_num_beams_reaches_generate_and_keeps_the_captions(plugin, clip, monkeyp
     assert seen == [3, None]  # None: the model's own generation config decides
 
 
-@pytest.mark.parametrize(("setting", "device", "dtype"), [("", "cuda", torch.float16), ("bfloat16", "cuda", torch.bfloat16),
-                                                          ("float32", "cuda", torch.float32), ("auto", "cpu", torch.float32)])
+@pytest.mark.parametrize(
+    ("setting", "device", "dtype"),
+    [
+        ("", "cuda", torch.float16),
+        ("bfloat16", "cuda", torch.bfloat16),
+        ("float32", "cuda", torch.float32),
+        ("auto", "cpu", torch.float32),
+    ],
+)
 def test_dtype_setting(setting, device, dtype, monkeypatch):
     monkeypatch.setenv(cap.DTYPE_ENV, setting)
     assert cap.select_dtype(device) is dtype
@@ -522,7 +533,9 @@ def test_a_model_too_big_for_the_gpu_fails_warm_naming_the_device_and_its_memory
         plugin.warm()
     message = str(error.value)
     assert "vision-encoder-decoder model in" in message and "float16 weights" in message
-    assert "does not fit on cuda (GPU 3 of this machine), NVIDIA H100 80GB HBM3, 79.2 GiB total, 1.5 GiB free" in message
+    assert (
+        "does not fit on cuda (GPU 3 of this machine), NVIDIA H100 80GB HBM3, 79.2 GiB total, 1.5 GiB free" in message
+    )
     assert message.endswith("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 79.19 GiB total)")
     assert api._loaded is None  # the next warm() tries again
 
@@ -557,7 +570,9 @@ def test_predict_batch_keeps_apart_requests_that_decode_differently(plugin, clip
     captioner = api._loaded[1]
     calls = []
     caption = captioner.caption
-    monkeypatch.setattr(captioner, "caption", lambda frames, **kw: calls.append(kw["max_new_tokens"]) or caption(frames, **kw))
+    monkeypatch.setattr(
+        captioner, "caption", lambda frames, **kw: calls.append(kw["max_new_tokens"]) or caption(frames, **kw)
+    )
     short, full = plugin.predict_batch(
         [load_args({"video": clip, "fps": "1", "max_new_tokens": "1"}), load_args({"video": clip, "fps": "1"})]
     )

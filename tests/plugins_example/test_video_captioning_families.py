@@ -84,6 +84,7 @@ def load_args(data: dict) -> dict:
 
 def expected_captions(indices: list[int], prompt: str | None = None) -> list[dict]:
     """The answer for these frames of the test clip; after the prompt "a" the model says the rest."""
+
     def text(i: int) -> str:
         return clip_caption(i).removeprefix("a ") if prompt == "a" else clip_caption(i)
 
@@ -159,7 +160,9 @@ def test_predict_batch_mixes_prompts_and_answers_each_as_alone(plugin, clip, mon
     captioner = api._loaded[1]
     prompts = []
     caption = captioner.caption
-    monkeypatch.setattr(captioner, "caption", lambda frames, **kw: prompts.append((kw["prompt"], len(frames))) or caption(frames, **kw))
+    monkeypatch.setattr(
+        captioner, "caption", lambda frames, **kw: prompts.append((kw["prompt"], len(frames))) or caption(frames, **kw)
+    )
     answers = plugin.predict_batch([load_args(r) for r in requests_])
     # One generate call per prompt, each holding the frames of both requests that share it.
     assert sorted(prompts, key=str) == [("a", 6), (None, 6)]

@@ -8,7 +8,9 @@ from deepaas_like.serving import schemas as args
 
 
 def test_accept_choices_and_default():
-    arguments = {"accept": fields.Str(load_default="image/png", validate=validate.OneOf(["application/json", "image/png"]))}
+    arguments = {
+        "accept": fields.Str(load_default="image/png", validate=validate.OneOf(["application/json", "image/png"]))
+    }
     assert args.accept_choices(arguments) == ["application/json", "image/png"]
     assert args.accept_default(arguments) == "image/png"
     assert args.accept_choices({"x": fields.Int()}) == [] and args.accept_default({}) is None

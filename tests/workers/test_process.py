@@ -62,7 +62,10 @@ async def test_gpus_are_assigned_round_robin(plugin_path):
     await pool.start()
     try:
         results = await asyncio.gather(*(pool.run("predict", {"x": i}) for i in range(4)))
-        assert {(r["pid"], r["gpu"]) for r in results} == {(results[0]["pid"], results[0]["gpu"]), (results[1]["pid"], results[1]["gpu"])}
+        assert {(r["pid"], r["gpu"]) for r in results} == {
+            (results[0]["pid"], results[0]["gpu"]),
+            (results[1]["pid"], results[1]["gpu"]),
+        }
         assert sorted({r["gpu"] for r in results}) == ["3", "5"]
     finally:
         await pool.stop()

@@ -71,8 +71,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     if args.workload == "trivial":
-        server = ls.LitServer(TrivialAPI(), accelerator="cpu", workers_per_device=len(os.sched_getaffinity(0)),
-                              fast_queue=True)
+        server = ls.LitServer(
+            TrivialAPI(), accelerator="cpu", workers_per_device=len(os.sched_getaffinity(0)), fast_queue=True
+        )
     else:
         api = ClassifierAPI(max_batch_size=MAX_BATCH_SIZE, batch_timeout=BATCH_TIMEOUT_S)
         server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, fast_queue=True)

@@ -32,10 +32,9 @@ import sys
 from typing import Any
 
 import ray
+import workloads
 from ray import serve
 from starlette.requests import Request
-
-import workloads
 
 MAX_BATCH_SIZE = 32
 BATCH_WAIT_S = 0.005

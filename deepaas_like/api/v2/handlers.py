@@ -72,7 +72,11 @@ async def versions(request: web.Request) -> web.Response:
     if request.app[SETTINGS].doc_endpoint:
         links = [
             {"rel": "help", "type": "text/html", "href": request.app[LINKS].url(request, "/api")},
-            {"rel": "describedby", "type": "application/json", "href": request.app[LINKS].url(request, "/swagger.json")},
+            {
+                "rel": "describedby",
+                "type": "application/json",
+                "href": request.app[LINKS].url(request, "/swagger.json"),
+            },
         ]
     return json_response({"versions": [_version(request)], "links": links})
 
@@ -93,7 +97,9 @@ async def predict(request: web.Request) -> web.StreamResponse:
     model = _callable(request, PREDICT)
     as_job = _wants_async(request)
     # A job's POST answers with the job (JSON): its Accept header does not pick the result.
-    negotiation = Negotiation(model.accept_choices, model.accept_default, None if as_job else request.headers.get(hdrs.ACCEPT))
+    negotiation = Negotiation(
+        model.accept_choices, model.accept_default, None if as_job else request.headers.get(hdrs.ACCEPT)
+    )
     with _uploads(request) as uploads:
         kwargs = await parse_arguments(request, model.predict_schema, uploads, _limits(request), negotiation)  # type: ignore[arg-type]
         if as_job:
@@ -134,7 +140,9 @@ async def start_training(request: web.Request) -> web.Response:
     with _uploads(request) as uploads:
         kwargs = await parse_arguments(request, model.train_schema, uploads, _limits(request))  # type: ignore[arg-type]
         # The job owns the uploads from here, and deletes them when it ends.
-        job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.take(), caller(request).key_hash, idempotency_key(request))
+        job = await request.app[JOBS].submit(
+            model, TRAIN, kwargs, uploads.take(), caller(request).key_hash, idempotency_key(request)
+        )
     return json_response(job_document(job))
 
 

@@ -125,8 +125,14 @@ def predict(image: Any, size: int = 64, filter: str = "none", accept: str = "app
 
 def get_train_args() -> dict[str, fields.Field]:
     return {
-        "epochs": fields.Int(load_default=5, validate=validate.Range(min=1, max=10000), metadata={"description": "Passes over the data."}),
-        "learning_rate": fields.Float(load_default=0.1, validate=validate.Range(min=0, min_inclusive=False), metadata={"description": "Gradient step size."}),
+        "epochs": fields.Int(
+            load_default=5, validate=validate.Range(min=1, max=10000), metadata={"description": "Passes over the data."}
+        ),
+        "learning_rate": fields.Float(
+            load_default=0.1,
+            validate=validate.Range(min=0, min_inclusive=False),
+            metadata={"description": "Gradient step size."},
+        ),
         "epoch_seconds": fields.Float(
             load_default=0.0,
             validate=validate.Range(min=0, max=60),

@@ -163,9 +163,7 @@ class PredictionSchema(Schema):
     """The JSON answer of :func:`predict` (``accept=application/json``)."""
 
     images = fields.List(fields.Str(), required=True, metadata={"description": "Base64-encoded PNG images."})
-    parameters = fields.Dict(
-        required=True, metadata={"description": "The arguments used, including the seed."}
-    )
+    parameters = fields.Dict(required=True, metadata={"description": "The arguments used, including the seed."})
 
 
 schema = PredictionSchema
@@ -216,13 +214,16 @@ def predict_batch(batch: Sequence[dict[str, Any]]) -> list[bytes | dict[str, Any
         except sd.SchedulerError as error:
             raise ValidationError([f"{error}."], field_name="scheduler") from None
     drawn = sd.generate_batch(pipe, [request for request, _, _ in prepared])
-    return [_answer(images, parameters, accept) for (_, parameters, accept), images in zip(prepared, drawn, strict=True)]
+    return [
+        _answer(images, parameters, accept) for (_, parameters, accept), images in zip(prepared, drawn, strict=True)
+    ]
 
 
 def _prepare(kwargs: dict[str, Any]) -> tuple[sd.ImageRequest, dict[str, Any], str]:
     """Check one request, draw its seed when it has none; its image request, reported parameters, media type."""
     options = {
-        "prompt": kwargs.get("prompt"), "negative_prompt": None, "num_inference_steps": 25, "guidance_scale": 7.5, "seed": None,
+        "prompt": kwargs.get("prompt"), "negative_prompt": None, "num_inference_steps": 25, "guidance_scale": 7.5,
+        "seed": None,
         "width": 512, "height": 512, "num_images": 1, "accept": PNG, "scheduler": None,
         **kwargs,
     }  # fmt: skip

@@ -150,9 +150,7 @@ def model_dir_from_env() -> pathlib.Path:
     if not path.is_dir():
         raise ModelDirError(f"{MODEL_DIR_ENV}={value}: no such directory")
     if not (path / "model_index.json").is_file():
-        raise ModelDirError(
-            f"{MODEL_DIR_ENV}={value}: not a diffusers pipeline directory (no model_index.json)"
-        )
+        raise ModelDirError(f"{MODEL_DIR_ENV}={value}: not a diffusers pipeline directory (no model_index.json)")
     return path
 
 
@@ -279,7 +277,9 @@ def _call(pipe: DiffusionPipeline, requests: list[ImageRequest]) -> list[Image.I
     """One pipeline call drawing every image of ``requests`` (which share their call key)."""
     first = requests[0]
     prompts = [r.prompt for r in requests for _ in range(r.num_images)]
-    negatives = None if first.negative_prompt is None else [r.negative_prompt for r in requests for _ in range(r.num_images)]
+    negatives = (
+        None if first.negative_prompt is None else [r.negative_prompt for r in requests for _ in range(r.num_images)]
+    )
     # One generator per request, listed once per image: diffusers draws image i's noise from
     # generators[i] in turn, so a request's images come from its seed alone.
     generators = []

@@ -136,9 +136,7 @@ def parse_texts(text: object) -> list[str]:
     else:
         raise marshmallow.ValidationError(["expected a string"], field_name="text")
     if not all(isinstance(item, str) for item in items):
-        raise marshmallow.ValidationError(
-            ["a JSON list of texts must contain only strings"], field_name="text"
-        )
+        raise marshmallow.ValidationError(["a JSON list of texts must contain only strings"], field_name="text")
     texts = [item.strip() for item in items if item.strip()]
     if not texts:
         raise marshmallow.ValidationError(["no text to classify"], field_name="text")
@@ -306,9 +304,7 @@ def train(
         _HEAD_STAMP = _stamp(checkpoint)
     return {
         "labels": labels,
-        "epochs": [
-            {"epoch": e.epoch, "loss": e.loss, "val_accuracy": e.val_accuracy} for e in history
-        ],
+        "epochs": [{"epoch": e.epoch, "loss": e.loss, "val_accuracy": e.val_accuracy} for e in history],
         "val_accuracy": final,
         "train_size": len(train_rows),
         "val_size": len(val_rows),

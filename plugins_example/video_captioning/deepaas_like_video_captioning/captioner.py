@@ -236,7 +236,7 @@ def _to_device(model: PreTrainedModel, device: str) -> PreTrainedModel:
 
 
 def _after(text: str, start: str) -> str:
-    return text[len(start):].strip() if start and text.startswith(start) else text
+    return text[len(start) :].strip() if start and text.startswith(start) else text
 
 
 def _parameters_gib(model: torch.nn.Module, dtype: torch.dtype) -> float:

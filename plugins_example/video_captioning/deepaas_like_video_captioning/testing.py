@@ -106,14 +106,10 @@ def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
     backend = Tokenizer(models.WordLevel(vocab={word: i for i, word in enumerate(WORDS)}, unk_token=END))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.decoder = decoders.WordPiece()  # joins the words with spaces
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=END, eos_token=END, unk_token=END, pad_token=END
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=END, eos_token=END, unk_token=END, pad_token=END)
 
 
-def build_tiny_captioner(
-    out_dir: str | os.PathLike[str], seed: int = 0, max_steps: int = 300
-) -> pathlib.Path:
+def build_tiny_captioner(out_dir: str | os.PathLike[str], seed: int = 0, max_steps: int = 300) -> pathlib.Path:
     """Build, train and ``save_pretrained`` a ~60k-parameter ViT + GPT-2 captioner into ``out_dir``.
 
     ViT: 32 x 32 images, 8 x 8 patches, hidden 32, 2 layers, 2 heads; GPT-2: n_embd 32, 2 layers,
@@ -195,7 +191,13 @@ _VISION = {
     "image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
     "num_hidden_layers": 2, "num_attention_heads": 2,
 }  # fmt: skip
-_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 64}
+_TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "max_position_embeddings": 64,
+}
 
 
 def build_tiny(family: str, out_dir: str | os.PathLike[str], seed: int = 0) -> pathlib.Path:
@@ -352,7 +354,9 @@ def _train(make_model, inputs: dict[str, torch.Tensor], processor, seed: int, ma
             if step % 5 == 4 and loss.item() < 0.25 and _learnt(model, processor, pixel_values, _captions()):
                 break
         else:
-            raise RuntimeError(f"the tiny {model.config.model_type} captioner did not learn the clip in {max_steps} steps")
+            raise RuntimeError(
+                f"the tiny {model.config.model_type} captioner did not learn the clip in {max_steps} steps"
+            )
     return model.eval()
 
 
@@ -367,16 +371,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m deepaas_like_video_captioning.testing MODEL_DIR CLIP.mp4 [--family F]``: write both."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m deepaas_like_video_captioning.testing", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deepaas_like_video_captioning.testing", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("model_dir", help="where to save the tiny captioner")
     parser.add_argument("clip", help="where to write the H.264 test clip (.mp4)")
-    parser.add_argument("--family", choices=FAMILIES, default="vision-encoder-decoder", help="model family (default: %(default)s)")
+    parser.add_argument(
+        "--family", choices=FAMILIES, default="vision-encoder-decoder", help="model family (default: %(default)s)"
+    )
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     model_dir = build_tiny(args.family, args.model_dir)
     print(f"tiny {args.family} captioner saved in {model_dir}")
     clip = write_clip(args.clip)
     print(f"{CLIP_FRAMES} frames at {CLIP_FPS} fps, {CLIP_SIZE}x{CLIP_SIZE}, {video_codec(clip)}: {clip}")
-    print(f"serve it with: DEEPAAS_LIKE_VIDEO_CAPTIONING_MODEL_DIR={model_dir} deepaas-like-run --model-name video_captioning")
+    print(f"serve it with: DEEPAAS_LIKE_VIDEO_CAPTIONING_MODEL_DIR={model_dir} \\")
+    print("    deepaas-like-run --model-name video_captioning")
     return 0
 
 

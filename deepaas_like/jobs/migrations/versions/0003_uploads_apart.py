@@ -48,7 +48,9 @@ def _is_upload(value: object, directory: str | None) -> bool:
         return False
     fields = value[MARKER]
     return (
-        isinstance(fields, list) and len(fields) == 4 and all(isinstance(f, str) for f in fields)
+        isinstance(fields, list)
+        and len(fields) == 4
+        and all(isinstance(f, str) for f in fields)
         and _inside(fields[1], directory)
     )
 
