@@ -102,6 +102,10 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         if section.startswith(MODEL_SECTION):
             name = section[len(MODEL_SECTION) :]
             models[name] = dataclasses.replace(models.get(name, model), **_section(conf, section))
+    for where, settings_of_model in [("", model), *((f"[{MODEL_SECTION}{name}] ", m) for name, m in models.items())]:
+        problem = settings_of_model.problem()
+        if problem:
+            raise cfg.Error(where + problem)
     if values["heartbeat_expiry"] < 2 * values["heartbeat_interval"]:
         raise cfg.Error(
             f"heartbeat-expiry ({values['heartbeat_expiry']:g} s) must be at least twice heartbeat-interval "

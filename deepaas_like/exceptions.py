@@ -124,6 +124,14 @@ class ModelUnavailable(DeepaasLikeError):
     status = 503
 
 
+class ClusterUnavailable(ModelUnavailable):
+    """The Ray cluster the model's workers run on cannot be reached right now (its head is
+    lost, or its replicas are being placed again after it came back).
+    """
+
+    headers = {"Retry-After": "5"}
+
+
 class PredictTimeout(DeepaasLikeError):
     """A prediction overran the model's timeout; its worker was killed and replaced."""
 

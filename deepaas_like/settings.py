@@ -192,10 +192,65 @@ class ModelSettings:
         min=0,
     )
     warm: bool = option(cfg.BoolOpt, "warm", True, "Call each plugin's warm() in every worker before it takes work.")
+    max_workers: int = option(
+        cfg.IntOpt,
+        "max-workers",
+        0,
+        "Autoscaling: most predict workers. A model starts with 'workers'; while requests wait for one, it "
+        "gains a worker every scale-up-delay seconds up to this many, and loses one every scale-down-delay "
+        "seconds while one idles. 0: no autoscaling.",
+        min=0,
+    )
+    # Where a worker runs on a Ray cluster (--executor ray): what Ray reserves for each.
+    ray_num_cpus: float = option(
+        cfg.FloatOpt,
+        "ray-num-cpus",
+        1.0,
+        "With --executor ray: CPUs reserved for each worker (fractions allowed).",
+        min=0,
+    )
+    ray_num_gpus: float = option(
+        cfg.FloatOpt,
+        "ray-num-gpus",
+        0.0,
+        "With --executor ray: GPUs reserved for each worker; fractions share a GPU (0.5: two workers on "
+        "one). Ray gives the worker its ids through CUDA_VISIBLE_DEVICES.",
+        min=0,
+    )
+    ray_memory_mb: int = option(
+        cfg.IntOpt,
+        "ray-memory",
+        0,
+        "With --executor ray: memory reserved for each worker, in MiB (Ray places it on a node that has it "
+        "free). 0: none reserved.",
+        min=0,
+    )
+    ray_resources: dict[str, float] = option(
+        cfg.DictOpt,
+        "ray-resources",
+        {},
+        "With --executor ray: custom resources reserved for each worker, e.g. accelerator_l4:1 (the nodes "
+        "declare them: ray start --resources).",
+        read=_pairs(float),
+    )
+    ray_node_labels: dict[str, str] = option(
+        cfg.DictOpt,
+        "ray-node-labels",
+        {},
+        "With --executor ray: labels a node must have to run the workers, e.g. zone:b (the nodes declare "
+        "them: ray start --labels zone=b).",
+        read=lambda values: dict(values or {}),
+    )
 
     def timeout(self) -> float | None:
         """Seconds a prediction may take, or None for no limit."""
         return self.predict_timeout or None
+
+    def problem(self) -> str | None:
+        """What makes these settings inconsistent (named as the options are), or None."""
+        if self.max_workers and self.max_workers < self.workers:
+            return f"max-workers ({self.max_workers}) must be 0 or at least workers ({self.workers})"
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,6 +400,57 @@ class Settings:
         {},
         "Per-model predict timeout in seconds, e.g. demo:5,slow:60.",
         read=_pairs(float),
+    )
+    executor: str = option(
+        cfg.StrOpt,
+        "executor",
+        "process",
+        "Where plugin code runs: process (worker processes on this machine) or ray (Ray actors placed on "
+        "a Ray cluster; pip install 'deepaas_like[ray]').",
+        choices=("process", "ray"),
+    )
+    ray_address: str = option(
+        cfg.StrOpt,
+        "ray-address",
+        "",
+        "With --executor ray: the cluster. auto (the one 'ray start' runs on this machine), HOST:PORT "
+        "(its head's GCS address), ray://HOST:10001 (Ray Client), or empty: a Ray instance of this server's own.",
+    )
+    ray_connect_timeout: float = option(
+        cfg.FloatOpt,
+        "ray-connect-timeout",
+        30.0,
+        "With --executor ray: seconds to reach the cluster; at start, past it the server does not start.",
+        min=1,
+    )
+    ray_head_timeout: float = option(
+        cfg.FloatOpt,
+        "ray-head-timeout",
+        10.0,
+        "With --executor ray: seconds without an answer from the cluster's head after which the connection "
+        "counts as lost: predictions get 503 with Retry-After while the server reconnects.",
+        min=1,
+    )
+    ray_reconnect_interval: float = option(
+        cfg.FloatOpt,
+        "ray-reconnect-interval",
+        5.0,
+        "With --executor ray: seconds between attempts to reconnect to a lost cluster.",
+        min=0.1,
+    )
+    scale_up_delay: float = option(
+        cfg.FloatOpt,
+        "scale-up-delay",
+        5.0,
+        "Autoscaling (max-workers): seconds requests must keep waiting for a worker before one is added.",
+        min=0,
+    )
+    scale_down_delay: float = option(
+        cfg.FloatOpt,
+        "scale-down-delay",
+        60.0,
+        "Autoscaling (max-workers): seconds a worker must keep idling before one is removed.",
+        min=0,
     )
     #: The per-model options as the DEFAULT group sets them (every model's defaults).
     model: ModelSettings = dataclasses.field(default_factory=lambda: ModelSettings())

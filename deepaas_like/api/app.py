@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -29,10 +30,12 @@ from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.jobs.states import PREDICT, TRAIN
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.model.loading import resolve_model_names
+from deepaas_like.serving.autoscaling import Autoscaling
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings, default_results_dir
 from deepaas_like.workers.base import WorkerPool
 from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
+from deepaas_like.workers.ray import ClusterOptions, RayCluster, RayResources, RayWorkerPool
 
 LOG = logging.getLogger(__name__)
 #: Makes the worker pool of a model: (model name, kind: ``"predict"`` or ``"train"``, number
@@ -101,16 +104,58 @@ def process_pools(settings: Settings) -> PoolFactory:
     return make
 
 
+def ray_pools(settings: Settings) -> PoolFactory:
+    """The :data:`PoolFactory` of ``--executor ray``: replicas (Ray actors) on the cluster at
+    ``--ray-address``, each reserving what its model's :class:`~deepaas_like.settings.ModelSettings`
+    say. The server connects when the first model starts.
+    """
+    cluster = RayCluster(
+        ClusterOptions(
+            address=settings.ray_address,
+            connect_timeout=settings.ray_connect_timeout,
+            head_timeout=settings.ray_head_timeout,
+            reconnect_interval=settings.ray_reconnect_interval,
+            results_dir=settings.upload_dir,
+            debug=settings.debug,
+            log_json=settings.log_json,
+        )
+    )
+
+    def make(name: str, kind: str, size: int) -> WorkerPool:
+        model = settings.for_model(name)
+        resources = RayResources(
+            model.ray_num_cpus, model.ray_num_gpus, model.ray_memory_mb, model.ray_resources, model.ray_node_labels
+        )
+        options = WorkerOptions(
+            warm=model.warm, threads=model.worker_threads, debug=settings.debug, log_json=settings.log_json
+        )
+        if kind == TRAIN:
+            return RayWorkerPool(cluster, name, settings.namespace, TRAIN, size, resources, options)
+        options = dataclasses.replace(options, max_result_size=model.max_result_size)
+        return RayWorkerPool(
+            cluster, name, settings.namespace, PREDICT, size, resources, options, model.timeout(), model.max_queue
+        )
+
+    return make
+
+
+def default_pools(settings: Settings) -> PoolFactory:
+    """The pools of the executor ``--executor`` names."""
+    return ray_pools(settings) if settings.executor == "ray" else process_pools(settings)
+
+
 def _served_model(name: str, settings: Settings, pools: PoolFactory, metrics: Metrics) -> ServedModel:
     model = settings.for_model(name)
     return ServedModel(
         name,
         pools(name, PREDICT, model.workers),
         lambda: pools(name, TRAIN, model.train_workers),
-        workers=model.workers,
         max_batch_size=model.max_batch_size,
         batch_wait=model.batch_wait_ms / 1000,
         on_batch=metrics.batch_size.labels(name).observe,
+        autoscaling=Autoscaling(model.workers, model.max_workers, settings.scale_up_delay, settings.scale_down_delay)
+        if model.max_workers > model.workers
+        else None,
     )
 
 
@@ -192,8 +237,8 @@ class _BufferHandler(logging.Handler):
 
 def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Application:
     """The application serving ``settings.model_names`` (every installed model if empty),
-    their workers made by ``pools`` (default: :func:`process_pools`; tests pass in-process
-    pools).
+    their workers made by ``pools`` (default: :func:`default_pools`, as ``--executor`` says;
+    tests pass in-process pools).
 
     Models start (workers spawned and warmed) when the application starts; a model that
     is not installed or fails to load makes start-up raise ``PluginLoadError``.
@@ -209,7 +254,7 @@ def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Appl
         client_max_size=settings.client_max_size or 1024**4,
     )
     app[SETTINGS] = settings
-    app[_POOLS] = pools or process_pools(settings)
+    app[_POOLS] = pools or default_pools(settings)
     app[LINKS] = Links(settings.base_path, settings.public_url, settings.trusted_proxies)
     app[ROUTE_ACCESS] = ACCESS
     app[SHUTTING_DOWN] = asyncio.Event()

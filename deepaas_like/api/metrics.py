@@ -7,6 +7,7 @@ restarts, live workers and jobs by state are read when the metrics are scraped.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Iterator
 
@@ -64,14 +65,32 @@ class _ScrapeTimeCollector(Collector):
         app = self.metrics.app
         models = app.get(MODELS, {}) if app is not None else {}
         queue = GaugeMetricFamily("deepaas_like_queue_depth", "Requests waiting for a predict worker", labels=["model"])
-        workers = GaugeMetricFamily("deepaas_like_workers", "Live predict worker processes", labels=["model"])
+        workers = GaugeMetricFamily(
+            "deepaas_like_workers", "Live predict workers (processes, or replicas on Ray)", labels=["model"]
+        )
+        target = GaugeMetricFamily(
+            "deepaas_like_workers_target", "Predict workers the model keeps (autoscaling changes it)", labels=["model"]
+        )
+        starting = GaugeMetricFamily(
+            "deepaas_like_workers_starting", "Predict workers being started or placed, not warmed yet", labels=["model"]
+        )
+        devices = GaugeMetricFamily(
+            "deepaas_like_workers_by_device",
+            "Live predict workers by node (local: this machine) and device (cpu, or gpu:ID)",
+            labels=["model", "node", "device"],
+        )
         restarts = CounterMetricFamily(
             "deepaas_like_worker_restarts", "Worker processes replaced after dying or being killed", labels=["model"]
         )
         for name, model in models.items():
             pool = model.predict_pool
-            queue.add_metric([name], pool.waiting)
+            queue.add_metric([name], model.queued())
             workers.add_metric([name], pool.live_workers)
+            target.add_metric([name], pool.size)
+            starting.add_metric([name], pool.starting)
+            placed = collections.Counter((p.node, p.device) for p in pool.placements())
+            for (node, device), count in sorted(placed.items()):
+                devices.add_metric([name, node, device], count)
             restarts.add_metric([name], model.worker_restarts)
         jobs = GaugeMetricFamily(
             "deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"]
@@ -82,7 +101,7 @@ class _ScrapeTimeCollector(Collector):
             "deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0"
         )
         database.add_metric([], 1 if self.metrics.database_up else 0)
-        yield from (queue, workers, restarts, jobs, database)
+        yield from (queue, workers, target, starting, devices, restarts, jobs, database)
 
 
 def _labels(request: web.Request) -> tuple[str, str]:

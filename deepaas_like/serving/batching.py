@@ -20,14 +20,20 @@ from deepaas_like.workers.base import WorkerPool
 
 
 class Batcher:
-    """Groups ``submit`` calls into batches run on ``pool`` with ``workers`` batches at once.
+    """Groups ``submit`` calls into batches run on ``pool`` with ``workers`` batches at once
+    (a number, or a function giving it: the pool's live workers, which autoscaling changes).
 
     ``sizes`` holds the sizes of the latest 1000 batches; ``on_batch`` is told each one
     (metrics).
     """
 
     def __init__(
-        self, pool: WorkerPool, workers: int, max_size: int, wait: float, on_batch: Callable[[int], None] | None = None
+        self,
+        pool: WorkerPool,
+        workers: int | Callable[[], int],
+        max_size: int,
+        wait: float,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_size < 2:
             raise ValueError(f"a batch needs room for two requests, not {max_size}")
@@ -37,7 +43,9 @@ class Batcher:
         self.sizes: collections.deque[int] = collections.deque(maxlen=1000)  # bounded: servers run for weeks
         self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]] = asyncio.Queue()
-        self._free = asyncio.Semaphore(workers)
+        self._workers = workers if callable(workers) else (lambda: workers)
+        self._running = 0  # batches running
+        self._freed = asyncio.Event()  # a batch ended, or there may be more workers
         self._loop_task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
 
@@ -49,9 +57,29 @@ class Batcher:
         self._queue.put_nowait((kwargs, future))
         return await future
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch to take them."""
+        return self._queue.qsize()
+
+    def wake(self) -> None:
+        """The pool may have more workers: form batches for them."""
+        self._freed.set()
+
+    async def _free(self) -> None:
+        """Wait until a worker can take one more batch, and count it as taken."""
+        while self._running >= max(1, self._workers()):
+            self._freed.clear()
+            await self._freed.wait()
+        self._running += 1
+
+    def _release(self) -> None:
+        self._running -= 1
+        self._freed.set()
+
     async def _form_batches(self) -> None:
         while True:
-            await self._free.acquire()
+            await self._free()
             batch = [await self._queue.get()]
             deadline = time.monotonic() + self.wait
             while len(batch) < self.max_size:
@@ -68,7 +96,7 @@ class Batcher:
                     break
             batch = [(kwargs, future) for kwargs, future in batch if not future.done()]
             if not batch:
-                self._free.release()
+                self._release()
                 continue
             task = asyncio.create_task(self._run(batch))
             self._batches.add(task)
@@ -86,7 +114,7 @@ class Batcher:
                     future.set_exception(error)
             return
         finally:
-            self._free.release()
+            self._release()
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # its request went away
                 if isinstance(outcome, protocol.Result) and isinstance(outcome.value, FileResult):

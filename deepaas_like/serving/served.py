@@ -21,6 +21,7 @@ from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction
 from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.results import FileResult, Prediction, render
 from deepaas_like.serving import schemas
+from deepaas_like.serving.autoscaling import Autoscaler, Autoscaling
 from deepaas_like.serving.batching import Batcher
 from deepaas_like.workers.base import ProgressCallback, WorkerPool
 
@@ -34,7 +35,8 @@ class ServedModel:
     Predictions run on ``predict_pool``; trainings on a second pool made by
     ``make_train_pool`` when the first training starts, so a long training never
     holds up predictions. A plugin with ``predict_batch`` gets dynamic batching when
-    ``max_batch_size`` is 2 or more (``batch_wait`` in seconds).
+    ``max_batch_size`` is 2 or more (``batch_wait`` in seconds). With ``autoscaling``, the
+    predict workers follow the queue between its minimum and maximum.
     """
 
     def __init__(
@@ -42,18 +44,19 @@ class ServedModel:
         name: str,
         predict_pool: WorkerPool,
         make_train_pool: Callable[[], WorkerPool],
-        workers: int = 1,
         max_batch_size: int = 1,
         batch_wait: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        autoscaling: Autoscaling | None = None,
     ) -> None:
         self.name = name
         self.predict_pool = predict_pool
-        self._workers = workers
         self._max_batch_size = max_batch_size
         self._batch_wait = batch_wait
         self._on_batch = on_batch
         self.batcher: Batcher | None = None
+        self._autoscaling = autoscaling
+        self.autoscaler: Autoscaler | None = None
         self._make_train_pool = make_train_pool
         self._train_pool: WorkerPool | None = None
         self._train_pool_start: asyncio.Task[WorkerPool] | None = None
@@ -90,11 +93,31 @@ class ServedModel:
         if description.response_fields is not None:
             self.response_schema = schemas.build_schema(description.response_fields, f"{prefix}Response")
         if description.batch and self._max_batch_size >= 2:
+            # As many batches at once as there are live workers: autoscaling changes them.
             self.batcher = Batcher(
-                self.predict_pool, self._workers, self._max_batch_size, self._batch_wait, self._on_batch
+                self.predict_pool,
+                lambda: self.predict_pool.live_workers,
+                self._max_batch_size,
+                self._batch_wait,
+                self._on_batch,
             )
+        if self._autoscaling is not None:
+            self.autoscaler = Autoscaler(
+                self.predict_pool,
+                self.queued,
+                self._autoscaling,
+                None if self.batcher is None else self.batcher.wake,
+                self.name,
+            )
+            self.autoscaler.start()
+
+    def queued(self) -> int:
+        """Predictions waiting for a worker (in the batcher's queue, or the pool's)."""
+        return self.predict_pool.waiting + (self.batcher.queued if self.batcher is not None else 0)
 
     async def stop(self) -> None:
+        if self.autoscaler is not None:
+            await self.autoscaler.close()
         if self.batcher is not None:
             await self.batcher.close()
         await self.predict_pool.stop()
@@ -121,8 +144,11 @@ class ServedModel:
         return (self.predict_schema if kind == PREDICT else self.train_schema) is not None
 
     def metadata(self) -> dict[str, Any]:
-        """The plugin's metadata merged over ``{"id": name, "name": name}``."""
-        return {"id": self.name, "name": self.name, **self.description.metadata}
+        """The plugin's metadata merged over ``{"id": name, "name": name, "workers": [...]}``:
+        where each live predict worker runs, ``{"node": ..., "device": "cpu" or "gpu:ID"}``.
+        """
+        workers = [{"node": p.node, "device": p.device} for p in self.predict_pool.placements()]
+        return {"id": self.name, "name": self.name, "workers": workers, **self.description.metadata}
 
     async def predict(
         self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None

@@ -5,6 +5,7 @@ process, Ray actors): what the serving layer calls, and what metrics and readine
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -14,16 +15,35 @@ from deepaas_like.model.plugin import ModelDescription
 ProgressCallback = Callable[[float | None, str | None], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where one worker runs: ``node`` (a Ray node's id, ``local`` for this machine) and
+    the ids of the GPUs it sees (its ``CUDA_VISIBLE_DEVICES``, node-local ids).
+    """
+
+    node: str = "local"
+    gpus: tuple[str, ...] = ()
+
+    @property
+    def device(self) -> str:
+        """``cpu``, or ``gpu:`` and the GPU ids, e.g. ``gpu:1`` or ``gpu:0,1``."""
+        return "gpu:" + ",".join(self.gpus) if self.gpus else "cpu"
+
+
 class WorkerPool(abc.ABC):
     """Warmed workers of one model; each runs one call at a time.
 
-    The attributes are what ``/metrics`` and ``/readyz`` read: ``waiting`` calls wait for a
-    worker, ``restarts`` workers were replaced after dying or being killed, ``unavailable``
-    says why the model cannot take calls (None: it can), :attr:`live_workers` counts
-    workers able to take one.
+    The attributes are what ``/metrics``, ``/readyz`` and autoscaling read: ``size``
+    workers are kept (:meth:`resize` changes it), ``starting`` of them are being started,
+    ``waiting`` calls wait for a worker, ``restarts`` workers were replaced after dying or
+    being killed, ``unavailable`` says why the model cannot take calls (None: it can),
+    :attr:`live_workers` counts workers able to take one, :attr:`busy_workers` those
+    running a call.
     """
 
     description: ModelDescription
+    size: int = 1
+    starting: int = 0
     waiting: int = 0
     restarts: int = 0
     unavailable: str | None = None
@@ -32,6 +52,24 @@ class WorkerPool(abc.ABC):
     @abc.abstractmethod
     def live_workers(self) -> int:
         """Workers started, warmed and not (known to be) dead."""
+
+    @property
+    def busy_workers(self) -> int:
+        """Live workers running a call."""
+        return 0
+
+    def placements(self) -> list[Placement]:
+        """Where each live worker runs."""
+        return [Placement()] * self.live_workers
+
+    async def resize(self, size: int) -> None:
+        """Keep ``size`` workers from now on: start the missing ones (returns once they are
+        warmed) or stop idle ones (busy ones stop when their call ends).
+
+        Raises ``PluginLoadError`` when a new worker fails to start, ``ValueError`` for a
+        size below 1.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps a fixed number of workers")
 
     @abc.abstractmethod
     async def start(self) -> ModelDescription:

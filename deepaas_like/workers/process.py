@@ -39,13 +39,13 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from deepaas_like import logs, progress
-from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, PredictTimeout, QueueFull, WorkerDied
-from deepaas_like.model import deepaas_compat
-from deepaas_like.model.plugin import ModelDescription, Plugin
+from deepaas_like.exceptions import PluginLoadError, PredictTimeout, WorkerDied
+from deepaas_like.model.plugin import Plugin
 from deepaas_like.results import FileResult, not_json
 from deepaas_like.workers import protocol
-from deepaas_like.workers.base import ProgressCallback, WorkerPool
+from deepaas_like.workers.base import Placement, ProgressCallback
 from deepaas_like.workers.execution import execute, out_of_memory
+from deepaas_like.workers.pooling import TIMED_HOOKS, CallNotDelivered, QueuedPool, discard
 from deepaas_like.workers.protocol import (
     BatchResult,
     Call,
@@ -62,7 +62,6 @@ from deepaas_like.workers.protocol import (
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
 _EOF = object()
-_TIMED_HOOKS = ("predict", "predict_batch")
 #: Binary results larger than this (bytes) go from the worker to the server as a file: the
 #: pipe would carry them whole, and the event loop would read and unpickle them at once.
 RESULT_FILE_THRESHOLD = 1024 * 1024
@@ -92,7 +91,7 @@ class WorkerOptions:
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _die_with(server_pid: int) -> None:
+def die_with(server_pid: int) -> None:
     """Have the kernel SIGKILL this process when the server process dies (Linux's
     ``PR_SET_PDEATHSIG``; elsewhere a no-op), and lead a process group of our own.
     """
@@ -145,7 +144,7 @@ def serve(
     start_method: str,
 ) -> None:
     """Worker process main: load, warm, describe, then answer calls until told to stop."""
-    _die_with(server_pid)
+    die_with(server_pid)
     _start_reaper()
     # A spawned process defaults to spawning its own children; plugin code gets the
     # platform's default instead (fork on Linux), as under DEEPaaS.
@@ -199,7 +198,7 @@ def _answer(connection: Connection, outcome: Outcome, model: str) -> bool:
     except OSError:
         return False
     except Exception as error:  # noqa: BLE001 - nothing was written: pickling comes first
-        _discard(outcome)
+        discard(outcome)
         message = f"the result cannot be sent back: {type(error).__name__}: {error}"
         reply: Outcome = Error(type(error).__name__, message, "")
         too_deep = _too_deep(outcome, model) if isinstance(error, RecursionError) else None
@@ -238,8 +237,15 @@ def _as_sent(outcome: Outcome, directory: str) -> Outcome:
         or len(outcome.value) <= RESULT_FILE_THRESHOLD
     ):
         return outcome
-    data = outcome.value
+    return store_result(outcome.value, directory)
+
+
+def store_result(data: bytes | memoryview, directory: str, media_type: str | None = None) -> Result | TooLarge:
+    """A binary result written to a temporary file in ``directory`` (a
+    :class:`FileResult` of ``media_type``), or :class:`TooLarge` when there is no room.
+    """
     path = None
+    size = len(memoryview(data).cast("B"))
     try:
         descriptor, path = tempfile.mkstemp(prefix="deepaas-like-result-", dir=directory)
         with open(descriptor, "wb") as file:
@@ -247,19 +253,10 @@ def _as_sent(outcome: Outcome, directory: str) -> Outcome:
     except OSError as error:
         if path is not None:
             os.unlink(path)
-        message = f"cannot store a result of {len(data)} bytes in {directory}: {error.strerror}"
+        message = f"cannot store a result of {size} bytes in {directory}: {error.strerror}"
         LOG.error("%s", message)
         return TooLarge(message)
-    return Result(FileResult(path, temporary=True))
-
-
-def _discard(outcome: Outcome | list[Outcome]) -> None:
-    """Delete the temporary files of outcomes that will not be used."""
-    for one in outcome if isinstance(outcome, list) else [outcome]:
-        if isinstance(one, BatchResult):
-            _discard(one.outcomes)
-        elif isinstance(one, Result) and isinstance(one.value, FileResult):
-            one.value.discard()
+    return Result(FileResult(path, media_type, temporary=True))
 
 
 _LIVE: weakref.WeakSet[_Worker] = weakref.WeakSet()
@@ -281,6 +278,8 @@ class _Worker:
     def __init__(
         self, name: str, namespace: str, options: WorkerOptions, env: dict[str, str], on_exit: Callable[[_Worker], None]
     ) -> None:
+        #: The GPU this worker was given (None: none).
+        self.gpu = env.get("CUDA_VISIBLE_DEVICES")
         self.connection, child = _SPAWN.Pipe()
         # Started from the event loop's thread, which lives as long as the server:
         # PR_SET_PDEATHSIG fires when the thread that started a process ends, not the process.
@@ -389,14 +388,13 @@ class _Worker:
         _LIVE.discard(self)
 
 
-class ProcessWorkerPool(WorkerPool):
+class ProcessWorkerPool(QueuedPool[_Worker]):
     """``size`` warmed worker processes of one model; GPUs assigned round-robin.
 
-    ``options.gpus`` are device ids exported to each worker as ``CUDA_VISIBLE_DEVICES``.
+    ``options.gpus`` are device ids exported to each worker as ``CUDA_VISIBLE_DEVICES``: a
+    new worker gets the one fewest live workers have, the first such in the list.
     ``timeout`` (seconds) bounds each prediction; past it the worker is killed and
-    replaced. At most ``max_queue`` calls wait for a worker (0: no bound); more raise
-    :class:`QueueFull`. A worker that fails to start ``max_start_failures`` times in a row
-    leaves the model unavailable rather than restarting in a tight loop.
+    replaced. ``max_queue`` and ``max_start_failures``: see :class:`QueuedPool`.
     """
 
     def __init__(
@@ -409,116 +407,59 @@ class ProcessWorkerPool(WorkerPool):
         max_queue: int = 0,
         max_start_failures: int = 3,
     ) -> None:
-        if size < 1:
-            raise ValueError(f"a pool needs at least one worker, not {size}")
-        self.name = name
+        super().__init__(name, size, max_queue, max_start_failures)
         self.namespace = namespace
-        self.size = size
         self.options = options or WorkerOptions()
         self.timeout = timeout
-        self.max_queue = max_queue
-        self.max_start_failures = max_start_failures
-        self.waiting = 0
-        self.restarts = 0
-        self.unavailable: str | None = None
-        self._spawned = 0
-        self._stopping = False
-        self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()
-        self._workers: set[_Worker] = set()
-        self._running: dict[str, _Worker] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._starting_gpus: list[str] = []
 
-    @property
-    def live_workers(self) -> int:
-        return sum(worker.alive for worker in self._workers)
+    def placements(self) -> list[Placement]:
+        return [Placement(gpus=(w.gpu,) if w.gpu else ()) for w in self.workers if w.alive]
 
-    async def start(self) -> ModelDescription:
-        # A description may hold field classes of the plugin's own (``class ModelName(
-        # fields.String)``): unpickling it here imports the module defining them, which may
-        # import ``deepaas``.
-        deepaas_compat.install()
-        workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
-        failure = next((w for w in workers if isinstance(w, BaseException)), None)
-        if failure is not None:
-            await asyncio.gather(*(_close(w) for w in workers if isinstance(w, _Worker)))
-            self._workers.clear()
-            raise failure
-        for worker in workers:
-            self._idle.put_nowait(worker)
-        return self.description
+    def _next_gpu(self) -> str:
+        """The GPU fewest live or starting workers have, the first such in the list."""
+        taken = [worker.gpu for worker in self.workers if worker.alive] + self._starting_gpus
+        return min(self.options.gpus, key=taken.count)
 
-    async def _spawn(self) -> _Worker:
+    async def start_worker(self) -> _Worker:
         env = {}
         if self.options.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.options.gpus[self._spawned % len(self.options.gpus)]
-        self._spawned += 1
-        worker = _Worker(self.name, self.namespace, self.options, env, self._exited)
+            env["CUDA_VISIBLE_DEVICES"] = self._next_gpu()
+            self._starting_gpus.append(env["CUDA_VISIBLE_DEVICES"])
+        self.starting += 1
         try:
-            message = await worker.receive()
-        except BaseException as error:
-            await asyncio.shield(_close(worker))
-            if isinstance(error, WorkerDied):
-                raise PluginLoadError(f"model {self.name!r}: {error.message} while loading") from error
-            raise
+            worker = _Worker(self.name, self.namespace, self.options, env, self._exited)
+            try:
+                message = await worker.receive()
+            except BaseException as error:
+                await asyncio.shield(_close(worker))
+                if isinstance(error, WorkerDied):
+                    raise PluginLoadError(f"model {self.name!r}: {error.message} while loading") from error
+                raise
+        finally:
+            self.starting -= 1
+            if env:
+                self._starting_gpus.remove(env["CUDA_VISIBLE_DEVICES"])
         if not isinstance(message, Ready):
             await _close(worker)
             reason = message.message if isinstance(message, Failed) else repr(message)
             raise PluginLoadError(f"model {self.name!r} failed to start: {reason}")
         self.description = message.description
-        self._workers.add(worker)
+        self.workers.add(worker)
         return worker
 
-    async def run(
-        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+    async def call(
+        self, worker: _Worker, hook: str, kwargs: dict[str, Any], on_progress: ProgressCallback | None
     ) -> Any:
-        message = protocol.encode(Call(hook, kwargs, logs.request_id.get()))
-        while True:
-            worker = await self._take()
-            try:
-                worker.connection.send(message)
-                break
-            except OSError:
-                # The worker died before it could read the call, so plugin code never saw
-                # it: it goes to the next live worker.
-                LOG.warning(
-                    "model %s: worker process %d is gone; the call goes to another", self.name, worker.process.pid
-                )
-                worker.exited = True
-                self._release(worker)
-            except BaseException:
-                self._release(worker)
-                raise
-        # The call owns the worker until it answers, even if our caller goes away.
-        call = asyncio.create_task(self._call(worker, hook, job_id, on_progress))
         try:
-            return await asyncio.shield(call)
-        except asyncio.CancelledError:
-            call.add_done_callback(_discard_result)
-            raise
-
-    async def _take(self) -> _Worker:
-        """A live, idle worker, waiting for one; raises ``ModelUnavailable``, ``QueueFull``."""
-        if self.unavailable is not None and not self._workers:
-            raise ModelUnavailable(self.unavailable)
-        if self.max_queue and self._idle.empty() and self.waiting >= self.max_queue:
-            raise QueueFull(f"model {self.name!r} has {self.waiting} requests waiting; try again shortly")
-        self.waiting += 1
-        try:
-            while True:
-                worker = await self._idle.get()
-                if worker is None:  # woken because the model became unavailable
-                    raise ModelUnavailable(self.unavailable or f"model {self.name!r} has no worker")
-                if worker.alive:  # one that died while idle is being replaced already
-                    worker.busy = True
-                    return worker
-        finally:
-            self.waiting -= 1
-
-    async def _call(self, worker: _Worker, hook: str, job_id: str | None, on_progress: ProgressCallback | None) -> Any:
+            worker.connection.send(protocol.encode(Call(hook, kwargs, logs.request_id.get())))
+        except OSError:
+            # The worker died before it could read the call, so plugin code never saw it.
+            LOG.warning("model %s: worker process %d is gone; the call goes to another", self.name, worker.process.pid)
+            worker.exited = True
+            raise CallNotDelivered() from None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout if self.timeout and hook in _TIMED_HOOKS else None
-        if job_id is not None:
-            self._running[job_id] = worker
+        deadline = loop.time() + self.timeout if self.timeout and hook in TIMED_HOOKS else None
         try:
             while True:
                 reply = await worker.receive(None if deadline is None else max(deadline - loop.time(), 0))
@@ -526,101 +467,25 @@ class ProcessWorkerPool(WorkerPool):
                     break
                 if on_progress is not None:
                     on_progress(reply.fraction, reply.message)
-            if out_of_memory(reply):  # type: ignore[arg-type]
-                # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
-                LOG.warning(
-                    "model %s: worker process %d ran out of memory; replacing it", self.name, worker.process.pid
-                )
-                worker.kill()
         except TimeoutError:
             worker.kill()
             raise PredictTimeout(
                 f"model {self.name!r} did not answer within {self.timeout:g} s; its worker was replaced"
             ) from None
-        finally:
-            if job_id is not None:
-                self._running.pop(job_id, None)
-            self._release(worker)
+        if out_of_memory(reply):  # type: ignore[arg-type]
+            # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
+            LOG.warning("model %s: worker process %d ran out of memory; replacing it", self.name, worker.process.pid)
+            worker.kill()
         return protocol.value(reply)  # type: ignore[arg-type]
 
-    def _release(self, worker: _Worker) -> None:
-        worker.busy = False
-        if worker.alive:
-            self._idle.put_nowait(worker)
-        else:
-            self._retire(worker)
-
     def _exited(self, worker: _Worker) -> None:
-        # A call that holds the worker sees the death itself, then releases it.
-        if not worker.busy and worker in self._workers and not self._stopping:
-            LOG.warning("model %s: worker process %d died while idle; replacing it", self.name, worker.process.pid)
-            self._retire(worker)
+        self.died_idle(worker, f"worker process {worker.process.pid}")
 
-    def _retire(self, worker: _Worker) -> None:
-        """Replace a dead worker (once, however many times it is reported)."""
-        if worker not in self._workers or self._stopping:
-            return
-        self._workers.discard(worker)
-        task = asyncio.create_task(self._replace(worker))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _replace(self, dead: _Worker) -> None:
-        await _close(dead)
-        self.restarts += 1
-        for attempt in range(1, self.max_start_failures + 1):
-            try:
-                self._idle.put_nowait(await self._spawn())
-                self.unavailable = None
-                return
-            except PluginLoadError as error:
-                LOG.error(
-                    "model %s: replacing a worker failed (%d of %d): %s",
-                    self.name,
-                    attempt,
-                    self.max_start_failures,
-                    error,
-                )
-                reason = error.message
-                if attempt < self.max_start_failures:
-                    await asyncio.sleep(0.5 * 2**attempt)
-        self.unavailable = (
-            f"model {self.name!r} is unavailable: its worker failed to start {self.max_start_failures} times: {reason}"
-        )
-        if not self._workers:
-            for _ in range(self.waiting):  # the waiting calls fail now instead of waiting forever
-                self._idle.put_nowait(None)
-
-    async def kill(self, job_id: str) -> bool:
-        worker = self._running.get(job_id)
-        if worker is None:
-            return False
+    def kill_worker(self, worker: _Worker) -> None:
         worker.kill()
-        return True
 
-    async def stop(self) -> None:
-        """Stop every worker: idle ones are asked to leave, busy ones are killed (the server
-        is going away; their calls cannot finish).
-        """
-        self._stopping = True
-        self.unavailable = f"model {self.name!r} is stopping"
-        for _ in range(self.waiting):  # calls still waiting for a worker fail now
-            self._idle.put_nowait(None)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for worker in self._workers:
-            if worker.busy:
-                worker.kill()
-        await asyncio.gather(*(_close(w) for w in list(self._workers)))
-        self._workers.clear()
-
-
-def _discard_result(call: asyncio.Task[Any]) -> None:
-    """Delete the files of a result (or a batch's results) nobody waits for any more."""
-    if not call.cancelled() and call.exception() is None:
-        result = call.result()
-        _discard(result if isinstance(result, list) else Result(result))
+    async def close_worker(self, worker: _Worker) -> None:
+        await _close(worker)
 
 
 async def _close(worker: _Worker) -> None:

@@ -15,7 +15,7 @@ async def model(max_batch_size=8, wait=0.05, workers=1):
     def pool():
         return ProcessWorkerPool("batching", "deepaas.v2.model", size=workers)
 
-    wrapper = ServedModel("batching", pool(), pool, workers=workers, max_batch_size=max_batch_size, batch_wait=wait)
+    wrapper = ServedModel("batching", pool(), pool, max_batch_size=max_batch_size, batch_wait=wait)
     await wrapper.start()
     return wrapper
 

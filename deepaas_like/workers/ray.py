@@ -1,0 +1,469 @@
+"""Ray actors as workers (``--executor ray``): each worker of a model is a *replica*, a Ray
+actor that Ray places on any node of the cluster that has the resources it asks for.
+
+The server itself never imports ``ray``. :class:`RayCluster` starts one driver process
+(``ray_driver.py``) and speaks to it over a pipe; every :class:`RayWorkerPool` of the server
+sends its calls through it. A pool behaves as the process executor's: a replica runs one
+call at a time; one that dies (its process killed, its node gone) fails only the call it
+held and a new one is placed; a cancel kills the replica running the job (``ray.kill``); a
+prediction past its timeout is answered 504 and its replica replaced. Uploads and binary
+results travel through Ray's object store (see ``ray_replica.py``), never as paths on the
+server's disk.
+
+When the cluster cannot be reached (its head is gone: the driver process ends, see
+``ray_driver.py``), every model answers 503 with Retry-After and ``/readyz`` says why,
+while the server starts a new driver every ``reconnect_interval`` seconds; once one
+connects, each pool places its replicas again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+from deepaas_like import logs
+from deepaas_like.exceptions import (
+    ClusterUnavailable,
+    PluginLoadError,
+    PredictTimeout,
+    StartupError,
+    WorkerDied,
+)
+from deepaas_like.model.plugin import ModelDescription
+from deepaas_like.workers import protocol, ray_driver
+from deepaas_like.workers.base import Placement, ProgressCallback
+from deepaas_like.workers.execution import out_of_memory
+from deepaas_like.workers.pooling import TIMED_HOOKS, QueuedPool
+from deepaas_like.workers.process import WorkerOptions
+from deepaas_like.workers.protocol import Failed, Ready
+
+LOG = logging.getLogger(__name__)
+_SPAWN = multiprocessing.get_context("spawn")
+#: Seconds a new replica may wait for room on the cluster before the log says so.
+PLACEMENT_WARNING = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RayResources:
+    """What Ray reserves for each replica of a model, and where it may run: CPUs and GPUs
+    (fractions allowed), memory in MiB, custom resources (name -> amount) and node labels
+    (name -> value) that its node must have.
+    """
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_mb: int = 0
+    resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    node_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def actor_options(self) -> dict[str, Any]:
+        """The options of ``ActorClass.options()`` that say so."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_mb:
+            options["memory"] = self.memory_mb * 2**20
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        if self.node_labels:
+            options["label_selector"] = dict(self.node_labels)
+        return options
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """How to reach the cluster: ``address`` as ``--ray-address`` takes it; seconds to
+    connect, to wait for a silent head, and between reconnection attempts; where large
+    binary results are written for the server (None: the system's temporary directory).
+    """
+
+    address: str = ""
+    connect_timeout: float = 30.0
+    head_timeout: float = 10.0
+    reconnect_interval: float = 5.0
+    results_dir: str | None = None
+    debug: bool = False
+    log_json: bool = False
+
+
+@dataclasses.dataclass
+class _Request:
+    future: asyncio.Future[tuple[Any, ...]]
+    on_progress: ProgressCallback | None
+
+
+class _Driver:
+    """The driver process and the server's end of its pipe."""
+
+    def __init__(self, options: ClusterOptions) -> None:
+        self.connection, child = _SPAWN.Pipe()
+        self.process = _SPAWN.Process(
+            target=ray_driver.main,
+            args=(
+                child,
+                options.address,
+                options.head_timeout,
+                options.results_dir or tempfile.gettempdir(),
+                options.debug,
+                options.log_json,
+                os.getpid(),
+            ),
+            name="ray-driver",
+            daemon=False,  # a local Ray instance (empty address) is its child processes
+        )
+        self.process.start()
+        child.close()
+
+    def first_message(self) -> tuple[Any, ...] | None:
+        """The driver's first message (blocking; None when it exits first)."""
+        try:
+            return self.connection.recv()  # type: ignore[no-any-return]
+        except (EOFError, OSError):
+            return None
+
+    def close(self) -> None:
+        """Ask the driver to leave (it removes its replicas), kill it if it does not; blocking."""
+        if self.process.is_alive():
+            try:
+                self.connection.send(None)
+            except OSError:
+                pass
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.connection.close()
+
+
+class RayCluster:
+    """The server's connection to a Ray cluster, shared by the pools that use it: they
+    :meth:`attach` (the first connects) and :meth:`detach` (the last disconnects).
+
+    ``lost`` says why the cluster cannot be reached now (None: it can).
+    """
+
+    def __init__(self, options: ClusterOptions) -> None:
+        self.options = options
+        self.lost: str | None = None
+        self._driver: _Driver | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._pools: set[RayWorkerPool] = set()
+        self._owners: dict[str, RayWorkerPool] = {}
+        self._requests: dict[int, _Request] = {}
+        self._numbers = itertools.count()
+
+    @property
+    def where(self) -> str:
+        address = self.options.address
+        return f"the Ray cluster at {address}" if address else "this server's own Ray instance"
+
+    async def attach(self, pool: RayWorkerPool) -> None:
+        """Use the cluster for ``pool``, connecting first if nobody has. Raises
+        ``StartupError`` when the cluster cannot be reached, ``ClusterUnavailable`` when a
+        connection that worked is lost.
+        """
+        self._pools.add(pool)
+        if self._driver is not None:
+            return
+        if self.lost is not None:
+            raise ClusterUnavailable(self.lost)
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(self._connect())
+        try:
+            await asyncio.shield(self._connecting)
+        except BaseException:
+            self._pools.discard(pool)
+            if self._connecting.done():
+                self._connecting = None  # the next pool tries again
+            raise
+
+    async def detach(self, pool: RayWorkerPool) -> None:
+        """``pool`` is done with the cluster; the last pool closes the connection."""
+        self._pools.discard(pool)
+        if not self._pools:
+            await self.close()
+
+    async def _connect(self) -> None:
+        driver = _Driver(self.options)
+        try:
+            message = await asyncio.wait_for(asyncio.to_thread(driver.first_message), self.options.connect_timeout)
+        except BaseException as error:
+            driver.process.kill()
+            await asyncio.to_thread(driver.close)
+            if isinstance(error, TimeoutError):
+                raise StartupError(
+                    f"cannot reach {self.where} (--ray-address): no answer within "
+                    f"{self.options.connect_timeout:g} s (--ray-connect-timeout)"
+                ) from None
+            raise
+        if message is None or message[0] != "hello":
+            await asyncio.to_thread(driver.close)
+            reason = message[1] if message else f"its driver process exited with code {driver.process.exitcode}"
+            raise StartupError(f"cannot reach {self.where} (--ray-address): {reason}")
+        LOG.info("connected to %s: %s", self.where, message[1])
+        self._driver = driver
+        asyncio.get_running_loop().add_reader(driver.connection.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        assert self._driver is not None
+        try:
+            message = self._driver.connection.recv()
+        except (EOFError, OSError):
+            self._connection_lost()
+            return
+        kind = message[0]
+        if kind == "died":
+            pool = self._owners.get(message[1])
+            if pool is not None:
+                pool.replica_died(message[1], message[2])
+        elif kind == "progress":
+            request = self._requests.get(message[1])
+            if request is not None and request.on_progress is not None:
+                request.on_progress(message[2], message[3])
+        else:
+            request = self._requests.pop(message[1], None)
+            if request is not None and not request.future.done():
+                request.future.set_result(message)
+
+    async def request(self, kind: str, *args: Any, on_progress: ProgressCallback | None = None) -> tuple[Any, ...]:
+        """Send a request to the driver and wait for its answer (see ``ray_driver.py``);
+        ``on_progress`` receives the call's progress reports. Raises ``ClusterUnavailable``.
+        """
+        if self._driver is None:
+            raise ClusterUnavailable(self.lost or f"{self.where} is not connected")
+        number = next(self._numbers)
+        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        self._requests[number] = _Request(future, on_progress)
+        try:
+            self._driver.connection.send((kind, number, *args))
+            return await future
+        except OSError:
+            raise ClusterUnavailable(self.lost or f"{self.where} cannot be reached") from None
+        finally:
+            self._requests.pop(number, None)
+
+    def kill(self, replica: str) -> None:
+        """Kill ``replica`` (``ray.kill``), without waiting; its calls fail."""
+        if self._driver is not None:
+            try:
+                self._driver.connection.send(("kill", replica))
+            except OSError:
+                pass
+
+    def own(self, replica: str, pool: RayWorkerPool | None) -> None:
+        """``pool`` is told of the death of ``replica`` (None: nobody is any more)."""
+        if pool is None:
+            self._owners.pop(replica, None)
+        else:
+            self._owners[replica] = pool
+
+    def _connection_lost(self) -> None:
+        driver, self._driver = self._driver, None
+        assert driver is not None
+        asyncio.get_running_loop().remove_reader(driver.connection.fileno())
+        driver.process.join(timeout=1)
+        self.lost = (
+            f"{self.where} cannot be reached: the connection was lost (the Ray driver process ended with "
+            f"exit code {driver.process.exitcode}; a head silent for {self.options.head_timeout:g} s, "
+            f"--ray-head-timeout, ends it); reconnecting every {self.options.reconnect_interval:g} s"
+        )
+        LOG.error("%s", self.lost)
+        requests, self._requests = self._requests, {}
+        for request in requests.values():
+            if not request.future.done():
+                request.future.set_exception(ClusterUnavailable(self.lost))
+        self._owners.clear()
+        for pool in list(self._pools):
+            pool.cluster_lost(self.lost)
+        self._reconnecting = asyncio.create_task(self._reconnect(driver))
+
+    async def _reconnect(self, old: _Driver) -> None:
+        await asyncio.to_thread(old.close)
+        while self._pools:
+            await asyncio.sleep(self.options.reconnect_interval)
+            try:
+                await self._connect()
+            except StartupError as error:
+                LOG.warning("still cannot reach %s: %s", self.where, error.message)
+                continue
+            self.lost = None
+            for pool in list(self._pools):
+                pool.cluster_back()
+            return
+
+    async def close(self) -> None:
+        """Disconnect: the driver leaves and Ray removes every replica."""
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            asyncio.get_running_loop().remove_reader(driver.connection.fileno())
+            await asyncio.to_thread(driver.close)
+
+
+@dataclasses.dataclass(eq=False)
+class _Replica:
+    id: str
+    placement: Placement
+    alive: bool = True
+    busy: bool = False
+
+
+_replica_numbers = itertools.count(1)
+
+
+class RayWorkerPool(QueuedPool[_Replica]):
+    """``size`` replicas of model ``name`` on ``cluster``, for calls of ``kind``
+    (``predict`` or ``train``), each reserving ``resources``. Of the ``options``, GPUs are
+    Ray's to assign and there is no address-space limit (it would count Ray's shared
+    object store); large results are written to ``cluster``'s results directory.
+
+    ``timeout`` (seconds) bounds each prediction; past it the replica is killed and
+    replaced. ``max_queue`` and ``max_start_failures``: see :class:`QueuedPool`.
+    """
+
+    def __init__(
+        self,
+        cluster: RayCluster,
+        name: str,
+        namespace: str,
+        kind: str = "predict",
+        size: int = 1,
+        resources: RayResources | None = None,
+        options: WorkerOptions | None = None,
+        timeout: float | None = None,
+        max_queue: int = 0,
+        max_start_failures: int = 3,
+    ) -> None:
+        super().__init__(name, size, max_queue, max_start_failures)
+        self.cluster = cluster
+        self.namespace = namespace
+        self.kind = kind
+        self.resources = resources or RayResources()
+        self.options = options or WorkerOptions()
+        self.timeout = timeout
+
+    def placements(self) -> list[Placement]:
+        return [replica.placement for replica in self.workers if replica.alive]
+
+    async def start(self) -> ModelDescription:
+        """Connect (the first pool) and place ``size`` replicas, each warmed. Raises
+        ``StartupError`` when the cluster cannot be reached, ``PluginLoadError`` when no node
+        could hold a replica (naming the resource or label missing) or one fails to load.
+        """
+        await self.cluster.attach(self)
+        reply = await self.cluster.request("check", self.resources.actor_options())
+        if reply[2] is not None:
+            raise PluginLoadError(f"model {self.name!r} cannot run on the Ray cluster: {reply[2]}")
+        return await super().start()
+
+    async def start_worker(self) -> _Replica:
+        """A new replica, placed and warmed. Raises ``PluginLoadError``, ``ClusterUnavailable``."""
+        replica_id = f"{self.name}/{self.kind}/{next(_replica_numbers)}"
+        self.cluster.own(replica_id, self)
+        self.starting += 1
+        try:
+            placing = asyncio.ensure_future(
+                self.cluster.request(
+                    "place", replica_id, self.name, self.namespace, self.resources.actor_options(), self.options
+                )
+            )
+            done, _ = await asyncio.wait([placing], timeout=PLACEMENT_WARNING)
+            if not done:
+                LOG.warning(
+                    "model %s: a new replica has waited %g s for a node with %s; it is placed when one has room",
+                    self.name,
+                    PLACEMENT_WARNING,
+                    self.resources.actor_options(),
+                )
+            reply = await placing
+        except BaseException:
+            self.cluster.own(replica_id, None)
+            self.cluster.kill(replica_id)
+            raise
+        finally:
+            self.starting -= 1
+        ready = pickle.loads(reply[2]) if reply[0] == "placed" else Failed(reply[2])
+        if not isinstance(ready, Ready):
+            self.cluster.own(replica_id, None)
+            self.cluster.kill(replica_id)
+            raise PluginLoadError(f"model {self.name!r} failed to start: {ready.message}")
+        self.description = ready.description
+        replica = _Replica(replica_id, reply[3])
+        self.workers.add(replica)
+        return replica
+
+    async def call(
+        self, replica: _Replica, hook: str, kwargs: dict[str, Any], on_progress: ProgressCallback | None
+    ) -> Any:
+        timeout = self.timeout if self.timeout and hook in TIMED_HOOKS else None
+        arguments = (replica.id, hook, kwargs, logs.request_id.get(), on_progress is not None)
+        try:
+            reply = await asyncio.wait_for(self.cluster.request("call", *arguments, on_progress=on_progress), timeout)
+        except TimeoutError:
+            self.kill_worker(replica)
+            raise PredictTimeout(
+                f"model {self.name!r} did not answer within {self.timeout:g} s; its replica was replaced"
+            ) from None
+        except ClusterUnavailable:
+            replica.alive = False
+            raise
+        if reply[0] == "failed":
+            if reply[3]:
+                replica.alive = False
+            raise WorkerDied(f"model {self.name!r}: {reply[2]}")
+        outcome = protocol.decode(reply[2])
+        if out_of_memory(outcome):  # type: ignore[arg-type]
+            # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
+            LOG.warning("model %s: replica %s ran out of memory; replacing it", self.name, replica.id)
+            self.kill_worker(replica)
+        return protocol.value(outcome)  # type: ignore[arg-type]
+
+    def kill_worker(self, replica: _Replica) -> None:
+        replica.alive = False
+        self.cluster.kill(replica.id)
+
+    async def close_worker(self, replica: _Replica) -> None:
+        self.cluster.own(replica.id, None)
+        self.kill_worker(replica)
+
+    def replica_died(self, replica_id: str, message: str) -> None:
+        """The driver says ``replica_id`` died between calls (a call it held learns it itself)."""
+        replica = next((r for r in self.workers if r.id == replica_id), None)
+        if replica is not None:
+            replica.alive = False
+            self.died_idle(replica, f"replica {replica_id} ({message})")
+
+    def cluster_lost(self, message: str) -> None:
+        """The connection to the cluster is lost, and with it every replica."""
+        self.unavailable_error = ClusterUnavailable
+        self.unavailable = f"model {self.name!r} is unavailable: {message}"
+        for task in self._refills:
+            task.cancel()
+        for replica in self.workers:
+            replica.alive = False
+        self.workers.clear()
+        self.wake_waiting()
+
+    def cluster_back(self) -> None:
+        """The cluster can be reached again: place the replicas anew."""
+        if self.stopping:
+            return
+        self.unavailable = f"model {self.name!r} is unavailable: its replicas are being placed on {self.cluster.where}"
+        for _ in range(self.size):
+            self._refill()
+
+    async def stop(self) -> None:
+        """Remove every replica (busy ones too: the server is going away) and let go of the
+        cluster (the last pool disconnects).
+        """
+        await super().stop()
+        await self.cluster.detach(self)

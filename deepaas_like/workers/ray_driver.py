@@ -1,0 +1,319 @@
+"""The driver process of the Ray executor: the one process of the server that is a Ray
+client. The server starts it (:class:`deepaas_like.workers.ray.RayCluster`) and talks to it
+over a pipe; it places replicas (:class:`~deepaas_like.workers.ray_replica.Replica` actors),
+forwards calls to them and reports their deaths.
+
+Why a process of its own: a Ray driver whose cluster's head is gone for good is ended by
+Ray itself (``gcs_rpc_server_reconnect_timeout_s``). Losing this process costs the server
+its replicas, not its life: the server answers 503 and starts a new driver until the
+cluster is back. Ray also owns the actors of a driver: when this process ends, however it
+ends, Ray removes its replicas.
+
+The messages, as tuples (``req`` numbers a request; its answer carries it):
+
+server to driver: ``("place", req, replica, name, namespace, actor_options, settings)``,
+``("call", req, replica, hook, kwargs, request_id, with_progress)``, ``("kill", replica)``,
+``("check", req, actor_options)``, ``None`` (leave).
+
+driver to server: ``("hello", description)`` or ``("cannot", message)`` once at start;
+``("placed", req, ready_pickle, placement)``, ``("outcome", req, wire)``, ``("progress", req,
+fraction, message)``, ``("done", req, value)``, ``("failed", req, message, replica_died)``;
+and ``("died", replica, message)`` when a replica dies between calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Coroutine
+from multiprocessing.connection import Connection
+from typing import Any
+from urllib.parse import urlsplit
+
+from deepaas_like import logs
+from deepaas_like.model.files import UploadedFile
+from deepaas_like.workers import protocol
+from deepaas_like.workers.process import die_with, store_result
+from deepaas_like.workers.protocol import BatchResult, Outcome, Result
+
+LOG = logging.getLogger(__name__)
+#: Seconds between looks at the progress of a call that reports it.
+PROGRESS_INTERVAL = 0.5
+#: Ray's own log lines below this level are not shown (they are in its log files).
+RAY_LOG_LEVEL = logging.WARNING
+
+
+def main(
+    connection: Connection,
+    address: str,
+    head_timeout: float,
+    results_dir: str,
+    debug: bool,
+    log_json: bool,
+    server_pid: int,
+) -> None:
+    """Driver process main: connect to the cluster at ``address``, say ``hello`` (or
+    ``cannot``), then serve the server's requests until told to leave or the pipe closes.
+    """
+    die_with(server_pid)
+    # A driver that has lost the head for this long is ended by Ray: the server notices
+    # and reconnects (see the module's doc). Ray's log lines reach the server's log whole.
+    os.environ["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(max(1, round(head_timeout)))
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    logs.setup(debug, log_json)
+    try:
+        description = _connect(address)
+    except Exception as error:  # noqa: BLE001 - any failure to connect is told to the server
+        with contextlib.suppress(OSError):
+            connection.send(("cannot", _one_line(error)))
+        return
+    connection.send(("hello", description))
+    asyncio.run(_Driver(connection, results_dir).serve())
+
+
+def _connect(address: str) -> str:
+    """Connect to the cluster; returns what it is, e.g. ``"2 nodes, 4 CPUs, 2 GPUs"``.
+    Raises ``ConnectionError`` naming the address when nothing answers there.
+    """
+    _reachable(address)
+    import ray
+
+    ray.init(
+        address=address or None,
+        namespace="deepaas_like",
+        log_to_driver=True,
+        logging_level=RAY_LOG_LEVEL,
+        include_dashboard=False if not address else None,
+    )
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    totals: dict[str, float] = {}
+    for node in nodes:
+        for resource in ("CPU", "GPU"):
+            totals[resource] = totals.get(resource, 0) + node["Resources"].get(resource, 0)
+    return f"{len(nodes)} node(s), {totals.get('CPU', 0):g} CPU(s), {totals.get('GPU', 0):g} GPU(s)"
+
+
+def _reachable(address: str) -> None:
+    """Raise ``ConnectionError`` unless something listens at a ``HOST:PORT`` or ``ray://``
+    address (``ray.init`` would wait for it without end).
+    """
+    if address in ("", "auto") or address.startswith("local"):
+        return
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    if parts.hostname is None or parts.port is None:
+        raise ConnectionError(f"{address!r} is not a Ray address: auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=5).close()
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {address}: {error.strerror or error}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def feasibility(actor_options: dict[str, Any], nodes: list[dict[str, Any]]) -> str | None:
+    """Why no alive node of the cluster could ever hold a replica with ``actor_options``
+    (it lacks a resource or a label), naming what is missing; None when one could.
+    """
+    wanted = {"CPU": actor_options.get("num_cpus") or 0, "GPU": actor_options.get("num_gpus") or 0}
+    wanted["memory"] = actor_options.get("memory") or 0
+    wanted.update(actor_options.get("resources") or {})
+    labels = actor_options.get("label_selector") or {}
+    alive = [node for node in nodes if node.get("Alive")]
+    if not alive:
+        return "the cluster has no alive node"
+    for node in alive:
+        if all(node["Resources"].get(k, 0) >= v for k, v in wanted.items() if v) and all(
+            node.get("Labels", {}).get(k) == v for k, v in labels.items()
+        ):
+            return None
+    for resource, amount in wanted.items():
+        if amount and not any(node["Resources"].get(resource, 0) >= amount for node in alive):
+            most = max(node["Resources"].get(resource, 0) for node in alive)
+            shown = f"{amount / 2**20:g} MiB" if resource == "memory" else f"{amount:g}"
+            have = f"{most / 2**20:g} MiB" if resource == "memory" else f"{most:g}"
+            return f"no node of the Ray cluster has {shown} {resource} (the most one node has: {have})"
+    for label, value in labels.items():
+        if not any(node.get("Labels", {}).get(label) == value for node in alive):
+            return f"no node of the Ray cluster has the label {label}={value}"
+    return f"no single node of the Ray cluster has all of {wanted} with the labels {labels}"
+
+
+class _Driver:
+    """Serves the server's requests (see the module's doc) in an event loop."""
+
+    def __init__(self, connection: Connection, results_dir: str) -> None:
+        import ray
+
+        from deepaas_like.workers import ray_replica
+
+        self.ray = ray
+        self.replica_module = ray_replica
+        # Ray restarts nothing itself: the server replaces a dead replica, and knows it did.
+        decorate: Any = ray.remote
+        self.actor_class = decorate(max_restarts=0, concurrency_groups={"control": 2})(ray_replica.Replica)
+        self.connection = connection
+        self.results_dir = results_dir
+        self.replicas: dict[str, Any] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.done = asyncio.Event()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.connection.fileno(), self._readable)
+        await self.done.wait()
+        loop.remove_reader(self.connection.fileno())
+        for actor in self.replicas.values():
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor)
+        with contextlib.suppress(Exception):
+            self.ray.shutdown()
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        try:
+            self.connection.send(message)
+        except OSError:
+            self.done.set()  # the server has gone
+
+    def _readable(self) -> None:
+        try:
+            message = self.connection.recv()
+        except (EOFError, OSError):
+            message = None
+        if message is None:
+            self.done.set()
+            return
+        kind = message[0]
+        if kind == "kill":
+            self._kill(message[1])
+            return
+        handlers: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
+            "call": self._call,
+            "place": self._place,
+            "check": self._check,
+        }
+        handler = handlers[kind]
+        task = asyncio.create_task(handler(*message[1:]))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _result(self, ref: Any) -> Any:
+        return await asyncio.wrap_future(ref.future())
+
+    async def _check(self, req: int, actor_options: dict[str, Any]) -> None:
+        nodes = await asyncio.to_thread(self.ray.nodes)
+        self._send(("done", req, feasibility(actor_options, nodes)))
+
+    async def _place(
+        self, req: int, replica: str, name: str, namespace: str, actor_options: dict[str, Any], settings: Any
+    ) -> None:
+        actor = self.actor_class.options(**actor_options).remote(name, namespace, settings)
+        self.replicas[replica] = actor
+        try:
+            ready, placement = await self._result(actor.ready.remote())
+        except Exception as error:  # noqa: BLE001 - it died while loading, or was killed
+            self.replicas.pop(replica, None)
+            self._send(("failed", req, _death(error, "while loading its plugin"), True))
+            return
+        self._send(("placed", req, ready, placement))
+        watch = asyncio.create_task(self._watch(replica, actor))
+        self.tasks.add(watch)
+        watch.add_done_callback(self.tasks.discard)
+
+    async def _watch(self, replica: str, actor: Any) -> None:
+        try:
+            await self._result(actor.watch.remote())
+        except Exception as error:  # noqa: BLE001 - how it died
+            if self.replicas.get(replica) is actor:  # not removed by the server
+                del self.replicas[replica]
+                self._send(("died", replica, _death(error)))
+
+    def _kill(self, replica: str) -> None:
+        actor = self.replicas.pop(replica, None)
+        if actor is not None:
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor)
+
+    async def _call(
+        self,
+        req: int,
+        replica: str,
+        hook: str,
+        kwargs: dict[str, Any],
+        request_id: str,
+        with_progress: bool,
+    ) -> None:
+        actor = self.replicas.get(replica)
+        if actor is None:
+            self._send(("failed", req, "its replica is gone", True))
+            return
+        try:
+            kwargs = await self._uploads(kwargs)
+            answer = asyncio.ensure_future(self._result(actor.call.remote(hook, kwargs, request_id, with_progress)))
+            if with_progress:
+                while not answer.done():
+                    await asyncio.wait([answer], timeout=PROGRESS_INTERVAL)
+                    if not answer.done():
+                        for report in await self._result(actor.progress.remote()):
+                            self._send(("progress", req, *report))
+            reports, outcome = await answer
+        except self.ray.exceptions.RayActorError as error:
+            self._kill(replica)  # dead, or unreachable: either way it is replaced
+            self._send(("failed", req, _death(error), True))
+            return
+        except Exception as error:  # noqa: BLE001 - Ray could not run it (an object lost...)
+            self._send(("failed", req, f"Ray could not run the call: {_one_line(error)}", False))
+            return
+        for report in reports:
+            self._send(("progress", req, *report))
+        self._send(("outcome", req, protocol.encode(await asyncio.to_thread(self._stored, outcome))))
+
+    async def _uploads(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with each :class:`UploadedFile` (alone or in a list) put in the object
+        store, mapped from its file rather than read into this process's memory.
+        """
+        if not any(isinstance(v, (UploadedFile, list)) for v in kwargs.values()):
+            return kwargs
+        return await asyncio.to_thread(lambda: {key: self._upload(value) for key, value in kwargs.items()})
+
+    def _upload(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self._upload(item) for item in value]
+        if not isinstance(value, UploadedFile):
+            return value
+        suffix = os.path.splitext(value.filename)[1]
+        data = self.ray.put(self.replica_module.file_data(value.filename))
+        return self.replica_module.Upload(value.name, data, value.content_type, value.original_filename, suffix)
+
+    def _stored(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with each :class:`Blob` as bytes, or as a temporary result file in
+        the results directory when it is large or has a media type of its own.
+        """
+        if isinstance(outcome, BatchResult):
+            return BatchResult([self._stored(one) for one in outcome.outcomes])
+        if not isinstance(outcome, Result) or not isinstance(outcome.value, self.replica_module.Blob):
+            return outcome
+        blob = outcome.value
+        if isinstance(blob.data, bytes) and blob.media_type is None:
+            return Result(blob.data)
+        return store_result(memoryview(blob.data), self.results_dir, blob.media_type)
+
+
+def _death(error: BaseException, when: str = "") -> str:
+    """How a replica died, in one line, from Ray's error about it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    why = next(
+        (line for line in lines if line.startswith(("The actor is dead because", "The actor died because"))), None
+    )
+    node = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("ip:")), None)
+    text = "its replica (a Ray actor"
+    text += f" on {node})" if node else ")"
+    text += f" died {when}".rstrip()
+    if why:
+        text += ": " + why.removeprefix("The actor is dead because ").removeprefix("The actor died because ")
+    return text
