@@ -305,15 +305,15 @@ class _Driver:
 
 
 def _death(error: BaseException, when: str = "") -> str:
-    """How a replica died, in one line, from Ray's error about it."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    why = next(
-        (line for line in lines if line.startswith(("The actor is dead because", "The actor died because"))), None
-    )
-    node = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("ip:")), None)
-    text = "its replica (a Ray actor"
-    text += f" on {node})" if node else ")"
-    text += f" died {when}".rstrip()
-    if why:
-        text += ": " + why.removeprefix("The actor is dead because ").removeprefix("The actor died because ")
-    return text
+    """How a replica died, in one line, from Ray's error about it (which spreads over
+    several lines with its pid and address, the reason, and advice).
+    """
+    text = str(error)
+    fields = dict(line.strip().split(": ", 1) for line in text.splitlines() if line.startswith("\t") and ": " in line)
+    where = f"Ray actor, pid {fields['pid']} on {fields['ip']}" if "pid" in fields and "ip" in fields else "Ray actor"
+    if "is unavailable:" in text:
+        reason = text.split("is unavailable:", 1)[1].split(" The task may or may not", 1)[0].strip()
+        return f"its replica ({where}) cannot be reached, the call may or may not have run: {reason}"
+    reason = text.split("The actor is dead because ", 1)[1] if "The actor is dead because " in text else ""
+    reason = reason.split(" Some common causes", 1)[0].strip().rstrip(".")
+    return f"its replica ({where}) died{' ' + when if when else ''}" + (f": {reason}" if reason else "")

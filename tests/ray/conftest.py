@@ -1,26 +1,13 @@
-"""A real local Ray cluster of two nodes for the Ray executor's tests, started once for all
-of tests/ray/ (a second raylet on this machine is a second node).
-
-Ray binds every interface and probes an outside address to learn its own: the cluster,
-the servers under test and the test's own requests all live in a network namespace of
-their own that has only loopback. This process's thread enters it for tests/ray/ (the
-processes it starts are born in it) and returns to its own namespace afterwards. The nodes
-are ``ray start --block`` processes, stopped by their pid (never ``ray stop``, which stops
-every Ray process on the machine).
+"""The Ray executor's tests share one real two-node cluster (``cluster.py``), started once
+for all of tests/ray/ in a network namespace of its own with only loopback: this process's
+thread enters it for tests/ray/ (the servers it starts are born in it) and returns to its
+own namespace afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import os
-import shutil
-import signal
-import socket
-import struct
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,130 +16,13 @@ from typing import TypeVar
 import pytest
 import requests
 
-from tests.conftest import TEST_PLUGINS, ServerFactory, ServerURL, free_port, make_plugin_site
+from tests.conftest import TEST_PLUGINS, ServerFactory, ServerURL, make_plugin_site
+from tests.ray.cluster import NODE2_GPUS, SLOT, Cluster, loopback_namespace
 
+__all__ = ["NODE2_GPUS", "SLOT", "Cluster"]
 T = TypeVar("T")
-_CLONE_NEWNET = 0x40000000
-_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 PLUGINS = {**TEST_PLUGINS, "ray_probe": "ray_probe"}
 RAY_PLUGINS = Path(__file__).parent / "plugins"
-#: What the second node offers beside its CPU: two fake GPUs and a label.
-NODE2_GPUS = 2
-NODE2_LABEL = "zone=b"
-
-
-@contextlib.contextmanager
-def loopback_namespace() -> Iterator[None]:
-    """Run this thread (and the processes it starts) in a fresh network namespace with only
-    loopback up; back in the original one afterwards. Needs root (CAP_SYS_ADMIN).
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        if libc.unshare(_CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            pytest.fail(f"the Ray tests need a network namespace of their own (run as root): {os.strerror(error)}")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            flags = struct.unpack("16sh22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack("16sh22x", b"lo", 0)))[1]
-            fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
-        yield
-    finally:
-        if libc.setns(original, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "cannot return to the original network namespace")
-        os.close(original)
-
-
-class Cluster:
-    """Two Ray nodes on 127.0.0.1: the head (1 CPU) and node 2 (1 CPU, 2 fake GPUs, label
-    zone=b), each a ``ray start --block`` process of ours.
-    """
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        # Short: Ray's socket paths live under it (a Unix socket path has at most 107 bytes).
-        self.temp_dir = tempfile.mkdtemp(prefix="dlr-", dir="/tmp")
-        self.env = {**os.environ, **env, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-        self.head: subprocess.Popen[bytes] | None = None
-        self.node2: subprocess.Popen[bytes] | None = None
-
-    def _start(self, name: str, arguments: list[str]) -> subprocess.Popen[bytes]:
-        log = self.workdir / f"{name}-{time.monotonic_ns()}.log"
-        command = [shutil.which("ray") or "ray", "start", "--block", "--num-cpus", "1", "--disable-usage-stats"]
-        process = subprocess.Popen(
-            [*command, *arguments], env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 90
-        while "Ray runtime started" not in log.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"Ray node {name} did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.2)
-        return process
-
-    def start_head(self) -> None:
-        self.head = self._start(
-            "head",
-            ["--head", "--port", str(self.port), "--temp-dir", self.temp_dir, "--include-dashboard", "false"],
-        )
-
-    def start_node2(self) -> None:
-        self.node2 = self._start(
-            "node2",
-            ["--address", self.address, "--num-gpus", str(NODE2_GPUS), "--labels", NODE2_LABEL],
-        )
-
-    @staticmethod
-    def _stop(process: subprocess.Popen[bytes] | None) -> None:
-        # SIGTERM: the node's processes are stopped by the ``ray start --block`` that started them.
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def stop_node2(self) -> None:
-        self._stop(self.node2)
-        self.node2 = None
-
-    def stop_head(self) -> None:
-        self._stop(self.head)
-        self.head = None
-
-    def running(self) -> bool:
-        return all(p is not None and p.poll() is None for p in (self.head, self.node2))
-
-    def ensure_running(self) -> None:
-        """Both nodes up (a test that stopped one may leave it so)."""
-        if self.head is None or self.head.poll() is not None:
-            self.stop_node2()  # a node outlives its head only to find it gone
-            self.start_head()
-        if self.node2 is None or self.node2.poll() is not None:
-            self.start_node2()
-
-    def leftovers(self) -> list[int]:
-        """Pids of processes of this cluster still running (their command names its temp dir)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if self.temp_dir.encode() in (entry / "cmdline").read_bytes():
-                        pids.append(int(entry.name))
-        return pids
-
-    def close(self) -> None:
-        self.stop_node2()
-        self.stop_head()
-        deadline = time.monotonic() + 15
-        while self.leftovers() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pid in self.leftovers():  # ours: they name our temp dir
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
@@ -166,14 +36,16 @@ def ray_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory, ray_env: dict[str, str]) -> Iterator[Cluster]:
     """The two-node cluster, in the namespace the tests of tests/ray/ run in."""
-    with loopback_namespace():
-        cluster = Cluster(tmp_path_factory.mktemp("ray"), ray_env)
+    with contextlib.ExitStack() as stack:
         try:
-            cluster.start_head()
-            cluster.start_node2()
-            yield cluster
-        finally:
-            cluster.close()
+            stack.enter_context(loopback_namespace())
+        except OSError as error:
+            pytest.fail(f"the Ray tests need a network namespace of their own: {error}")
+        cluster = Cluster(tmp_path_factory.mktemp("ray"), ray_env)
+        stack.callback(cluster.close)
+        cluster.start_head()
+        cluster.start_node2()
+        yield cluster
 
 
 class RayServers(ServerFactory):
