@@ -99,3 +99,33 @@ def test_a_bad_value_in_a_model_section_names_the_section_and_option(tmp_path):
     path.write_text("[model:a]\nworkers = 0\n")
     with pytest.raises(cfg.Error, match=r"^\[model:a\] workers: .*"):
         config.settings(parse(["--config-file", str(path)]))
+
+
+def test_executor_and_ray_placement_options(tmp_path):
+    path = tmp_path / "server.conf"
+    path.write_text(
+        "[DEFAULT]\nexecutor = ray\nray_address = 10.0.0.5:6379\nray_num_cpus = 0.5\nmax_workers = 3\n"
+        "[model:big]\nray_num_gpus = 0.5\nray_memory = 2048\nray_resources = accelerator_l4:1\n"
+        "ray_node_labels = zone:b\nworkers = 2\n"
+    )
+    settings = config.settings(parse(["--config-file", str(path)]))
+    assert (settings.executor, settings.ray_address) == ("ray", "10.0.0.5:6379")
+    big, other = settings.for_model("big"), settings.for_model("other")
+    assert (big.ray_num_cpus, big.ray_num_gpus, big.ray_memory_mb) == (0.5, 0.5, 2048)
+    assert big.ray_resources == {"accelerator_l4": 1.0} and big.ray_node_labels == {"zone": "b"}
+    assert (big.workers, big.max_workers) == (2, 3)
+    assert (other.ray_num_gpus, other.ray_resources, other.max_workers) == (0.0, {}, 3)
+    assert config.settings(parse([])).executor == "process"
+
+
+def test_an_unknown_executor_and_inconsistent_autoscaling_are_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        parse(["--executor", "dask"])
+    with pytest.raises(cfg.Error, match=r"^max-workers \(2\) must be 0 or at least workers \(3\)$"):
+        config.settings(parse(["--workers", "3", "--max-workers", "2"]))
+    path = tmp_path / "server.conf"
+    path.write_text("[model:a]\nworkers = 4\nmax_workers = 2\n")
+    with pytest.raises(cfg.Error, match=r"^\[model:a\] max-workers \(2\) must be 0 or at least workers \(4\)$"):
+        config.settings(parse(["--config-file", str(path)]))
+    with pytest.raises(cfg.Error, match="ray-resources: takes name:number pairs"):
+        config.settings(parse(["--ray-resources", "gpu_l4:lots"]))

@@ -187,3 +187,21 @@ def test_shutdown_ends_event_streams_instead_of_waiting_for_them(run_server, plu
     follower.join(10)
     assert time.monotonic() - started < 10, "the open stream held the shutdown"
     assert any(line.startswith("event: job") for line in lines)
+
+
+def test_each_worker_gets_its_own_gpu_shown_in_metadata_and_metrics(run_server, plugin_env):
+    config = "[model:class_style]\nworkers = 2\ngpus = 0,1\n"
+    path = run_server.workdir / "gpus.conf"
+    path.write_text(config)
+    server = run_server("class_style", "demo", env=plugin_env, args=["--config-file", str(path)])
+    workers = requests.get(server + "/v2/models/class_style/").json()["workers"]
+    assert sorted(workers, key=str) == [{"device": "gpu:0", "node": "local"}, {"device": "gpu:1", "node": "local"}]
+    assert requests.get(server + "/v2/models/demo/").json()["workers"] == [{"node": "local", "device": "cpu"}]
+    seen = {requests.post(server + "/v2/models/class_style/predict/", data={"x": 1}).json()["predictions"]["gpu"]}
+    for _ in range(20):
+        seen.add(requests.post(server + "/v2/models/class_style/predict/", data={"x": 1}).json()["predictions"]["gpu"])
+    assert seen <= {"0", "1"}
+    text = requests.get(server + "/metrics").text
+    for device in ("gpu:0", "gpu:1"):
+        assert f'deepaas_like_workers_by_device{{device="{device}",model="class_style",node="local"}} 1.0' in text
+    assert 'deepaas_like_workers_target{model="class_style"} 2.0' in text

@@ -107,3 +107,42 @@ async def test_a_call_that_reaches_a_dead_worker_goes_to_a_fresh_one(plugin_path
         assert answer["pid"] != first and pool.restarts == 1
     finally:
         await pool.stop()
+
+
+async def test_resize_starts_and_stops_workers(plugin_path):
+    pool = ProcessWorkerPool("class_style", "deepaas.v2.model", size=1)
+    await pool.start()
+    try:
+        await pool.resize(3)
+        assert (pool.size, pool.live_workers) == (3, 3)
+        results = await asyncio.gather(*(pool.run("predict", {"x": i}) for i in range(12)))
+        assert len({r["pid"] for r in results}) >= 2
+        await pool.resize(1)
+        assert pool.size == 1
+        for _ in range(100):  # surplus workers leave in the background
+            if pool.live_workers == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.live_workers == 1
+        assert (await pool.run("predict", {"x": 2}))["double"] == 4
+        with pytest.raises(ValueError):
+            await pool.resize(0)
+    finally:
+        await pool.stop()
+
+
+async def test_a_replacement_worker_takes_the_gpu_its_predecessor_freed(plugin_path):
+    pool = ProcessWorkerPool("class_style", "deepaas.v2.model", size=2, options=WorkerOptions(gpus=("3", "5", "7")))
+    await pool.start()
+    try:
+        assert sorted(p.device for p in pool.placements()) == ["gpu:3", "gpu:5"]
+        victim = await pool.run("predict", {"x": 1})
+        os.kill(victim["pid"], signal.SIGKILL)
+        for _ in range(400):
+            if pool.restarts == 1 and pool.live_workers == 2:
+                break
+            await asyncio.sleep(0.05)
+        # Not the next in turn (7): the one fewest workers have, the dead worker's own.
+        assert sorted(p.device for p in pool.placements()) == ["gpu:3", "gpu:5"]
+    finally:
+        await pool.stop()
