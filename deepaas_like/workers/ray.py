@@ -49,6 +49,8 @@ LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
 #: Seconds a new replica may wait for room on the cluster before the log says so.
 PLACEMENT_WARNING = 30.0
+#: Seconds between looks, for a job waiting for a lost cluster to be back.
+AWAY_POLL = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,6 +366,18 @@ class RayWorkerPool(QueuedPool[_Replica]):
         if reply[2] is not None:
             raise PluginLoadError(f"model {self.name!r} cannot run on the Ray cluster: {reply[2]}")
         return await super().start()
+
+    async def run(
+        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+    ) -> Any:
+        # While the cluster is away a request is answered 503 at once, but a job (it has
+        # an id) waits for the replicas to be back rather than failing: it stays queued work.
+        while job_id is not None and self._away() and not self.stopping:
+            await asyncio.sleep(AWAY_POLL)
+        return await super().run(hook, kwargs, job_id, on_progress)
+
+    def _away(self) -> bool:
+        return self.unavailable_error is ClusterUnavailable and self.unavailable is not None and not self.workers
 
     async def start_worker(self) -> _Replica:
         """A new replica, placed and warmed. Raises ``PluginLoadError``, ``ClusterUnavailable``."""

@@ -119,6 +119,14 @@ def test_losing_the_head_answers_503_until_it_is_back(ray_servers: RayServers, c
     refused = requests.post(server + "/v2/models/ray_probe/predict/")
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
     assert "cannot be reached" in refused.json()["message"]
+    # A job waits for the cluster instead of failing.
+    job = requests.post(server + "/v2/models/ray_probe/predict/", headers={"Prefer": "respond-async"})
+    assert job.status_code == 202
     cluster.ensure_running()
     wait_for("/readyz ready again once the head is back", lambda: ready(server), timeout=120)
     answered("predictions served again", lambda: requests.post(server + "/v2/models/ray_probe/predict/"))
+    done = wait_for(
+        "the job posted while the head was away runs once it is back",
+        lambda: (j := requests.get(server + job.headers["Location"]).json())["status"] != "running" and j,
+    )
+    assert done["status"] == "done", done
