@@ -24,10 +24,13 @@ and ``("died", replica, message)`` when a replica dies between calls.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable, Coroutine
 from multiprocessing.connection import Connection
 from typing import Any
@@ -162,9 +165,12 @@ class _Driver:
         self.replicas: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.done = asyncio.Event()
+        # Answers are sent from the event loop and from Ray's callback thread.
+        self.send_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         loop.add_reader(self.connection.fileno(), self._readable)
         await self.done.wait()
         loop.remove_reader(self.connection.fileno())
@@ -176,9 +182,11 @@ class _Driver:
 
     def _send(self, message: tuple[Any, ...]) -> None:
         try:
-            self.connection.send(message)
+            with self.send_lock:
+                self.connection.send(message)
         except OSError:
-            self.done.set()  # the server has gone
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self.done.set)  # the server has gone
 
     def _readable(self) -> None:
         try:
@@ -191,6 +199,9 @@ class _Driver:
         kind = message[0]
         if kind == "kill":
             self._kill(message[1])
+            return
+        if kind == "call" and not message[6] and not _has_uploads(message[4]):
+            self._call_at_once(*message[1:6])
             return
         handlers: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
             "call": self._call,
@@ -269,15 +280,57 @@ class _Driver:
         except Exception as error:  # noqa: BLE001 - Ray could not run it (an object lost...)
             self._send(("failed", req, f"Ray could not run the call: {_one_line(error)}", False))
             return
+        await self._answer(req, reports, outcome)
+
+    def _call_at_once(self, req: int, replica: str, hook: str, kwargs: dict[str, Any], request_id: str) -> None:
+        """A call without uploads or progress: its answer is sent from Ray's callback thread,
+        without a trip through the event loop (the hop every prediction pays).
+        """
+        actor = self.replicas.get(replica)
+        if actor is None:
+            self._send(("failed", req, "its replica is gone", True))
+            return
+        future = actor.call.remote(hook, kwargs, request_id, False).future()
+        future.add_done_callback(functools.partial(self._answered, req, replica))
+
+    def _answered(self, req: int, replica: str, future: concurrent.futures.Future[Any]) -> None:
+        assert self.loop is not None
+        try:
+            reports, outcome = future.result()
+        except self.ray.exceptions.RayActorError as error:
+            self.loop.call_soon_threadsafe(self._kill, replica)  # dead, or unreachable: it is replaced
+            self._send(("failed", req, _death(error), True))
+            return
+        except Exception as error:  # noqa: BLE001 - Ray could not run it (an object lost...)
+            self._send(("failed", req, f"Ray could not run the call: {_one_line(error)}", False))
+            return
+        if self._has_blob(outcome):  # written to a file: not in Ray's thread
+            self.loop.call_soon_threadsafe(self._answer_later, req, outcome)
+            return
+        self._send(("outcome", req, protocol.encode(outcome)))
+
+    def _answer_later(self, req: int, outcome: Outcome) -> None:
+        task = asyncio.create_task(self._answer(req, [], outcome))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, req: int, reports: list[tuple[float | None, str | None]], outcome: Outcome) -> None:
         for report in reports:
             self._send(("progress", req, *report))
-        self._send(("outcome", req, protocol.encode(await asyncio.to_thread(self._stored, outcome))))
+        if self._has_blob(outcome):
+            outcome = await asyncio.to_thread(self._stored, outcome)
+        self._send(("outcome", req, protocol.encode(outcome)))
+
+    def _has_blob(self, outcome: Outcome) -> bool:
+        if isinstance(outcome, BatchResult):
+            return any(self._has_blob(one) for one in outcome.outcomes)
+        return isinstance(outcome, Result) and isinstance(outcome.value, self.replica_module.Blob)
 
     async def _uploads(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` with each :class:`UploadedFile` (alone or in a list) put in the object
         store, mapped from its file rather than read into this process's memory.
         """
-        if not any(isinstance(v, (UploadedFile, list)) for v in kwargs.values()):
+        if not _has_uploads(kwargs):
             return kwargs
         return await asyncio.to_thread(lambda: {key: self._upload(value) for key, value in kwargs.items()})
 
@@ -302,6 +355,13 @@ class _Driver:
         if isinstance(blob.data, bytes) and blob.media_type is None:
             return Result(blob.data)
         return store_result(memoryview(blob.data), self.results_dir, blob.media_type)
+
+
+def _has_uploads(kwargs: dict[str, Any]) -> bool:
+    return any(
+        isinstance(value, UploadedFile) or (isinstance(value, list) and any(isinstance(v, UploadedFile) for v in value))
+        for value in kwargs.values()
+    )
 
 
 def _death(error: BaseException, when: str = "") -> str:

@@ -36,7 +36,8 @@ SLOT = "slot"
 @contextlib.contextmanager
 def loopback_namespace() -> Iterator[None]:
     """Run this thread (and the processes it starts) in a fresh network namespace with only
-    loopback up; back in the original one afterwards. Needs root (CAP_SYS_ADMIN).
+    loopback up; back in the original one when the ``with`` block ends (keep the context
+    manager referenced until then: a collected one goes back). Needs root (CAP_SYS_ADMIN).
     """
     libc = ctypes.CDLL(None, use_errno=True)
     original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
@@ -44,6 +45,9 @@ def loopback_namespace() -> Iterator[None]:
         if libc.unshare(_CLONE_NEWNET) != 0:
             error = ctypes.get_errno()
             raise OSError(error, f"a network namespace of our own needs root: {os.strerror(error)}")
+        interfaces = [name for _, name in socket.if_nameindex()]
+        if interfaces != ["lo"]:
+            raise OSError(f"the new network namespace has interfaces {interfaces}, not only lo")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             flags = struct.unpack("16sh22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack("16sh22x", b"lo", 0)))[1]
             fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
@@ -55,12 +59,14 @@ def loopback_namespace() -> Iterator[None]:
 
 
 class Cluster:
-    """Two Ray nodes on 127.0.0.1: the head (1 CPU) and node 2 (1 CPU, 2 fake GPUs, label
-    zone=b), each with one :data:`SLOT`, each a ``ray start --block`` process of ours.
+    """Two Ray nodes on 127.0.0.1: the head (``head_cpus`` CPUs) and node 2 (1 CPU, 2 fake
+    GPUs, label zone=b), each with one :data:`SLOT`, each a ``ray start --block`` process of
+    ours (start either, or both).
     """
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], head_cpus: int = 1) -> None:
         self.workdir = workdir
+        self.head_cpus = head_cpus
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Short: Ray's socket paths live under it (a Unix socket path has at most 107 bytes).
@@ -69,9 +75,9 @@ class Cluster:
         self.head: subprocess.Popen[bytes] | None = None
         self.node2: subprocess.Popen[bytes] | None = None
 
-    def _start(self, name: str, arguments: list[str]) -> subprocess.Popen[bytes]:
+    def _start(self, name: str, cpus: int, arguments: list[str]) -> subprocess.Popen[bytes]:
         log = self.workdir / f"{name}-{time.monotonic_ns()}.log"
-        command = [shutil.which("ray") or "ray", "start", "--block", "--num-cpus", "1", "--disable-usage-stats"]
+        command = [shutil.which("ray") or "ray", "start", "--block", "--num-cpus", str(cpus), "--disable-usage-stats"]
         command += ["--resources", json.dumps({SLOT: 1})]
         process = subprocess.Popen(
             [*command, *arguments], env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT
@@ -87,12 +93,14 @@ class Cluster:
     def start_head(self) -> None:
         self.head = self._start(
             "head",
+            self.head_cpus,
             ["--head", "--port", str(self.port), "--temp-dir", self.temp_dir, "--include-dashboard", "false"],
         )
 
     def start_node2(self) -> None:
         self.node2 = self._start(
             "node2",
+            1,
             ["--address", self.address, "--num-gpus", str(NODE2_GPUS), "--labels", NODE2_LABEL],
         )
 
