@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import itertools
 import logging
 import multiprocessing
@@ -193,6 +194,8 @@ class RayCluster:
             await self.close()
 
     async def _connect(self) -> None:
+        if importlib.util.find_spec("ray") is None:
+            raise StartupError("--executor ray needs Ray, which is not installed: pip install 'deepaas_like[ray]'")
         driver = _Driver(self.options)
         try:
             message = await asyncio.wait_for(asyncio.to_thread(driver.first_message), self.options.connect_timeout)
