@@ -39,6 +39,13 @@ class InvalidIdempotencyKey(DeepaasLikeError):
     status = 400
 
 
+class Unauthorized(DeepaasLikeError):
+    """No valid API key on a protected route."""
+
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="deepaas_like"'}
+
+
 class EndpointDisabled(DeepaasLikeError):
     """The endpoint was switched off by configuration (DEEPaaS answers 402)."""
 

@@ -133,6 +133,13 @@ class Settings:
     # Server
     listen_ip: str = option(cfg.HostAddressOpt, "listen-ip", "127.0.0.1", "IP address the server listens on.")
     listen_port: int = option(cfg.PortOpt, "listen-port", 5000, "Port the server listens on.")
+    grpc_port: int = option(
+        cfg.PortOpt,
+        "grpc-port",
+        0,
+        "Port of a gRPC server beside HTTP, on listen-ip, serving the same models, jobs and API keys "
+        "(needs the grpc extra: pip install 'deepaas_like[grpc]'). 0: no gRPC.",
+    )
     base_path: str = option(
         cfg.StrOpt, "base-path", "", "Path prefix of every route, e.g. /deepaas.", read=lambda path: path.rstrip("/")
     )
@@ -397,6 +404,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.instance is None:  # the option's default: host:port
             object.__setattr__(self, "instance", f"{socket.gethostname()}:{self.listen_port}")
+
+    def endpoint_on(self, kind: str) -> bool:
+        """Whether the ``predict`` or ``train`` calls are served (``predict-endpoint``, ``train-endpoint``)."""
+        return self.predict_endpoint if kind == "predict" else self.train_endpoint
 
     def workers_for(self, model: str) -> int:
         return self.model_workers.get(model, self.workers)

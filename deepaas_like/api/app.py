@@ -22,7 +22,6 @@ from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
 from deepaas_like.api.routes import ACCESS, ROUTES, add_routes
 from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_middleware, setup_cors
-from deepaas_like.api.uploads import check_upload_dir, remove_orphaned_uploads
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
 from deepaas_like.jobs.result_files import ResultFiles
 from deepaas_like.jobs.runner import JobRunner
@@ -30,6 +29,7 @@ from deepaas_like.jobs.states import PREDICT, TRAIN
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.serving.served import ServedModel
+from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
 from deepaas_like.settings import Settings, default_results_dir
 from deepaas_like.workers.base import WorkerPool
 from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions

@@ -17,11 +17,12 @@ from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like import exceptions
-from deepaas_like.api.arguments import MAX_OFFSET, BodyTimeout, BodyTooLarge
-from deepaas_like.api.security import Access, Unauthorized
+from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge
+from deepaas_like.api.security import Access
 from deepaas_like.jobs.states import STATES
 from deepaas_like.media import is_json
 from deepaas_like.model.args import is_file_field
+from deepaas_like.serving.schemas import MAX_OFFSET
 from deepaas_like.serving.served import PREDICT, TRAIN, ServedModel
 from deepaas_like.settings import Settings
 
@@ -376,7 +377,7 @@ def document(spec: APISpec, routes: Any, models: dict[str, ServedModel], setting
             if operation is None:
                 continue
             if route.access is Access.KEY or (settings.auth_docs and route.access is Access.DOCS):
-                operation["responses"].update(errors(Unauthorized))
+                operation["responses"].update(errors(exceptions.Unauthorized))
             path = settings.base_path + (
                 route.path if model is None else route.path.replace("{model_name}", model.name)
             )

@@ -31,6 +31,7 @@ from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
 from deepaas_like.model import args as model_args
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import DEFAULT_NAMESPACE, resolve_model_names
+from deepaas_like.serving import schemas
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 from deepaas_like.workers.inprocess import InProcessPool
@@ -140,20 +141,16 @@ def load_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespa
     arguments are copied into ``workdir`` first, so the plugin never holds the user's file.
     Raises ``InvalidArguments``.
     """
-    instance = schema()
     raw = _flag_values(schema, namespace)
     for name, value in raw.items():
-        if model_args.is_file_field(instance.fields[name]):
+        if model_args.is_file_field(schemas.instance(schema).fields[name]):
             if not os.path.isfile(value):
                 raise InvalidArguments({name: [f"no such file: {value}"]})
             copy = os.path.join(workdir, f"{name}{os.path.splitext(value)[1]}")
             shutil.copyfile(value, copy)
             content_type = mimetypes.guess_type(value)[0] or "application/octet-stream"
             raw[name] = UploadedFile(name, copy, content_type, os.path.basename(value))
-    try:
-        return instance.load(raw)
-    except marshmallow.ValidationError as error:
-        raise InvalidArguments(error.normalized_messages()) from error
+    return schemas.load(schema, raw)
 
 
 async def run(argv: list[str]) -> int:
@@ -184,7 +181,7 @@ async def run(argv: list[str]) -> int:
             return _print({"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": output}})
         kwargs = load_arguments(model.predict_schema, options, workdir)
         if model.accept_choices and "accept" not in kwargs:
-            kwargs["accept"] = model.accept_default or model.accept_choices[0]
+            kwargs["accept"] = model.default_accept
         prediction = await model.predict(kwargs)
         if not prediction.binary:
             if options.output:

@@ -288,6 +288,10 @@ class JobRunner:
         """
         return (await self.store.get(model, uuid, kind, visible_to)).to_view()
 
+    def document(self, job: JobView) -> dict[str, Any]:
+        """The job in the wire format the runner was given (``render``), as its event streams send it."""
+        return self.feeds.render(job)
+
     async def follow(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> Feed:
         """Follow a job's changes (for an event stream; see :class:`JobFeeds`): one reader
         of the database per job, however many streams follow it. Raises ``JobNotFound``.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -72,7 +71,7 @@ class ServedModel:
         """
         description = await self.predict_pool.start()
         self.description = description
-        prefix = "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", self.name) if part)
+        prefix = schemas.camel_case(self.name)
         if description.predict_args is not None:
             self.predict_schema = schemas.build_schema(
                 description.predict_args, f"{prefix}PredictArgs", schemas.ArgumentsSchema
@@ -119,6 +118,16 @@ class ServedModel:
     def accepts(self, kind: str) -> bool:
         """Whether the plugin has the hook for ``kind`` (``predict`` or ``train``)."""
         return (self.predict_schema if kind == PREDICT else self.train_schema) is not None
+
+    @property
+    def default_accept(self) -> str | None:
+        """The media type of a prediction whose client names none: the ``accept`` argument's
+        default when it is among the choices, else the first choice; None when the model
+        offers none (it answers JSON).
+        """
+        if not self.accept_choices:
+            return None
+        return self.accept_default if self.accept_default in self.accept_choices else self.accept_choices[0]
 
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata merged over ``{"id": name, "name": name}``."""

@@ -15,10 +15,10 @@ from deepaas_like.api.keys import DRAIN, JOBS, LINKS, MODELS, SETTINGS
 from deepaas_like.api.negotiation import JSON, best_match, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
-from deepaas_like.api.uploads import Uploads
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
 from deepaas_like.jobs.states import DONE, PREDICT, TRAIN
 from deepaas_like.serving.served import ServedModel
+from deepaas_like.serving.uploads import Uploads
 
 
 def _model(request: web.Request, kind: str | None = None) -> ServedModel:
@@ -31,10 +31,8 @@ def _model(request: web.Request, kind: str | None = None) -> ServedModel:
         model = request.app[MODELS][name]
     except KeyError:
         raise ModelNotFound(f"model {name!r} not found; served: {', '.join(request.app[MODELS])}") from None
-    if kind is not None:
-        settings = request.app[SETTINGS]
-        if not (settings.predict_endpoint if kind == PREDICT else settings.train_endpoint):
-            raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
+    if kind is not None and not request.app[SETTINGS].endpoint_on(kind):
+        raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
     return model
 
 
