@@ -52,6 +52,13 @@ class EndpointDisabled(DeepaasLikeError):
     status = 402
 
 
+class ExtraNotInstalled(DeepaasLikeError):
+    """A feature needs an optional extra of deepaas_like that is not installed (``--grpc-port``
+    and the .proto files need ``deepaas_like[grpc]``)."""
+
+    status = 501
+
+
 class HookNotImplemented(DeepaasLikeError):
     """The plugin does not define the hook the route needs (``predict``, ``train``)."""
 

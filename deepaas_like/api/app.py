@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.web_middlewares import normalize_path_middleware
 
+from deepaas_like import grpc_api
 from deepaas_like.api import openapi
 from deepaas_like.api.documents import job_document
-from deepaas_like.api.draining import Drain
-from deepaas_like.api.keys import DRAIN, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.keys import DRAIN, GRPC, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN
 from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
@@ -28,6 +28,7 @@ from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.jobs.states import PREDICT, TRAIN
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.model.loading import resolve_model_names
+from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
 from deepaas_like.settings import Settings, default_results_dir
@@ -168,14 +169,31 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _grpc(app: web.Application) -> AsyncIterator[None]:
+    """The gRPC server (``--grpc-port``), on the same models, jobs, API keys, drain and
+    metrics as HTTP: started once they are up, stopped before them.
+    """
+    # The grpc extra: imported only when gRPC is on (create_app checked it is installed).
+    from deepaas_like.grpc_api.server import GrpcServer
+    from deepaas_like.grpc_api.service import Shared
+
+    shared = Shared(app[SETTINGS], app[JOBS], app[DRAIN], app[METRICS].grpc_call)
+    app[GRPC] = GrpcServer(app[MODELS], shared)
+    await app[GRPC].start()
+    yield
+    await app[GRPC].stop()
+
+
 async def _shutting_down(app: web.Application) -> None:
     # Runs before aiohttp waits for in-flight handlers: event streams end instead of
     # holding the shutdown for the whole grace period, and predictions that cannot finish
-    # in it are answered 503 before it ends.
+    # in it are answered 503 before it ends. gRPC stops taking calls, as HTTP does.
     app[SHUTTING_DOWN].set()
     app[DRAIN].start(app[SETTINGS].shutdown_timeout)
     if JOBS in app:
         app[JOBS].end_feeds()
+    if GRPC in app:
+        app[GRPC].shutting_down()
 
 
 _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
@@ -220,6 +238,9 @@ def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Appl
     app[METRICS] = Metrics()
     app[METRICS].app = app
     app.cleanup_ctx.append(_serving)
+    if settings.grpc_port:
+        grpc_api.require("--grpc-port")
+        app.cleanup_ctx.append(_grpc)
     add_routes(app, settings)
     if settings.debug_endpoint:
         app[LOG_BUFFER] = collections.deque(maxlen=2000)

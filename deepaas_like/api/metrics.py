@@ -45,10 +45,28 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.grpc_requests = Counter(
+            "deepaas_like_grpc_requests",
+            "gRPC calls answered",
+            ["model", "method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_latency = Histogram(
+            "deepaas_like_grpc_request_duration_seconds",
+            "Time to answer a gRPC call (to its last message, for streams), in seconds",
+            ["model", "method"],
+            registry=self.registry,
+        )
         self.job_counts: dict[tuple[str, str, str], int] = {}
         self.database_up = True
         self.registry.register(_ScrapeTimeCollector(self))
         self.app: web.Application | None = None
+
+    def grpc_call(self, model: str, method: str, code: str, seconds: float) -> None:
+        """Count a gRPC call of ``model``'s ``method`` that ended with ``code`` (``OK``,
+        ``INVALID_ARGUMENT``, ...) after ``seconds``."""
+        self.grpc_requests.labels(model, method, code).inc()
+        self.grpc_latency.labels(model, method).observe(seconds)
 
 
 METRICS = web.AppKey("metrics", Metrics)
