@@ -235,6 +235,17 @@ def get_model(model: ServedModel | None, settings: Settings) -> dict[str, Any] |
     }
 
 
+def protos(model: ServedModel | None, settings: Settings) -> dict[str, Any] | None:
+    assert model is not None
+    text = {"description": "the .proto file", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {
+        "tags": [model.name],
+        "summary": f"The .proto file of {model.name}'s gRPC service",
+        "description": "Compile it with protoc (grpc_tools.protoc) to call the model over gRPC (--grpc-port).",
+        "responses": {"200": text, **errors(*_MODEL_ERRORS, exceptions.ExtraNotInstalled)},
+    }
+
+
 def _served_for(kind: str) -> Callable[[Callable[[ServedModel], dict[str, Any]]], Documenter]:
     """Document a route of ``kind`` (predictions or trainings) only where its endpoint is on
     and the plugin has the hook; the operation is tagged with the model's name.

@@ -46,6 +46,7 @@ ROUTES: tuple[Route, ...] = (
     Route("version_v2", "GET", "/v2/", handlers.version_v2, doc=openapi.version_v2),
     Route("models", "GET", "/v2/models/", handlers.list_models, doc=openapi.list_models),
     Route("model", "GET", MODEL, handlers.get_model, doc=openapi.get_model),
+    Route("protos", "GET", MODEL + "protos", handlers.protos, doc=openapi.protos, served=lambda s: s.doc_endpoint),
     Route("predict", "POST", PREDICTIONS, handlers.predict, Access.KEY, openapi.predict),
     Route("predictions", "GET", PREDICTIONS, handlers.list_predictions, Access.KEY, openapi.list_predictions),
     Route("prediction", "GET", PREDICTIONS + "{uuid}", handlers.get_prediction, Access.KEY, openapi.get_prediction),

@@ -1,7 +1,8 @@
 """``deepaas-like-cli``: call one model in-process, without a server; install plugins.
 
 ``deepaas-like-cli --model-name demo predict --image cat.png --size 32 --output out.png``;
-subcommands ``metadata``, ``predict``, ``train``, ``openapi`` and ``install``. Flags of
+subcommands ``metadata``, ``predict``, ``train``, ``openapi``, ``protos`` (the gRPC
+service's ``.proto`` file) and ``install``. Flags of
 ``predict`` and ``train`` are generated from the plugin's arguments: file arguments take a
 path (the plugin receives a temporary copy, as over HTTP), list arguments take the flag
 repeated or a JSON list (``--labels '["cat", "dog"]'``, DEEPaaS's syntax), dict arguments a
@@ -23,7 +24,7 @@ from typing import Any
 import marshmallow
 from marshmallow import fields
 
-from deepaas_like import config
+from deepaas_like import config, grpc_api
 from deepaas_like.api import openapi
 from deepaas_like.api.routes import ROUTES
 from deepaas_like.cmd import install
@@ -92,6 +93,10 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("metadata", help="print the model's metadata (JSON)")
     commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)")
+    protos = commands.add_parser(
+        "protos", help="write the .proto file of the model's gRPC service (needs deepaas_like[grpc])"
+    )
+    protos.add_argument("--output", required=True, metavar="DIR", help="directory to write it in (made if missing)")
     hooks = (
         (("predict", {}), ("train", {}))
         if model is None
@@ -174,6 +179,13 @@ async def run(argv: list[str]) -> int:
         openapi.add_attribute_functions(api_spec)
         openapi.document(api_spec.spec, ROUTES, {model.name: model}, Settings(database_url=""))
         return _print(api_spec.swagger_dict())
+    if options.command == "protos":
+        name, text = grpc_api.proto_file(model)
+        os.makedirs(options.output, exist_ok=True)
+        path = os.path.join(options.output, name)
+        with open(path, "w") as handle:
+            handle.write(text)
+        return _print({"status": "OK", "output": path})
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
         if options.command == "train":
             kwargs = load_arguments(model.train_schema, options, workdir)

@@ -35,7 +35,7 @@ def require(feature: str) -> None:
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing
+    except (ModuleNotFoundError, ValueError):  # its parent package is missing, or it was unloaded
         return False
 
 

@@ -92,6 +92,11 @@ class _Printer:
         entries = {f".{full_name}.{nested.name}": nested for nested in message.nested_type if nested.options.map_entry}
         self._comment(path, depth)
         self.lines.append(f"{indent}message {message.name} {{")
+        # Nested messages first: protoc then numbers them as the descriptor does, before the
+        # map entries it makes as it reads the fields.
+        for index, nested in enumerate(message.nested_type):
+            if not nested.options.map_entry:
+                self._message(nested, (*path, 3, index), full_name, depth + 1)
         oneofs: dict[int, list[tuple[int, _Field]]] = {}
         for index, field in enumerate(message.field):
             if field.HasField("oneof_index") and not field.proto3_optional:
@@ -103,9 +108,6 @@ class _Printer:
             for index, field in members:
                 self._field(field, (*path, 2, index), full_name, entries, depth + 2)
             self.lines.append(f"{indent}{_INDENT}}}")
-        for index, nested in enumerate(message.nested_type):
-            if not nested.options.map_entry:
-                self._message(nested, (*path, 3, index), full_name, depth + 1)
         self.lines.append(f"{indent}}}")
 
     def _field(

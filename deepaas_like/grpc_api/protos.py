@@ -169,6 +169,9 @@ class _Message:
         self.full_name = full_name
         self.path = path
         self.slots: list[Slot] = []
+        #: Map entry messages, added after the fields' nested messages: protoc adds them
+        #: as it reads the fields, which the printed text has after the nested messages.
+        self.entries: list[descriptor_pb2.DescriptorProto] = []
         self._json_names: set[str] = set()
 
     def field_name(self, key: str) -> str:
@@ -186,7 +189,7 @@ class _Message:
         return name
 
     def nested_name(self, name: str) -> str:
-        taken = {nested.name for nested in self.proto.nested_type}
+        taken = {nested.name for nested in [*self.proto.nested_type, *self.entries]}
         base, number = _camel(name) or "Value", 1
         while base in taken or base == self.proto.name:
             number += 1
@@ -419,6 +422,7 @@ class _Builder:
                 comment=comment,
             )
             message.slots.append(Slot(key, name, mapped.json))
+        message.proto.nested_type.extend(message.entries)
         self.slots[message.full_name] = tuple(message.slots)
 
     def _map(
@@ -485,10 +489,13 @@ class _Builder:
         if value.repeated or value.json:
             return _Mapped(MESSAGE, STRUCT)
         entry_name = _camel(name) + "Entry"
-        entry = parent.proto.nested_type.add(name=entry_name)
+        entry = descriptor_pb2.DescriptorProto(name=entry_name)
         entry.options.map_entry = True
         entry.field.add(name="key", number=1, type=key_type, label=_OPTIONAL)
-        entry.field.add(name="value", number=2, type=value.type, type_name=value.type_name, label=_OPTIONAL)
+        entry.field.add(name="value", number=2, type=value.type, label=_OPTIONAL)
+        if value.type_name:
+            entry.field[1].type_name = value.type_name
+        parent.entries.append(entry)
         return _Mapped(MESSAGE, f".{parent.full_name}.{entry_name}", repeated=True, map=True)
 
     def _comment(self, path: list[int], text: str) -> None:

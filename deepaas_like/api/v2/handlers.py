@@ -8,6 +8,7 @@ from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
 from marshmallow import ValidationError, fields
 
+from deepaas_like import grpc_api
 from deepaas_like.api.arguments import Limits, Negotiation, listing_arguments, parse_arguments
 from deepaas_like.api.documents import job_document
 from deepaas_like.api.idempotency import idempotency_key
@@ -89,6 +90,13 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     return json_response(_metadata(request, _model(request)))
+
+
+async def protos(request: web.Request) -> web.Response:
+    """The ``.proto`` file of the model's gRPC service (as ``--grpc-port`` serves it)."""
+    name, text = grpc_api.proto_file(_model(request))
+    headers = {hdrs.CONTENT_DISPOSITION: f'inline; filename="{name}"'}
+    return web.Response(text=text, content_type="text/plain", headers=headers)
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
