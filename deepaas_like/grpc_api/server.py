@@ -83,8 +83,11 @@ class GrpcServer:
             )
         try:
             server.add_insecure_port(self.address)
-        except RuntimeError as error:
-            raise StartupError(f"cannot listen on {self.address} for gRPC (--grpc-port): {error}") from None
+        except RuntimeError:  # grpc says no more than "Failed to bind" (and logs why on stderr)
+            raise StartupError(
+                f"cannot listen on {self.address} for gRPC (--grpc-port): the port is in use, "
+                "or the address is not one of this host's"
+            ) from None
         await self._update_health()
         await server.start()
         self._server = server
