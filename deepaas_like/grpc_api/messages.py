@@ -139,7 +139,7 @@ class Messages:
     def _set(self, target: Message, field: FieldDescriptor, value: Any) -> None:
         target.SetInParent()
         if field.message_type is not None and field.message_type.full_name in JSON_TYPES:
-            json_format.ParseDict(value, target)
+            _json_value(target, value)
         else:
             self._fill(target, value)
 
@@ -149,6 +149,22 @@ class Messages:
         slots = self.protos.slots[descriptor.full_name]
         # upb's descriptors are typed apart from the Python ones, with the same interface.
         return [(slot, cast(FieldDescriptor, descriptor.fields_by_name[slot.name])) for slot in slots]
+
+
+def _json_value(target: Any, value: Any) -> None:
+    """Fill a ``Struct``, ``ListValue`` or ``Value`` with JSON data, by protobuf's own helpers
+    for them (``json_format.ParseDict`` takes three times as long on a list of floats)."""
+    name = target.DESCRIPTOR.full_name
+    if name == "google.protobuf.Struct":
+        target.update(value)
+    elif name == "google.protobuf.ListValue":
+        target.extend(value)
+    elif isinstance(value, dict):
+        target.struct_value.update(value)
+    elif isinstance(value, (list, tuple)):
+        target.list_value.extend(value)
+    else:
+        json_format.ParseDict(value, target)
 
 
 def _scalar(field: FieldDescriptor, value: Any) -> Any:
