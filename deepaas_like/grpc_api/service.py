@@ -24,7 +24,7 @@ import grpc
 from google.protobuf.message import Message
 
 from deepaas_like import api_keys
-from deepaas_like.exceptions import DeepaasLikeError, EndpointDisabled
+from deepaas_like.exceptions import DeepaasLikeError, EndpointDisabled, PluginError
 from deepaas_like.grpc_api.messages import Messages
 from deepaas_like.grpc_api.protos import SIGNATURES, ModelProtos
 from deepaas_like.grpc_api.status import status_of
@@ -201,16 +201,16 @@ class ModelService:
         except DeepaasLikeError as error:
             status = status_of(error)
             code = status.code.name
-            if error.status >= 500:
+            if error.status >= 500 and not isinstance(error, PluginError):  # plugin errors: the worker logged them
                 LOG.error("gRPC %s/%s: %s", self.protos.service, method, error.message)
             await context.abort(status.code, status.details, status.trailing_metadata)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the last line of defence: a status, and keep serving
             if isinstance(error, grpc.aio.AbortError):
                 raise
-            code = "INTERNAL"  # the last line of defence: a status, and keep serving
+            code = "INTERNAL"
             LOG.exception("unhandled error in gRPC %s/%s", self.protos.service, method)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {type(error).__name__}")
         finally:

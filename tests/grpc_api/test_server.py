@@ -26,7 +26,7 @@ from PIL import Image
 from tests.conftest import TEST_PLUGINS, free_port, make_plugin_site, png_bytes
 
 USER, OTHER, ADMIN = "user-key", "other-key", "admin-key"
-MODELS = ("demo", "deepaas_style", "slow")
+MODELS = ("demo", "deepaas_style", "slow", "failing")
 
 
 def key(value: str = USER) -> tuple[tuple[str, str], ...]:
@@ -227,6 +227,26 @@ def test_a_deepaas_style_plugin_is_served_unchanged(stubs, channel):
     assert stub.Predict(request, metadata=key()).file.content_type == "application/zip"
     training = stub.Train(messages.TrainRequest(sleep=0), metadata=key())
     assert training.args["sleep"] == 0
+
+
+def test_a_plugin_that_fails_fails_only_its_own_call(stubs, channel):
+    messages, services = stubs["failing"]
+    stub = services.FailingStub(channel)
+    for how, code, words in (
+        ("raise", grpc.StatusCode.INTERNAL, "RuntimeError: the model broke"),
+        ("exit", grpc.StatusCode.INTERNAL, "exit"),
+        ("bad-schema", grpc.StatusCode.INTERNAL, "schema"),
+        ("invalid", grpc.StatusCode.INVALID_ARGUMENT, "this input makes no sense"),
+    ):
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(messages.PredictRequest(how=how), metadata=key())
+        assert raised.value.code() == code and words in raised.value.details(), how
+    assert stub.Predict(messages.PredictRequest(how="ok"), metadata=key(), timeout=60).prediction.value == 1
+    training = stub.Train(messages.TrainRequest(), metadata=key())
+    events = list(stub.WatchTraining(messages.TrainingRequest(uuid=training.uuid), metadata=key()))
+    assert events[-1].event == "end" and events[-1].status == "error"
+    failed = stub.GetTraining(messages.TrainingRequest(uuid=training.uuid), metadata=key())
+    assert "training diverged" in failed.message
 
 
 def test_deadlines_and_cancels_end_the_call_and_the_server_keeps_serving(stubs, channel, demo):
