@@ -73,6 +73,8 @@ class Cell:
     protocol: str
     concurrency: int
     rounds: list[LoadResult] = dataclasses.field(default_factory=list)
+    #: CPU seconds of the server (its process and workers) per answered request, per round.
+    cpu: list[float] = dataclasses.field(default_factory=list)
 
     def median(self, attribute: str) -> float:
         return statistics.median(getattr(result, attribute) for result in self.rounds)
@@ -141,11 +143,8 @@ async def _grpc_load(target: str, method: str, body: bytes, concurrency: int, du
         await asyncio.gather(*(client() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
     latencies.sort()
-
-    def percentile(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
-
-    return LoadResult(len(latencies) + errors, errors, seconds, percentile(0.5), percentile(0.99), errors)
+    p50, p99 = (loadgen._percentile(latencies, q) * 1000 for q in (0.50, 0.99))
+    return LoadResult(len(latencies) + errors, errors, seconds, p50, p99, errors)
 
 
 def measure(workload: Workload, concurrencies: tuple[int, ...], rounds: int, seconds: int, warmup: int, workdir: Path):
@@ -184,12 +183,15 @@ def measure(workload: Workload, concurrencies: tuple[int, ...], rounds: int, sec
             for round_ in range(1, rounds + 1):
                 for protocol, load in loads.items():
                     load(concurrency, warmup)
+                    cpu_before = harness.tree_cpu_seconds(server.pid)
                     result = load(concurrency, seconds)
+                    cpu = harness.tree_cpu_seconds(server.pid) - cpu_before
                     cells[(protocol, concurrency)].rounds.append(result)
+                    cells[(protocol, concurrency)].cpu.append(cpu / max(1, result.requests - result.errors))
                     say(
                         f"  {workload.label} {protocol} c={concurrency} round {round_}/{rounds}: "
                         f"{result.rps:.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-                        f"errors {result.errors}"
+                        f"errors {result.errors}, server CPU {cells[(protocol, concurrency)].cpu[-1] * 1e6:.0f} us/request"
                     )
     return list(cells.values())
 
@@ -206,16 +208,18 @@ def render(cells: list[Cell], quick: bool, rounds: int, seconds: int, elapsed: f
         f"`python benchmarks/grpc.py{' --quick' if quick else ''}`, {time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} cores (shared), {rounds} round(s) of {seconds} s per cell (median shown), "
         f"{elapsed / 60:.1f} minutes in all. REST: aiohttp client, keep-alive connections; gRPC: grpc.aio client, "
-        "one channel. Both clients are Python asyncio processes on the same machine.",
+        "one channel. Both clients are Python asyncio processes on the same machine, and take CPU from "
+        "the server and its workers; server CPU is that of the server process and its workers, per request.",
         "",
-        "| workload | protocol | concurrency | req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| workload | protocol | concurrency | req/s | p50 ms | p99 ms | server CPU µs/req | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for cell in cells:
         errors = sum(result.errors for result in cell.rounds)
         lines.append(
             f"| {cell.label} | {cell.protocol} | {cell.concurrency} | {cell.median('rps'):.0f} | "
-            f"{cell.median('p50_ms'):.1f} | {cell.median('p99_ms'):.1f} | {errors} |"
+            f"{cell.median('p50_ms'):.1f} | {cell.median('p99_ms'):.1f} | "
+            f"{statistics.median(cell.cpu) * 1e6:.0f} | {errors} |"
         )
     return "\n".join(lines) + "\n"
 
