@@ -107,7 +107,7 @@ def exclusive_range_property(self: Any, field: fields.Field, **kwargs: Any) -> d
 
 def add_attribute_functions(api_spec: AiohttpApiSpec) -> None:
     """Teach apispec's marshmallow converter DEEPaaS file arguments and exclusive ranges."""
-    converter = api_spec.spec.plugins[0].converter
+    converter = api_spec.spec.plugins[0].converter  # type: ignore[attr-defined]  # the MarshmallowPlugin
     converter.add_attribute_function(file_field_property)
     converter.add_attribute_function(exclusive_range_property)
 

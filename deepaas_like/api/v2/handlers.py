@@ -27,10 +27,11 @@ def _model(request: web.Request, kind: str | None = None) -> ServedModel:
     ``HookNotImplemented`` (501).
     """
     name = request.match_info["model_name"]
+    models: dict[str, ServedModel] = request.app[MODELS]
     try:
-        model = request.app[MODELS][name]
+        model = models[name]
     except KeyError:
-        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(request.app[MODELS])}") from None
+        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(models)}") from None
     if kind is not None:
         settings = request.app[SETTINGS]
         if not (settings.predict_endpoint if kind == PREDICT else settings.train_endpoint):
