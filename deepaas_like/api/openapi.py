@@ -17,7 +17,7 @@ from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like import exceptions
-from deepaas_like.api.arguments import MAX_OFFSET, BodyTimeout, BodyTooLarge
+from deepaas_like.api.arguments import MAX_LIMIT, MAX_OFFSET, BodyTimeout, BodyTooLarge
 from deepaas_like.api.security import Access, Unauthorized
 from deepaas_like.jobs.states import STATES
 from deepaas_like.media import is_json
@@ -54,7 +54,7 @@ _JOB = {
 
 _LISTING = [
     {"in": "query", "name": "status", "schema": {"type": "string", "enum": list(STATES)}},
-    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
 ]
 _IDEMPOTENCY_KEY = {

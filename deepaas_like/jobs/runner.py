@@ -65,7 +65,7 @@ class Servable(Protocol):
 
     name: str
 
-    def accepts(self, kind: str) -> bool: ...
+    def require(self, kind: str) -> None: ...
 
     async def train(self, kwargs: dict[str, Any], job_id: str, on_progress: ProgressCallback | None = None) -> Any: ...
 
@@ -235,9 +235,11 @@ class JobRunner:
         uploads deleted). Raises ``IdempotencyKeyReused`` when that first job had other
         arguments, ``DatabaseUnavailable`` when the job could not be recorded.
         """
-        if not model.accepts(kind):
+        try:
+            model.require(kind)
+        except HookNotImplemented:
             _remove(upload_dir)
-            raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
+            raise
         scope = fingerprint = None
         try:
             if idempotency_key is not None:

@@ -16,7 +16,7 @@ from deepaas_like.api.negotiation import JSON, best_match, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
 from deepaas_like.api.uploads import Uploads
-from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
+from deepaas_like.exceptions import EndpointDisabled, InvalidArguments, ModelNotFound
 from deepaas_like.jobs.states import DONE, PREDICT, TRAIN
 from deepaas_like.serving.served import ServedModel
 
@@ -41,8 +41,7 @@ def _model(request: web.Request, kind: str | None = None) -> ServedModel:
 
 def _callable(request: web.Request, kind: str) -> ServedModel:
     model = _model(request, kind)
-    if not model.accepts(kind):
-        raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
+    model.require(kind)
     return model
 
 
