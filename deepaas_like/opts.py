@@ -6,5 +6,5 @@ from deepaas_like import config
 
 
 def list_opts() -> list[tuple[str, list]]:
-    """Every option, in the DEFAULT group."""
-    return [("DEFAULT", list(config.ALL_OPTS))]
+    """Every option, in the DEFAULT group, and the per-model options of a ``[model:NAME]`` section."""
+    return [("DEFAULT", list(config.ALL_OPTS)), (config.MODEL_SECTION + "name", list(config.MODEL_OPTS))]

@@ -84,9 +84,13 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def options() -> list[tuple[dataclasses.Field[Any], Option]]:
-    """Every Settings field that an option sets, with its :class:`Option`, in declaration order."""
-    return [(field, field.metadata["option"]) for field in dataclasses.fields(Settings) if "option" in field.metadata]
+def options(settings: type | None = None) -> list[tuple[dataclasses.Field[Any], Option]]:
+    """Every field of ``settings`` (default: :class:`Settings`, then :class:`ModelSettings`)
+    that an option sets, with its :class:`Option`, in declaration order.
+    """
+    if settings is None:
+        return options(Settings) + options(ModelSettings)
+    return [(field, field.metadata["option"]) for field in dataclasses.fields(settings) if "option" in field.metadata]
 
 
 def _names(values: list[str]) -> tuple[str, ...]:
@@ -123,11 +127,83 @@ def _networks(values: list[str]) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """How one model is served. The options in the DEFAULT group set them for every model; a
+    ``[model:NAME]`` section of the configuration file sets them for model NAME (see
+    :func:`deepaas_like.config.settings`). Seconds and milliseconds as the names say.
+    """
+
+    workers: int = option(cfg.IntOpt, "workers", 1, "Worker processes for predictions, per model.", min=1)
+    train_workers: int = option(
+        cfg.IntOpt, "train-workers", 1, "Worker processes per model for trainings (started on first use).", min=1
+    )
+    gpus: tuple[str, ...] = option(
+        cfg.ListOpt, "gpus", (), "GPU ids given to workers round-robin through CUDA_VISIBLE_DEVICES, e.g. 0,1."
+    )
+    max_batch_size: int = option(
+        cfg.IntOpt,
+        "max-batch-size",
+        8,
+        "Most requests grouped into one predict_batch() call, for plugins that have it. 1: no batching.",
+        min=1,
+    )
+    batch_wait_ms: float = option(
+        cfg.FloatOpt,
+        "batch-wait-ms",
+        5.0,
+        "Longest a request waits for others to join its batch, in milliseconds.",
+        min=0,
+    )
+    predict_timeout: float = option(
+        cfg.FloatOpt,
+        "predict-timeout",
+        0.0,
+        "Seconds a prediction may take; past it the answer is 504 and the worker is replaced. 0: no limit.",
+        min=0,
+    )
+    max_queue: int = option(
+        cfg.IntOpt,
+        "max-queue",
+        256,
+        "Most requests waiting for a model's predict workers; more get 503 with Retry-After. 0: no bound.",
+        min=0,
+    )
+    worker_memory_limit_mb: int = option(
+        cfg.IntOpt,
+        "worker-memory-limit",
+        0,
+        "Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
+        min=0,
+    )
+    max_result_size: int = option(
+        cfg.IntOpt,
+        "max-result-size",
+        0,
+        "Largest prediction sent back, in bytes; a larger one is answered 507 (the worker is kept). "
+        "Binary results over 1 MiB travel from the worker as files in the upload directory. 0: no limit.",
+        min=0,
+    )
+    worker_threads: int = option(
+        cfg.IntOpt,
+        "worker-threads",
+        0,
+        "Threads of the math libraries (OpenMP, MKL, OpenBLAS: torch, numpy) in each worker. "
+        "On shared CPUs, 1 avoids threads spin-waiting for each other. 0: as the environment says.",
+        min=0,
+    )
+    warm: bool = option(cfg.BoolOpt, "warm", True, "Call each plugin's warm() in every worker before it takes work.")
+
+    def timeout(self) -> float | None:
+        """Seconds a prediction may take, or None for no limit."""
+        return self.predict_timeout or None
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the server needs, one field per option; defaults are DEEPaaS's where it has
     the option. Times are in seconds unless the name says otherwise, sizes in bytes, 0 means
-    "no limit" where the help says so. :meth:`workers_for` and :meth:`predict_timeout_for`
-    apply the per-model overrides.
+    "no limit" where the help says so. :meth:`for_model` gives a model's
+    :class:`ModelSettings`.
     """
 
     # Server
@@ -251,7 +327,7 @@ class Settings:
         (),
         "Origin allowed to call the API from a browser (repeat; * for any).",
     )
-    # Models and workers
+    # Models and workers (the per-model options are ModelSettings fields)
     model_names: tuple[str, ...] = option(
         cfg.MultiStrOpt,
         "model-name",
@@ -263,40 +339,12 @@ class Settings:
     namespace: str = option(
         cfg.StrOpt, "model-namespace", DEFAULT_NAMESPACE, "Entry-point group that plugins are found in."
     )
-    workers: int = option(cfg.IntOpt, "workers", 1, "Worker processes per model for predictions.", min=1)
     model_workers: dict[str, int] = option(
         cfg.DictOpt,
         "model-workers",
         {},
         "Per-model predict workers, e.g. demo:2,other:1; overrides workers.",
         read=_pairs(int),
-    )
-    train_workers: int = option(
-        cfg.IntOpt, "train-workers", 1, "Worker processes per model for trainings (started on first use).", min=1
-    )
-    gpus: tuple[str, ...] = option(
-        cfg.ListOpt, "gpus", (), "GPU ids given to workers round-robin through CUDA_VISIBLE_DEVICES, e.g. 0,1."
-    )
-    max_batch_size: int = option(
-        cfg.IntOpt,
-        "max-batch-size",
-        8,
-        "Most requests grouped into one predict_batch() call, for plugins that have it. 1: no batching.",
-        min=1,
-    )
-    batch_wait_ms: float = option(
-        cfg.FloatOpt,
-        "batch-wait-ms",
-        5.0,
-        "Longest a request waits for others to join its batch, in milliseconds.",
-        min=0,
-    )
-    predict_timeout: float = option(
-        cfg.FloatOpt,
-        "predict-timeout",
-        0.0,
-        "Seconds a prediction may take; past it the answer is 504 and the worker is replaced. 0: no limit.",
-        min=0,
     )
     model_predict_timeouts: dict[str, float] = option(
         cfg.DictOpt,
@@ -305,37 +353,10 @@ class Settings:
         "Per-model predict timeout in seconds, e.g. demo:5,slow:60.",
         read=_pairs(float),
     )
-    max_queue: int = option(
-        cfg.IntOpt,
-        "max-queue",
-        256,
-        "Most requests waiting for a model's predict workers; more get 503 with Retry-After. 0: no bound.",
-        min=0,
-    )
-    worker_memory_limit_mb: int = option(
-        cfg.IntOpt,
-        "worker-memory-limit",
-        0,
-        "Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
-        min=0,
-    )
-    max_result_size: int = option(
-        cfg.IntOpt,
-        "max-result-size",
-        0,
-        "Largest prediction sent back, in bytes; a larger one is answered 507 (the worker is kept). "
-        "Binary results over 1 MiB travel from the worker as files in the upload directory. 0: no limit.",
-        min=0,
-    )
-    worker_threads: int = option(
-        cfg.IntOpt,
-        "worker-threads",
-        0,
-        "Threads of the math libraries (OpenMP, MKL, OpenBLAS: torch, numpy) in each worker. "
-        "On shared CPUs, 1 avoids threads spin-waiting for each other. 0: as the environment says.",
-        min=0,
-    )
-    warm: bool = option(cfg.BoolOpt, "warm", True, "Call each plugin's warm() in every worker before it takes work.")
+    #: The per-model options as the DEFAULT group sets them (every model's defaults).
+    model: ModelSettings = dataclasses.field(default_factory=lambda: ModelSettings())
+    #: Model name -> its settings, where a section, ``model-workers`` or ``model-predict-timeout`` names it.
+    models: dict[str, ModelSettings] = dataclasses.field(default_factory=dict)
     # Jobs
     database_url: str = option(
         cfg.StrOpt,
@@ -409,9 +430,6 @@ class Settings:
         """Whether the ``predict`` or ``train`` calls are served (``predict-endpoint``, ``train-endpoint``)."""
         return self.predict_endpoint if kind == "predict" else self.train_endpoint
 
-    def workers_for(self, model: str) -> int:
-        return self.model_workers.get(model, self.workers)
-
-    def predict_timeout_for(self, model: str) -> float | None:
-        """Seconds a prediction of ``model`` may take, or None for no limit."""
-        return self.model_predict_timeouts.get(model, self.predict_timeout) or None
+    def for_model(self, name: str) -> ModelSettings:
+        """The settings model ``name`` is served with."""
+        return self.models.get(name, self.model)

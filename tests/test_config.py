@@ -22,7 +22,7 @@ def parse(argv, monkeypatch=None):
 def test_deepaas_defaults(monkeypatch):
     monkeypatch.delenv(config.MODEL_ENV, raising=False)
     settings = config.settings(parse([]))
-    assert (settings.model_names, settings.base_path, settings.workers, settings.warm) == ((), "", 1, True)
+    assert (settings.model_names, settings.base_path, settings.model.workers, settings.model.warm) == ((), "", 1, True)
     assert settings.predict_endpoint and settings.train_endpoint and settings.doc_endpoint
     assert not settings.debug_endpoint
     assert settings.namespace == "deepaas.v2.model"
@@ -44,8 +44,8 @@ def test_config_file_and_per_model_workers(tmp_path):
     conf = parse(["--config-file", str(path)])
     settings = config.settings(conf)
     assert conf.listen_port == 8080
-    assert settings.workers_for("demo") == 3 and settings.workers_for("other") == 1
-    assert settings.gpus == ("0", "1") and settings.base_path == "/api"
+    assert settings.for_model("demo").workers == 3 and settings.for_model("other").workers == 1
+    assert settings.model.gpus == ("0", "1") and settings.base_path == "/api"
 
 
 def test_bad_values_are_rejected():
@@ -77,3 +77,25 @@ def test_a_bad_value_names_its_option():
         config.settings(parse(["--trusted-proxies", "10.0.0.300"]))
     with pytest.raises(cfg.Error, match="model-predict-timeout: takes name:number pairs"):
         config.settings(parse(["--model-predict-timeout", "demo:soon"]))
+
+
+def test_a_model_section_sets_that_models_options(tmp_path):
+    path = tmp_path / "server.conf"
+    path.write_text(
+        "[DEFAULT]\nworkers = 2\nmodel_workers = a:3,b:4\nmax_batch_size = 16\n"
+        "[model:a]\nworkers = 5\ngpus = 1\nbatch_wait_ms = 20\nwarm = false\n"
+        "[model:c]\npredict_timeout = 7.5\n"
+    )
+    settings = config.settings(parse(["--config-file", str(path)]))
+    a, b, c, other = (settings.for_model(name) for name in ("a", "b", "c", "other"))
+    assert (a.workers, a.gpus, a.batch_wait_ms, a.warm, a.max_batch_size) == (5, ("1",), 20.0, False, 16)
+    assert (b.workers, b.gpus, b.max_batch_size) == (4, (), 16)
+    assert (c.workers, c.timeout(), c.max_batch_size) == (2, 7.5, 16)
+    assert other == settings.model and (other.workers, other.timeout()) == (2, None)
+
+
+def test_a_bad_value_in_a_model_section_names_the_section_and_option(tmp_path):
+    path = tmp_path / "server.conf"
+    path.write_text("[model:a]\nworkers = 0\n")
+    with pytest.raises(cfg.Error, match=r"^\[model:a\] workers: .*"):
+        config.settings(parse(["--config-file", str(path)]))

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp.web_middlewares import normalize_path_middleware
 
 from deepaas_like import grpc_api
@@ -42,7 +43,7 @@ PoolFactory = Callable[[str, str, int], WorkerPool]
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error becomes JSON: ``{"message": ...}``, or ``{"field": [...]}`` for 422,
     with the status the exception class carries.
     """
@@ -77,42 +78,40 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 
 def process_pools(settings: Settings) -> PoolFactory:
-    """The default :data:`PoolFactory`: persistent worker processes."""
-    options = WorkerOptions(
-        warm=settings.warm,
-        gpus=settings.gpus,
-        memory_limit_mb=settings.worker_memory_limit_mb,
-        threads=settings.worker_threads,
-        debug=settings.debug,
-        log_json=settings.log_json,
-        max_result_size=settings.max_result_size,
-        results_dir=settings.upload_dir,
-    )
+    """The default :data:`PoolFactory`: persistent worker processes, set up as each model's
+    :class:`~deepaas_like.settings.ModelSettings` say.
+    """
 
     def make(name: str, kind: str, size: int) -> WorkerPool:
+        model = settings.for_model(name)
+        options = WorkerOptions(
+            warm=model.warm,
+            gpus=model.gpus,
+            memory_limit_mb=model.worker_memory_limit_mb,
+            threads=model.worker_threads,
+            debug=settings.debug,
+            log_json=settings.log_json,
+            max_result_size=model.max_result_size,
+            results_dir=settings.upload_dir,
+        )
         if kind == TRAIN:
             return ProcessWorkerPool(name, settings.namespace, size=size, options=options)
         return ProcessWorkerPool(
-            name,
-            settings.namespace,
-            size=size,
-            options=options,
-            timeout=settings.predict_timeout_for(name),
-            max_queue=settings.max_queue,
+            name, settings.namespace, size=size, options=options, timeout=model.timeout(), max_queue=model.max_queue
         )
 
     return make
 
 
 def _served_model(name: str, settings: Settings, pools: PoolFactory, metrics: Metrics) -> ServedModel:
-    workers = settings.workers_for(name)
+    model = settings.for_model(name)
     return ServedModel(
         name,
-        pools(name, PREDICT, workers),
-        lambda: pools(name, TRAIN, settings.train_workers),
-        workers=workers,
-        max_batch_size=settings.max_batch_size,
-        batch_wait=settings.batch_wait_ms / 1000,
+        pools(name, PREDICT, model.workers),
+        lambda: pools(name, TRAIN, model.train_workers),
+        workers=model.workers,
+        max_batch_size=model.max_batch_size,
+        batch_wait=model.batch_wait_ms / 1000,
         on_batch=metrics.batch_size.labels(name).observe,
     )
 
@@ -143,8 +142,8 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         openapi.document(app[_API_SPEC].spec, ROUTES, models, settings)
     capacity = {}
     for name in models:
-        capacity[(name, str(TRAIN))] = settings.train_workers
-        capacity[(name, str(PREDICT))] = settings.workers_for(name)
+        capacity[(name, str(TRAIN))] = settings.for_model(name).train_workers
+        capacity[(name, str(PREDICT))] = settings.for_model(name).workers
     app[JOBS] = JobRunner(
         store,
         models,  # type: ignore[arg-type]

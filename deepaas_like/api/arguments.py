@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import marshmallow
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
 from multidict import MultiDict
@@ -60,7 +60,7 @@ class _Parser(AIOHTTPParser):
     def handle_error(
         self, error: marshmallow.ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any
     ) -> Any:  # noqa: ARG002
-        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        messages: Any = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
         # webargs files messages under the location they came from; clients want the fields.
         if len(messages) == 1 and next(iter(messages)) in ("request", "query", "json", "form"):
             messages = next(iter(messages.values()))
@@ -168,7 +168,7 @@ async def _read_multipart(
             raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
         if part is None:
             return
-        if not hasattr(part, "read_chunk") or part.name is None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
             continue  # nested multiparts and unnamed parts carry no argument
         if part.filename is None:
             try:

@@ -22,7 +22,7 @@ from deepaas_like.api.security import Access
 from deepaas_like.jobs.states import STATES
 from deepaas_like.media import is_json
 from deepaas_like.model.args import is_file_field
-from deepaas_like.serving.schemas import MAX_OFFSET
+from deepaas_like.serving.schemas import MAX_LIMIT, MAX_OFFSET
 from deepaas_like.serving.served import PREDICT, TRAIN, ServedModel
 from deepaas_like.settings import Settings
 
@@ -55,7 +55,7 @@ _JOB = {
 
 _LISTING = [
     {"in": "query", "name": "status", "schema": {"type": "string", "enum": list(STATES)}},
-    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
 ]
 _IDEMPOTENCY_KEY = {
@@ -108,7 +108,7 @@ def exclusive_range_property(self: Any, field: fields.Field, **kwargs: Any) -> d
 
 def add_attribute_functions(api_spec: AiohttpApiSpec) -> None:
     """Teach apispec's marshmallow converter DEEPaaS file arguments and exclusive ranges."""
-    converter = api_spec.spec.plugins[0].converter
+    converter = api_spec.spec.plugins[0].converter  # type: ignore[attr-defined]  # the MarshmallowPlugin
     converter.add_attribute_function(file_field_property)
     converter.add_attribute_function(exclusive_range_property)
 

@@ -11,6 +11,7 @@ import enum
 
 import aiohttp_cors
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from deepaas_like.api.keys import SETTINGS
 from deepaas_like.api_keys import NOBODY, Caller, authenticate, presented_key
@@ -42,7 +43,7 @@ def caller(request: web.Request) -> Caller:
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Take the client's ``X-Request-ID`` (if well-formed) or make one; log lines of the
     request, in the server and in the worker, carry it, and the response echoes it.
     """
@@ -67,7 +68,7 @@ def _protected(request: web.Request) -> bool:
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the API key on protected routes when API keys are configured, and note who
     the caller is (:data:`CALLER`) for job ownership.
     """

@@ -180,17 +180,19 @@ async def run(argv: list[str]) -> int:
         openapi.document(api_spec.spec, ROUTES, {model.name: model}, Settings(database_url=""))
         return _print(api_spec.swagger_dict())
     if options.command == "protos":
-        name, text = grpc_api.proto_file(model)
+        file_name, text = grpc_api.proto_file(model)
         os.makedirs(options.output, exist_ok=True)
-        path = os.path.join(options.output, name)
+        path = os.path.join(options.output, file_name)
         with open(path, "w") as handle:
             handle.write(text)
         return _print({"status": "OK", "output": path})
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
         if options.command == "train":
+            assert model.train_schema is not None  # the parser offers train only then
             kwargs = load_arguments(model.train_schema, options, workdir)
             output = await model.train(kwargs, job_id="cli")
             return _print({"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": output}})
+        assert model.predict_schema is not None  # the parser offers predict only then
         kwargs = load_arguments(model.predict_schema, options, workdir)
         if model.accept_choices and "accept" not in kwargs:
             kwargs["accept"] = model.default_accept

@@ -26,7 +26,7 @@ from marshmallow import fields, validate
 from webargs.fields import DelimitedFieldMixin
 
 from deepaas_like.model.args import is_file_field
-from deepaas_like.serving.schemas import camel_case
+from deepaas_like.serving.schemas import MAX_LIMIT, camel_case
 from deepaas_like.serving.served import ServedModel
 
 PACKAGE = "deepaas_like.v2"
@@ -367,7 +367,7 @@ class _Builder:
             "ListTrainingsRequest",
             "Which trainings to list.",
             ("status", STRING, "", False, True, "Only those in this status."),
-            ("limit", INT64, "", False, True, "At most this many (1 to 10000)."),
+            ("limit", INT64, "", False, True, f"At most this many (1 to {MAX_LIMIT})."),
             ("offset", INT64, "", False, True, "Skip this many first."),
         )
         self._fixed(

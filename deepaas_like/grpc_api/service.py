@@ -32,6 +32,7 @@ from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.jobs.states import PREDICT, TRAIN
 from deepaas_like.logs import new_request_id, request_id
 from deepaas_like.serving import schemas
+from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import Uploads
 from deepaas_like.settings import Settings
@@ -51,7 +52,7 @@ class Shared:
 
     settings: Settings
     jobs: JobRunner
-    drain: contextlib.AbstractContextManager[Any]
+    drain: Drain
     on_call: CallObserver | None = None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs published
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments

@@ -98,11 +98,12 @@ def load(schema: type[marshmallow.Schema], raw: dict[str, Any]) -> dict[str, Any
 
 
 MAX_OFFSET = 2**63 - 1  # the largest a database's 64-bit integer holds
+MAX_LIMIT = 10_000  # jobs in one listing
 
 
 class ListingArgs(marshmallow.Schema):
     """Arguments of job listings: filter by ``status``, page with ``limit``/``offset``."""
 
     status = fields.Str(validate=validate.OneOf([str(status) for status in STATES]))
-    limit = fields.Int(validate=validate.Range(min=1, max=10_000))
+    limit = fields.Int(validate=validate.Range(min=1, max=MAX_LIMIT))
     offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))

@@ -129,6 +129,11 @@ class ServedModel:
             return None
         return self.accept_default if self.accept_default in self.accept_choices else self.accept_choices[0]
 
+    def require(self, kind: str) -> None:
+        """Raise ``HookNotImplemented`` (501) unless the plugin has the hook for ``kind``."""
+        if not self.accepts(kind):
+            raise HookNotImplemented(f"model {self.name!r} does not implement {kind}()")
+
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata merged over ``{"id": name, "name": name}``."""
         return {"id": self.name, "name": self.name, **self.description.metadata}
@@ -145,8 +150,7 @@ class ServedModel:
         stop it. Raises ``HookNotImplemented``, ``InvalidPrediction`` and whatever the pool
         raises.
         """
-        if self.predict_schema is None:
-            raise HookNotImplemented(f"model {self.name!r} does not implement predict()")
+        self.require(PREDICT)
         if self.batcher is not None and job_id is None:
             result = await self.batcher.submit(kwargs)
         else:
@@ -164,8 +168,7 @@ class ServedModel:
         cancelling the training that waits for it does not cancel it, and a start that
         fails is tried again by the next training.
         """
-        if self.train_schema is None:
-            raise HookNotImplemented(f"model {self.name!r} does not implement train()")
+        self.require(TRAIN)
         pool = await self._training_pool()
         return await pool.run("train", kwargs, job_id=job_id, on_progress=on_progress)
 

@@ -16,7 +16,7 @@ from deepaas_like.api.keys import DRAIN, JOBS, LINKS, MODELS, SETTINGS
 from deepaas_like.api.negotiation import JSON, best_match, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
-from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
+from deepaas_like.exceptions import EndpointDisabled, InvalidArguments, ModelNotFound
 from deepaas_like.jobs.states import DONE, PREDICT, TRAIN
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import Uploads
@@ -28,10 +28,11 @@ def _model(request: web.Request, kind: str | None = None) -> ServedModel:
     ``HookNotImplemented`` (501).
     """
     name = request.match_info["model_name"]
+    models: dict[str, ServedModel] = request.app[MODELS]
     try:
-        model = request.app[MODELS][name]
+        model = models[name]
     except KeyError:
-        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(request.app[MODELS])}") from None
+        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(models)}") from None
     if kind is not None and not request.app[SETTINGS].endpoint_on(kind):
         raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
     return model
@@ -39,8 +40,7 @@ def _model(request: web.Request, kind: str | None = None) -> ServedModel:
 
 def _callable(request: web.Request, kind: str) -> ServedModel:
     model = _model(request, kind)
-    if not model.accepts(kind):
-        raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
+    model.require(kind)
     return model
 
 
