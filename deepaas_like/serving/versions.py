@@ -182,11 +182,12 @@ class ModelVersions:
 
     async def resolve(self, name: str) -> ServedVersion | None:
         """The version a model name such as ``text_classifier@3`` names, or None when
-        ``name`` is not a version id of a served model. Raises ``VersionNotFound``.
+        ``name`` is not a version id of a served model that makes versions. Raises
+        ``VersionNotFound``.
         """
         parsed = parse_version_id(name)
-        if parsed is None or parsed[0] not in self.models:
-            return None
+        if parsed is None or parsed[0] not in self.models or not self.models[parsed[0]].makes_versions:
+            return None  # as before versions: an unknown model
         record = await self.find(*parsed)
         return ServedVersion(self, self.models[record.model], record)
 
