@@ -25,6 +25,14 @@ from marshmallow import fields, validate
 
 from deepaas_like_text_classifier import classifier, encoder
 
+try:
+    from deepaas_like.progress import report
+except ImportError:  # served by plain DEEPaaS
+
+    def report(progress=None, message=None, metrics=None, step=None):  # type: ignore[no-untyped-def]
+        pass
+
+
 __version__ = "0.1.0"
 
 JSON = "application/json"
@@ -262,6 +270,14 @@ def _data_path(data: object) -> tuple[Path, str]:
     raise marshmallow.ValidationError(["expected an uploaded CSV file"], field_name="data")
 
 
+def _report_epoch(epoch: classifier.EpochReport, epochs: int) -> None:
+    """Progress, and the epoch's loss and held-out accuracy as metrics (MLflow: one point per epoch)."""
+    metrics = {"loss": epoch.loss}
+    if epoch.val_accuracy is not None:
+        metrics["val_accuracy"] = epoch.val_accuracy
+    report(progress=epoch.epoch / epochs, message=f"epoch {epoch.epoch} of {epochs}", metrics=metrics, step=epoch.epoch)
+
+
 def train(
     data: object = None,
     epochs: int = 30,
@@ -297,6 +313,7 @@ def train(
         epochs=epochs,
         learning_rate=learning_rate,
         seed=seed,
+        on_epoch=lambda e: _report_epoch(e, epochs),
     )
     final = history[-1].val_accuracy
     checkpoint = classifier.checkpoint_path()
