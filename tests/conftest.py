@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -260,3 +261,38 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     sys.dont_write_bytecode = True
+
+
+@pytest.fixture
+def serve_in_process(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Factory: ``await serve_in_process(*model_names, **settings)`` -> an aiohttp
+    ``TestClient`` of :func:`deepaas_like.api.app.create_app` with the plugins running in
+    this process (:class:`~deepaas_like.workers.inprocess.InProcessPool`): the whole HTTP
+    side (routes, handlers, security, metrics, jobs on SQLite) without a server process.
+    The test plugins of tests/fixtures/plugins (``jobs_probe`` too) are installed.
+    """
+    env = make_plugin_site(tmp_path / "site", {**TEST_PLUGINS, "jobs_probe": "jobs_probe"})
+    for entry in reversed(env["PYTHONPATH"].split(os.pathsep)):
+        monkeypatch.syspath_prepend(entry)
+    from deepaas_like.api.app import create_app
+    from deepaas_like.settings import Settings
+    from deepaas_like.workers.inprocess import InProcessPool
+
+    async def serve(*models: str, **fields: Any) -> Any:
+        uploads = tmp_path / "uploads"
+        uploads.mkdir(exist_ok=True)
+        fields = {
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'jobs.sqlite'}",
+            "upload_dir": str(uploads),
+            "instance": "in-process",
+            **fields,
+        }
+        settings = Settings(model_names=models, **fields)
+
+        def pools(name: str, kind: str, size: int) -> InProcessPool:
+            model = settings.for_model(name)
+            return InProcessPool(name, settings.namespace, warm=model.warm, max_result_size=model.max_result_size)
+
+        return await aiohttp_client(create_app(settings, pools))
+
+    return serve

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp.web_middlewares import normalize_path_middleware
 
 from deepaas_like.api import openapi
@@ -46,7 +47,7 @@ PoolFactory = Callable[..., WorkerPool]
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error becomes JSON: ``{"message": ...}``, or ``{"field": [...]}`` for 422,
     with the status the exception class carries.
     """

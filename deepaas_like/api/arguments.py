@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import marshmallow
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
 from marshmallow import fields, validate
@@ -61,7 +61,7 @@ class _Parser(AIOHTTPParser):
     def handle_error(
         self, error: marshmallow.ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any
     ) -> Any:  # noqa: ARG002
-        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        messages: Any = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
         # webargs files messages under the location they came from; clients want the fields.
         if len(messages) == 1 and next(iter(messages)) in ("request", "query", "json", "form"):
             messages = next(iter(messages.values()))
@@ -169,7 +169,7 @@ async def _read_multipart(
             raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
         if part is None:
             return
-        if not hasattr(part, "read_chunk") or part.name is None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
             continue  # nested multiparts and unnamed parts carry no argument
         if part.filename is None:
             try:
@@ -260,13 +260,14 @@ async def parse_arguments(
 
 
 MAX_OFFSET = 2**63 - 1  # the largest a database's 64-bit integer holds
+MAX_LIMIT = 10_000  # jobs in one listing
 
 
 class ListingArgs(marshmallow.Schema):
     """Query string of job listings: filter by ``status``, page with ``limit``/``offset``."""
 
     status = fields.Str(validate=validate.OneOf([str(status) for status in STATES]))
-    limit = fields.Int(validate=validate.Range(min=1, max=10_000))
+    limit = fields.Int(validate=validate.Range(min=1, max=MAX_LIMIT))
     offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -93,8 +94,8 @@ class _ScrapeTimeCollector(Collector):
         jobs = GaugeMetricFamily(
             "deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"]
         )
-        for (model, kind, status), count in sorted(self.metrics.job_counts.items()):
-            jobs.add_metric([model, kind, status], count)
+        for (name, kind, status), count in sorted(self.metrics.job_counts.items()):
+            jobs.add_metric([name, kind, status], count)
         database = GaugeMetricFamily(
             "deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0"
         )
@@ -112,7 +113,7 @@ def _labels(request: web.Request) -> tuple[str, str]:
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every request and time it, labelled by model, route template and status."""
     started = time.perf_counter()
     status = 500

@@ -19,7 +19,7 @@ from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like import exceptions
-from deepaas_like.api.arguments import MAX_OFFSET, BodyTimeout, BodyTooLarge
+from deepaas_like.api.arguments import MAX_LIMIT, MAX_OFFSET, BodyTimeout, BodyTooLarge
 from deepaas_like.api.security import Access, Unauthorized
 from deepaas_like.jobs.states import STATES
 from deepaas_like.media import is_json
@@ -56,7 +56,7 @@ _JOB = {
 
 _LISTING = [
     {"in": "query", "name": "status", "schema": {"type": "string", "enum": list(STATES)}},
-    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
 ]
 _IDEMPOTENCY_KEY = {
@@ -109,7 +109,7 @@ def exclusive_range_property(self: Any, field: fields.Field, **kwargs: Any) -> d
 
 def add_attribute_functions(api_spec: AiohttpApiSpec) -> None:
     """Teach apispec's marshmallow converter DEEPaaS file arguments and exclusive ranges."""
-    converter = api_spec.spec.plugins[0].converter
+    converter = api_spec.spec.plugins[0].converter  # type: ignore[attr-defined]  # the MarshmallowPlugin
     converter.add_attribute_function(file_field_property)
     converter.add_attribute_function(exclusive_range_property)
 
@@ -266,7 +266,7 @@ _VERSION = {
     },
     "required": ["id", "model", "version", "training", "created", "state", "promoted"],
 }
-_SERVING = {
+_SERVING: dict[str, Any] = {
     "type": "object",
     "properties": {"model": {"type": "string"}, "promoted_version": {"type": "string", "nullable": True}},
     "required": ["model", "promoted_version"],
@@ -325,7 +325,7 @@ def document_versions(app: web.Application, versions: Any, settings: Settings) -
     """Give every known model version (``name@n``) the operations of its model's metadata and
     predict routes in the served document (it changes as versions come and go).
     """
-    swagger = app.get(SWAGGER_DICT)  # type: ignore[call-overload]
+    swagger = app.get(SWAGGER_DICT)
     if swagger is None:
         return  # no document (--doc-endpoint off), or not made yet: made with the versions then
     paths = swagger.setdefault("paths", {})

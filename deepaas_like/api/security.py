@@ -18,6 +18,7 @@ import uuid
 
 import aiohttp_cors
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from deepaas_like.api.keys import SETTINGS
 from deepaas_like.exceptions import DeepaasLikeError
@@ -85,7 +86,7 @@ class Unauthorized(DeepaasLikeError):
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Take the client's ``X-Request-ID`` (if well-formed) or make one; log lines of the
     request, in the server and in the worker, carry it, and the response echoes it.
     """
@@ -111,7 +112,7 @@ def _protected(request: web.Request) -> bool:
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the API key on protected routes when API keys are configured, and note who
     the caller is (:data:`CALLER`) for job ownership.
     """

@@ -179,9 +179,11 @@ async def run(argv: list[str]) -> int:
         return _print(api_spec.swagger_dict())
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
         if options.command == "train":
+            assert model.train_schema is not None  # the parser offers train only then
             kwargs = load_arguments(model.train_schema, options, workdir)
             output = await model.train(kwargs, job_id="cli")
             return _print({"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": output}})
+        assert model.predict_schema is not None  # the parser offers predict only then
         kwargs = load_arguments(model.predict_schema, options, workdir)
         if model.accept_choices and "accept" not in kwargs:
             kwargs["accept"] = model.accept_default or model.accept_choices[0]

@@ -9,8 +9,10 @@ another, and a cancel recorded by any instance stops the job wherever it runs (w
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -65,10 +67,12 @@ class Servable(Protocol):
     """What the runner needs of a served model (the serving layer's ``ServedModel``)."""
 
     name: str
-    #: Whether a successful training makes a model version (the plugin has save and load).
-    makes_versions: bool
 
-    def accepts(self, kind: str) -> bool: ...
+    @property
+    def makes_versions(self) -> bool:
+        """Whether a successful training makes a model version (the plugin has save and load)."""
+
+    def require(self, kind: str) -> None: ...
 
     async def train(
         self,
@@ -222,7 +226,7 @@ class JobRunner:
             try:
                 await self._write(
                     f"the interruption of job {uuid}",
-                    lambda uuid=uuid: self.store.finish(uuid, ERROR, message=INTERRUPTED),
+                    functools.partial(self.store.finish, uuid, ERROR, message=INTERRUPTED),
                 )
             except DatabaseUnavailable:
                 self._abandoned += 1
@@ -256,9 +260,11 @@ class JobRunner:
         uploads deleted). Raises ``IdempotencyKeyReused`` when that first job had other
         arguments, ``DatabaseUnavailable`` when the job could not be recorded.
         """
-        if not model.accepts(kind):
+        try:
+            model.require(kind)
+        except HookNotImplemented:
             _remove(upload_dir)
-            raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
+            raise
         scope = fingerprint = None
         try:
             if idempotency_key is not None:
@@ -273,6 +279,7 @@ class JobRunner:
             )
         except IdempotencyScopeTaken:
             # A twin request with the same key was recorded first: it is the first job.
+            assert scope is not None and fingerprint is not None  # a scope is only taken with a key
             first = await self._first_job(scope, fingerprint)
             _remove(upload_dir)
             if first is None:
@@ -598,14 +605,18 @@ class JobRunner:
             except Exception:  # noqa: BLE001
                 LOG.exception("cannot check for cancelled jobs")
 
+    def _remove_results(self, uuids: builtins.list[str]) -> None:
+        for uuid in uuids:
+            self.results.remove(uuid)
+
     async def _expire(self) -> None:
         while True:
             cutoff = datetime.datetime.now() - datetime.timedelta(seconds=self.retention)
             try:
-                removed = []
+                removed: builtins.list[str] = []
                 while batch := await self.store.delete_finished_before(cutoff):
                     removed += batch
-                    await asyncio.to_thread(lambda batch=batch: [self.results.remove(uuid) for uuid in batch])
+                    await asyncio.to_thread(self._remove_results, batch)
                 if removed:
                     LOG.info("removed %d job(s) finished before %s", len(removed), cutoff)
             except DatabaseUnavailable:

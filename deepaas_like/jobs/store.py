@@ -5,6 +5,7 @@ PostgreSQL at scale. The schema is migrated with alembic when the store opens.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import datetime
 import fcntl
@@ -20,11 +21,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Float, and_, delete, event, func, insert, or_, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, CursorResult, Result, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from deepaas_like.database import error_text, transient
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
@@ -136,6 +137,12 @@ def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Calla
         return call
 
     return decorate
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (``execute`` of one returns a ``CursorResult``)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 class JobStore:
@@ -280,7 +287,7 @@ class JobStore:
                 .where(Job.status == RUNNING, Job.owner == owner)
                 .values(status=ERROR, message=INTERRUPTED, finished=_now())
             )
-            return result.rowcount
+            return _rowcount(result)
 
     @_database_call(write=True)
     async def beat(self, name: str, host: str, pid: int) -> None:
@@ -289,7 +296,7 @@ class JobStore:
             beaten = await session.execute(
                 update(Instance).where(Instance.name == name).values(host=host, pid=pid, heartbeat=database_clock())
             )
-            if beaten.rowcount == 0:
+            if _rowcount(beaten) == 0:
                 await session.execute(
                     insert(Instance).values(
                         name=name, host=host, pid=pid, started=database_clock(), heartbeat=database_clock()
@@ -425,7 +432,7 @@ class JobStore:
                     .where(Job.uuid == uuid, Job.status == PENDING)
                     .values(status=RUNNING, owner=owner, started=_now())
                 )
-                if claimed.rowcount == 1:
+                if _rowcount(claimed) == 1:
                     return await session.get(Job, uuid, populate_existing=True)
             # Another instance took that job between our read and our update: try the next.
 
@@ -455,7 +462,7 @@ class JobStore:
         limit: int | None = None,
         offset: int = 0,
         visible_to: str | None = None,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """Jobs of ``model`` and ``kind``, newest first, optionally of one ``status``; with
         ``visible_to`` (an API key's hash), only those that key created.
         """
@@ -496,7 +503,7 @@ class JobStore:
             if times is None:
                 return False
             finished = _now()
-            endable = Job.status.in_(ACTIVE)
+            endable: ColumnElement[bool] = Job.status.in_(ACTIVE)
             if reclaim is not None:
                 endable = or_(endable, and_(Job.status == ERROR, Job.message == LOST, Job.owner == reclaim))
             ended = await session.execute(
@@ -514,14 +521,14 @@ class JobStore:
                 )
                 .execution_options(synchronize_session=False)
             )
-            return ended.rowcount == 1
+            return _rowcount(ended) == 1
 
     @_database_call(write=True)
     async def report(
         self,
         uuid: str,
         progress: float | None,
-        messages: list[dict[str, Any]],
+        messages: builtins.list[dict[str, Any]],
         metrics: dict[str, float] | None = None,
     ) -> None:
         """Record progress (0..1, or None to keep it), append log ``messages``
@@ -555,7 +562,7 @@ class JobStore:
         return None if stored is None else stored.data
 
     @_database_call(write=False)
-    async def cancelled_among(self, uuids: list[str]) -> set[str]:
+    async def cancelled_among(self, uuids: builtins.list[str]) -> set[str]:
         """Which of ``uuids`` are ``cancelled`` (by any instance)."""
         if not uuids:
             return set()
@@ -564,7 +571,7 @@ class JobStore:
             return set(rows)
 
     @_database_call(write=True)
-    async def delete_finished_before(self, cutoff: datetime.datetime, batch: int = 1000) -> list[str]:
+    async def delete_finished_before(self, cutoff: datetime.datetime, batch: int = 1000) -> builtins.list[str]:
         """Delete up to ``batch`` jobs that ended before ``cutoff``, with the results stored
         in the database; returns their uuids (whose result files the caller deletes).
         """

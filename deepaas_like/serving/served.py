@@ -149,6 +149,11 @@ class ServedModel:
         """Whether the plugin has the hook for ``kind`` (``predict`` or ``train``)."""
         return (self.predict_schema if kind == PREDICT else self.train_schema) is not None
 
+    def require(self, kind: str) -> None:
+        """Raise ``HookNotImplemented`` (501) unless the plugin has the hook for ``kind``."""
+        if not self.accepts(kind):
+            raise HookNotImplemented(f"model {self.name!r} does not implement {kind}()")
+
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata merged over ``{"id": name, "name": name}``."""
         return {"id": self.name, "name": self.name, **self.description.metadata}
@@ -165,8 +170,7 @@ class ServedModel:
         stop it. Raises ``HookNotImplemented``, ``InvalidPrediction`` and whatever the pool
         raises.
         """
-        if self.predict_schema is None:
-            raise HookNotImplemented(f"model {self.name!r} does not implement predict()")
+        self.require(PREDICT)
         promoted = self.promotions.promoted(self.name) if self.promotions is not None else None
         if promoted is not None:
             return await self.promotions.predict(promoted, kwargs, job_id, on_progress)  # type: ignore[union-attr]
@@ -195,8 +199,7 @@ class ServedModel:
         cancelling the training that waits for it does not cancel it, and a start that
         fails is tried again by the next training.
         """
-        if self.train_schema is None:
-            raise HookNotImplemented(f"model {self.name!r} does not implement train()")
+        self.require(TRAIN)
         pool = await self._training_pool()
         return await pool.run("train", kwargs, job_id=job_id, on_progress=on_progress, save_to=save_to)
 

@@ -27,7 +27,7 @@ from deepaas_like.exceptions import (
     VersionUnavailable,
 )
 from deepaas_like.results import Prediction
-from deepaas_like.serving.served import PREDICT, ServedModel
+from deepaas_like.serving.served import PREDICT, TRAIN, ServedModel
 from deepaas_like.versions.records import VersionRecord, VersionRecords, parse_version_id, version_id
 from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import ProgressCallback
@@ -386,6 +386,12 @@ class ServedVersion:
     def accepts(self, kind: str) -> bool:
         return kind == PREDICT and self.base.accepts(PREDICT)
 
+    def require(self, kind: str) -> None:
+        """Raise ``HookNotImplemented`` (501) for a training, or a plugin without predict."""
+        if kind != PREDICT:
+            raise HookNotImplemented(f"{self.name} is a model version: train its model, {self.base.name}")
+        self.base.require(kind)
+
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata with the version's id (and name, unless the plugin names itself)."""
         metadata = self.base.metadata()
@@ -406,7 +412,7 @@ class ServedVersion:
         on_progress: ProgressCallback | None = None,
         save_to: str | None = None,
     ) -> Any:
-        raise HookNotImplemented(f"{self.name} is a model version: train its model, {self.base.name}")
+        self.require(TRAIN)
 
     async def kill(self, job_id: str) -> bool:
         return await self.versions.kill(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from deepaas_like import progress
@@ -52,9 +53,7 @@ class InProcessPool(WorkerPool):
         async with self._lock:
             self.waiting -= 1
             # The plugin reports from the thread it runs in; the callback belongs to the loop.
-            progress.install(
-                None if on_progress is None else lambda *report: loop.call_soon_threadsafe(on_progress, *report)
-            )
+            progress.install(None if on_progress is None else functools.partial(_threadsafe, loop, on_progress))
             try:
                 outcome = await asyncio.to_thread(execute, self.plugin, hook, kwargs, self.max_result_size, save_to)
             finally:
@@ -66,3 +65,7 @@ class InProcessPool(WorkerPool):
 
     async def stop(self) -> None:
         self.plugin = None
+
+
+def _threadsafe(loop: asyncio.AbstractEventLoop, on_progress: ProgressCallback, *report: Any) -> None:
+    loop.call_soon_threadsafe(on_progress, *report)

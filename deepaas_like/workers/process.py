@@ -369,7 +369,7 @@ class _Worker:
         dead, reaped or not.
         """
         self.exited = True
-        if self.process.is_alive():
+        if self.process.is_alive() and self.process.pid is not None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
             except OSError:  # not (yet) the leader of its group
@@ -445,6 +445,7 @@ class ProcessWorkerPool(WorkerPool):
             self._workers.clear()
             raise failure
         for worker in workers:
+            assert isinstance(worker, _Worker)
             self._idle.put_nowait(worker)
         return self.description
 

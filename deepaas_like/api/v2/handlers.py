@@ -32,11 +32,12 @@ async def _model(request: web.Request, kind: str | None = None) -> Model:
     a version that does not exist), ``EndpointDisabled`` (402) and ``HookNotImplemented`` (501).
     """
     name = request.match_info["model_name"]
-    model: Model | None = request.app[MODELS].get(name)
+    models: dict[str, ServedModel] = request.app[MODELS]
+    model: Model | None = models.get(name)
     if model is None:
         model = await request.app[VERSIONS].resolve(name)
     if model is None:
-        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(request.app[MODELS])}")
+        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(models)}")
     if kind is not None:
         settings = request.app[SETTINGS]
         if not (settings.predict_endpoint if kind == PREDICT else settings.train_endpoint):
@@ -46,10 +47,7 @@ async def _model(request: web.Request, kind: str | None = None) -> Model:
 
 async def _callable(request: web.Request, kind: str) -> Model:
     model = await _model(request, kind)
-    if not model.accepts(kind):
-        if isinstance(model, ServedVersion):
-            raise HookNotImplemented(f"{model.name} is a model version: train its model, {model.base.name}")
-        raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
+    model.require(kind)
     return model
 
 
