@@ -247,7 +247,7 @@ def _versioned(operation: Callable[[ServedModel], dict[str, Any]]) -> Documenter
     return documenter
 
 
-_VERSION = {
+_MODEL_VERSION = {
     "type": "object",
     "properties": {
         "id": {"type": "string", "description": "callable as a model name: /v2/models/{id}/predict/"},
@@ -276,7 +276,10 @@ _VERSION_ERRORS = (exceptions.ModelNotFound, exceptions.HookNotImplemented, exce
 
 @_versioned
 def list_versions(served: ServedModel) -> dict[str, Any]:
-    listing = {**_SERVING, "properties": {**_SERVING["properties"], "versions": {"type": "array", "items": _VERSION}}}
+    listing = {
+        **_SERVING,
+        "properties": {**_SERVING["properties"], "versions": {"type": "array", "items": _MODEL_VERSION}},
+    }
     return {
         "summary": f"Versions of {served.name} made by its trainings, newest first",
         "responses": {"200": _json(listing, "the versions"), **errors(*_VERSION_ERRORS)},
@@ -287,7 +290,10 @@ def list_versions(served: ServedModel) -> dict[str, Any]:
 def get_version(served: ServedModel) -> dict[str, Any]:
     return {
         "summary": "A version: its training, arguments, metrics and state on this server",
-        "responses": {"200": _json(_VERSION, "the version"), **errors(*_VERSION_ERRORS, exceptions.InvalidArguments)},
+        "responses": {
+            "200": _json(_MODEL_VERSION, "the version"),
+            **errors(*_VERSION_ERRORS, exceptions.InvalidArguments),
+        },
     }
 
 
@@ -296,7 +302,7 @@ def delete_version(served: ServedModel) -> dict[str, Any]:
     return {
         "summary": "Delete a version (its record, workers and directory; its number is not used again)",
         "responses": {
-            "200": _json(_VERSION, "the deleted version"),
+            "200": _json(_MODEL_VERSION, "the deleted version"),
             **errors(*_VERSION_ERRORS, exceptions.InvalidArguments, exceptions.VersionConflict),
         },
     }
