@@ -271,7 +271,12 @@ _SERVING: dict[str, Any] = {
     "properties": {"model": {"type": "string"}, "promoted_version": {"type": "string", "nullable": True}},
     "required": ["model", "promoted_version"],
 }
-_VERSION_ERRORS = (exceptions.ModelNotFound, exceptions.HookNotImplemented, exceptions.DatabaseUnavailable)
+_VERSION_ERRORS = (
+    exceptions.ModelNotFound,
+    exceptions.VersionNotFound,
+    exceptions.HookNotImplemented,
+    exceptions.DatabaseUnavailable,
+)
 
 
 @_versioned
@@ -292,7 +297,7 @@ def get_version(served: ServedModel) -> dict[str, Any]:
         "summary": "A version: its training, arguments, metrics and state on this server",
         "responses": {
             "200": _json(_MODEL_VERSION, "the version"),
-            **errors(*_VERSION_ERRORS, exceptions.InvalidArguments),
+            **errors(*_VERSION_ERRORS),
         },
     }
 
@@ -303,7 +308,7 @@ def delete_version(served: ServedModel) -> dict[str, Any]:
         "summary": "Delete a version (its record, workers and directory; its number is not used again)",
         "responses": {
             "200": _json(_MODEL_VERSION, "the deleted version"),
-            **errors(*_VERSION_ERRORS, exceptions.InvalidArguments, exceptions.VersionConflict),
+            **errors(*_VERSION_ERRORS, exceptions.VersionConflict),
         },
     }
 

@@ -24,6 +24,8 @@ from deepaas_like.exceptions import DatabaseUnavailable
 
 #: Between a model's name and a version's number in a version's id: ``text_classifier@3``.
 SEPARATOR = "@"
+#: The largest version number (the column is a 32-bit integer on every database).
+MAX_NUMBER = 2**31 - 1
 
 
 def version_id(model: str, number: int) -> str:
@@ -36,9 +38,17 @@ def parse_version_id(name: str) -> tuple[str, int] | None:
     that is not one (no ``@``, or not a positive whole number after it).
     """
     model, separator, number = name.rpartition(SEPARATOR)
-    if not separator or not model or not number.isdigit() or number.startswith("0"):
+    if not separator or not model:
         return None
-    return model, int(number)
+    parsed = parse_number(number)
+    return None if parsed is None else (model, parsed)
+
+
+def parse_number(text: str) -> int | None:
+    """The version number ``text`` writes (1 to :data:`MAX_NUMBER`, no leading zero), or None."""
+    if not text.isdigit() or text.startswith("0") or len(text) > len(str(MAX_NUMBER)) or int(text) > MAX_NUMBER:
+        return None
+    return int(text)
 
 
 class ModelVersion(Base):

@@ -71,5 +71,6 @@ def test_version_ids():
     assert version_id("text_classifier", 3) == "text_classifier@3"
     assert parse_version_id("text_classifier@3") == ("text_classifier", 3)
     assert parse_version_id("a@b@12") == ("a@b", 12)
-    for name in ("text_classifier", "x@", "@3", "x@03", "x@0", "x@-1", "x@3a"):
+    assert parse_version_id(f"x@{2**31 - 1}") == ("x", 2**31 - 1)
+    for name in ("text_classifier", "x@", "@3", "x@03", "x@0", "x@-1", "x@3a", f"x@{2**31}", "x@" + "9" * 40):
         assert parse_version_id(name) is None, name

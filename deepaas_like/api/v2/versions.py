@@ -12,8 +12,8 @@ from aiohttp import web
 from deepaas_like.api.documents import version_document
 from deepaas_like.api.keys import LINKS, VERSIONS
 from deepaas_like.api.responses import json_response
-from deepaas_like.exceptions import InvalidArguments
-from deepaas_like.versions.records import VersionRecord, parse_version_id
+from deepaas_like.exceptions import VersionNotFound
+from deepaas_like.versions.records import VersionRecord, parse_number, parse_version_id
 
 
 def described(request: web.Request, record: VersionRecord) -> dict[str, Any]:
@@ -37,13 +37,18 @@ def described(request: web.Request, record: VersionRecord) -> dict[str, Any]:
 
 
 def _number(request: web.Request) -> int:
-    """The version the path names, by number or id; raises ``InvalidArguments`` (422)."""
+    """The version the path names, by number or id; raises ``VersionNotFound`` (404) for a
+    path segment that names no version of the model.
+    """
     model, version = request.match_info["model_name"], request.match_info["version"]
-    if version.isdigit() and not version.startswith("0"):
-        return int(version)
+    number = parse_number(version)
+    if number is not None:
+        return number
     parsed = parse_version_id(version)
     if parsed is None or parsed[0] != model:
-        raise InvalidArguments({"version": [f"must be a version number (e.g. 3) or id ({model}@3), not {version!r}"]})
+        raise VersionNotFound(
+            f"{version!r} names no version of model {model!r}: a version is named by its number (3) or id ({model}@3)"
+        )
     return parsed[1]
 
 
