@@ -21,6 +21,18 @@ class ModelNotFound(DeepaasLikeError):
     status = 404
 
 
+class VersionNotFound(ModelNotFound):
+    """No version of that number exists for the model (or it was deleted)."""
+
+
+class VersionConflict(DeepaasLikeError):
+    """The model's versions are not in a state that allows this (a promoted version cannot
+    be deleted; there is no promotion to roll back).
+    """
+
+    status = 409
+
+
 class JobNotFound(DeepaasLikeError):
     """No training (or other job) of that uuid exists for the model."""
 
@@ -136,6 +148,12 @@ class ModelUnavailable(DeepaasLikeError):
     """The model has no worker able to take work (it failed to start or warm)."""
 
     status = 503
+
+
+class VersionUnavailable(ModelUnavailable):
+    """The model version is loading, or failed to load (its ``load`` raised, its directory is missing)."""
+
+    headers = {"Retry-After": "5"}
 
 
 class PredictTimeout(DeepaasLikeError):

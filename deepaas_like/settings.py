@@ -20,6 +20,8 @@ from deepaas_like.model.loading import DEFAULT_NAMESPACE
 MODEL_ENV = "DEEPAAS_V2_MODEL"
 #: More API keys, comma-separated, beside ``--auth-token``.
 AUTH_ENV = "DEEPAAS_LIKE_AUTH_TOKENS"
+#: MLflow's own variable for its tracking server, read when ``--mlflow-tracking-uri`` is unset.
+MLFLOW_ENV = "MLFLOW_TRACKING_URI"
 
 
 def default_database_url() -> str:
@@ -36,6 +38,17 @@ def default_results_dir(database_url: str) -> str:
     """Where binary job results are kept when ``results-dir`` is unset: a ``job-results``
     folder beside a SQLite database file, else in the per-user state directory.
     """
+    return _beside_database(database_url, "job-results")
+
+
+def default_model_store(database_url: str) -> str:
+    """Where model versions are kept when ``model-store`` is unset: a ``model-store`` folder
+    beside a SQLite database file, else in the per-user state directory.
+    """
+    return _beside_database(database_url, "model-store")
+
+
+def _beside_database(database_url: str, folder: str) -> str:
     from sqlalchemy.engine import make_url  # imported here: settings are read before the server's dependencies
 
     try:
@@ -44,8 +57,8 @@ def default_results_dir(database_url: str) -> str:
     except Exception:  # noqa: BLE001 - a bad URL is reported when the database opens
         database = None
     if database and database != ":memory:" and not database.startswith("file:"):
-        return os.path.join(os.path.dirname(os.path.abspath(database)), "job-results")
-    return os.path.join(_state_dir(), "job-results")
+        return os.path.join(os.path.dirname(os.path.abspath(database)), folder)
+    return os.path.join(_state_dir(), folder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +205,13 @@ class ModelSettings:
         min=0,
     )
     warm: bool = option(cfg.BoolOpt, "warm", True, "Call each plugin's warm() in every worker before it takes work.")
+    version_workers: int = option(
+        cfg.IntOpt,
+        "version-workers",
+        1,
+        "Worker processes of each loaded model version (started on the version's first call).",
+        min=1,
+    )
 
     def timeout(self) -> float | None:
         """Seconds a prediction may take, or None for no limit."""
@@ -420,6 +440,41 @@ class Settings:
         "(or this one restarted under any name) marks the jobs it was running as interrupted. "
         "At least twice heartbeat-interval.",
         min=0.1,
+    )
+
+    # Model versions and tracking
+    model_store: str | None = option(
+        cfg.StrOpt,
+        "model-store",
+        None,
+        "Where the versions that trainings make are stored, one directory each: a local path or an "
+        "fsspec URL (s3://bucket/models, a shared mount). Instances sharing a database need a shared one. "
+        "Default: model-store beside a SQLite database file, else $XDG_STATE_HOME/deepaas_like/model-store.",
+        sample_default="<the SQLite database's directory>/model-store",
+    )
+    max_loaded_versions: int = option(
+        cfg.IntOpt,
+        "max-loaded-versions",
+        2,
+        "Most model versions with workers at once on this server; past it the least recently used "
+        "idle version is unloaded (its next call loads it again). 0: no bound.",
+        min=0,
+    )
+    version_load_timeout: float = option(
+        cfg.FloatOpt,
+        "version-load-timeout",
+        120.0,
+        "Seconds the first call of a version waits for its workers to start and load it; past it "
+        "the answer is 503 with Retry-After (the load goes on).",
+        min=0.1,
+    )
+    mlflow_tracking_uri: str | None = option(
+        cfg.StrOpt,
+        "mlflow-tracking-uri",
+        None,
+        f"MLflow tracking server (http://host:5000, sqlite:///mlflow.db, databricks): each training "
+        f"becomes an MLflow run. Default: ${MLFLOW_ENV}, else no tracking. Needs deepaas_like[mlflow].",
+        read=lambda uri: uri or os.environ.get(MLFLOW_ENV) or None,
     )
 
     def __post_init__(self) -> None:

@@ -17,7 +17,7 @@ from aiohttp.web_middlewares import normalize_path_middleware
 from deepaas_like import grpc_api
 from deepaas_like.api import openapi
 from deepaas_like.api.documents import job_document
-from deepaas_like.api.keys import DRAIN, GRPC, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.keys import DRAIN, GRPC, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
 from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
@@ -32,14 +32,19 @@ from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
-from deepaas_like.settings import Settings, default_results_dir
+from deepaas_like.serving.versions import ModelVersions
+from deepaas_like.settings import Settings, default_model_store, default_results_dir
+from deepaas_like.tracking import Tracker
+from deepaas_like.versions.records import VersionRecord, VersionRecords
+from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import WorkerPool
 from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
 
 LOG = logging.getLogger(__name__)
 #: Makes the worker pool of a model: (model name, kind: ``"predict"`` or ``"train"``, number
-#: of workers) -> a pool, not yet started.
-PoolFactory = Callable[[str, str, int], WorkerPool]
+#: of workers, and for a model version ``load_from=`` its directory's URL) -> a pool, not yet
+#: started.
+PoolFactory = Callable[..., WorkerPool]
 
 
 @web.middleware
@@ -82,7 +87,7 @@ def process_pools(settings: Settings) -> PoolFactory:
     :class:`~deepaas_like.settings.ModelSettings` say.
     """
 
-    def make(name: str, kind: str, size: int) -> WorkerPool:
+    def make(name: str, kind: str, size: int, load_from: str | None = None) -> WorkerPool:
         model = settings.for_model(name)
         options = WorkerOptions(
             warm=model.warm,
@@ -93,6 +98,7 @@ def process_pools(settings: Settings) -> PoolFactory:
             log_json=settings.log_json,
             max_result_size=model.max_result_size,
             results_dir=settings.upload_dir,
+            load_from=load_from,
         )
         if kind == TRAIN:
             return ProcessWorkerPool(name, settings.namespace, size=size, options=options)
@@ -114,6 +120,51 @@ def _served_model(name: str, settings: Settings, pools: PoolFactory, metrics: Me
         batch_wait=model.batch_wait_ms / 1000,
         on_batch=metrics.batch_size.labels(name).observe,
     )
+
+
+def _served_version(settings: Settings, pools: PoolFactory, metrics: Metrics) -> Callable[..., ServedModel]:
+    """Makes the served model of a version: the base model's settings, ``version-workers``
+    workers that load the version's directory after warming.
+    """
+
+    def make(record: VersionRecord, url: str) -> ServedModel:
+        model = settings.for_model(record.model)
+        return ServedModel(
+            record.id,
+            pools(record.model, PREDICT, model.version_workers, load_from=url),
+            lambda: pools(record.model, TRAIN, 1),  # never called: versions do not train
+            workers=model.version_workers,
+            max_batch_size=model.max_batch_size,
+            batch_wait=model.batch_wait_ms / 1000,
+            on_batch=metrics.batch_size.labels(record.id).observe,
+            trains=False,
+        )
+
+    return make
+
+
+async def _versions(app: web.Application, store: JobStore, models: dict[str, ServedModel]) -> ModelVersions:
+    """The model versions of ``models`` (none unless a plugin has save and load), read from
+    the job database; their model store is checked only when some plugin makes versions.
+    """
+    settings = app[SETTINGS]
+    model_store = ModelStore(settings.model_store or default_model_store(settings.database_url))
+    versions = ModelVersions(
+        models,
+        VersionRecords(store.engine),
+        model_store,
+        _served_version(settings, app[_POOLS], app[METRICS]),
+        max_loaded=settings.max_loaded_versions,
+        load_timeout=settings.version_load_timeout,
+        poll_interval=settings.job_poll_interval,
+        on_change=lambda: openapi.document_versions(app, app[VERSIONS], settings),
+        on_load=lambda model, seconds: app[METRICS].version_load_seconds.labels(model).observe(seconds),
+    )
+    app[VERSIONS] = versions
+    if versions.bases:
+        await asyncio.to_thread(model_store.check)
+        await versions.start()
+    return versions
 
 
 async def _serving(app: web.Application) -> AsyncIterator[None]:
@@ -138,6 +189,12 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     store = started[0]
     assert isinstance(store, JobStore)
     app[MODELS] = models
+    try:
+        versions = await _versions(app, store, models)
+    except BaseException:
+        await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
+        await store.close()
+        raise
     if settings.doc_endpoint:
         openapi.document(app[_API_SPEC].spec, ROUTES, models, settings)
     capacity = {}
@@ -156,6 +213,10 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         results=results,
         render=job_document,
         idempotency_window=settings.idempotency_key_hours * 3600,
+        model_store=versions.store if versions.bases else None,
+        version_records=versions.records,
+        on_version=versions.added,
+        tracker=Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None,
     )
     await app[JOBS].start()
     removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await app[JOBS].upload_owners())
@@ -164,6 +225,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     LOG.info("serving %s", ", ".join(models))
     yield
     await app[JOBS].close()
+    await versions.close()
     await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
     await store.close()
 
@@ -181,6 +243,10 @@ async def _grpc(app: web.Application) -> AsyncIterator[None]:
     await app[GRPC].start()
     yield
     await app[GRPC].stop()
+
+
+async def _document_versions(app: web.Application) -> None:
+    openapi.document_versions(app, app[VERSIONS], app[SETTINGS])
 
 
 async def _shutting_down(app: web.Application) -> None:
@@ -246,6 +312,7 @@ def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Appl
         logging.getLogger().addHandler(_BufferHandler(app[LOG_BUFFER]))
     if settings.doc_endpoint:
         app[_API_SPEC] = openapi.setup_openapi(app, settings)
+        app.on_startup.append(_document_versions)  # after the document is made (an on_startup too)
     if settings.cors_origins:
         setup_cors(app, settings.cors_origins)
     return app

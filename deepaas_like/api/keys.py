@@ -12,6 +12,7 @@ from deepaas_like.api.links import Links
 from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
+from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import Settings
 
 if TYPE_CHECKING:  # the grpc extra may be missing: the key is only set when gRPC is on
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # the grpc extra may be missing: the key is only set when gRP
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", dict[str, ServedModel])
 JOBS = web.AppKey("jobs", JobRunner)
+#: The versions trainings made, served lazily under their own ids.
+VERSIONS = web.AppKey("versions", ModelVersions)
 #: Set when the server starts shutting down, so that long-lived streams end.
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
 LINKS = web.AppKey("links", Links)

@@ -18,7 +18,7 @@ from deepaas_like.api import handlers as server
 from deepaas_like.api import openapi, probes
 from deepaas_like.api.metrics import metrics_endpoint
 from deepaas_like.api.security import Access
-from deepaas_like.api.v2 import handlers
+from deepaas_like.api.v2 import handlers, versions
 from deepaas_like.settings import Settings
 
 
@@ -40,6 +40,7 @@ class Route:
 MODEL = "/v2/models/{model_name}/"
 PREDICTIONS = MODEL + "predict/"
 TRAININGS = MODEL + "train/"
+VERSIONS = MODEL + "versions/"
 
 ROUTES: tuple[Route, ...] = (
     Route("versions", "GET", "/", handlers.versions, doc=openapi.versions),
@@ -80,6 +81,20 @@ ROUTES: tuple[Route, ...] = (
         Access.KEY,
         openapi.training_events,
     ),
+    Route("model_versions", "GET", VERSIONS, versions.list_versions, doc=openapi.list_versions),
+    Route("version", "GET", VERSIONS + "{version}", versions.get_version, doc=openapi.get_version),
+    Route(
+        "delete_version", "DELETE", VERSIONS + "{version}", versions.delete_version, Access.KEY, openapi.delete_version
+    ),
+    Route(
+        "promote_version",
+        "POST",
+        VERSIONS + "{version}/promote",
+        versions.promote_version,
+        Access.KEY,
+        openapi.promote_version,
+    ),
+    Route("rollback", "POST", MODEL + "rollback", versions.rollback, Access.KEY, openapi.rollback),
     Route("healthz", "GET", "/healthz", probes.healthz, Access.OPEN, openapi.healthz),
     Route("readyz", "GET", "/readyz", probes.readyz, Access.OPEN, openapi.readyz),
     Route("metrics", "GET", "/metrics", metrics_endpoint, doc=openapi.metrics),

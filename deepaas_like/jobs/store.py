@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
+from deepaas_like.database import error_text, transient
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
 from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING
 from deepaas_like.jobs.tables import Instance, Job, JobResult
@@ -47,16 +48,6 @@ _MIGRATION_WAIT = 120.0  # seconds a start waits for another instance's migratio
 SQLITE_BUSY_TIMEOUT = 5.0
 #: Seconds to open a PostgreSQL connection before the database counts as unreachable.
 CONNECT_TIMEOUT = 5
-#: Errors that mean "the database is away or busy now", not "this statement is wrong": the
-#: server stopped or restarted, the network, a SQLite lock, a full connection pool.
-_TRANSIENT = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,
-    OSError,
-    TimeoutError,
-)
 T = TypeVar("T")
 
 
@@ -124,20 +115,6 @@ class IdempotencyScopeTaken(Exception):
     """A job with this ``idempotency_scope`` exists already (a concurrent twin request)."""
 
 
-def error_text(error: BaseException) -> str:
-    """A one-line description of a database error for logs and job messages: the driver's
-    own first line (``database is locked``, ``connection refused``), never the SQL
-    statement that SQLAlchemy adds to its messages.
-    """
-    original = getattr(error, "orig", None) or error
-    first = (str(original).strip().splitlines() or [""])[0].split("[SQL:")[0].strip()
-    return f"{type(original).__name__}: {first}"[:300] if first else type(original).__name__
-
-
-def _transient(error: BaseException) -> bool:
-    return isinstance(error, _TRANSIENT) or bool(getattr(error, "connection_invalidated", False))
-
-
 def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Decorate a :class:`JobStore` method: a transient database error becomes
     :class:`DatabaseUnavailable`, and the store's health follows each outcome.
@@ -151,7 +128,7 @@ def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Calla
             except DatabaseUnavailable:
                 raise
             except Exception as error:  # noqa: BLE001 - sorted: transient or not
-                if not _transient(error):
+                if not transient(error):
                     raise
                 raise self._failed(error, write) from error
             self._succeeded(write)
@@ -508,10 +485,12 @@ class JobStore:
         media_type: str | None = None,
         result_file: str | None = None,
         reclaim: str | None = None,
+        version: str | None = None,
     ) -> bool:
         """End a job that is still ``pending`` or ``running``: its status, output, message
         and, for a binary prediction, its result's file (relative to the results
-        directory). Returns False when it had already ended.
+        directory), and for a training the model ``version`` it made. Returns False when it
+        had already ended.
 
         One conditional UPDATE decides: of a cancel and a "done" landing together, from
         one instance or two, exactly one wins, and the other leaves the row as it is.
@@ -538,15 +517,23 @@ class JobStore:
                     message=message,
                     media_type=media_type,
                     result_file=result_file,
+                    version=version,
                 )
                 .execution_options(synchronize_session=False)
             )
             return _rowcount(ended) == 1
 
     @_database_call(write=True)
-    async def report(self, uuid: str, progress: float | None, messages: builtins.list[dict[str, Any]]) -> None:
-        """Record progress (0..1, or None to keep it) and append log ``messages``
-        (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`.
+    async def report(
+        self,
+        uuid: str,
+        progress: float | None,
+        messages: builtins.list[dict[str, Any]],
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Record progress (0..1, or None to keep it), append log ``messages``
+        (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`, and set the latest
+        value of each of ``metrics``.
         """
         async with self._session.begin() as session:
             job = await session.get(Job, uuid, with_for_update=True, populate_existing=True)
@@ -556,6 +543,14 @@ class JobStore:
                 job.progress = progress
             if messages:
                 job.events = (list(job.events or []) + messages)[-MAX_EVENTS:]
+            if metrics:
+                job.metrics = {**(job.metrics or {}), **metrics}
+
+    @_database_call(write=True)
+    async def annotate(self, uuid: str, run_id: str) -> None:
+        """Record the MLflow run of job ``uuid``."""
+        async with self._session.begin() as session:
+            await session.execute(update(Job).where(Job.uuid == uuid).values(run_id=run_id))
 
     @_database_call(write=False)
     async def result(self, uuid: str) -> bytes | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import marshmallow
 
@@ -27,13 +27,31 @@ from deepaas_like.workers.base import ProgressCallback, WorkerPool
 PREDICT, TRAIN = "predict", "train"
 
 
+class Promotions(Protocol):
+    """Where a model's name sends its predictions when a version of it is promoted (the
+    server's :class:`~deepaas_like.serving.versions.ModelVersions`).
+    """
+
+    def promoted(self, model: str) -> str | None:
+        """The id of the version ``model``'s name serves, or None for the plugin itself."""
+
+    async def predict(
+        self, version: str, kwargs: dict[str, Any], job_id: str | None, on_progress: ProgressCallback | None
+    ) -> Prediction:
+        """Predict with version ``version``; raises what :meth:`ServedModel.predict` raises."""
+
+    async def kill(self, job_id: str) -> bool:
+        """Kill the worker of a version running job ``job_id``; False if none is."""
+
+
 class ServedModel:
     """A model as the server serves it: metadata, schemas, ``predict`` and ``train``.
 
     Predictions run on ``predict_pool``; trainings on a second pool made by
     ``make_train_pool`` when the first training starts, so a long training never
     holds up predictions. A plugin with ``predict_batch`` gets dynamic batching when
-    ``max_batch_size`` is 2 or more (``batch_wait`` in seconds).
+    ``max_batch_size`` is 2 or more (``batch_wait`` in seconds). A model version is served
+    as a ServedModel named by its id, with ``trains=False``: it takes predictions only.
     """
 
     def __init__(
@@ -45,8 +63,12 @@ class ServedModel:
         max_batch_size: int = 1,
         batch_wait: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        trains: bool = True,
     ) -> None:
         self.name = name
+        self._trains = trains
+        #: Set by the server for a model whose plugin makes versions: promotions it follows.
+        self.promotions: Promotions | None = None
         self.predict_pool = predict_pool
         self._workers = workers
         self._max_batch_size = max_batch_size
@@ -82,7 +104,7 @@ class ServedModel:
                 # The server always supplies ``accept`` (negotiated from the Accept header
                 # when the client does not send it), as DEEPaaS reads it from that header.
                 self.predict_schema._declared_fields["accept"].required = False
-        if description.train_args is not None:
+        if description.train_args is not None and self._trains:
             self.train_schema = schemas.build_schema(
                 description.train_args, f"{prefix}TrainArgs", schemas.ArgumentsSchema
             )
@@ -114,6 +136,13 @@ class ServedModel:
         if self.predict_pool.live_workers > 0:
             return None
         return self.predict_pool.unavailable or f"model {self.name!r} has no live worker; a new one is starting"
+
+    @property
+    def makes_versions(self) -> bool:
+        """Whether each successful training makes a model version (the plugin has
+        ``save`` and ``load``).
+        """
+        return self._trains and self.description.versions
 
     def accepts(self, kind: str) -> bool:
         """Whether the plugin has the hook for ``kind`` (``predict`` or ``train``)."""
@@ -151,6 +180,9 @@ class ServedModel:
         raises.
         """
         self.require(PREDICT)
+        promoted = self.promotions.promoted(self.name) if self.promotions is not None else None
+        if promoted is not None:
+            return await self.promotions.predict(promoted, kwargs, job_id, on_progress)  # type: ignore[union-attr]
         if self.batcher is not None and job_id is None:
             result = await self.batcher.submit(kwargs)
         else:
@@ -161,8 +193,16 @@ class ServedModel:
                 raise InvalidPrediction(errors)
         return render(result, kwargs.get("accept"), wrap=self.response_schema is None)
 
-    async def train(self, kwargs: dict[str, Any], job_id: str, on_progress: ProgressCallback | None = None) -> Any:
+    async def train(
+        self,
+        kwargs: dict[str, Any],
+        job_id: str,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
+    ) -> Any:
         """Run ``train(**kwargs)`` in a training worker; ``job_id`` lets :meth:`kill` stop it.
+        With ``save_to`` (a version directory's URL) the worker then saves the trained
+        state there (the plugin's ``save``): a ``save`` that fails fails the training.
 
         The training workers start with the first training. That start runs on its own:
         cancelling the training that waits for it does not cancel it, and a start that
@@ -170,7 +210,7 @@ class ServedModel:
         """
         self.require(TRAIN)
         pool = await self._training_pool()
-        return await pool.run("train", kwargs, job_id=job_id, on_progress=on_progress)
+        return await pool.run("train", kwargs, job_id=job_id, on_progress=on_progress, save_to=save_to)
 
     async def _training_pool(self) -> WorkerPool:
         if self._train_pool is not None:
@@ -195,5 +235,7 @@ class ServedModel:
         prediction); False if none is.
         """
         if await self.predict_pool.kill(job_id):
+            return True
+        if self.promotions is not None and await self.promotions.kill(job_id):
             return True
         return self._train_pool is not None and await self._train_pool.kill(job_id)

@@ -41,11 +41,11 @@ from typing import Any
 from deepaas_like import logs, progress
 from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, PredictTimeout, QueueFull, WorkerDied
 from deepaas_like.model import deepaas_compat
-from deepaas_like.model.plugin import ModelDescription, Plugin
+from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.results import FileResult, not_json
 from deepaas_like.workers import protocol
 from deepaas_like.workers.base import ProgressCallback, WorkerPool
-from deepaas_like.workers.execution import execute, out_of_memory
+from deepaas_like.workers.execution import execute, out_of_memory, start_plugin
 from deepaas_like.workers.protocol import (
     BatchResult,
     Call,
@@ -87,6 +87,9 @@ class WorkerOptions:
     max_result_size: int = 0
     #: Where workers write large binary results (None: the system's temporary directory).
     results_dir: str | None = None
+    #: A model version's directory (URL) whose state each worker loads after warming (the
+    #: plugin's ``load``): the workers then serve that version.
+    load_from: str | None = None
 
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -160,12 +163,8 @@ def serve(
         limit = options.memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        plugin = Plugin.load(name, namespace)
-        if options.warm:
-            plugin.warm()
-        progress.install(
-            lambda fraction, message: connection.send(protocol.encode(Progress(fraction, message))), track_calls=True
-        )
+        plugin = start_plugin(name, namespace, options.warm, options.load_from)
+        progress.install(lambda *report: connection.send(protocol.encode(Progress(*report))), track_calls=True)
         connection.send(protocol.encode(Ready(plugin.describe())))
     except BaseException as error:  # noqa: BLE001 - any failure here is reported, then we exit
         with contextlib.suppress(OSError):
@@ -184,7 +183,9 @@ def serve(
         token = logs.request_id.set(call.request_id)
         progress.begin_call()
         try:
-            outcome = _as_sent(execute(plugin, call.hook, call.kwargs, options.max_result_size), results_dir)
+            outcome = _as_sent(
+                execute(plugin, call.hook, call.kwargs, options.max_result_size, call.save_to), results_dir
+            )
         finally:
             logs.request_id.reset(token)
         with progress.ending_call():  # no report of this call can follow its answer
@@ -470,9 +471,14 @@ class ProcessWorkerPool(WorkerPool):
         return worker
 
     async def run(
-        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        job_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
     ) -> Any:
-        message = protocol.encode(Call(hook, kwargs, logs.request_id.get()))
+        message = protocol.encode(Call(hook, kwargs, logs.request_id.get(), save_to))
         while True:
             worker = await self._take()
             try:
@@ -526,7 +532,7 @@ class ProcessWorkerPool(WorkerPool):
                 if not isinstance(reply, Progress):
                     break
                 if on_progress is not None:
-                    on_progress(reply.fraction, reply.message)
+                    on_progress(reply.fraction, reply.message, reply.metrics, reply.step)
             if out_of_memory(reply):  # type: ignore[arg-type]
                 # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
                 LOG.warning(
