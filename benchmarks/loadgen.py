@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,15 +89,26 @@ def run_wrk(
 
 
 def run_aiohttp(
-    url: str, body: str, concurrency: int, duration: int, content_type: str = FORM, timeout: int = 30
+    url: str, body: str | bytes, concurrency: int, duration: int, content_type: str = FORM, timeout: int = 30
 ) -> LoadResult:
-    """The aiohttp generator in a process of its own, so it does not share our event loop."""
+    """The aiohttp generator in a process of its own, so it does not share our event loop.
+    A ``bytes`` body (binary, e.g. a multipart upload) travels to it in a file."""
+    with tempfile.NamedTemporaryFile(suffix=".body") as body_file:
+        if isinstance(body, bytes):
+            body_file.write(body)
+            body_file.flush()
+        where = ["--body-file", body_file.name] if isinstance(body, bytes) else ["--body", body]
+        return _run_aiohttp(url, where, concurrency, duration, content_type, timeout)
+
+
+def _run_aiohttp(
+    url: str, body: list[str], concurrency: int, duration: int, content_type: str, timeout: int
+) -> LoadResult:
     argv = [
         sys.executable,
         str(Path(__file__).resolve()),
         url,
-        "--body",
-        body,
+        *body,
         "--content-type",
         content_type,
         "--concurrency",
@@ -165,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--body", default="")
+    parser.add_argument("--body-file", help="send this file's bytes instead of --body")
     parser.add_argument("--content-type", default=FORM)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     args = parser.parse_args(argv)
-    result = asyncio.run(
-        _load(args.url, args.body.encode(), args.content_type, args.concurrency, args.duration, args.timeout)
-    )
+    body = Path(args.body_file).read_bytes() if args.body_file else args.body.encode()
+    result = asyncio.run(_load(args.url, body, args.content_type, args.concurrency, args.duration, args.timeout))
     print(json.dumps(asdict(result)))
     return 0
 

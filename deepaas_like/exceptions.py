@@ -21,6 +21,18 @@ class ModelNotFound(DeepaasLikeError):
     status = 404
 
 
+class VersionNotFound(ModelNotFound):
+    """No version of that number exists for the model (or it was deleted)."""
+
+
+class VersionConflict(DeepaasLikeError):
+    """The model's versions are not in a state that allows this (a promoted version cannot
+    be deleted; there is no promotion to roll back).
+    """
+
+    status = 409
+
+
 class JobNotFound(DeepaasLikeError):
     """No training (or other job) of that uuid exists for the model."""
 
@@ -39,10 +51,24 @@ class InvalidIdempotencyKey(DeepaasLikeError):
     status = 400
 
 
+class Unauthorized(DeepaasLikeError):
+    """No valid API key on a protected route."""
+
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="deepaas_like"'}
+
+
 class EndpointDisabled(DeepaasLikeError):
     """The endpoint was switched off by configuration (DEEPaaS answers 402)."""
 
     status = 402
+
+
+class ExtraNotInstalled(DeepaasLikeError):
+    """A feature needs an optional extra of deepaas_like that is not installed (``--grpc-port``
+    and the .proto files need ``deepaas_like[grpc]``)."""
+
+    status = 501
 
 
 class HookNotImplemented(DeepaasLikeError):
@@ -128,6 +154,12 @@ class ClusterUnavailable(ModelUnavailable):
     """The Ray cluster the model's workers run on cannot be reached right now (its head is
     lost, or its replicas are being placed again after it came back).
     """
+
+    headers = {"Retry-After": "5"}
+
+
+class VersionUnavailable(ModelUnavailable):
+    """The model version is loading, or failed to load (its ``load`` raised, its directory is missing)."""
 
     headers = {"Retry-After": "5"}
 

@@ -5,9 +5,12 @@ in the worker running the plugin; ``--log-json`` writes one JSON object per line
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import re
 import sys
 import time
+import uuid
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -15,6 +18,21 @@ from pythonjsonlogger.json import JsonFormatter
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 TEXT_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s [%(request_id)s] %(message)s"
 JSON_FIELDS = "%(asctime)s %(process)d %(levelname)s %(name)s %(request_id)s %(message)s"
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Request ids: a random prefix per process and a counter, 32 hex characters, unique per
+# server without a system call per request (uuid4 reads the OS's random source).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id(given: str | None = None) -> str:
+    """The id of a new request: ``given`` (the client's ``X-Request-ID``) when it is 1 to 128
+    characters of ``A-Za-z0-9._:-``, else a fresh one.
+    """
+    if given and _VALID_REQUEST_ID.match(given):
+        return given
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 class RequestIdFilter(logging.Filter):

@@ -1,14 +1,16 @@
-"""Progress reporting from plugin code: ``report(progress=0.4, message="epoch 2 of 5")``.
+"""Progress reporting from plugin code: ``report(progress=0.4, message="epoch 2 of 5")``,
+and metrics: ``report(metrics={"loss": 0.31, "accuracy": 0.9}, step=2)``.
 
 Import it inside ``train`` or a long ``predict``::
 
     try:
         from deepaas_like.progress import report
     except ImportError:  # served by plain DEEPaaS
-        def report(progress=None, message=None): pass
+        def report(progress=None, message=None, metrics=None, step=None): pass
 
-In a deepaas_like worker the values reach the job (``progress``, ``events``) and its
-Server-Sent Events stream; anywhere else they are logged.
+In a deepaas_like worker the values reach the job (``progress``, ``events``, ``metrics``),
+its Server-Sent Events stream and, with MLflow tracking on, the training's run (one point
+per metric and step); anywhere else they are logged.
 
 A report belongs to the call (prediction or training) that was running when it was made.
 In a worker, reports made while no call runs, and reports from a thread that a finished
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 LOG = logging.getLogger(__name__)
-_sender: Callable[[float | None, str | None], None] | None = None
+#: Receives (progress, message, metrics, step) of each report.
+Sender = Callable[[float | None, str | None, "dict[str, float] | None", "int | None"], None]
+_sender: Sender | None = None
 # A plugin may report from several threads; a pipe is not thread-safe. The worker also
 # sends each call's answer under this lock (see ending_call).
 _lock = threading.Lock()
@@ -36,26 +41,50 @@ _before_call: list[threading.Thread] = []  # threads alive when the running call
 _leftovers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 
-def report(progress: float | None = None, message: str | None = None) -> None:
-    """Report ``progress`` (fraction done, 0..1; clamped) and/or a log ``message`` of the
-    running call. Raises ``TypeError`` when ``progress`` is not a number.
+def _number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def report(
+    progress: float | None = None,
+    message: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    step: int | None = None,
+) -> None:
+    """Report ``progress`` (fraction done, 0..1; clamped), a log ``message`` and/or
+    ``metrics`` (name -> finite number) at ``step`` (a whole number >= 0, e.g. the epoch;
+    None: the job numbers its reports of metrics 0, 1, 2, ...) of the running call.
+
+    Raises ``TypeError`` for a progress or metric that is not a number, or a step that is
+    not a whole number, and ``ValueError`` for a metric that is NaN or infinite.
     """
     if progress is not None:
-        if isinstance(progress, bool) or not isinstance(progress, (int, float)):
+        if not _number(progress):
             raise TypeError(f"progress must be a number from 0 to 1, not {progress!r}")
         progress = min(max(float(progress), 0.0), 1.0)
     message = None if message is None else str(message)
+    checked = None
+    if metrics is not None:
+        checked = {}
+        for name, value in dict(metrics).items():
+            if not _number(value):
+                raise TypeError(f"metric {name!r} must be a number, not {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} must be finite, not {value!r}")
+            checked[str(name)] = float(value)
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise TypeError(f"step must be a whole number >= 0, not {step!r}")
     if _sender is None:
-        LOG.info("progress %s %s", progress, message or "")
+        LOG.info("progress %s %s%s", progress, message or "", f" metrics {checked} step {step}" if checked else "")
         return
     with _lock:
         if _tracking and (not _running or threading.current_thread() in _leftovers):
             LOG.debug("progress reported outside the call it belongs to, dropped: %s %s", progress, message or "")
             return
-        _sender(progress, message)
+        _sender(progress, message, checked, step)
 
 
-def install(sender: Callable[[float | None, str | None], None] | None, track_calls: bool = False) -> None:
+def install(sender: Sender | None, track_calls: bool = False) -> None:
     """Where :func:`report` sends to (the worker's pipe); None to log instead.
 
     With ``track_calls`` (a worker), reports count only between :func:`begin_call` and

@@ -20,6 +20,8 @@ from deepaas_like.model.loading import DEFAULT_NAMESPACE
 MODEL_ENV = "DEEPAAS_V2_MODEL"
 #: More API keys, comma-separated, beside ``--auth-token``.
 AUTH_ENV = "DEEPAAS_LIKE_AUTH_TOKENS"
+#: MLflow's own variable for its tracking server, read when ``--mlflow-tracking-uri`` is unset.
+MLFLOW_ENV = "MLFLOW_TRACKING_URI"
 
 
 def default_database_url() -> str:
@@ -36,6 +38,17 @@ def default_results_dir(database_url: str) -> str:
     """Where binary job results are kept when ``results-dir`` is unset: a ``job-results``
     folder beside a SQLite database file, else in the per-user state directory.
     """
+    return _beside_database(database_url, "job-results")
+
+
+def default_model_store(database_url: str) -> str:
+    """Where model versions are kept when ``model-store`` is unset: a ``model-store`` folder
+    beside a SQLite database file, else in the per-user state directory.
+    """
+    return _beside_database(database_url, "model-store")
+
+
+def _beside_database(database_url: str, folder: str) -> str:
     from sqlalchemy.engine import make_url  # imported here: settings are read before the server's dependencies
 
     try:
@@ -44,8 +57,8 @@ def default_results_dir(database_url: str) -> str:
     except Exception:  # noqa: BLE001 - a bad URL is reported when the database opens
         database = None
     if database and database != ":memory:" and not database.startswith("file:"):
-        return os.path.join(os.path.dirname(os.path.abspath(database)), "job-results")
-    return os.path.join(_state_dir(), "job-results")
+        return os.path.join(os.path.dirname(os.path.abspath(database)), folder)
+    return os.path.join(_state_dir(), folder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +254,13 @@ class ModelSettings:
         "them: ray start --labels zone=b).",
         read=lambda values: dict(values or {}),
     )
+    version_workers: int = option(
+        cfg.IntOpt,
+        "version-workers",
+        1,
+        "Worker processes of each loaded model version (started on the version's first call).",
+        min=1,
+    )
 
     def timeout(self) -> float | None:
         """Seconds a prediction may take, or None for no limit."""
@@ -264,6 +284,13 @@ class Settings:
     # Server
     listen_ip: str = option(cfg.HostAddressOpt, "listen-ip", "127.0.0.1", "IP address the server listens on.")
     listen_port: int = option(cfg.PortOpt, "listen-port", 5000, "Port the server listens on.")
+    grpc_port: int = option(
+        cfg.PortOpt,
+        "grpc-port",
+        0,
+        "Port of a gRPC server beside HTTP, on listen-ip, serving the same models, jobs and API keys "
+        "(needs the grpc extra: pip install 'deepaas_like[grpc]'). 0: no gRPC.",
+    )
     base_path: str = option(
         cfg.StrOpt, "base-path", "", "Path prefix of every route, e.g. /deepaas.", read=lambda path: path.rstrip("/")
     )
@@ -521,9 +548,48 @@ class Settings:
         min=0.1,
     )
 
+    # Model versions and tracking
+    model_store: str | None = option(
+        cfg.StrOpt,
+        "model-store",
+        None,
+        "Where the versions that trainings make are stored, one directory each: a local path or an "
+        "fsspec URL (s3://bucket/models, a shared mount). Instances sharing a database need a shared one. "
+        "Default: model-store beside a SQLite database file, else $XDG_STATE_HOME/deepaas_like/model-store.",
+        sample_default="<the SQLite database's directory>/model-store",
+    )
+    max_loaded_versions: int = option(
+        cfg.IntOpt,
+        "max-loaded-versions",
+        2,
+        "Most model versions with workers at once on this server; past it the least recently used "
+        "idle version is unloaded (its next call loads it again). 0: no bound.",
+        min=0,
+    )
+    version_load_timeout: float = option(
+        cfg.FloatOpt,
+        "version-load-timeout",
+        120.0,
+        "Seconds the first call of a version waits for its workers to start and load it; past it "
+        "the answer is 503 with Retry-After (the load goes on).",
+        min=0.1,
+    )
+    mlflow_tracking_uri: str | None = option(
+        cfg.StrOpt,
+        "mlflow-tracking-uri",
+        None,
+        f"MLflow tracking server (http://host:5000, sqlite:///mlflow.db, databricks): each training "
+        f"becomes an MLflow run. Default: ${MLFLOW_ENV}, else no tracking. Needs deepaas_like[mlflow].",
+        read=lambda uri: uri or os.environ.get(MLFLOW_ENV) or None,
+    )
+
     def __post_init__(self) -> None:
         if self.instance is None:  # the option's default: host:port
             object.__setattr__(self, "instance", f"{socket.gethostname()}:{self.listen_port}")
+
+    def endpoint_on(self, kind: str) -> bool:
+        """Whether the ``predict`` or ``train`` calls are served (``predict-endpoint``, ``train-endpoint``)."""
+        return self.predict_endpoint if kind == "predict" else self.train_endpoint
 
     def for_model(self, name: str) -> ModelSettings:
         """The settings model ``name`` is served with."""

@@ -4,6 +4,7 @@ discoverable through real entry points (a ``.dist-info`` folder on ``PYTHONPATH`
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -150,9 +152,12 @@ def make_plugin_site(site: Path, plugins: dict[str, str], namespace: str = NAMES
     """Make ``plugins`` (entry-point name -> ``module`` or ``module:Class`` in
     tests/fixtures/plugins) discoverable; returns the env that exposes them.
     """
-    dist = site / "deepaas_like_test_plugins-0.0.dist-info"
+    # A name of its own per site: importlib.metadata keeps one distribution per name, so two
+    # sites of one name on sys.path would hide each other's entry points.
+    name = "deepaas_like_test_plugins_" + hashlib.sha256(str(site).encode()).hexdigest()[:12]
+    dist = site / f"{name}-0.0.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: deepaas-like-test-plugins\nVersion: 0.0\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0\n")
     lines = [f"[{namespace}]"] + [f"{name} = {target}" for name, target in plugins.items()]
     (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
     path = os.pathsep.join([str(site), str(FIXTURE_PLUGINS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -188,6 +193,16 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for entry in reversed(env["PYTHONPATH"].split(os.pathsep)):
         monkeypatch.syspath_prepend(entry)
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
+    _forget_entry_points(monkeypatch)
+
+
+def _forget_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stevedore keeps the entry points it found per namespace for the whole process: start
+    from none, so that this test's plugins are found (and the next test's are not hidden).
+    """
+    from stevedore.extension import ExtensionManager
+
+    monkeypatch.setattr(ExtensionManager, "ENTRY_POINT_CACHE", {})
 
 
 POSTGRES_URL_ENV = "DEEPAAS_LIKE_TEST_POSTGRES_URL"
@@ -260,3 +275,39 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     sys.dont_write_bytecode = True
+
+
+@pytest.fixture
+def serve_in_process(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Factory: ``await serve_in_process(*model_names, **settings)`` -> an aiohttp
+    ``TestClient`` of :func:`deepaas_like.api.app.create_app` with the plugins running in
+    this process (:class:`~deepaas_like.workers.inprocess.InProcessPool`): the whole HTTP
+    side (routes, handlers, security, metrics, jobs on SQLite) without a server process.
+    The test plugins of tests/fixtures/plugins (``jobs_probe`` too) are installed.
+    """
+    env = make_plugin_site(tmp_path / "site", {**TEST_PLUGINS, "jobs_probe": "jobs_probe"})
+    for entry in reversed(env["PYTHONPATH"].split(os.pathsep)):
+        monkeypatch.syspath_prepend(entry)
+    _forget_entry_points(monkeypatch)
+    from deepaas_like.api.app import create_app
+    from deepaas_like.settings import Settings
+    from deepaas_like.workers.inprocess import InProcessPool
+
+    async def serve(*models: str, **fields: Any) -> Any:
+        uploads = tmp_path / "uploads"
+        uploads.mkdir(exist_ok=True)
+        fields = {
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'jobs.sqlite'}",
+            "upload_dir": str(uploads),
+            "instance": "in-process",
+            **fields,
+        }
+        settings = Settings(model_names=models, **fields)
+
+        def pools(name: str, kind: str, size: int) -> InProcessPool:
+            model = settings.for_model(name)
+            return InProcessPool(name, settings.namespace, warm=model.warm, max_result_size=model.max_result_size)
+
+        return await aiohttp_client(create_app(settings, pools))
+
+    return serve

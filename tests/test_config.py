@@ -129,3 +129,40 @@ def test_an_unknown_executor_and_inconsistent_autoscaling_are_refused(tmp_path):
         config.settings(parse(["--config-file", str(path)]))
     with pytest.raises(cfg.Error, match="ray-resources: takes name:number pairs"):
         config.settings(parse(["--ray-resources", "gpu_l4:lots"]))
+
+
+def test_the_config_file_drives_two_models_with_different_workers_and_batching(run_server, tmp_path):
+    """One file describes a two-model server: ``wide`` has two workers and no batching,
+    ``grouped`` one worker that takes requests in batches of four.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.conftest import make_plugin_site
+
+    env = make_plugin_site(tmp_path / "site", {"wide": "batching", "grouped": "batching"})
+    path = tmp_path / "server.conf"
+    path.write_text(
+        "[DEFAULT]\nworkers = 1\n"
+        "[model:wide]\nworkers = 2\nmax_batch_size = 1\n"
+        # A long wait: the four requests below always leave as one batch, however slow the machine.
+        "[model:grouped]\nmax_batch_size = 4\nbatch_wait_ms = 30000\n"
+    )
+    server = run_server("wide", "grouped", env=env, args=["--config-file", str(path)])
+
+    def predict(model: str, x: int) -> dict:
+        answer = requests.post(f"{server}/v2/models/{model}/predict/", json={"x": x}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["predictions"]
+
+    with ThreadPoolExecutor(4) as pool:
+        grouped = list(pool.map(lambda x: predict("grouped", x), range(4)))
+        wide = list(pool.map(lambda x: predict("wide", x), range(8)))
+    assert [answer["batch"] for answer in grouped] == [4, 4, 4, 4]
+    assert [answer["y"] for answer in grouped] == [0, 1, 4, 9]
+    assert {answer["batch"] for answer in wide} == {1}
+    metrics = requests.get(f"{server}/metrics", timeout=30).text
+    assert 'deepaas_like_workers{model="wide"} 2.0' in metrics
+    assert 'deepaas_like_workers{model="grouped"} 1.0' in metrics
+    assert 'deepaas_like_batch_size_bucket{le="4.0",model="grouped"} 1.0' in metrics

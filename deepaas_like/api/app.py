@@ -12,18 +12,18 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp.web_middlewares import normalize_path_middleware
 
+from deepaas_like import grpc_api
 from deepaas_like.api import openapi
 from deepaas_like.api.documents import job_document
-from deepaas_like.api.draining import Drain
-from deepaas_like.api.keys import DRAIN, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN
+from deepaas_like.api.keys import DRAIN, GRPC, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
 from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
 from deepaas_like.api.routes import ACCESS, ROUTES, add_routes
 from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_middleware, setup_cors
-from deepaas_like.api.uploads import check_upload_dir, remove_orphaned_uploads
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
 from deepaas_like.jobs.result_files import ResultFiles
 from deepaas_like.jobs.runner import JobRunner
@@ -31,20 +31,27 @@ from deepaas_like.jobs.states import PREDICT, TRAIN
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.serving.autoscaling import Autoscaling
+from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
-from deepaas_like.settings import Settings, default_results_dir
+from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
+from deepaas_like.serving.versions import ModelVersions
+from deepaas_like.settings import Settings, default_model_store, default_results_dir
+from deepaas_like.tracking import Tracker
+from deepaas_like.versions.records import VersionRecord, VersionRecords
+from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import WorkerPool
 from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
 from deepaas_like.workers.ray import ClusterOptions, RayCluster, RayResources, RayWorkerPool
 
 LOG = logging.getLogger(__name__)
 #: Makes the worker pool of a model: (model name, kind: ``"predict"`` or ``"train"``, number
-#: of workers) -> a pool, not yet started.
-PoolFactory = Callable[[str, str, int], WorkerPool]
+#: of workers, and for a model version ``load_from=`` its directory's URL) -> a pool, not yet
+#: started.
+PoolFactory = Callable[..., WorkerPool]
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error becomes JSON: ``{"message": ...}``, or ``{"field": [...]}`` for 422,
     with the status the exception class carries.
     """
@@ -83,7 +90,7 @@ def process_pools(settings: Settings) -> PoolFactory:
     :class:`~deepaas_like.settings.ModelSettings` say.
     """
 
-    def make(name: str, kind: str, size: int) -> WorkerPool:
+    def make(name: str, kind: str, size: int, load_from: str | None = None) -> WorkerPool:
         model = settings.for_model(name)
         options = WorkerOptions(
             warm=model.warm,
@@ -94,6 +101,7 @@ def process_pools(settings: Settings) -> PoolFactory:
             log_json=settings.log_json,
             max_result_size=model.max_result_size,
             results_dir=settings.upload_dir,
+            load_from=load_from,
         )
         if kind == TRAIN:
             return ProcessWorkerPool(name, settings.namespace, size=size, options=options)
@@ -121,13 +129,17 @@ def ray_pools(settings: Settings) -> PoolFactory:
         )
     )
 
-    def make(name: str, kind: str, size: int) -> WorkerPool:
+    def make(name: str, kind: str, size: int, load_from: str | None = None) -> WorkerPool:
         model = settings.for_model(name)
         resources = RayResources(
             model.ray_num_cpus, model.ray_num_gpus, model.ray_memory_mb, model.ray_resources, model.ray_node_labels
         )
         options = WorkerOptions(
-            warm=model.warm, threads=model.worker_threads, debug=settings.debug, log_json=settings.log_json
+            warm=model.warm,
+            threads=model.worker_threads,
+            debug=settings.debug,
+            log_json=settings.log_json,
+            load_from=load_from,
         )
         if kind == TRAIN:
             return RayWorkerPool(cluster, name, settings.namespace, TRAIN, size, resources, options)
@@ -159,6 +171,50 @@ def _served_model(name: str, settings: Settings, pools: PoolFactory, metrics: Me
     )
 
 
+def _served_version(settings: Settings, pools: PoolFactory, metrics: Metrics) -> Callable[..., ServedModel]:
+    """Makes the served model of a version: the base model's settings, ``version-workers``
+    workers that load the version's directory after warming.
+    """
+
+    def make(record: VersionRecord, url: str) -> ServedModel:
+        model = settings.for_model(record.model)
+        return ServedModel(
+            record.id,
+            pools(record.model, PREDICT, model.version_workers, load_from=url),
+            lambda: pools(record.model, TRAIN, 1),  # never called: versions do not train
+            max_batch_size=model.max_batch_size,
+            batch_wait=model.batch_wait_ms / 1000,
+            on_batch=metrics.batch_size.labels(record.id).observe,
+            trains=False,
+        )
+
+    return make
+
+
+async def _versions(app: web.Application, store: JobStore, models: dict[str, ServedModel]) -> ModelVersions:
+    """The model versions of ``models`` (none unless a plugin has save and load), read from
+    the job database; their model store is checked only when some plugin makes versions.
+    """
+    settings = app[SETTINGS]
+    model_store = ModelStore(settings.model_store or default_model_store(settings.database_url))
+    versions = ModelVersions(
+        models,
+        VersionRecords(store.engine),
+        model_store,
+        _served_version(settings, app[_POOLS], app[METRICS]),
+        max_loaded=settings.max_loaded_versions,
+        load_timeout=settings.version_load_timeout,
+        poll_interval=settings.job_poll_interval,
+        on_change=lambda: openapi.document_versions(app, app[VERSIONS], settings),
+        on_load=lambda model, seconds: app[METRICS].version_load_seconds.labels(model).observe(seconds),
+    )
+    app[VERSIONS] = versions
+    if versions.bases:
+        await asyncio.to_thread(model_store.check)
+        await versions.start()
+    return versions
+
+
 async def _serving(app: web.Application) -> AsyncIterator[None]:
     """Start every model's workers and open the job database (side by side: both take a
     while), then run jobs; on the way out stop jobs, then workers, then the database.
@@ -181,6 +237,12 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     store = started[0]
     assert isinstance(store, JobStore)
     app[MODELS] = models
+    try:
+        versions = await _versions(app, store, models)
+    except BaseException:
+        await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
+        await store.close()
+        raise
     if settings.doc_endpoint:
         openapi.document(app[_API_SPEC].spec, ROUTES, models, settings)
     capacity = {}
@@ -199,6 +261,10 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         results=results,
         render=job_document,
         idempotency_window=settings.idempotency_key_hours * 3600,
+        model_store=versions.store if versions.bases else None,
+        version_records=versions.records,
+        on_version=versions.added,
+        tracker=Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None,
     )
     await app[JOBS].start()
     removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await app[JOBS].upload_owners())
@@ -207,18 +273,40 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     LOG.info("serving %s", ", ".join(models))
     yield
     await app[JOBS].close()
+    await versions.close()
     await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
     await store.close()
+
+
+async def _grpc(app: web.Application) -> AsyncIterator[None]:
+    """The gRPC server (``--grpc-port``), on the same models, jobs, API keys, drain and
+    metrics as HTTP: started once they are up, stopped before them.
+    """
+    # The grpc extra: imported only when gRPC is on (create_app checked it is installed).
+    from deepaas_like.grpc_api.server import GrpcServer
+    from deepaas_like.grpc_api.service import Shared
+
+    shared = Shared(app[SETTINGS], app[JOBS], app[DRAIN], app[METRICS].grpc_call)
+    app[GRPC] = GrpcServer(app[MODELS], shared)
+    await app[GRPC].start()
+    yield
+    await app[GRPC].stop()
+
+
+async def _document_versions(app: web.Application) -> None:
+    openapi.document_versions(app, app[VERSIONS], app[SETTINGS])
 
 
 async def _shutting_down(app: web.Application) -> None:
     # Runs before aiohttp waits for in-flight handlers: event streams end instead of
     # holding the shutdown for the whole grace period, and predictions that cannot finish
-    # in it are answered 503 before it ends.
+    # in it are answered 503 before it ends. gRPC stops taking calls, as HTTP does.
     app[SHUTTING_DOWN].set()
     app[DRAIN].start(app[SETTINGS].shutdown_timeout)
     if JOBS in app:
         app[JOBS].end_feeds()
+    if GRPC in app:
+        app[GRPC].shutting_down()
 
 
 _API_SPEC = web.AppKey("api_spec", openapi.AiohttpApiSpec)
@@ -263,12 +351,16 @@ def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Appl
     app[METRICS] = Metrics()
     app[METRICS].app = app
     app.cleanup_ctx.append(_serving)
+    if settings.grpc_port:
+        grpc_api.require("--grpc-port")
+        app.cleanup_ctx.append(_grpc)
     add_routes(app, settings)
     if settings.debug_endpoint:
         app[LOG_BUFFER] = collections.deque(maxlen=2000)
         logging.getLogger().addHandler(_BufferHandler(app[LOG_BUFFER]))
     if settings.doc_endpoint:
         app[_API_SPEC] = openapi.setup_openapi(app, settings)
+        app.on_startup.append(_document_versions)  # after the document is made (an on_startup too)
     if settings.cors_origins:
         setup_cors(app, settings.cors_origins)
     return app

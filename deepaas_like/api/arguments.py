@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import marshmallow
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
-from marshmallow import fields, validate
 from multidict import MultiDict
 from webargs.aiohttpparser import AIOHTTPParser
 from webargs.multidictproxy import MultiDictProxy
 
 from deepaas_like.api.negotiation import choose_media_type
-from deepaas_like.api.uploads import Uploads
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
-from deepaas_like.jobs.states import STATES
 from deepaas_like.model.args import UploadedFile, is_file_field
+from deepaas_like.serving import schemas
+from deepaas_like.serving.schemas import ListingArgs
+from deepaas_like.serving.uploads import Uploads
 
 _RAW = "deepaas_like.raw_arguments"
 _CHUNK = 256 * 1024  # bytes read from the socket per step of an upload
@@ -61,7 +60,7 @@ class _Parser(AIOHTTPParser):
     def handle_error(
         self, error: marshmallow.ValidationError, req: Any, schema: Any, *, error_status_code: Any, error_headers: Any
     ) -> Any:  # noqa: ARG002
-        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        messages: Any = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
         # webargs files messages under the location they came from; clients want the fields.
         if len(messages) == 1 and next(iter(messages)) in ("request", "query", "json", "form"):
             messages = next(iter(messages.values()))
@@ -169,7 +168,7 @@ async def _read_multipart(
             raise InvalidArguments({"_body": [f"malformed multipart body: {error}"]}) from error
         if part is None:
             return
-        if not hasattr(part, "read_chunk") or part.name is None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
             continue  # nested multiparts and unnamed parts carry no argument
         if part.filename is None:
             try:
@@ -198,12 +197,6 @@ async def _read_multipart(
 def _check_size(received: int, max_size: int) -> None:
     if max_size and received > max_size:
         raise BodyTooLarge(f"request body exceeds the limit of {max_size} bytes (client-max-size)")
-
-
-@functools.lru_cache(maxsize=256)
-def _instance(schema: type[marshmallow.Schema]) -> marshmallow.Schema:
-    # Building a Schema copies its fields; one instance per class serves every request.
-    return schema()
 
 
 def header_located(field: marshmallow.fields.Field) -> bool:
@@ -259,17 +252,6 @@ async def parse_arguments(
     return await load_arguments(request, raw, schema)
 
 
-MAX_OFFSET = 2**63 - 1  # the largest a database's 64-bit integer holds
-
-
-class ListingArgs(marshmallow.Schema):
-    """Query string of job listings: filter by ``status``, page with ``limit``/``offset``."""
-
-    status = fields.Str(validate=validate.OneOf([str(status) for status in STATES]))
-    limit = fields.Int(validate=validate.Range(min=1, max=10_000))
-    offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
-
-
 async def listing_arguments(request: web.Request) -> dict[str, Any]:
     """The query string of a job listing; raises :class:`InvalidArguments`."""
     return await parser.parse(ListingArgs(), request, location="query", unknown=marshmallow.EXCLUDE)
@@ -284,7 +266,7 @@ async def load_arguments(
     header of that name (``_`` may be written ``-``). Returns the loaded arguments. Raises
     :class:`InvalidArguments` with ``{"field": ["message", ...]}``.
     """
-    instance = _instance(schema)
+    instance = schemas.instance(schema)
     for name, field in instance.fields.items():
         if name not in raw and header_located(field):
             value = request.headers.get(name, request.headers.get(name.replace("_", "-")))

@@ -1,5 +1,5 @@
 """The DEEPaaS V2 wire format of what the API returns: jobs (trainings and asynchronous
-predictions) as DEEPaaS 2.6 prints its training objects.
+predictions) as DEEPaaS 2.6 prints its training objects, and model versions.
 """
 
 from __future__ import annotations
@@ -7,12 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, JobView
+from deepaas_like.versions.records import VersionRecord
 
 
 def job_document(job: JobView) -> dict[str, Any]:
     """The DEEPaaS V2 training object: ``date``, ``args``, ``uuid``, ``status``, and
     ``finish_date``/``message``/``result`` as the state adds them, plus ``progress`` and
-    ``events`` when the plugin reported any. Dates print as DEEPaaS prints them
+    ``events`` (and ``metrics``, their latest values) when the plugin reported any; a
+    training that made a model version names it (``version``), one tracked in MLflow its
+    ``mlflow_run_id``; a ``message`` on a done job says what went wrong beside it (MLflow
+    tracking). Dates print as DEEPaaS prints them
     (``str(datetime)``); ``result.duration`` is in seconds; a finished prediction's result
     names its ``media_type``.
     """
@@ -24,14 +28,46 @@ def job_document(job: JobView) -> dict[str, Any]:
     }
     if job.finished is not None:
         document["finish_date"] = str(job.finished)
-    if job.status == ERROR or (job.status == CANCELLED and job.message):
+    if job.status == ERROR or (job.status in (CANCELLED, DONE) and job.message):
         document["message"] = job.message or ""
     if job.progress is not None:
         document["progress"] = job.progress
     if job.events:
         document["events"] = list(job.events)
+    if job.metrics:
+        document["metrics"] = dict(job.metrics)
+    if job.run_id is not None:
+        document["mlflow_run_id"] = job.run_id
     if job.status == DONE:
         document["result"] = {"output": job.output, "finish_date": str(job.finished), "duration": job.duration}
         if job.media_type is not None:
             document["result"]["media_type"] = job.media_type
+        if job.version is not None:
+            document["result"]["version"] = job.version
+    return document
+
+
+def version_document(record: VersionRecord, state: str, promoted: bool, message: str | None = None) -> dict[str, Any]:
+    """A model version: ``id`` (``name@n``, callable as a model name), ``model``,
+    ``version`` (its number), ``parent`` (the model trained), ``training`` (the job's
+    uuid), its ``arguments`` and ``metrics``, ``created`` (as job dates print), ``state``
+    here (``loaded``, ``loading``, ``unloaded``, ``unavailable`` with a ``message``),
+    whether the model's name serves it (``promoted``), and its ``mlflow_run_id``.
+    """
+    document: dict[str, Any] = {
+        "id": record.id,
+        "model": record.model,
+        "version": record.number,
+        "parent": record.parent,
+        "training": record.job,
+        "arguments": record.arguments,
+        "metrics": record.metrics,
+        "created": str(record.created),
+        "state": state,
+        "promoted": promoted,
+    }
+    if message is not None:
+        document["message"] = message
+    if record.run_id is not None:
+        document["mlflow_run_id"] = record.run_id
     return document

@@ -4,6 +4,8 @@ the Swagger UI redirect and the recent log lines.
 
 from __future__ import annotations
 
+import collections
+
 from aiohttp import web
 from aiohttp_apigami.constants import SWAGGER_DICT
 
@@ -20,4 +22,5 @@ async def redirect_to_ui(request: web.Request) -> web.StreamResponse:
 
 
 async def debug(request: web.Request) -> web.Response:
-    return web.Response(text="\n".join(request.app[LOG_BUFFER]), content_type="text/plain")
+    lines: collections.deque[str] = request.app[LOG_BUFFER]
+    return web.Response(text="\n".join(lines), content_type="text/plain")

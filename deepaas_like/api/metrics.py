@@ -1,7 +1,8 @@
 """Prometheus metrics (prometheus-client), served at ``/metrics``.
 
 Request counts and latency are recorded by :func:`metrics_middleware`; queue depth, worker
-restarts, live workers and jobs by state are read when the metrics are scraped.
+restarts, live workers, jobs by state and which model versions are loaded are read when the
+metrics are scraped (a loaded version's workers count under its id, ``name@n``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import time
 from collections.abc import Iterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from deepaas_like.api.keys import JOBS, MODELS
+from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
 from deepaas_like.exceptions import DatabaseUnavailable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -46,10 +48,35 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.grpc_requests = Counter(
+            "deepaas_like_grpc_requests",
+            "gRPC calls answered",
+            ["model", "method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_latency = Histogram(
+            "deepaas_like_grpc_request_duration_seconds",
+            "Time to answer a gRPC call (to its last message, for streams), in seconds",
+            ["model", "method"],
+            registry=self.registry,
+        )
+        self.version_load_seconds = Histogram(
+            "deepaas_like_version_load_seconds",
+            "Time to load a model version on its first call (workers started, warmed, load()), in seconds",
+            ["model"],
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+            registry=self.registry,
+        )
         self.job_counts: dict[tuple[str, str, str], int] = {}
         self.database_up = True
         self.registry.register(_ScrapeTimeCollector(self))
         self.app: web.Application | None = None
+
+    def grpc_call(self, model: str, method: str, code: str, seconds: float) -> None:
+        """Count a gRPC call of ``model``'s ``method`` that ended with ``code`` (``OK``,
+        ``INVALID_ARGUMENT``, ...) after ``seconds``."""
+        self.grpc_requests.labels(model, method, code).inc()
+        self.grpc_latency.labels(model, method).observe(seconds)
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -82,37 +109,48 @@ class _ScrapeTimeCollector(Collector):
         restarts = CounterMetricFamily(
             "deepaas_like_worker_restarts", "Worker processes replaced after dying or being killed", labels=["model"]
         )
-        for name, model in models.items():
-            pool = model.predict_pool
-            queue.add_metric([name], model.queued())
+        versions = app.get(VERSIONS) if app is not None else None
+        loaded = versions.loaded() if versions is not None else {}
+        for name, served in {**models, **loaded}.items():
+            pool = served.predict_pool
+            queue.add_metric([name], served.queued())
             workers.add_metric([name], pool.live_workers)
             target.add_metric([name], pool.size)
             starting.add_metric([name], pool.starting)
             placed = collections.Counter((p.node, p.device) for p in pool.placements())
             for (node, device), count in sorted(placed.items()):
                 devices.add_metric([name, node, device], count)
-            restarts.add_metric([name], model.worker_restarts)
+            restarts.add_metric([name], served.worker_restarts)
+        states = GaugeMetricFamily(
+            "deepaas_like_model_version_loaded",
+            "1 when the model version has workers on this server, else 0 (loaded on its first call)",
+            labels=["model", "version"],
+        )
+        for record in versions.known.values() if versions is not None else ():
+            states.add_metric([record.model, record.id], 1 if record.id in loaded else 0)
         jobs = GaugeMetricFamily(
             "deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"]
         )
-        for (model, kind, status), count in sorted(self.metrics.job_counts.items()):
-            jobs.add_metric([model, kind, status], count)
+        for (name, kind, status), count in sorted(self.metrics.job_counts.items()):
+            jobs.add_metric([name, kind, status], count)
         database = GaugeMetricFamily(
             "deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0"
         )
         database.add_metric([], 1 if self.metrics.database_up else 0)
-        yield from (queue, workers, target, starting, devices, restarts, jobs, database)
+        yield from (queue, workers, target, starting, devices, restarts, jobs, database, states)
 
 
 def _labels(request: web.Request) -> tuple[str, str]:
     route = request.match_info.route.resource
     template = route.canonical if route is not None else "unmatched"
     name = request.match_info.get("model_name", "")
-    return (name if name in request.app[MODELS] else ""), template
+    versions = request.app.get(VERSIONS)
+    known = name in request.app[MODELS] or (versions is not None and name in versions.known)
+    return (name if known else ""), template
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every request and time it, labelled by model, route template and status."""
     started = time.perf_counter()
     status = 500

@@ -7,21 +7,24 @@ raise: their ``status``, and the first line of their docstring.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import AiohttpApiSpec, OpenApiVersion
+from aiohttp_apigami.constants import SWAGGER_DICT
 from apispec import APISpec
 from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like import exceptions
-from deepaas_like.api.arguments import MAX_OFFSET, BodyTimeout, BodyTooLarge
-from deepaas_like.api.security import Access, Unauthorized
+from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge
+from deepaas_like.api.security import Access
 from deepaas_like.jobs.states import STATES
 from deepaas_like.media import is_json
 from deepaas_like.model.args import is_file_field
+from deepaas_like.serving.schemas import MAX_LIMIT, MAX_OFFSET
 from deepaas_like.serving.served import PREDICT, TRAIN, ServedModel
 from deepaas_like.settings import Settings
 
@@ -54,7 +57,7 @@ _JOB = {
 
 _LISTING = [
     {"in": "query", "name": "status", "schema": {"type": "string", "enum": list(STATES)}},
-    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
 ]
 _IDEMPOTENCY_KEY = {
@@ -107,7 +110,7 @@ def exclusive_range_property(self: Any, field: fields.Field, **kwargs: Any) -> d
 
 def add_attribute_functions(api_spec: AiohttpApiSpec) -> None:
     """Teach apispec's marshmallow converter DEEPaaS file arguments and exclusive ranges."""
-    converter = api_spec.spec.plugins[0].converter
+    converter = api_spec.spec.plugins[0].converter  # type: ignore[attr-defined]  # the MarshmallowPlugin
     converter.add_attribute_function(file_field_property)
     converter.add_attribute_function(exclusive_range_property)
 
@@ -232,6 +235,144 @@ def get_model(model: ServedModel | None, settings: Settings) -> dict[str, Any] |
         "summary": f"Metadata of {model.name}",
         "responses": {"200": _json({"type": "object"}, "metadata"), **errors(*_MODEL_ERRORS)},
     }
+
+
+def protos(model: ServedModel | None, settings: Settings) -> dict[str, Any] | None:
+    assert model is not None
+    text = {"description": "the .proto file", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {
+        "tags": [model.name],
+        "summary": f"The .proto file of {model.name}'s gRPC service",
+        "description": "Compile it with protoc (grpc_tools.protoc) to call the model over gRPC (--grpc-port).",
+        "responses": {"200": text, **errors(*_MODEL_ERRORS, exceptions.ExtraNotInstalled)},
+    }
+
+
+def _versioned(operation: Callable[[ServedModel], dict[str, Any]]) -> Documenter:
+    """Document a version route only for models whose trainings make versions."""
+
+    def documenter(model: ServedModel | None, settings: Settings) -> dict[str, Any] | None:
+        if model is None or not model.makes_versions:
+            return None
+        return {"tags": [model.name], **operation(model)}
+
+    return documenter
+
+
+_MODEL_VERSION = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "callable as a model name: /v2/models/{id}/predict/"},
+        "model": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "parent": {"type": "string"},
+        "training": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "arguments": {"type": "object"},
+        "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+        "created": {"type": "string"},
+        "state": {"type": "string", "enum": ["loaded", "loading", "unloaded", "unavailable", "deleted"]},
+        "message": {"type": "string"},
+        "promoted": {"type": "boolean"},
+        "mlflow_run_id": {"type": "string"},
+        "links": _LINKS,
+    },
+    "required": ["id", "model", "version", "training", "created", "state", "promoted"],
+}
+_SERVING: dict[str, Any] = {
+    "type": "object",
+    "properties": {"model": {"type": "string"}, "promoted_version": {"type": "string", "nullable": True}},
+    "required": ["model", "promoted_version"],
+}
+_VERSION_ERRORS = (
+    exceptions.ModelNotFound,
+    exceptions.VersionNotFound,
+    exceptions.HookNotImplemented,
+    exceptions.DatabaseUnavailable,
+)
+
+
+@_versioned
+def list_versions(served: ServedModel) -> dict[str, Any]:
+    listing = {
+        **_SERVING,
+        "properties": {**_SERVING["properties"], "versions": {"type": "array", "items": _MODEL_VERSION}},
+    }
+    return {
+        "summary": f"Versions of {served.name} made by its trainings, newest first",
+        "responses": {"200": _json(listing, "the versions"), **errors(*_VERSION_ERRORS)},
+    }
+
+
+@_versioned
+def get_version(served: ServedModel) -> dict[str, Any]:
+    return {
+        "summary": "A version: its training, arguments, metrics and state on this server",
+        "responses": {
+            "200": _json(_MODEL_VERSION, "the version"),
+            **errors(*_VERSION_ERRORS),
+        },
+    }
+
+
+@_versioned
+def delete_version(served: ServedModel) -> dict[str, Any]:
+    return {
+        "summary": "Delete a version (its record, workers and directory; its number is not used again)",
+        "responses": {
+            "200": _json(_MODEL_VERSION, "the deleted version"),
+            **errors(*_VERSION_ERRORS, exceptions.VersionConflict),
+        },
+    }
+
+
+@_versioned
+def promote_version(served: ServedModel) -> dict[str, Any]:
+    return {
+        "summary": f"Have {served.name} serve this version (on every instance)",
+        "responses": {"200": _json(_SERVING, "what the model's name serves now"), **errors(*_VERSION_ERRORS)},
+    }
+
+
+@_versioned
+def rollback(served: ServedModel) -> dict[str, Any]:
+    return {
+        "summary": f"Undo the latest promotion of {served.name}",
+        "responses": {
+            "200": _json(_SERVING, "what the model's name serves now"),
+            **errors(*_VERSION_ERRORS, exceptions.VersionConflict),
+        },
+    }
+
+
+def document_versions(app: web.Application, versions: Any, settings: Settings) -> None:
+    """Give every known model version (``name@n``) the operations of its model's metadata and
+    predict routes in the served document (it changes as versions come and go).
+    """
+    swagger = app.get(SWAGGER_DICT)
+    if swagger is None:
+        return  # no document (--doc-endpoint off), or not made yet: made with the versions then
+    paths = swagger.setdefault("paths", {})
+    for path in [p for p, item in paths.items() if any("x-model-version" in op for op in item.values())]:
+        del paths[path]
+    for record in versions.known.values():
+        base = f"{settings.base_path}/v2/models/{record.model}/"
+        for suffix in ("", "predict/"):
+            item = paths.get(base + suffix)
+            if item is None:
+                continue
+            operations = {}
+            for method, operation in item.items():
+                if method not in ("get", "post"):
+                    continue
+                operations[method] = {
+                    **copy.deepcopy(operation),
+                    "summary": f"{operation.get('summary', '')} (version {record.id})".strip(),
+                    "x-model-version": record.id,
+                }
+                if suffix == "predict/":
+                    operations[method]["parameters"] = []  # versions answer synchronously
+                    operations[method]["responses"].pop("202", None)
+            paths[f"{settings.base_path}/v2/models/{record.id}/{suffix}"] = operations
 
 
 def _served_for(kind: str) -> Callable[[Callable[[ServedModel], dict[str, Any]]], Documenter]:
@@ -360,6 +501,13 @@ def training_events(served: ServedModel) -> dict[str, Any]:
 
 
 _UUID = {"in": "path", "name": "uuid", "required": True, "schema": {"type": "string"}}
+_VERSION_PARAMETER = {
+    "in": "path",
+    "name": "version",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the version's number (3) or id (name@3)",
+}
 
 
 def document(spec: APISpec, routes: Any, models: dict[str, ServedModel], settings: Settings) -> None:
@@ -376,11 +524,11 @@ def document(spec: APISpec, routes: Any, models: dict[str, ServedModel], setting
             if operation is None:
                 continue
             if route.access is Access.KEY or (settings.auth_docs and route.access is Access.DOCS):
-                operation["responses"].update(errors(Unauthorized))
+                operation["responses"].update(errors(exceptions.Unauthorized))
             path = settings.base_path + (
                 route.path if model is None else route.path.replace("{model_name}", model.name)
             )
-            parameters = [_UUID] if "{uuid}" in path else []
+            parameters = [_UUID] if "{uuid}" in path else [_VERSION_PARAMETER] if "{version}" in path else []
             # The handler carries no apigami docs, so the plugin keeps ``operation`` as
             # given; the marshmallow plugin still turns its schema classes into components.
             method = route.method.lower()

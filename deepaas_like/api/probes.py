@@ -6,6 +6,7 @@ from aiohttp import web
 
 from deepaas_like.api.keys import JOBS, MODELS
 from deepaas_like.api.responses import json_response
+from deepaas_like.serving.served import ServedModel
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -24,4 +25,5 @@ async def readyz(request: web.Request) -> web.Response:
         if database:
             body["database"] = database
         return json_response(body, status=503)
-    return json_response({"status": "ready", "models": list(request.app[MODELS])})
+    models: dict[str, ServedModel] = request.app[MODELS]
+    return json_response({"status": "ready", "models": list(models)})

@@ -18,7 +18,7 @@ from deepaas_like.api import handlers as server
 from deepaas_like.api import openapi, probes
 from deepaas_like.api.metrics import metrics_endpoint
 from deepaas_like.api.security import Access
-from deepaas_like.api.v2 import handlers
+from deepaas_like.api.v2 import handlers, versions
 from deepaas_like.settings import Settings
 
 
@@ -40,12 +40,14 @@ class Route:
 MODEL = "/v2/models/{model_name}/"
 PREDICTIONS = MODEL + "predict/"
 TRAININGS = MODEL + "train/"
+VERSIONS = MODEL + "versions/"
 
 ROUTES: tuple[Route, ...] = (
     Route("versions", "GET", "/", handlers.versions, doc=openapi.versions),
     Route("version_v2", "GET", "/v2/", handlers.version_v2, doc=openapi.version_v2),
     Route("models", "GET", "/v2/models/", handlers.list_models, doc=openapi.list_models),
     Route("model", "GET", MODEL, handlers.get_model, doc=openapi.get_model),
+    Route("protos", "GET", MODEL + "protos", handlers.protos, doc=openapi.protos, served=lambda s: s.doc_endpoint),
     Route("predict", "POST", PREDICTIONS, handlers.predict, Access.KEY, openapi.predict),
     Route("predictions", "GET", PREDICTIONS, handlers.list_predictions, Access.KEY, openapi.list_predictions),
     Route("prediction", "GET", PREDICTIONS + "{uuid}", handlers.get_prediction, Access.KEY, openapi.get_prediction),
@@ -79,6 +81,20 @@ ROUTES: tuple[Route, ...] = (
         Access.KEY,
         openapi.training_events,
     ),
+    Route("model_versions", "GET", VERSIONS, versions.list_versions, doc=openapi.list_versions),
+    Route("version", "GET", VERSIONS + "{version}", versions.get_version, doc=openapi.get_version),
+    Route(
+        "delete_version", "DELETE", VERSIONS + "{version}", versions.delete_version, Access.KEY, openapi.delete_version
+    ),
+    Route(
+        "promote_version",
+        "POST",
+        VERSIONS + "{version}/promote",
+        versions.promote_version,
+        Access.KEY,
+        openapi.promote_version,
+    ),
+    Route("rollback", "POST", MODEL + "rollback", versions.rollback, Access.KEY, openapi.rollback),
     Route("healthz", "GET", "/healthz", probes.healthz, Access.OPEN, openapi.healthz),
     Route("readyz", "GET", "/readyz", probes.readyz, Access.OPEN, openapi.readyz),
     Route("metrics", "GET", "/metrics", metrics_endpoint, doc=openapi.metrics),

@@ -1,7 +1,8 @@
 """``deepaas-like-cli``: call one model in-process, without a server; install plugins.
 
 ``deepaas-like-cli --model-name demo predict --image cat.png --size 32 --output out.png``;
-subcommands ``metadata``, ``predict``, ``train``, ``openapi`` and ``install``. Flags of
+subcommands ``metadata``, ``predict``, ``train``, ``openapi``, ``protos`` (the gRPC
+service's ``.proto`` file) and ``install``. Flags of
 ``predict`` and ``train`` are generated from the plugin's arguments: file arguments take a
 path (the plugin receives a temporary copy, as over HTTP), list arguments take the flag
 repeated or a JSON list (``--labels '["cat", "dog"]'``, DEEPaaS's syntax), dict arguments a
@@ -23,7 +24,7 @@ from typing import Any
 import marshmallow
 from marshmallow import fields
 
-from deepaas_like import config
+from deepaas_like import config, grpc_api
 from deepaas_like.api import openapi
 from deepaas_like.api.routes import ROUTES
 from deepaas_like.cmd import install
@@ -31,6 +32,7 @@ from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
 from deepaas_like.model import args as model_args
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import DEFAULT_NAMESPACE, resolve_model_names
+from deepaas_like.serving import schemas
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 from deepaas_like.workers.inprocess import InProcessPool
@@ -91,6 +93,10 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("metadata", help="print the model's metadata (JSON)")
     commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)")
+    protos = commands.add_parser(
+        "protos", help="write the .proto file of the model's gRPC service (needs deepaas_like[grpc])"
+    )
+    protos.add_argument("--output", required=True, metavar="DIR", help="directory to write it in (made if missing)")
     hooks = (
         (("predict", {}), ("train", {}))
         if model is None
@@ -140,20 +146,16 @@ def load_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespa
     arguments are copied into ``workdir`` first, so the plugin never holds the user's file.
     Raises ``InvalidArguments``.
     """
-    instance = schema()
     raw = _flag_values(schema, namespace)
     for name, value in raw.items():
-        if model_args.is_file_field(instance.fields[name]):
+        if model_args.is_file_field(schemas.instance(schema).fields[name]):
             if not os.path.isfile(value):
                 raise InvalidArguments({name: [f"no such file: {value}"]})
             copy = os.path.join(workdir, f"{name}{os.path.splitext(value)[1]}")
             shutil.copyfile(value, copy)
             content_type = mimetypes.guess_type(value)[0] or "application/octet-stream"
             raw[name] = UploadedFile(name, copy, content_type, os.path.basename(value))
-    try:
-        return instance.load(raw)
-    except marshmallow.ValidationError as error:
-        raise InvalidArguments(error.normalized_messages()) from error
+    return schemas.load(schema, raw)
 
 
 async def run(argv: list[str]) -> int:
@@ -177,14 +179,23 @@ async def run(argv: list[str]) -> int:
         openapi.add_attribute_functions(api_spec)
         openapi.document(api_spec.spec, ROUTES, {model.name: model}, Settings(database_url=""))
         return _print(api_spec.swagger_dict())
+    if options.command == "protos":
+        file_name, text = grpc_api.proto_file(model)
+        os.makedirs(options.output, exist_ok=True)
+        path = os.path.join(options.output, file_name)
+        with open(path, "w") as handle:
+            handle.write(text)
+        return _print({"status": "OK", "output": path})
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
         if options.command == "train":
+            assert model.train_schema is not None  # the parser offers train only then
             kwargs = load_arguments(model.train_schema, options, workdir)
             output = await model.train(kwargs, job_id="cli")
             return _print({"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": output}})
+        assert model.predict_schema is not None  # the parser offers predict only then
         kwargs = load_arguments(model.predict_schema, options, workdir)
         if model.accept_choices and "accept" not in kwargs:
-            kwargs["accept"] = model.accept_default or model.accept_choices[0]
+            kwargs["accept"] = model.default_accept
         prediction = await model.predict(kwargs)
         if not prediction.binary:
             if options.output:

@@ -56,7 +56,7 @@ def installed_closure(distribution: str = DISTRIBUTION) -> dict[str, str]:
     depends on, transitively (requirements of its installed extras included).
     """
     versions: dict[str, str] = {}
-    pending = [(distribution, ("",))]
+    pending: list[tuple[str, tuple[str, ...]]] = [(distribution, ("",))]
     while pending:
         name, extras = pending.pop()
         key = canonicalize_name(name)

@@ -9,8 +9,10 @@ another, and a cancel recorded by any instance stops the job wherever it runs (w
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -45,6 +47,9 @@ from deepaas_like.jobs.tables import Job
 from deepaas_like.media import JSON
 from deepaas_like.model.args import UploadedFile, json_arguments
 from deepaas_like.results import FileResult, Prediction
+from deepaas_like.tracking import FAILED, FINISHED, KILLED, Run, Tracker, numbers_of
+from deepaas_like.versions.records import VersionRecord, VersionRecords
+from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import ProgressCallback
 
 LOG = logging.getLogger(__name__)
@@ -63,9 +68,19 @@ class Servable(Protocol):
 
     name: str
 
-    def accepts(self, kind: str) -> bool: ...
+    @property
+    def makes_versions(self) -> bool:
+        """Whether a successful training makes a model version (the plugin has save and load)."""
 
-    async def train(self, kwargs: dict[str, Any], job_id: str, on_progress: ProgressCallback | None = None) -> Any: ...
+    def require(self, kind: str) -> None: ...
+
+    async def train(
+        self,
+        kwargs: dict[str, Any],
+        job_id: str,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
+    ) -> Any: ...
 
     async def predict(
         self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
@@ -85,6 +100,10 @@ class JobRunner:
     ``Idempotency-Key`` maps to its first job for ``idempotency_window`` seconds. ``render``
     makes the document that event streams send of a job (the HTTP layer's wire format).
 
+    A successful training of a model that :attr:`~Servable.makes_versions` leaves a version
+    in ``model_store``, recorded in ``version_records`` (``on_version`` is told of it). With
+    a ``tracker``, each training is an MLflow run (see :mod:`deepaas_like.tracking`).
+
     A job's outcome is written until the database takes it: while the database is away,
     the outcome waits in memory and the write is retried with backoff.
     """
@@ -103,6 +122,10 @@ class JobRunner:
         results: ResultFiles,
         render: Render,
         idempotency_window: float = 24 * 3600.0,
+        model_store: ModelStore | None = None,
+        version_records: VersionRecords | None = None,
+        on_version: Callable[[VersionRecord], None] | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -114,6 +137,10 @@ class JobRunner:
         self.heartbeat_expiry = heartbeat_expiry
         self.results = results
         self.idempotency_window = idempotency_window
+        self.model_store = model_store
+        self.version_records = version_records
+        self.on_version = on_version
+        self.tracker = tracker
         self.feeds = JobFeeds(store, poll_interval / 2, render)
         self._host, self._pid = socket.gethostname(), os.getpid()
         self._running: dict[str, tuple[Servable, asyncio.Task[None]]] = {}
@@ -199,7 +226,7 @@ class JobRunner:
             try:
                 await self._write(
                     f"the interruption of job {uuid}",
-                    lambda uuid=uuid: self.store.finish(uuid, ERROR, message=INTERRUPTED),
+                    functools.partial(self.store.finish, uuid, ERROR, message=INTERRUPTED),
                 )
             except DatabaseUnavailable:
                 self._abandoned += 1
@@ -233,9 +260,11 @@ class JobRunner:
         uploads deleted). Raises ``IdempotencyKeyReused`` when that first job had other
         arguments, ``DatabaseUnavailable`` when the job could not be recorded.
         """
-        if not model.accepts(kind):
+        try:
+            model.require(kind)
+        except HookNotImplemented:
             _remove(upload_dir)
-            raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
+            raise
         scope = fingerprint = None
         try:
             if idempotency_key is not None:
@@ -250,6 +279,7 @@ class JobRunner:
             )
         except IdempotencyScopeTaken:
             # A twin request with the same key was recorded first: it is the first job.
+            assert scope is not None and fingerprint is not None  # a scope is only taken with a key
             first = await self._first_job(scope, fingerprint)
             _remove(upload_dir)
             if first is None:
@@ -287,6 +317,10 @@ class JobRunner:
         raises ``JobNotFound``.
         """
         return (await self.store.get(model, uuid, kind, visible_to)).to_view()
+
+    def document(self, job: JobView) -> dict[str, Any]:
+        """The job in the wire format the runner was given (``render``), as its event streams send it."""
+        return self.feeds.render(job)
 
     async def follow(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> Feed:
         """Follow a job's changes (for an event stream; see :class:`JobFeeds`): one reader
@@ -416,13 +450,20 @@ class JobRunner:
         return ended
 
     async def _run(self, model: Servable, job: Job) -> None:
-        progress = _ProgressBuffer(self.store, job.uuid, self.feeds.changed)
+        run = await self._track(model, job) if job.kind == TRAIN and self.tracker is not None else None
+        progress = _ProgressBuffer(self.store, job.uuid, self.feeds.changed, run.metrics if run is not None else None)
         kwargs = decode_kwargs(job.kwargs, job.files)
+        version: VersionRecord | None = None
         try:
             try:
                 if job.kind == TRAIN:
-                    output = await model.train(kwargs, job_id=job.uuid, on_progress=progress.add)
+                    location = self._version_location(model, job)
+                    save_to = None if location is None else self.model_store.url_of(location)  # type: ignore[union-attr]
+                    output = await model.train(kwargs, job_id=job.uuid, on_progress=progress.add, save_to=save_to)
                     outcome: dict[str, Any] = {"status": DONE, "output": output}
+                    if location is not None:
+                        version = await self._record_version(model, job, location, output, progress, run)
+                        outcome["version"] = version.id
                 else:
                     prediction = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
                     outcome = await self._prediction_outcome(job, prediction)
@@ -433,6 +474,8 @@ class JobRunner:
                 # Cancelled by a DELETE whose worker could not be killed, or by close().
                 self._recording.add(job.uuid)
                 ending = (ERROR, INTERRUPTED) if self._give_up_at is not None else (CANCELLED, CANCELLED_BY_USER)
+                if run is not None:
+                    await asyncio.shield(run.finish(KILLED))
                 with contextlib.suppress(DatabaseUnavailable):
                     await asyncio.shield(self._end(job, ending[0], message=ending[1]))
                 raise
@@ -450,8 +493,13 @@ class JobRunner:
                 raise
             except Exception as error:  # noqa: BLE001 - progress is dropped, the outcome is not
                 LOG.error("the progress of job %s could not be stored: %s", job.uuid, error_text(error))
-            if not await self._end(job, outcome.pop("status"), **outcome) and outcome.get("result_file"):
+            if run is not None:
+                await self._end_run(run, outcome, version)
+            ended = await self._end(job, outcome.pop("status"), **outcome)
+            if not ended and outcome.get("result_file"):
                 self.results.remove(job.uuid)  # the job had ended meanwhile (cancelled)
+            if not ended and version is not None:
+                await self._forget_version(version)
         except DatabaseUnavailable:
             self._abandoned += 1  # close() gave up; logged by _write. Reported interrupted later.
         finally:
@@ -461,6 +509,68 @@ class JobRunner:
             self._counts[(model.name, job.kind)] -= 1
             _remove(job.upload_dir)
             self._wake.set()
+
+    def _version_location(self, model: Servable, job: Job) -> str | None:
+        """Where training ``job`` saves the version it makes, relative to the model store;
+        None when it makes none.
+        """
+        if self.model_store is None or self.version_records is None or not model.makes_versions:
+            return None
+        return self.model_store.location(model.name, job.uuid)
+
+    async def _record_version(
+        self, model: Servable, job: Job, location: str, output: Any, progress: _ProgressBuffer, run: Run | None
+    ) -> VersionRecord:
+        """Record the version training ``job`` saved at ``location`` (retried while the
+        database is away): its metrics are the latest reported and the numbers ``train``
+        returned.
+        """
+        records = self.version_records
+        assert records is not None
+        metrics = {**progress.metrics, **numbers_of(output)}
+        run_id = run.run_id if run is not None else None
+        version = await self._write(
+            f"the version made by job {job.uuid}",
+            lambda: records.add(model.name, job.uuid, location, model.name, job.args, metrics, run_id),
+        )
+        LOG.info("training %s of %s made version %s", job.uuid, model.name, version.id)
+        if self.on_version is not None:
+            self.on_version(version)
+        return version
+
+    async def _forget_version(self, version: VersionRecord) -> None:
+        """Drop the version of a training that was cancelled while it was being recorded."""
+        assert self.version_records is not None and self.model_store is not None
+        try:
+            await self.version_records.delete(version.model, version.number)
+            await asyncio.to_thread(self.model_store.remove, version.location)
+        except Exception:  # noqa: BLE001 - a left-over version is listed, and can be deleted
+            LOG.exception("cannot remove version %s of a cancelled training", version.id)
+
+    async def _track(self, model: Servable, job: Job) -> Run:
+        """Start the MLflow run of training ``job``, and record its id on the job."""
+        assert self.tracker is not None
+        run = await self.tracker.start(model.name, job.uuid, job.args)
+        if run.run_id is not None:
+            try:
+                await self.store.annotate(job.uuid, run.run_id)
+            except Exception as error:  # noqa: BLE001 - the run id is also in the job's end
+                LOG.warning("cannot record the MLflow run of job %s yet: %s", job.uuid, error_text(error))
+        return run
+
+    async def _end_run(self, run: Run, outcome: dict[str, Any], version: VersionRecord | None) -> None:
+        """End the MLflow run as the training ended; a tracking problem goes in the job's
+        message (a training that worked still succeeds).
+        """
+        done = outcome["status"] == DONE
+        await run.finish(
+            FINISHED if done else FAILED,
+            version=None if version is None else version.id,
+            final=numbers_of(outcome.get("output")) if done else None,
+            artifacts=None if version is None else self.model_store.url_of(version.location),  # type: ignore[union-attr]
+        )
+        if run.problem is not None and done:
+            outcome["message"] = run.problem
 
     async def _prediction_outcome(self, job: Job, prediction: Prediction) -> dict[str, Any]:
         if not prediction.binary:
@@ -499,14 +609,18 @@ class JobRunner:
             except Exception:  # noqa: BLE001
                 LOG.exception("cannot check for cancelled jobs")
 
+    def _remove_results(self, uuids: builtins.list[str]) -> None:
+        for uuid in uuids:
+            self.results.remove(uuid)
+
     async def _expire(self) -> None:
         while True:
             cutoff = datetime.datetime.now() - datetime.timedelta(seconds=self.retention)
             try:
-                removed = []
+                removed: builtins.list[str] = []
                 while batch := await self.store.delete_finished_before(cutoff):
                     removed += batch
-                    await asyncio.to_thread(lambda batch=batch: [self.results.remove(uuid) for uuid in batch])
+                    await asyncio.to_thread(self._remove_results, batch)
                 if removed:
                     LOG.info("removed %d job(s) finished before %s", len(removed), cutoff)
             except DatabaseUnavailable:
@@ -522,21 +636,46 @@ class _ProgressBuffer:
     reports wait here (the latest :data:`MAX_EVENTS` messages).
     """
 
-    def __init__(self, store: JobStore, uuid: str, written: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        uuid: str,
+        written: Callable[[str], None],
+        on_metrics: Callable[[dict[str, float], int], None] | None = None,
+    ) -> None:
         self.store = store
         self.uuid = uuid
         self._written = written  # told after each write
+        self._on_metrics = on_metrics  # told each report of metrics, with its step
         self._progress: float | None = None
         self._messages: list[dict[str, Any]] = []
+        #: The latest value of each metric reported.
+        self.metrics: dict[str, float] = {}
+        self._new_metrics: dict[str, float] = {}
+        self._next_step = 0
         self._flusher: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
         self._closed = False
 
-    def add(self, progress: float | None, message: str | None) -> None:
+    def add(
+        self,
+        progress: float | None,
+        message: str | None,
+        metrics: dict[str, float] | None = None,
+        step: int | None = None,
+    ) -> None:
         if progress is not None:
             self._progress = progress
         if message is not None:
             self._messages.append({"time": str(datetime.datetime.now()), "message": message})
+        if metrics:
+            # Reports without a step are numbered 0, 1, 2, ... after the last step seen.
+            step = self._next_step if step is None else step
+            self._next_step = max(self._next_step, step + 1)
+            self.metrics.update(metrics)
+            self._new_metrics.update(metrics)
+            if self._on_metrics is not None:
+                self._on_metrics(metrics, step)
         if not self._closed and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.create_task(self._flush_later())
 
@@ -552,14 +691,15 @@ class _ProgressBuffer:
     async def flush(self) -> None:
         """Write what was reported; while the database is away it is kept for the next flush."""
         async with self._writing:
-            if self._progress is None and not self._messages:
+            if self._progress is None and not self._messages and not self._new_metrics:
                 return
-            progress, messages = self._progress, self._messages
-            self._progress, self._messages = None, []
+            progress, messages, metrics = self._progress, self._messages, self._new_metrics
+            self._progress, self._messages, self._new_metrics = None, [], {}
             try:
-                await self.store.report(self.uuid, progress, messages)
+                await self.store.report(self.uuid, progress, messages, metrics)
             except (DatabaseUnavailable, asyncio.CancelledError):
                 self._messages = (messages + self._messages)[-MAX_EVENTS:]
+                self._new_metrics = {**metrics, **self._new_metrics}
                 if self._progress is None:
                     self._progress = progress
                 raise

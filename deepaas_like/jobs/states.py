@@ -42,7 +42,8 @@ class JobView:
     arguments as shown to clients (files by their names); ``duration`` is in seconds;
     ``output`` is a training's return value or a JSON prediction; ``media_type`` and
     ``has_file`` describe a prediction's stored result; ``events`` are the latest progress
-    messages (``{"time", "message"}``).
+    messages (``{"time", "message"}``), ``metrics`` the latest value of each reported metric;
+    ``version`` is the model version a training made (``name@n``), ``run_id`` its MLflow run.
     """
 
     uuid: str
@@ -59,6 +60,9 @@ class JobView:
     progress: float | None = None
     events: tuple[dict[str, Any], ...] = ()
     has_file: bool = False
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    version: str | None = None
+    run_id: str | None = None
 
     @property
     def ended(self) -> bool:

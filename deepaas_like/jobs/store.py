@@ -5,6 +5,7 @@ PostgreSQL at scale. The schema is migrated with alembic when the store opens.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import datetime
 import fcntl
@@ -20,12 +21,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Float, and_, delete, event, func, insert, or_, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, CursorResult, Result, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
+from deepaas_like.database import error_text, transient
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
 from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING
 from deepaas_like.jobs.tables import Instance, Job, JobResult
@@ -46,16 +48,6 @@ _MIGRATION_WAIT = 120.0  # seconds a start waits for another instance's migratio
 SQLITE_BUSY_TIMEOUT = 5.0
 #: Seconds to open a PostgreSQL connection before the database counts as unreachable.
 CONNECT_TIMEOUT = 5
-#: Errors that mean "the database is away or busy now", not "this statement is wrong": the
-#: server stopped or restarted, the network, a SQLite lock, a full connection pool.
-_TRANSIENT = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,
-    OSError,
-    TimeoutError,
-)
 T = TypeVar("T")
 
 
@@ -123,20 +115,6 @@ class IdempotencyScopeTaken(Exception):
     """A job with this ``idempotency_scope`` exists already (a concurrent twin request)."""
 
 
-def error_text(error: BaseException) -> str:
-    """A one-line description of a database error for logs and job messages: the driver's
-    own first line (``database is locked``, ``connection refused``), never the SQL
-    statement that SQLAlchemy adds to its messages.
-    """
-    original = getattr(error, "orig", None) or error
-    first = (str(original).strip().splitlines() or [""])[0].split("[SQL:")[0].strip()
-    return f"{type(original).__name__}: {first}"[:300] if first else type(original).__name__
-
-
-def _transient(error: BaseException) -> bool:
-    return isinstance(error, _TRANSIENT) or bool(getattr(error, "connection_invalidated", False))
-
-
 def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Decorate a :class:`JobStore` method: a transient database error becomes
     :class:`DatabaseUnavailable`, and the store's health follows each outcome.
@@ -150,7 +128,7 @@ def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Calla
             except DatabaseUnavailable:
                 raise
             except Exception as error:  # noqa: BLE001 - sorted: transient or not
-                if not _transient(error):
+                if not transient(error):
                     raise
                 raise self._failed(error, write) from error
             self._succeeded(write)
@@ -159,6 +137,12 @@ def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Calla
         return call
 
     return decorate
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (``execute`` of one returns a ``CursorResult``)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 class JobStore:
@@ -303,7 +287,7 @@ class JobStore:
                 .where(Job.status == RUNNING, Job.owner == owner)
                 .values(status=ERROR, message=INTERRUPTED, finished=_now())
             )
-            return result.rowcount
+            return _rowcount(result)
 
     @_database_call(write=True)
     async def beat(self, name: str, host: str, pid: int) -> None:
@@ -312,7 +296,7 @@ class JobStore:
             beaten = await session.execute(
                 update(Instance).where(Instance.name == name).values(host=host, pid=pid, heartbeat=database_clock())
             )
-            if beaten.rowcount == 0:
+            if _rowcount(beaten) == 0:
                 await session.execute(
                     insert(Instance).values(
                         name=name, host=host, pid=pid, started=database_clock(), heartbeat=database_clock()
@@ -448,7 +432,7 @@ class JobStore:
                     .where(Job.uuid == uuid, Job.status == PENDING)
                     .values(status=RUNNING, owner=owner, started=_now())
                 )
-                if claimed.rowcount == 1:
+                if _rowcount(claimed) == 1:
                     return await session.get(Job, uuid, populate_existing=True)
             # Another instance took that job between our read and our update: try the next.
 
@@ -478,7 +462,7 @@ class JobStore:
         limit: int | None = None,
         offset: int = 0,
         visible_to: str | None = None,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """Jobs of ``model`` and ``kind``, newest first, optionally of one ``status``; with
         ``visible_to`` (an API key's hash), only those that key created.
         """
@@ -501,10 +485,12 @@ class JobStore:
         media_type: str | None = None,
         result_file: str | None = None,
         reclaim: str | None = None,
+        version: str | None = None,
     ) -> bool:
         """End a job that is still ``pending`` or ``running``: its status, output, message
         and, for a binary prediction, its result's file (relative to the results
-        directory). Returns False when it had already ended.
+        directory), and for a training the model ``version`` it made. Returns False when it
+        had already ended.
 
         One conditional UPDATE decides: of a cancel and a "done" landing together, from
         one instance or two, exactly one wins, and the other leaves the row as it is.
@@ -517,7 +503,7 @@ class JobStore:
             if times is None:
                 return False
             finished = _now()
-            endable = Job.status.in_(ACTIVE)
+            endable: ColumnElement[bool] = Job.status.in_(ACTIVE)
             if reclaim is not None:
                 endable = or_(endable, and_(Job.status == ERROR, Job.message == LOST, Job.owner == reclaim))
             ended = await session.execute(
@@ -531,15 +517,23 @@ class JobStore:
                     message=message,
                     media_type=media_type,
                     result_file=result_file,
+                    version=version,
                 )
                 .execution_options(synchronize_session=False)
             )
-            return ended.rowcount == 1
+            return _rowcount(ended) == 1
 
     @_database_call(write=True)
-    async def report(self, uuid: str, progress: float | None, messages: list[dict[str, Any]]) -> None:
-        """Record progress (0..1, or None to keep it) and append log ``messages``
-        (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`.
+    async def report(
+        self,
+        uuid: str,
+        progress: float | None,
+        messages: builtins.list[dict[str, Any]],
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Record progress (0..1, or None to keep it), append log ``messages``
+        (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`, and set the latest
+        value of each of ``metrics``.
         """
         async with self._session.begin() as session:
             job = await session.get(Job, uuid, with_for_update=True, populate_existing=True)
@@ -549,6 +543,14 @@ class JobStore:
                 job.progress = progress
             if messages:
                 job.events = (list(job.events or []) + messages)[-MAX_EVENTS:]
+            if metrics:
+                job.metrics = {**(job.metrics or {}), **metrics}
+
+    @_database_call(write=True)
+    async def annotate(self, uuid: str, run_id: str) -> None:
+        """Record the MLflow run of job ``uuid``."""
+        async with self._session.begin() as session:
+            await session.execute(update(Job).where(Job.uuid == uuid).values(run_id=run_id))
 
     @_database_call(write=False)
     async def result(self, uuid: str) -> bytes | None:
@@ -560,7 +562,7 @@ class JobStore:
         return None if stored is None else stored.data
 
     @_database_call(write=False)
-    async def cancelled_among(self, uuids: list[str]) -> set[str]:
+    async def cancelled_among(self, uuids: builtins.list[str]) -> set[str]:
         """Which of ``uuids`` are ``cancelled`` (by any instance)."""
         if not uuids:
             return set()
@@ -569,7 +571,7 @@ class JobStore:
             return set(rows)
 
     @_database_call(write=True)
-    async def delete_finished_before(self, cutoff: datetime.datetime, batch: int = 1000) -> list[str]:
+    async def delete_finished_before(self, cutoff: datetime.datetime, batch: int = 1000) -> builtins.list[str]:
         """Delete up to ``batch`` jobs that ended before ``cutoff``, with the results stored
         in the database; returns their uuids (whose result files the caller deletes).
         """

@@ -8,13 +8,14 @@ import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
+from deepaas_like.database import Base
 from deepaas_like.jobs.states import JobView
+from deepaas_like.versions import records
 
-
-class Base(DeclarativeBase):
-    pass
+#: Every table of the server's database: the jobs' below, and the model versions' (``records``).
+__all__ = ["Base", "Instance", "Job", "JobResult", "records"]
 
 
 class Job(Base):
@@ -61,6 +62,11 @@ class Job(Base):
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     progress: Mapped[float | None] = mapped_column(Float, nullable=True)
     events: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    #: The latest value of each metric the plugin reported (``progress.report(metrics=...)``).
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    #: The model version a training made (``name@n``), and its MLflow run's id.
+    version: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     def to_view(self) -> JobView:
         """The job as its clients may see it."""
@@ -79,6 +85,9 @@ class Job(Base):
             progress=self.progress,
             events=tuple(self.events or ()),
             has_file=self.result_file is not None,
+            metrics=dict(self.metrics or {}),
+            version=self.version,
+            run_id=self.run_id,
         )
 
 

@@ -42,3 +42,15 @@ class BaseModel(abc.ABC):
     def train(self, **kwargs: Any) -> Any:
         """Train; the JSON-able return value becomes the training's ``result.output``."""
         raise NotImplementedError
+
+    def save(self, path: str) -> None:
+        """Optional, with :meth:`load`: write the state :meth:`train` left into the empty
+        directory ``path``. Each training then makes a model version, served apart.
+        """
+        raise NotImplementedError
+
+    def load(self, path: str) -> None:
+        """Optional, with :meth:`save`: take on the state :meth:`save` wrote into ``path``
+        (called after :meth:`warm` in each worker serving that version).
+        """
+        raise NotImplementedError

@@ -15,7 +15,9 @@ DEFAULT_NAMESPACE = "deepaas.v2.model"
 
 def installed_models(namespace: str = DEFAULT_NAMESPACE) -> list[str]:
     """Names of every entry point in ``namespace``, sorted; nothing is imported."""
-    manager = NamedExtensionManager(namespace, names=[], on_missing_entrypoints_callback=None)
+    manager: NamedExtensionManager[Any] = NamedExtensionManager(
+        namespace, names=[], on_missing_entrypoints_callback=None
+    )
     return sorted(set(manager.entry_points_names()))
 
 
@@ -46,12 +48,12 @@ def load_plugin(name: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
 
     deepaas_compat.install()  # plugins may import deepaas.model.v2.wrapper without DEEPaaS
 
-    def fail(_manager: Any, entry_point: Any, error: Exception) -> None:
+    def fail(_manager: Any, entry_point: Any, error: BaseException) -> None:
         raise PluginLoadError(
             f"model {entry_point.name!r} ({entry_point.value}) failed to load: {type(error).__name__}: {error}"
         ) from error
 
-    manager = NamedExtensionManager(
+    manager: NamedExtensionManager[Any] = NamedExtensionManager(
         namespace, names=[name], on_load_failure_callback=fail, on_missing_entrypoints_callback=None
     )
     if name not in manager.names():

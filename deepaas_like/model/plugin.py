@@ -7,6 +7,7 @@ server is the workers' protocol (``deepaas_like.workers.execution``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -20,7 +21,9 @@ from deepaas_like.model.base import BaseModel
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import DEFAULT_NAMESPACE, load_plugin
 
-HOOKS = ("predict", "train", "predict_batch")
+HOOKS = ("predict", "train", "predict_batch", "save", "load")
+#: Hooks a plugin module must define itself (not import): common names of other libraries.
+_OWN_HOOKS = ("save", "load")
 
 
 def _marshmallow_missing() -> Any:
@@ -45,6 +48,8 @@ class ModelDescription:
     train_args: dict[str, fields.Field] | None
     response_fields: dict[str, fields.Field] | None
     batch: bool = False
+    #: The plugin has ``save`` and ``load``: each successful training makes a model version.
+    versions: bool = False
 
 
 class Plugin:
@@ -68,6 +73,8 @@ class Plugin:
         function = getattr(self.target, hook, None)
         if not callable(function):
             return None
+        if hook in _OWN_HOOKS and inspect.ismodule(self.target) and function.__module__ != self.target.__name__:
+            return None  # e.g. ``from torch import save, load``: not the plugin's hooks
         # A BaseModel subclass that inherits the base ``train`` has no training.
         base = getattr(BaseModel, hook, None)
         if base is not None and getattr(type(self.target), hook, None) is base:
@@ -91,6 +98,7 @@ class Plugin:
             train_args=self._arguments("train"),
             response_fields=model_args.schema_fields(getattr(self.target, "schema", None)),
             batch=self.hook("predict_batch") is not None,
+            versions=self.hook("save") is not None and self.hook("load") is not None,
         )
 
     def _arguments(self, hook: str) -> dict[str, fields.Field] | None:
@@ -101,7 +109,8 @@ class Plugin:
         return {name: model_args.unbound(field) for name, field in arguments.items()}
 
     def call(self, hook: str, kwargs: dict[str, Any]) -> Any:
-        """Run ``hook(**kwargs)`` (``predict_batch`` takes the list of kwargs).
+        """Run ``hook(**kwargs)`` (``predict_batch`` takes the list of kwargs; ``save`` and
+        ``load`` take the version directory, ``{"path": ...}``, as their one argument).
 
         Raises :class:`HookNotImplemented` when the plugin lacks the hook; whatever the
         plugin raises propagates.
@@ -111,6 +120,8 @@ class Plugin:
             raise HookNotImplemented(f"model {self.name!r} does not implement {hook}()")
         if hook == "predict_batch":
             return function([self._uploads_as_expected(one) for one in kwargs["batch"]])
+        if hook in ("save", "load"):
+            return function(kwargs["path"])
         return function(**self._uploads_as_expected(kwargs))
 
     def _uploads_as_expected(self, kwargs: dict[str, Any]) -> dict[str, Any]:

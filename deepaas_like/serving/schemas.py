@@ -1,14 +1,27 @@
 """The server's side of a model's arguments: the marshmallow Schemas that validate requests
-and the media types a model offers through its ``accept`` argument.
+(of every front: HTTP, gRPC, the CLI), the media types a model offers through its
+``accept`` argument, and the arguments of job listings.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import re
 from typing import Any
 
 import marshmallow
 from marshmallow import fields, validate
+
+from deepaas_like.exceptions import InvalidArguments
+from deepaas_like.jobs.states import STATES
+
+
+def camel_case(name: str) -> str:
+    """``name`` (a model's entry-point name) as a CamelCase identifier part: ``text_classifier``
+    -> ``TextClassifier``; schema and service names are built from it.
+    """
+    return "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", name) if part)
 
 
 def accept_choices(arguments: dict[str, fields.Field]) -> list[str]:
@@ -64,3 +77,33 @@ def build_schema(
 ) -> type[marshmallow.Schema]:
     """A Schema class named ``name``, subclass of ``base``, whose fields are ``arguments`` (copied)."""
     return base.from_dict(copy.deepcopy(arguments), name=name)
+
+
+@functools.lru_cache(maxsize=256)
+def instance(schema: type[marshmallow.Schema]) -> marshmallow.Schema:
+    """The one instance of ``schema`` that validates every request (building a Schema copies
+    its fields).
+    """
+    return schema()
+
+
+def load(schema: type[marshmallow.Schema], raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` arguments validated and loaded by ``schema``; raises :class:`InvalidArguments`
+    with ``{"field": ["message", ...]}``.
+    """
+    try:
+        return instance(schema).load(raw)
+    except marshmallow.ValidationError as error:
+        raise InvalidArguments(error.normalized_messages()) from None
+
+
+MAX_OFFSET = 2**63 - 1  # the largest a database's 64-bit integer holds
+MAX_LIMIT = 10_000  # jobs in one listing
+
+
+class ListingArgs(marshmallow.Schema):
+    """Arguments of job listings: filter by ``status``, page with ``limit``/``offset``."""
+
+    status = fields.Str(validate=validate.OneOf([str(status) for status in STATES]))
+    limit = fields.Int(validate=validate.Range(min=1, max=MAX_LIMIT))
+    offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import marshmallow
 
@@ -29,6 +28,23 @@ from deepaas_like.workers.base import ProgressCallback, WorkerPool
 PREDICT, TRAIN = "predict", "train"
 
 
+class Promotions(Protocol):
+    """Where a model's name sends its predictions when a version of it is promoted (the
+    server's :class:`~deepaas_like.serving.versions.ModelVersions`).
+    """
+
+    def promoted(self, model: str) -> str | None:
+        """The id of the version ``model``'s name serves, or None for the plugin itself."""
+
+    async def predict(
+        self, version: str, kwargs: dict[str, Any], job_id: str | None, on_progress: ProgressCallback | None
+    ) -> Prediction:
+        """Predict with version ``version``; raises what :meth:`ServedModel.predict` raises."""
+
+    async def kill(self, job_id: str) -> bool:
+        """Kill the worker of a version running job ``job_id``; False if none is."""
+
+
 class ServedModel:
     """A model as the server serves it: metadata, schemas, ``predict`` and ``train``.
 
@@ -36,7 +52,8 @@ class ServedModel:
     ``make_train_pool`` when the first training starts, so a long training never
     holds up predictions. A plugin with ``predict_batch`` gets dynamic batching when
     ``max_batch_size`` is 2 or more (``batch_wait`` in seconds). With ``autoscaling``, the
-    predict workers follow the queue between its minimum and maximum.
+    predict workers follow the queue between its minimum and maximum. A model version is
+    served as a ServedModel named by its id, with ``trains=False``: it takes predictions only.
     """
 
     def __init__(
@@ -48,8 +65,12 @@ class ServedModel:
         batch_wait: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
         autoscaling: Autoscaling | None = None,
+        trains: bool = True,
     ) -> None:
         self.name = name
+        self._trains = trains
+        #: Set by the server for a model whose plugin makes versions: promotions it follows.
+        self.promotions: Promotions | None = None
         self.predict_pool = predict_pool
         self._max_batch_size = max_batch_size
         self._batch_wait = batch_wait
@@ -75,7 +96,7 @@ class ServedModel:
         """
         description = await self.predict_pool.start()
         self.description = description
-        prefix = "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", self.name) if part)
+        prefix = schemas.camel_case(self.name)
         if description.predict_args is not None:
             self.predict_schema = schemas.build_schema(
                 description.predict_args, f"{prefix}PredictArgs", schemas.ArgumentsSchema
@@ -86,7 +107,7 @@ class ServedModel:
                 # The server always supplies ``accept`` (negotiated from the Accept header
                 # when the client does not send it), as DEEPaaS reads it from that header.
                 self.predict_schema._declared_fields["accept"].required = False
-        if description.train_args is not None:
+        if description.train_args is not None and self._trains:
             self.train_schema = schemas.build_schema(
                 description.train_args, f"{prefix}TrainArgs", schemas.ArgumentsSchema
             )
@@ -139,9 +160,31 @@ class ServedModel:
             return None
         return self.predict_pool.unavailable or f"model {self.name!r} has no live worker; a new one is starting"
 
+    @property
+    def makes_versions(self) -> bool:
+        """Whether each successful training makes a model version (the plugin has
+        ``save`` and ``load``).
+        """
+        return self._trains and self.description.versions
+
     def accepts(self, kind: str) -> bool:
         """Whether the plugin has the hook for ``kind`` (``predict`` or ``train``)."""
         return (self.predict_schema if kind == PREDICT else self.train_schema) is not None
+
+    @property
+    def default_accept(self) -> str | None:
+        """The media type of a prediction whose client names none: the ``accept`` argument's
+        default when it is among the choices, else the first choice; None when the model
+        offers none (it answers JSON).
+        """
+        if not self.accept_choices:
+            return None
+        return self.accept_default if self.accept_default in self.accept_choices else self.accept_choices[0]
+
+    def require(self, kind: str) -> None:
+        """Raise ``HookNotImplemented`` (501) unless the plugin has the hook for ``kind``."""
+        if not self.accepts(kind):
+            raise HookNotImplemented(f"model {self.name!r} does not implement {kind}()")
 
     def metadata(self) -> dict[str, Any]:
         """The plugin's metadata merged over ``{"id": name, "name": name, "workers": [...]}``:
@@ -162,8 +205,10 @@ class ServedModel:
         stop it. Raises ``HookNotImplemented``, ``InvalidPrediction`` and whatever the pool
         raises.
         """
-        if self.predict_schema is None:
-            raise HookNotImplemented(f"model {self.name!r} does not implement predict()")
+        self.require(PREDICT)
+        promoted = self.promotions.promoted(self.name) if self.promotions is not None else None
+        if promoted is not None:
+            return await self.promotions.predict(promoted, kwargs, job_id, on_progress)  # type: ignore[union-attr]
         if self.batcher is not None and job_id is None:
             result = await self.batcher.submit(kwargs)
         else:
@@ -174,17 +219,24 @@ class ServedModel:
                 raise InvalidPrediction(errors)
         return render(result, kwargs.get("accept"), wrap=self.response_schema is None)
 
-    async def train(self, kwargs: dict[str, Any], job_id: str, on_progress: ProgressCallback | None = None) -> Any:
+    async def train(
+        self,
+        kwargs: dict[str, Any],
+        job_id: str,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
+    ) -> Any:
         """Run ``train(**kwargs)`` in a training worker; ``job_id`` lets :meth:`kill` stop it.
+        With ``save_to`` (a version directory's URL) the worker then saves the trained
+        state there (the plugin's ``save``): a ``save`` that fails fails the training.
 
         The training workers start with the first training. That start runs on its own:
         cancelling the training that waits for it does not cancel it, and a start that
         fails is tried again by the next training.
         """
-        if self.train_schema is None:
-            raise HookNotImplemented(f"model {self.name!r} does not implement train()")
+        self.require(TRAIN)
         pool = await self._training_pool()
-        return await pool.run("train", kwargs, job_id=job_id, on_progress=on_progress)
+        return await pool.run("train", kwargs, job_id=job_id, on_progress=on_progress, save_to=save_to)
 
     async def _training_pool(self) -> WorkerPool:
         if self._train_pool is not None:
@@ -209,5 +261,7 @@ class ServedModel:
         prediction); False if none is.
         """
         if await self.predict_pool.kill(job_id):
+            return True
+        if self.promotions is not None and await self.promotions.kill(job_id):
             return True
         return self._train_pool is not None and await self._train_pool.kill(job_id)

@@ -11,8 +11,9 @@ from typing import Any
 
 from deepaas_like.model.plugin import ModelDescription
 
-#: Called with (fraction done or None, message or None) when plugin code reports progress.
-ProgressCallback = Callable[[float | None, str | None], None]
+#: Called with (fraction done or None, message or None, metrics or None, step or None) when
+#: plugin code reports progress (see :func:`deepaas_like.progress.report`).
+ProgressCallback = Callable[[float | None, str | None, "dict[str, float] | None", "int | None"], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +81,20 @@ class WorkerPool(abc.ABC):
 
     @abc.abstractmethod
     async def run(
-        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        job_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
     ) -> Any:
         """Run ``hook(**kwargs)`` on a free worker, waiting for one; returns its result
         (for ``predict_batch``: one protocol outcome per request).
 
         ``job_id`` names the call so that :meth:`kill` can stop it; ``on_progress``
-        receives what the plugin reports through :mod:`deepaas_like.progress`. Raises
+        receives what the plugin reports through :mod:`deepaas_like.progress`; with
+        ``save_to`` (a version directory's URL) the same worker then calls the plugin's
+        ``save`` to make that version (see :func:`deepaas_like.versions.storage.publish`). Raises
         ``PluginError``, ``InvalidArguments`` (the plugin raised a marshmallow
         ValidationError), ``PredictionNotJSON``, ``ResultTooLarge``, ``WorkerDied`` or
         ``ModelUnavailable``. A binary result may come back as a temporary

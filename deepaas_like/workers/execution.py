@@ -18,16 +18,43 @@ import marshmallow
 from deepaas_like.exceptions import PredictionNotJSON, ResultTooLarge
 from deepaas_like.model.plugin import Plugin
 from deepaas_like.results import check_prediction, to_transport
+from deepaas_like.versions import storage
 from deepaas_like.workers.protocol import BatchResult, Error, Invalid, NotJSON, Outcome, Result, TooLarge
 
 LOG = logging.getLogger(__name__)
 
 
-def execute(plugin: Plugin, hook: str, kwargs: dict[str, Any], max_result_size: int = 0) -> Outcome:
+def start_plugin(name: str, namespace: str, warm: bool = True, load_from: str | None = None) -> Plugin:
+    """What a worker does before it takes work: import plugin ``name``, call its ``warm()``
+    (when ``warm``), then, for a worker serving a model version, its ``load(path)`` with the
+    version's directory (``load_from``, a path or URL; fetched first when remote).
+
+    Raises ``PluginLoadError``, and whatever ``warm`` or ``load`` raise (``load``'s errors
+    say so), ``FileNotFoundError`` for a version directory that is missing.
+    """
+    plugin = Plugin.load(name, namespace)
+    if warm:
+        plugin.warm()
+    if load_from is not None:
+        path = storage.local_copy(load_from)
+        try:
+            plugin.call("load", {"path": path})
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            raise RuntimeError(f"load() of the version in {load_from} failed: {reason}") from error
+    return plugin
+
+
+def execute(
+    plugin: Plugin, hook: str, kwargs: dict[str, Any], max_result_size: int = 0, save_to: str | None = None
+) -> Outcome:
     """Run ``hook(**kwargs)`` of ``plugin``; ``predict_batch`` (``kwargs={"batch": [...]}``)
     gives a :class:`BatchResult`. A prediction larger than ``max_result_size`` bytes (0: any
-    size) is a :class:`TooLarge`. Plugin failures are logged here, where the traceback is,
-    as DEEPaaS logs them: operators read the server's log, clients get the message.
+    size) is a :class:`TooLarge`. With ``save_to`` (a version directory's URL), a hook that
+    returned is followed by the plugin's ``save(path)`` into that new directory; a ``save``
+    that fails (or a full disk) fails the call, and leaves no directory behind. Plugin
+    failures are logged here, where the traceback is, as DEEPaaS logs them: operators read
+    the server's log, clients get the message.
     """
     if hook == "predict_batch":
         return BatchResult(_batch(plugin, kwargs["batch"], max_result_size))
@@ -38,6 +65,13 @@ def execute(plugin: Plugin, hook: str, kwargs: dict[str, Any], max_result_size: 
     except Exception as error:  # noqa: BLE001 - plugin errors go back to the caller
         LOG.exception("%s() of model %r failed: %s: %s", hook, plugin.name, type(error).__name__, error)
         return Error(type(error).__name__, str(error), traceback.format_exc())
+    if save_to is not None:
+        try:
+            storage.publish(save_to, lambda path: plugin.call("save", {"path": path}))
+        except Exception as error:  # noqa: BLE001 - the training fails with the reason
+            LOG.exception("save() of model %r into %s failed", plugin.name, save_to)
+            message = f"save() failed, no version was made: {type(error).__name__}: {error}"
+            return Error(type(error).__name__, message, traceback.format_exc())
     if hook != "predict":
         return Result(result)
     return _checked(plugin.name, result, max_result_size)

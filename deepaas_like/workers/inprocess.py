@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from deepaas_like import progress
 from deepaas_like.model.plugin import ModelDescription, Plugin
 from deepaas_like.workers import protocol
 from deepaas_like.workers.base import ProgressCallback, WorkerPool
-from deepaas_like.workers.execution import execute
+from deepaas_like.workers.execution import execute, start_plugin
 
 
 class InProcessPool(WorkerPool):
@@ -18,11 +19,14 @@ class InProcessPool(WorkerPool):
     ``max_result_size`` bounds predictions in bytes (0: any size), as in a worker process.
     """
 
-    def __init__(self, name: str, namespace: str, warm: bool = True, max_result_size: int = 0) -> None:
+    def __init__(
+        self, name: str, namespace: str, warm: bool = True, max_result_size: int = 0, load_from: str | None = None
+    ) -> None:
         self.name = name
         self.namespace = namespace
         self.warm = warm
         self.max_result_size = max_result_size
+        self.load_from = load_from
         self.plugin: Plugin | None = None
         self._lock = asyncio.Lock()
 
@@ -31,14 +35,17 @@ class InProcessPool(WorkerPool):
         return 0 if self.plugin is None else 1
 
     async def start(self) -> ModelDescription:
-        self.plugin = Plugin.load(self.name, self.namespace)
-        if self.warm:
-            self.plugin.warm()
+        self.plugin = start_plugin(self.name, self.namespace, self.warm, self.load_from)
         self.description = self.plugin.describe()
         return self.description
 
     async def run(
-        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        job_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
     ) -> Any:
         assert self.plugin is not None, "start() first"
         loop = asyncio.get_running_loop()
@@ -46,11 +53,9 @@ class InProcessPool(WorkerPool):
         async with self._lock:
             self.waiting -= 1
             # The plugin reports from the thread it runs in; the callback belongs to the loop.
-            progress.install(
-                None if on_progress is None else lambda *report: loop.call_soon_threadsafe(on_progress, *report)
-            )
+            progress.install(None if on_progress is None else functools.partial(_threadsafe, loop, on_progress))
             try:
-                outcome = await asyncio.to_thread(execute, self.plugin, hook, kwargs, self.max_result_size)
+                outcome = await asyncio.to_thread(execute, self.plugin, hook, kwargs, self.max_result_size, save_to)
             finally:
                 progress.install(None)
         return protocol.value(outcome)
@@ -60,3 +65,7 @@ class InProcessPool(WorkerPool):
 
     async def stop(self) -> None:
         self.plugin = None
+
+
+def _threadsafe(loop: asyncio.AbstractEventLoop, on_progress: ProgressCallback, *report: Any) -> None:
+    loop.call_soon_threadsafe(on_progress, *report)

@@ -80,7 +80,14 @@ class QueuedPool(WorkerPool, Generic[W]):
         """A new worker, warmed, its :attr:`description` set. Raises ``PluginLoadError``."""
 
     @abc.abstractmethod
-    async def call(self, worker: W, hook: str, kwargs: dict[str, Any], on_progress: ProgressCallback | None) -> Any:
+    async def call(
+        self,
+        worker: W,
+        hook: str,
+        kwargs: dict[str, Any],
+        on_progress: ProgressCallback | None,
+        save_to: str | None = None,
+    ) -> Any:
         """Run one call on ``worker`` (taken for it); its result, or raise as :meth:`run`
         says. Raises :class:`CallNotDelivered` when ``worker`` never received it.
         """
@@ -119,12 +126,17 @@ class QueuedPool(WorkerPool, Generic[W]):
         return self.description
 
     async def run(
-        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        job_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
     ) -> Any:
         while True:
             worker = await self._take()
             # The call owns the worker until it answers, even if our caller goes away.
-            call = asyncio.create_task(self._call_on(worker, hook, kwargs, job_id, on_progress))
+            call = asyncio.create_task(self._call_on(worker, hook, kwargs, job_id, on_progress, save_to))
             try:
                 return await asyncio.shield(call)
             except CallNotDelivered:
@@ -134,12 +146,18 @@ class QueuedPool(WorkerPool, Generic[W]):
                 raise
 
     async def _call_on(
-        self, worker: W, hook: str, kwargs: dict[str, Any], job_id: str | None, on_progress: ProgressCallback | None
+        self,
+        worker: W,
+        hook: str,
+        kwargs: dict[str, Any],
+        job_id: str | None,
+        on_progress: ProgressCallback | None,
+        save_to: str | None,
     ) -> Any:
         if job_id is not None:
             self._running[job_id] = worker
         try:
-            return await self.call(worker, hook, kwargs, on_progress)
+            return await self.call(worker, hook, kwargs, on_progress, save_to)
         finally:
             if job_id is not None:
                 self._running.pop(job_id, None)

@@ -40,11 +40,10 @@ from typing import Any
 
 from deepaas_like import logs, progress
 from deepaas_like.exceptions import PluginLoadError, PredictTimeout, WorkerDied
-from deepaas_like.model.plugin import Plugin
 from deepaas_like.results import FileResult, not_json
 from deepaas_like.workers import protocol
 from deepaas_like.workers.base import Placement, ProgressCallback
-from deepaas_like.workers.execution import execute, out_of_memory
+from deepaas_like.workers.execution import execute, out_of_memory, start_plugin
 from deepaas_like.workers.pooling import TIMED_HOOKS, CallNotDelivered, QueuedPool, discard
 from deepaas_like.workers.protocol import (
     BatchResult,
@@ -86,6 +85,9 @@ class WorkerOptions:
     max_result_size: int = 0
     #: Where workers write large binary results (None: the system's temporary directory).
     results_dir: str | None = None
+    #: A model version's directory (URL) whose state each worker loads after warming (the
+    #: plugin's ``load``): the workers then serve that version.
+    load_from: str | None = None
 
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -159,12 +161,8 @@ def serve(
         limit = options.memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        plugin = Plugin.load(name, namespace)
-        if options.warm:
-            plugin.warm()
-        progress.install(
-            lambda fraction, message: connection.send(protocol.encode(Progress(fraction, message))), track_calls=True
-        )
+        plugin = start_plugin(name, namespace, options.warm, options.load_from)
+        progress.install(lambda *report: connection.send(protocol.encode(Progress(*report))), track_calls=True)
         connection.send(protocol.encode(Ready(plugin.describe())))
     except BaseException as error:  # noqa: BLE001 - any failure here is reported, then we exit
         with contextlib.suppress(OSError):
@@ -183,7 +181,9 @@ def serve(
         token = logs.request_id.set(call.request_id)
         progress.begin_call()
         try:
-            outcome = _as_sent(execute(plugin, call.hook, call.kwargs, options.max_result_size), results_dir)
+            outcome = _as_sent(
+                execute(plugin, call.hook, call.kwargs, options.max_result_size, call.save_to), results_dir
+            )
         finally:
             logs.request_id.reset(token)
         with progress.ending_call():  # no report of this call can follow its answer
@@ -367,7 +367,7 @@ class _Worker:
         dead, reaped or not.
         """
         self.exited = True
-        if self.process.is_alive():
+        if self.process.is_alive() and self.process.pid is not None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
             except OSError:  # not (yet) the leader of its group
@@ -449,10 +449,15 @@ class ProcessWorkerPool(QueuedPool[_Worker]):
         return worker
 
     async def call(
-        self, worker: _Worker, hook: str, kwargs: dict[str, Any], on_progress: ProgressCallback | None
+        self,
+        worker: _Worker,
+        hook: str,
+        kwargs: dict[str, Any],
+        on_progress: ProgressCallback | None,
+        save_to: str | None = None,
     ) -> Any:
         try:
-            worker.connection.send(protocol.encode(Call(hook, kwargs, logs.request_id.get())))
+            worker.connection.send(protocol.encode(Call(hook, kwargs, logs.request_id.get(), save_to)))
         except OSError:
             # The worker died before it could read the call, so plugin code never saw it.
             LOG.warning("model %s: worker process %d is gone; the call goes to another", self.name, worker.process.pid)
@@ -466,7 +471,7 @@ class ProcessWorkerPool(QueuedPool[_Worker]):
                 if not isinstance(reply, Progress):
                     break
                 if on_progress is not None:
-                    on_progress(reply.fraction, reply.message)
+                    on_progress(reply.fraction, reply.message, reply.metrics, reply.step)
         except TimeoutError:
             worker.kill()
             raise PredictTimeout(

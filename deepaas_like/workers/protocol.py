@@ -43,12 +43,14 @@ __all__ = [
 @dataclasses.dataclass(frozen=True, slots=True)
 class Call:
     """Run ``hook(**kwargs)`` (``predict_batch``: ``kwargs={"batch": [kwargs, ...]}``);
-    ``request_id`` tags the worker's log lines.
+    ``request_id`` tags the worker's log lines. With ``save_to`` (a ``train`` call), the
+    plugin's ``save`` then writes the trained state into that new version directory.
     """
 
     hook: str
     kwargs: dict[str, Any]
     request_id: str = "-"
+    save_to: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,6 +74,8 @@ class Progress:
 
     fraction: float | None
     message: str | None
+    metrics: dict[str, float] | None = None
+    step: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,9 +131,9 @@ def encode(message: Call | Message) -> tuple[Any, ...]:
     if isinstance(message, Result):
         return ("ok", message.value)
     if isinstance(message, Call):
-        return ("call", message.hook, message.kwargs, message.request_id)
+        return ("call", message.hook, message.kwargs, message.request_id, message.save_to)
     if isinstance(message, Progress):
-        return ("progress", message.fraction, message.message)
+        return ("progress", message.fraction, message.message, message.metrics, message.step)
     if isinstance(message, BatchResult):
         return ("batch", [encode(outcome) for outcome in message.outcomes])
     if isinstance(message, Error):
@@ -153,9 +157,9 @@ def decode(wire: tuple[Any, ...]) -> Call | Message:
     if kind == "ok":
         return Result(wire[1])
     if kind == "call":
-        return Call(wire[1], wire[2], wire[3])
+        return Call(wire[1], wire[2], wire[3], wire[4])
     if kind == "progress":
-        return Progress(wire[1], wire[2])
+        return Progress(wire[1], wire[2], wire[3], wire[4])
     if kind == "batch":
         return BatchResult([decode(one) for one in wire[1]])  # type: ignore[misc]
     if kind == "error":

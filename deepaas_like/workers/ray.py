@@ -126,7 +126,7 @@ class _Driver:
     def first_message(self) -> tuple[Any, ...] | None:
         """The driver's first message (blocking; None when it exits first)."""
         try:
-            return self.connection.recv()  # type: ignore[no-any-return]
+            return self.connection.recv()
         except (EOFError, OSError):
             return None
 
@@ -231,7 +231,7 @@ class RayCluster:
         elif kind == "progress":
             request = self._requests.get(message[1])
             if request is not None and request.on_progress is not None:
-                request.on_progress(message[2], message[3])
+                request.on_progress(*message[2:])
         else:
             request = self._requests.pop(message[1], None)
             if request is not None and not request.future.done():
@@ -371,13 +371,18 @@ class RayWorkerPool(QueuedPool[_Replica]):
         return await super().start()
 
     async def run(
-        self, hook: str, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        job_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
     ) -> Any:
         # While the cluster is away a request is answered 503 at once, but a job (it has
         # an id) waits for the replicas to be back rather than failing: it stays queued work.
         while job_id is not None and self._away() and not self.stopping:
             await asyncio.sleep(AWAY_POLL)
-        return await super().run(hook, kwargs, job_id, on_progress)
+        return await super().run(hook, kwargs, job_id, on_progress, save_to)
 
     def _away(self) -> bool:
         return self.unavailable_error is ClusterUnavailable and self.unavailable is not None and not self.workers
@@ -419,10 +424,15 @@ class RayWorkerPool(QueuedPool[_Replica]):
         return replica
 
     async def call(
-        self, replica: _Replica, hook: str, kwargs: dict[str, Any], on_progress: ProgressCallback | None
+        self,
+        replica: _Replica,
+        hook: str,
+        kwargs: dict[str, Any],
+        on_progress: ProgressCallback | None,
+        save_to: str | None = None,
     ) -> Any:
         timeout = self.timeout if self.timeout and hook in TIMED_HOOKS else None
-        arguments = (replica.id, hook, kwargs, logs.request_id.get(), on_progress is not None)
+        arguments = (replica.id, hook, kwargs, logs.request_id.get(), on_progress is not None, save_to)
         try:
             reply = await asyncio.wait_for(self.cluster.request("call", *arguments, on_progress=on_progress), timeout)
         except TimeoutError:

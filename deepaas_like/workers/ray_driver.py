@@ -12,12 +12,12 @@ ends, Ray removes its replicas.
 The messages, as tuples (``req`` numbers a request; its answer carries it):
 
 server to driver: ``("place", req, replica, name, namespace, actor_options, settings)``,
-``("call", req, replica, hook, kwargs, request_id, with_progress)``, ``("kill", replica)``,
+``("call", req, replica, hook, kwargs, request_id, with_progress, save_to)``, ``("kill", replica)``,
 ``("check", req, actor_options)``, ``None`` (leave).
 
 driver to server: ``("hello", description)`` or ``("cannot", message)`` once at start;
 ``("placed", req, ready_pickle, placement)``, ``("outcome", req, wire)``, ``("progress", req,
-fraction, message)``, ``("done", req, value)``, ``("failed", req, message, replica_died)``;
+fraction, message, metrics, step)``, ``("done", req, value)``, ``("failed", req, message, replica_died)``;
 and ``("died", replica, message)`` when a replica dies between calls.
 """
 
@@ -200,7 +200,7 @@ class _Driver:
         if kind == "kill":
             self._kill(message[1])
             return
-        if kind == "call" and not message[6] and not _has_uploads(message[4]):
+        if kind == "call" and not message[6] and message[7] is None and not _has_uploads(message[4]):
             self._call_at_once(*message[1:6])
             return
         handlers: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
@@ -258,6 +258,7 @@ class _Driver:
         kwargs: dict[str, Any],
         request_id: str,
         with_progress: bool,
+        save_to: str | None,
     ) -> None:
         actor = self.replicas.get(replica)
         if actor is None:
@@ -265,7 +266,8 @@ class _Driver:
             return
         try:
             kwargs = await self._uploads(kwargs)
-            answer = asyncio.ensure_future(self._result(actor.call.remote(hook, kwargs, request_id, with_progress)))
+            reply = actor.call.remote(hook, kwargs, request_id, with_progress, save_to)
+            answer = asyncio.ensure_future(self._result(reply))
             if with_progress:
                 while not answer.done():
                     await asyncio.wait([answer], timeout=PROGRESS_INTERVAL)
@@ -314,7 +316,7 @@ class _Driver:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _answer(self, req: int, reports: list[tuple[float | None, str | None]], outcome: Outcome) -> None:
+    async def _answer(self, req: int, reports: list[tuple[Any, ...]], outcome: Outcome) -> None:
         for report in reports:
             self._send(("progress", req, *report))
         if self._has_blob(outcome):

@@ -31,7 +31,7 @@ from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.plugin import Plugin
 from deepaas_like.results import FileResult
 from deepaas_like.workers.base import Placement
-from deepaas_like.workers.execution import execute
+from deepaas_like.workers.execution import execute, start_plugin
 from deepaas_like.workers.process import WorkerOptions
 from deepaas_like.workers.protocol import BatchResult, Error, Failed, Outcome, Ready, Result
 
@@ -93,16 +93,14 @@ class Replica:
         logs.setup(options.debug, options.log_json)
         self.options = options
         self.plugin: Plugin | None = None
-        self._reports: list[tuple[float | None, str | None]] = []
+        self._reports: list[tuple[Any, ...]] = []
         self._collect = False
         self._lock = threading.Lock()
         context = ray.get_runtime_context()
         self.placement = Placement(context.get_node_id()[:8], tuple(str(gpu) for gpu in ray.get_gpu_ids()))
         try:
             deepaas_compat.install()
-            plugin = Plugin.load(name, namespace)
-            if options.warm:
-                plugin.warm()
+            plugin = start_plugin(name, namespace, options.warm, options.load_from)
             self._ready: Ready | Failed = Ready(plugin.describe())
             self.plugin = plugin
         except BaseException as error:  # noqa: BLE001 - reported by ready(); the driver removes us
@@ -116,9 +114,12 @@ class Replica:
         return bytes(ForkingPickler.dumps(self._ready)), self.placement
 
     def call(
-        self, hook: str, kwargs: dict[str, Any], request_id: str, with_progress: bool
-    ) -> tuple[list[tuple[float | None, str | None]], Outcome]:
-        """Run ``hook(**kwargs)``: the progress reports not yet collected and the outcome."""
+        self, hook: str, kwargs: dict[str, Any], request_id: str, with_progress: bool, save_to: str | None = None
+    ) -> tuple[list[tuple[Any, ...]], Outcome]:
+        """Run ``hook(**kwargs)`` (then the plugin's ``save`` into ``save_to``, a version
+        directory's URL every node can reach): the progress reports not yet collected
+        (``(fraction, message, metrics, step)``) and the outcome.
+        """
         assert self.plugin is not None, "a replica that failed to start takes no call"
         token = logs.request_id.set(request_id)
         directory = None
@@ -126,7 +127,7 @@ class Replica:
         progress.begin_call()
         try:
             kwargs, directory = _local_uploads(kwargs)
-            outcome = _portable(execute(self.plugin, hook, kwargs, self.options.max_result_size))
+            outcome = _portable(execute(self.plugin, hook, kwargs, self.options.max_result_size, save_to))
         finally:
             logs.request_id.reset(token)
             if directory is not None:
@@ -137,7 +138,7 @@ class Replica:
         return reports, outcome
 
     @ray.method(concurrency_group="control")
-    def progress(self) -> list[tuple[float | None, str | None]]:
+    def progress(self) -> list[tuple[Any, ...]]:
         """The progress reports of the running call made since the last look."""
         with self._lock:
             reports, self._reports = self._reports, []
@@ -148,10 +149,10 @@ class Replica:
         """Never returns: the driver learns of this replica's death when this call fails."""
         threading.Event().wait()
 
-    def _report(self, fraction: float | None, message: str | None) -> None:
+    def _report(self, *report: Any) -> None:
         with self._lock:
             if self._collect:
-                self._reports.append((fraction, message))
+                self._reports.append(report)
 
 
 def _local_uploads(kwargs: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

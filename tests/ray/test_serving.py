@@ -15,6 +15,7 @@ import requests
 
 from tests.conftest import png_bytes
 from tests.ray.conftest import RayServers, answered, metric, wait_for
+from tests.versions.helpers import predict, train
 
 CONFIG = """
 [model:batching]
@@ -170,3 +171,16 @@ def test_progress_and_request_ids_reach_the_server(server):
         "the replica's log line, with the request id, in the server's log",
         lambda: any(request_id in line and "probe says hello" in line for line in server.log.read_text().splitlines()),
     )
+
+
+def test_a_training_on_the_cluster_makes_a_version_its_own_replicas_load(ray_servers: RayServers):
+    server = ray_servers("versioned", args=("--job-poll-interval", "0.1"))
+    training = train(server, value=7, steps=3)
+    assert training["status"] == "done", training
+    assert training["result"]["version"] == "versioned@1"  # saved by the replica that trained
+    answer = predict(server, "versioned@1", x=3)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["predictions"]["value"], answer.json()["predictions"]["loaded"]) == (7, True)
+    [worker] = requests.get(server + "/v2/models/versioned@1/").json()["workers"]
+    assert len(worker["node"]) == 8, "the version's own replica, on the cluster"
+    assert predict(server, "versioned").json()["predictions"]["value"] == 0, "the base model is unchanged"

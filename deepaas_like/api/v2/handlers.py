@@ -8,40 +8,45 @@ from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
 from marshmallow import ValidationError, fields
 
+from deepaas_like import grpc_api
 from deepaas_like.api.arguments import Limits, Negotiation, listing_arguments, parse_arguments
 from deepaas_like.api.documents import job_document
 from deepaas_like.api.idempotency import idempotency_key
-from deepaas_like.api.keys import DRAIN, JOBS, LINKS, MODELS, SETTINGS
+from deepaas_like.api.keys import DRAIN, JOBS, LINKS, MODELS, SETTINGS, VERSIONS
 from deepaas_like.api.negotiation import JSON, best_match, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
-from deepaas_like.api.uploads import Uploads
+from deepaas_like.api.v2.versions import described
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
 from deepaas_like.jobs.states import DONE, PREDICT, TRAIN
 from deepaas_like.serving.served import ServedModel
+from deepaas_like.serving.uploads import Uploads
+from deepaas_like.serving.versions import ServedVersion
+
+#: A model as the routes see it: a served model, or one of its versions (``name@n``).
+Model = ServedModel | ServedVersion
 
 
-def _model(request: web.Request, kind: str | None = None) -> ServedModel:
-    """The model the path names; with a ``kind``, one whose endpoint is on and that has
-    the hook. Raises ``ModelNotFound`` (404), ``EndpointDisabled`` (402) and
-    ``HookNotImplemented`` (501).
+async def _model(request: web.Request, kind: str | None = None) -> Model:
+    """The model the path names (a model version by its id, ``name@n``); with a ``kind``,
+    one whose endpoint is on and that has the hook. Raises ``ModelNotFound`` (404, also for
+    a version that does not exist), ``EndpointDisabled`` (402) and ``HookNotImplemented`` (501).
     """
     name = request.match_info["model_name"]
-    try:
-        model = request.app[MODELS][name]
-    except KeyError:
-        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(request.app[MODELS])}") from None
-    if kind is not None:
-        settings = request.app[SETTINGS]
-        if not (settings.predict_endpoint if kind == PREDICT else settings.train_endpoint):
-            raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
+    models: dict[str, ServedModel] = request.app[MODELS]
+    model: Model | None = models.get(name)
+    if model is None:
+        model = await request.app[VERSIONS].resolve(name)
+    if model is None:
+        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(models)}")
+    if kind is not None and not request.app[SETTINGS].endpoint_on(kind):
+        raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
     return model
 
 
-def _callable(request: web.Request, kind: str) -> ServedModel:
-    model = _model(request, kind)
-    if not model.accepts(kind):
-        raise HookNotImplemented(f"model {model.name!r} does not implement {kind}()")
+async def _callable(request: web.Request, kind: str) -> Model:
+    model = await _model(request, kind)
+    model.require(kind)
     return model
 
 
@@ -60,10 +65,18 @@ def _version(request: web.Request) -> dict[str, Any]:
     return {"version": "stable", "id": "v2", "links": [{"rel": "self", "type": "application/json", "href": href}]}
 
 
-def _metadata(request: web.Request, model: ServedModel) -> dict[str, Any]:
+def _metadata(request: web.Request, model: Model) -> dict[str, Any]:
+    """The model's metadata; a model that makes versions says which one its name serves
+    (``promoted_version``, None: the plugin itself), a version describes itself
+    (``model_version``, see :func:`version_document`).
+    """
     metadata = model.metadata()
     href = request.app[LINKS].url_for(request, "model", model_name=model.name)
     metadata.setdefault("links", [{"rel": "self", "type": "application/json", "href": href}])
+    if isinstance(model, ServedVersion):
+        metadata["model_version"] = described(request, model.record)
+    elif model.makes_versions:
+        metadata["promoted_version"] = request.app[VERSIONS].promoted(model.name)
     return metadata
 
 
@@ -86,16 +99,33 @@ async def version_v2(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return json_response({"models": [_metadata(request, m) for m in request.app[MODELS].values()]})
+    """Every served model, then every version of them (as last read from the database)."""
+    versions = request.app[VERSIONS]
+    served: list[Model] = list(request.app[MODELS].values())
+    served += [ServedVersion(versions, request.app[MODELS][v.model], v) for v in versions.known.values()]
+    return json_response({"models": [_metadata(request, m) for m in served]})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    return json_response(_metadata(request, _model(request)))
+    return json_response(_metadata(request, await _model(request)))
+
+
+async def protos(request: web.Request) -> web.Response:
+    """The ``.proto`` file of the model's gRPC service (as ``--grpc-port`` serves it)."""
+    model = await _model(request)
+    name, text = grpc_api.proto_file(model.base if isinstance(model, ServedVersion) else model)
+    headers = {hdrs.CONTENT_DISPOSITION: f'inline; filename="{name}"'}
+    return web.Response(text=text, content_type="text/plain", headers=headers)
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
-    model = _callable(request, PREDICT)
+    model = await _callable(request, PREDICT)
     as_job = _wants_async(request)
+    if as_job and isinstance(model, ServedVersion):
+        raise HookNotImplemented(
+            f"{model.name} is a model version: it answers synchronous predictions only "
+            f"(promote it to have {model.base.name} answer asynchronous ones)"
+        )
     # A job's POST answers with the job (JSON): its Accept header does not pick the result.
     negotiation = Negotiation(
         model.accept_choices, model.accept_default, None if as_job else request.headers.get(hdrs.ACCEPT)
@@ -136,7 +166,7 @@ def _wants_async(request: web.Request) -> bool:
 
 
 async def start_training(request: web.Request) -> web.Response:
-    model = _callable(request, TRAIN)
+    model = await _callable(request, TRAIN)
     with _uploads(request) as uploads:
         kwargs = await parse_arguments(request, model.train_schema, uploads, _limits(request))  # type: ignore[arg-type]
         # The job owns the uploads from here, and deletes them when it ends.
@@ -150,7 +180,7 @@ async def get_prediction(request: web.Request) -> web.StreamResponse:
     """The asynchronous prediction's job object; once done, its result in the media type
     the ``Accept`` header prefers when that is the stored result's type.
     """
-    model = _model(request, PREDICT)
+    model = await _model(request, PREDICT)
     job = await request.app[JOBS].get(model.name, request.match_info["uuid"], PREDICT, caller(request).visible_to)
     if job.status == DONE and job.media_type and not is_json(job.media_type):
         accept = request.headers.get(hdrs.ACCEPT, "")
@@ -166,7 +196,7 @@ async def get_training(request: web.Request) -> web.Response:
 
 
 async def _get(request: web.Request, kind: str) -> web.Response:
-    model = _model(request, kind)
+    model = await _model(request, kind)
     job = await request.app[JOBS].get(model.name, request.match_info["uuid"], kind, caller(request).visible_to)
     return json_response(job_document(job))
 
@@ -180,7 +210,7 @@ async def cancel_training(request: web.Request) -> web.Response:
 
 
 async def _cancel(request: web.Request, kind: str) -> web.Response:
-    model = _model(request, kind)
+    model = await _model(request, kind)
     job = await request.app[JOBS].cancel(model, request.match_info["uuid"], kind, caller(request).visible_to)
     return json_response(job_document(job))
 
@@ -194,7 +224,7 @@ async def list_trainings(request: web.Request) -> web.Response:
 
 
 async def _list(request: web.Request, kind: str) -> web.Response:
-    model = _model(request, kind)
+    model = await _model(request, kind)
     query = await listing_arguments(request)
     jobs = await request.app[JOBS].list(model.name, kind, **query, visible_to=caller(request).visible_to)
     return json_response([job_document(job) for job in jobs])
@@ -213,7 +243,7 @@ async def _events(request: web.Request, kind: str) -> web.StreamResponse:
     progress or messages change, then an ``end`` event once it has ended. Streams end
     when the server stops (the client reconnects elsewhere).
     """
-    model = _model(request, kind)
+    model = await _model(request, kind)
     uuid = request.match_info["uuid"]
     # 404 before the stream starts. Every stream of one job shares one reader of it.
     feed = await request.app[JOBS].follow(model.name, uuid, kind, caller(request).visible_to)

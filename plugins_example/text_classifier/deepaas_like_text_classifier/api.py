@@ -4,6 +4,10 @@
 checkpoint in the data directory; ``predict`` labels texts with the latest checkpoint (before any
 training it returns the embeddings). ``predict_batch`` answers several predict requests with one
 forward pass of the encoder.
+
+``save`` and ``load`` make each training a model version under deepaas_like: ``save`` writes
+the head just trained into the version's directory, ``load`` pins a worker to that head (it
+no longer follows the data directory's latest checkpoint).
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ from marshmallow import fields, validate
 
 from deepaas_like_text_classifier import classifier, encoder
 
+try:
+    from deepaas_like.progress import report
+except ImportError:  # served by plain DEEPaaS
+
+    def report(progress=None, message=None, metrics=None, step=None):  # type: ignore[no-untyped-def]
+        pass
+
+
 __version__ = "0.1.0"
 
 JSON = "application/json"
@@ -31,6 +43,8 @@ _ENCODER: encoder.Encoder | None = None
 # runs in another worker process, so predict compares this with the file on disk on every call.
 _HEAD: classifier.Head | None = None
 _HEAD_STAMP: tuple[str, int, int, int] | None = None
+# The head of the model version this worker serves (set by ``load``); None: the latest checkpoint.
+_PINNED: classifier.Head | None = None
 
 
 def get_metadata() -> dict[str, Any]:
@@ -77,6 +91,8 @@ def _stamp(path: Path) -> tuple[str, int, int, int] | None:
 def _current_head() -> classifier.Head | None:
     """The head from the latest checkpoint on disk, reloaded when the file changed; None if absent."""
     global _HEAD, _HEAD_STAMP
+    if _PINNED is not None:
+        return _PINNED
     path = classifier.checkpoint_path()
     with _LOCK:
         stamp = _stamp(path)
@@ -254,6 +270,14 @@ def _data_path(data: object) -> tuple[Path, str]:
     raise marshmallow.ValidationError(["expected an uploaded CSV file"], field_name="data")
 
 
+def _report_epoch(epoch: classifier.EpochReport, epochs: int) -> None:
+    """Progress, and the epoch's loss and held-out accuracy as metrics (MLflow: one point per epoch)."""
+    metrics = {"loss": epoch.loss}
+    if epoch.val_accuracy is not None:
+        metrics["val_accuracy"] = epoch.val_accuracy
+    report(progress=epoch.epoch / epochs, message=f"epoch {epoch.epoch} of {epochs}", metrics=metrics, step=epoch.epoch)
+
+
 def train(
     data: object = None,
     epochs: int = 30,
@@ -289,6 +313,7 @@ def train(
         epochs=epochs,
         learning_rate=learning_rate,
         seed=seed,
+        on_epoch=lambda e: _report_epoch(e, epochs),
     )
     final = history[-1].val_accuracy
     checkpoint = classifier.checkpoint_path()
@@ -311,3 +336,28 @@ def train(
         "checkpoint": str(checkpoint),
         "data": source,
     }
+
+
+# ------------------------------------------------------------------------------- save and load
+
+
+def save(path: str) -> None:
+    """Write the head this worker trained last into the version directory ``path``
+    (``classifier.pt``, the checkpoint format). Raises RuntimeError when it trained none.
+    """
+    with _LOCK:
+        head = _HEAD
+    if head is None:
+        raise RuntimeError("no classifier was trained in this worker: nothing to save")
+    classifier.save_checkpoint(Path(path) / classifier.CHECKPOINT_NAME, head.linear, head.labels, head.encoder)
+
+
+def load(path: str) -> None:
+    """Serve the head saved in the version directory ``path`` from now on (the worker no
+    longer follows the data directory). Raises FileNotFoundError when it holds no
+    checkpoint, RuntimeError when the head does not fit the encoder.
+    """
+    global _PINNED
+    head = classifier.load_checkpoint(Path(path) / classifier.CHECKPOINT_NAME, _get_encoder().dim)
+    with _LOCK:
+        _PINNED = head

@@ -11,7 +11,7 @@ import datetime
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -125,6 +125,7 @@ def fit_head(
     epochs: int,
     learning_rate: float,
     seed: int,
+    on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> tuple[torch.nn.Linear, list[EpochReport]]:
     """Train a linear head with Adam on ``embeddings`` (N, dim) and ``targets`` (N,) label ids.
 
@@ -159,6 +160,8 @@ def fit_head(
             with torch.no_grad():
                 accuracy = (head(val_x).argmax(dim=1) == val_y).sum().item() / len(val_y)
         history.append(EpochReport(epoch, total / len(train_y), accuracy))
+        if on_epoch is not None:
+            on_epoch(history[-1])
         LOG.info("epoch %d: loss %.4f, val_accuracy %s", epoch, total / len(train_y), accuracy)
     return head, history
 

@@ -127,7 +127,7 @@ def remove_orphaned_uploads(
     here = _tag(socket.gethostname())
     live_tags = {(_tag(host), pid) for host, pid in live}
     owned = {os.path.normpath(path) for path in owned}
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:
