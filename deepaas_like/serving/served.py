@@ -22,7 +22,7 @@ from deepaas_like.results import FileResult, Prediction, render
 from deepaas_like.serving import schemas
 from deepaas_like.serving.autoscaling import Autoscaler, Autoscaling
 from deepaas_like.serving.batching import Batcher
-from deepaas_like.workers.base import ProgressCallback, WorkerPool
+from deepaas_like.workers.base import Placement, ProgressCallback, WorkerPool
 
 #: The kinds of calls a model may take (the hooks ``predict`` and ``train``).
 PREDICT, TRAIN = "predict", "train"
@@ -187,10 +187,15 @@ class ServedModel:
             raise HookNotImplemented(f"model {self.name!r} does not implement {kind}()")
 
     def metadata(self) -> dict[str, Any]:
-        """The plugin's metadata merged over ``{"id": name, "name": name, "workers": [...]}``:
-        where each live predict worker runs, ``{"node": ..., "device": "cpu" or "gpu:ID"}``.
+        """The plugin's metadata merged over ``{"id": name, "name": name}``, and, when the
+        predict workers run on GPUs or on a Ray cluster, ``"workers"``: where each live one
+        runs, ``{"node": ..., "device": "cpu" or "gpu:ID"}`` (plain local CPU workers leave
+        the document as DEEPaaS has it).
         """
-        workers = [{"node": p.node, "device": p.device} for p in self.predict_pool.placements()]
+        placements = self.predict_pool.placements()
+        if all(p == Placement() for p in placements):
+            return {"id": self.name, "name": self.name, **self.description.metadata}
+        workers = [{"node": p.node, "device": p.device} for p in placements]
         return {"id": self.name, "name": self.name, "workers": workers, **self.description.metadata}
 
     async def predict(
