@@ -36,10 +36,13 @@ def new_request_id(given: str | None = None) -> str:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``record.request_id`` from :data:`request_id`."""
+    """Adds ``record.request_id`` from :data:`request_id`, unless the record has its own
+    (an access line, logged after its request's context ended).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
+        if "request_id" not in record.__dict__:
+            record.request_id = request_id.get()
         return True
 
 

@@ -12,13 +12,13 @@ from oslo_config import cfg
 
 import deepaas_like
 from deepaas_like import config, logs
+from deepaas_like.api.access_log import AccessLines, access_logger_class
 from deepaas_like.api.app import create_app
 from deepaas_like.api.listening import LimitedTCPSite, default_connection_limit
 from deepaas_like.exceptions import DeepaasLikeError
 from deepaas_like.settings import Settings
 
 LOG = logging.getLogger("deepaas_like")
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{User-Agent}i" %{X-Request-ID}o'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +62,13 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     SIGINT and SIGTERM stop accepting, give in-flight requests ``shutdown-timeout`` seconds,
     then run the clean-up: running jobs are marked interrupted, workers stop.
     """
+    access_log = logging.getLogger("deepaas_like.access")
+    lines = AccessLines(access_log, structured=settings.log_json)
     runner = web.AppRunner(
         app,
         handle_signals=False,  # ours below: the clean-up must run before any task is cancelled
-        access_log=logging.getLogger("deepaas_like.access") if settings.access_log else None,
-        access_log_format=ACCESS_LOG_FORMAT,
+        access_log=access_log if settings.access_log else None,
+        access_log_class=access_logger_class(lines),
         shutdown_timeout=settings.shutdown_timeout,
         keepalive_timeout=settings.keepalive_timeout,
         handler_cancellation=True,  # a client that goes away leaves the queue
@@ -84,6 +86,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        lines.flush()
 
 
 if __name__ == "__main__":

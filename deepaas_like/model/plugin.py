@@ -6,9 +6,9 @@ server is the workers' protocol (``deepaas_like.workers.execution``).
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import inspect
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import marshmallow
@@ -31,8 +31,9 @@ def _marshmallow_missing() -> Any:
 
 
 # marshmallow tests ``value is missing``; a plain pickle would unpickle a different
-# object, so a description sent from a worker pickles ``missing`` by reference.
-ForkingPickler.register(type(marshmallow.missing), lambda _: (_marshmallow_missing, ()))
+# object, so a description sent from a worker pickles ``missing`` by reference (in every
+# pickler of the process: copyreg's table is also ForkingPickler's).
+copyreg.pickle(type(marshmallow.missing), lambda _: (_marshmallow_missing, ()))
 
 
 @dataclasses.dataclass

@@ -2,7 +2,8 @@
 
 A worker imports its plugin, calls ``warm()`` once, sends the plugin's description, then
 answers :class:`~deepaas_like.workers.protocol.Call` messages over a pipe (in the protocol's
-wire form) until it reads ``None`` or the pipe closes. Files travel as paths, never as
+wire form, framed by :mod:`~deepaas_like.workers.framing`) until it reads ``None`` or the
+pipe closes. Files travel as paths, never as
 contents: a binary result larger than :data:`RESULT_FILE_THRESHOLD` is written to a file by
 the worker and travels as its path.
 A worker that dies (segfault, ``os._exit``, the out-of-memory killer) or overruns its
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -41,7 +43,7 @@ from typing import Any
 from deepaas_like import logs, progress
 from deepaas_like.exceptions import PluginLoadError, PredictTimeout, WorkerDied
 from deepaas_like.results import FileResult, not_json
-from deepaas_like.workers import protocol
+from deepaas_like.workers import framing, protocol
 from deepaas_like.workers.base import Placement, ProgressCallback
 from deepaas_like.workers.execution import execute, out_of_memory, start_plugin
 from deepaas_like.workers.pooling import TIMED_HOOKS, CallNotDelivered, QueuedPool, discard
@@ -160,20 +162,28 @@ def serve(
     if options.memory_limit_mb:
         limit = options.memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    fd = connection.fileno()
     try:
         plugin = start_plugin(name, namespace, options.warm, options.load_from)
-        progress.install(lambda *report: connection.send(protocol.encode(Progress(*report))), track_calls=True)
-        connection.send(protocol.encode(Ready(plugin.describe())))
+        progress.install(lambda *report: framing.send(fd, protocol.encode(Progress(*report))), track_calls=True)
+        framing.send(fd, protocol.encode(Ready(plugin.describe())))
     except BaseException as error:  # noqa: BLE001 - any failure here is reported, then we exit
         with contextlib.suppress(OSError):
-            connection.send(protocol.encode(Failed(f"{type(error).__name__}: {error}", traceback.format_exc())))
+            framing.send(fd, protocol.encode(Failed(f"{type(error).__name__}: {error}", traceback.format_exc())))
         return
     results_dir = options.results_dir or tempfile.gettempdir()
+    reader = framing.Reader()
+    frames: collections.deque[bytes | memoryview] = collections.deque()
     while True:
         try:
-            message = connection.recv()
-        except (EOFError, OSError):
+            while not frames:
+                data = os.read(fd, reader.read_size())
+                if not data:
+                    return
+                frames.extend(reader.feed(data))
+        except OSError:
             return
+        message = framing.loads(frames.popleft())
         if message is None:
             return
         call = protocol.decode(message)
@@ -187,14 +197,14 @@ def serve(
         finally:
             logs.request_id.reset(token)
         with progress.ending_call():  # no report of this call can follow its answer
-            if not _answer(connection, outcome, name):
+            if not _answer(fd, outcome, name):
                 return
 
 
-def _answer(connection: Connection, outcome: Outcome, model: str) -> bool:
+def _answer(fd: int, outcome: Outcome, model: str) -> bool:
     """Send a call's outcome; False when the server has gone away."""
     try:
-        connection.send(protocol.encode(outcome))
+        framing.send(fd, protocol.encode(outcome))
     except OSError:
         return False
     except Exception as error:  # noqa: BLE001 - nothing was written: pickling comes first
@@ -207,7 +217,7 @@ def _answer(connection: Connection, outcome: Outcome, model: str) -> bool:
         else:
             LOG.error("%s", message)
         try:
-            connection.send(protocol.encode(reply))
+            framing.send(fd, protocol.encode(reply))
         except OSError:
             return False
     return True
@@ -301,19 +311,35 @@ class _Worker:
         # The pipe stays registered with the event loop for the worker's whole life (one
         # epoll registration, not two system calls per message); messages queue up here.
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
-        self._loop.add_reader(self.connection.fileno(), self._readable)
+        self._fd = self.connection.fileno()
+        self._reader = framing.Reader()
+        self._loop.add_reader(self._fd, self._readable)
+
+    def send(self, message: Any) -> None:
+        """Write one message to the worker (blocking). Raises ``OSError`` when it is gone,
+        and what pickling ``message`` raises.
+        """
+        framing.send(self._fd, message)
 
     def _readable(self) -> None:
+        # One read per readiness: it cannot block, and takes every message that has arrived.
         try:
-            self._inbox.put_nowait(self.connection.recv())
-        except (EOFError, OSError):
+            data = os.read(self._fd, self._reader.read_size())
+        except OSError:
+            data = b""
+        if not data:
             self.exited = True
             self._unregister()
             self._inbox.put_nowait(_EOF)
             self._on_exit(self)
-        except Exception as error:  # noqa: BLE001 - a message that cannot be unpickled here
-            message = f"the worker's answer cannot be read: {type(error).__name__}: {error}"
-            self._inbox.put_nowait(protocol.encode(Error(type(error).__name__, message, "")))
+            return
+        for frame in self._reader.feed(data):
+            try:
+                message = framing.loads(frame)
+            except Exception as error:  # noqa: BLE001 - a message that cannot be unpickled here
+                reason = f"the worker's answer cannot be read: {type(error).__name__}: {error}"
+                message = protocol.encode(Error(type(error).__name__, reason, ""))
+            self._inbox.put_nowait(message)
 
     def _unregister(self) -> None:
         if not self.connection.closed:
@@ -379,7 +405,7 @@ class _Worker:
         """
         if not self.exited:
             with contextlib.suppress(OSError):
-                self.connection.send(None)
+                self.send(None)
             self.process.join(timeout=5)
         if self.process.is_alive():
             self.kill()
@@ -457,7 +483,7 @@ class ProcessWorkerPool(QueuedPool[_Worker]):
         save_to: str | None = None,
     ) -> Any:
         try:
-            worker.connection.send(protocol.encode(Call(hook, kwargs, logs.request_id.get(), save_to)))
+            worker.send(protocol.encode(Call(hook, kwargs, logs.request_id.get(), save_to)))
         except OSError:
             # The worker died before it could read the call, so plugin code never saw it.
             LOG.warning("model %s: worker process %d is gone; the call goes to another", self.name, worker.process.pid)

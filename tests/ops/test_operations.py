@@ -36,6 +36,16 @@ def test_json_logs(run_server):
     server.stop()
     records = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
     assert records and all({"levelname", "name", "message", "request_id"} <= set(record) for record in records)
+    (access,) = [r for r in records if r["name"] == "deepaas_like.access" and r["request_id"] == "json-1"]
+    assert access["message"].startswith('127.0.0.1 "GET /v2/models/ HTTP/1.1" 200 ')
+    assert access["message"].endswith(" json-1")
+    assert (access["method"], access["path"], access["status"], access["remote_address"]) == (
+        "GET",
+        "/v2/models/",
+        200,
+        "127.0.0.1",
+    )
+    assert access["response_size"] > 0 and 0 < access["seconds"] < 10
 
 
 def test_sigterm_lets_requests_finish_and_marks_running_jobs_interrupted(run_server, plugin_env):

@@ -1,0 +1,97 @@
+"""The frames between the server and its worker processes, over a real socket pair."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import threading
+
+import pytest
+
+from deepaas_like.workers import framing
+
+
+def _read_all(sock: socket.socket, count: int, chunk: int | None = None) -> list[object]:
+    reader = framing.Reader()
+    messages: list[object] = []
+    while len(messages) < count:
+        data = os.read(sock.fileno(), chunk or reader.read_size())
+        assert data, "the other end closed before every message came"
+        messages += [framing.loads(frame) for frame in reader.feed(data)]
+    return messages
+
+
+def test_messages_arrive_whole_and_in_order_whatever_the_reads_boundaries():
+    left, right = socket.socketpair()
+    with left, right:
+        sent = [("call", "predict", {"n": i}, f"id-{i}", None) for i in range(50)] + [None, b"\x00" * 1000]
+        for message in sent:
+            framing.send(left.fileno(), message)
+        assert _read_all(right, len(sent), chunk=7) == sent  # reads that cut headers and bodies
+
+
+def test_several_messages_in_one_read():
+    left, right = socket.socketpair()
+    with left, right:
+        for n in range(3):
+            framing.send(left.fileno(), n)
+        reader = framing.Reader()
+        frames = reader.feed(os.read(right.fileno(), reader.read_size()))
+        assert [framing.loads(frame) for frame in frames] == [0, 1, 2]
+
+
+def test_a_message_larger_than_the_socket_buffer():
+    left, right = socket.socketpair()
+    with left, right:
+        big = os.urandom(8 * 1024 * 1024)  # far past a socket's buffer: writes are partial
+        writer = threading.Thread(target=framing.send, args=(left.fileno(), ("ok", big)))
+        writer.start()
+        reader = framing.Reader()
+        assert reader.read_size() == framing.READ_SIZE
+        (message,) = _read_all(right, 1)
+        writer.join()
+        assert message == ("ok", big)
+
+
+def test_a_frame_that_cannot_be_unpickled_leaves_the_next_ones_readable():
+    left, right = socket.socketpair()
+    with left, right:
+        broken = pickle.dumps(("ok", 1))[:-3]
+        os.write(left.fileno(), framing.HEADER.pack(len(broken)) + broken)
+        framing.send(left.fileno(), ("ok", 2))
+        reader = framing.Reader()
+        frames: list[bytes | memoryview] = []
+        while len(frames) < 2:
+            frames += reader.feed(os.read(right.fileno(), reader.read_size()))
+        with pytest.raises(pickle.UnpicklingError):
+            framing.loads(frames[0])
+        assert framing.loads(frames[1]) == ("ok", 2)
+
+
+def test_an_unpicklable_message_writes_nothing():
+    left, right = socket.socketpair()
+    with left, right:
+        with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+            framing.send(left.fileno(), lambda: None)
+        framing.send(left.fileno(), "next")
+        assert _read_all(right, 1) == ["next"]
+
+
+def test_a_closed_peer_is_an_os_error():
+    left, right = socket.socketpair()
+    right.close()
+    with left, pytest.raises(OSError):
+        framing.send(left.fileno(), "anyone?")
+
+
+def test_marshmallow_missing_arrives_as_itself():
+    import marshmallow
+
+    import deepaas_like.model.plugin  # noqa: F401 - registers how ``missing`` is pickled
+
+    left, right = socket.socketpair()
+    with left, right:
+        framing.send(left.fileno(), {"load_default": marshmallow.missing})
+        (message,) = _read_all(right, 1)
+        assert message["load_default"] is marshmallow.missing  # type: ignore[index]
