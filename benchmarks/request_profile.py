@@ -34,7 +34,7 @@ import serving
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PY_SPY = "py-spy==0.4.1"
+PY_SPY = "py-spy==0.4.3"
 REQUEST = harness.Request("/v2/models/trivial/predict/", b'{"n": 3}', "application/json")
 #: Parts of the request path, by the start of a frame's file as py-spy names it (first match
 #: from the innermost frame out).
