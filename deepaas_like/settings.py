@@ -370,7 +370,7 @@ class Settings:
         "access-log",
         True,
         "Log one line per HTTP request (client, request line, status, bytes, seconds, user agent, request id), "
-        "in blocks: at most 0.2 s after the request ends.",
+        "in blocks: at most 0.01 s after the request ends.",
     )
     # Security
     auth_tokens: tuple[str, ...] = option(
