@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,21 +83,20 @@ def profile(source: Path | None, seconds: int, concurrency: int, workdir: Path) 
     spec = serving.deepaas_like("deepaas_like", "trivial", "--workers", "2", env=env)
     output = workdir / f"samples-{'head' if source is None else 'compared'}.txt"
     with serving.serve(spec, REQUEST, workdir) as (server, _):
-        load: dict[str, loadgen.LoadResult] = {}
-        body = REQUEST.body.decode()
-        wrk = threading.Thread(
-            target=lambda: load.setdefault(
-                "run",
-                loadgen.run_wrk(serving.url(server, REQUEST), body, concurrency, seconds + 4, REQUEST.content_type),
-            )
-        )
+        runs: list[loadgen.LoadResult] = []
+
+        def load() -> None:
+            url = serving.url(server, REQUEST)
+            runs.append(loadgen.run_wrk(url, REQUEST.body.decode(), concurrency, seconds + 4, REQUEST.content_type))
+
+        wrk = threading.Thread(target=load)
         wrk.start()
-        threading.Event().wait(2)  # sample the steady state
+        time.sleep(2)  # sample the steady state
         spy = [ensure_py_spy(), "record", "--pid", str(server.pid), "--duration", str(seconds)]
         spy += ["--rate", "500", "--format", "raw", "--nonblocking", "--output", str(output)]
         subprocess.run(spy, check=True, capture_output=True)
         wrk.join()
-    run = load["run"]
+    (run,) = runs
     return output.read_text().splitlines(), run.requests / run.seconds
 
 

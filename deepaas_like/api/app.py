@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -35,7 +36,7 @@ from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
 from deepaas_like.serving.versions import ModelVersions
-from deepaas_like.settings import Settings, default_model_store, default_results_dir
+from deepaas_like.settings import ModelSettings, Settings, default_model_store, default_results_dir
 from deepaas_like.tracking import Tracker
 from deepaas_like.versions.records import VersionRecord, VersionRecords
 from deepaas_like.versions.storage import ModelStore
@@ -85,6 +86,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response(body, status=500)
 
 
+def _worker_options(settings: Settings, model: ModelSettings, load_from: str | None, **extra: Any) -> WorkerOptions:
+    """What every executor's workers of ``model`` are started with, and ``extra``."""
+    return WorkerOptions(
+        warm=model.warm,
+        threads=model.worker_threads,
+        debug=settings.debug,
+        log_json=settings.log_json,
+        load_from=load_from,
+        **extra,
+    )
+
+
 def process_pools(settings: Settings) -> PoolFactory:
     """The default :data:`PoolFactory`: persistent worker processes, set up as each model's
     :class:`~deepaas_like.settings.ModelSettings` say.
@@ -92,16 +105,14 @@ def process_pools(settings: Settings) -> PoolFactory:
 
     def make(name: str, kind: str, size: int, load_from: str | None = None) -> WorkerPool:
         model = settings.for_model(name)
-        options = WorkerOptions(
-            warm=model.warm,
+        options = _worker_options(
+            settings,
+            model,
+            load_from,
             gpus=model.gpus,
             memory_limit_mb=model.worker_memory_limit_mb,
-            threads=model.worker_threads,
-            debug=settings.debug,
-            log_json=settings.log_json,
             max_result_size=model.max_result_size,
             results_dir=settings.upload_dir,
-            load_from=load_from,
         )
         if kind == TRAIN:
             return ProcessWorkerPool(name, settings.namespace, size=size, options=options)
@@ -134,13 +145,7 @@ def ray_pools(settings: Settings) -> PoolFactory:
         resources = RayResources(
             model.ray_num_cpus, model.ray_num_gpus, model.ray_memory_mb, model.ray_resources, model.ray_node_labels
         )
-        options = WorkerOptions(
-            warm=model.warm,
-            threads=model.worker_threads,
-            debug=settings.debug,
-            log_json=settings.log_json,
-            load_from=load_from,
-        )
+        options = _worker_options(settings, model, load_from)
         if kind == TRAIN:
             return RayWorkerPool(cluster, name, settings.namespace, TRAIN, size, resources, options)
         options = dataclasses.replace(options, max_result_size=model.max_result_size)

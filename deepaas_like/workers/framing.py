@@ -33,12 +33,12 @@ def send(fd: int, message: Any) -> None:
     end is gone.
     """
     payload = pickle.dumps(message, protocol=5)
-    parts = [HEADER.pack(len(payload)), payload]
-    total = HEADER.size + len(payload)
-    written = os.writev(fd, parts)
-    while written < total:  # a large message the socket's buffer could not take at once
-        rest = memoryview(b"".join(parts))[written:]
-        written += os.write(fd, rest)
+    header = HEADER.pack(len(payload))
+    written = os.writev(fd, [header, payload])
+    if written < len(header) + len(payload):  # a large message the socket's buffer could not take at once
+        rest = memoryview(header + payload)[written:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
 
 
 class Reader:
