@@ -181,6 +181,15 @@ class ModelSettings:
         "Most requests waiting for a model's predict workers; more get 503 with Retry-After. 0: no bound.",
         min=0,
     )
+    pipeline_depth: int = option(
+        cfg.IntOpt,
+        "pipeline-depth",
+        2,
+        "Predictions a predict worker holds at once: the one it runs and those sent to run right after it, "
+        "so that it never waits for the server between them. A prediction is queued on a busy worker only "
+        "while every worker is busy. 1: one at a time (calls of very different lengths, several workers).",
+        min=1,
+    )
     worker_memory_limit_mb: int = option(
         cfg.IntOpt,
         "worker-memory-limit",

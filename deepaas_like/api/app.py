@@ -117,7 +117,13 @@ def process_pools(settings: Settings) -> PoolFactory:
         if kind == TRAIN:
             return ProcessWorkerPool(name, settings.namespace, size=size, options=options)
         return ProcessWorkerPool(
-            name, settings.namespace, size=size, options=options, timeout=model.timeout(), max_queue=model.max_queue
+            name,
+            settings.namespace,
+            size=size,
+            options=options,
+            timeout=model.timeout(),
+            max_queue=model.max_queue,
+            depth=model.pipeline_depth,
         )
 
     return make

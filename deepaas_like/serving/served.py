@@ -117,7 +117,7 @@ class ServedModel:
             # As many batches at once as there are live workers: autoscaling changes them.
             self.batcher = Batcher(
                 self.predict_pool,
-                lambda: self.predict_pool.live_workers,
+                lambda: self.predict_pool.live_workers * self.predict_pool.depth,
                 self._max_batch_size,
                 self._batch_wait,
                 self._on_batch,

@@ -32,7 +32,8 @@ class Placement:
 
 
 class WorkerPool(abc.ABC):
-    """Warmed workers of one model; each runs one call at a time.
+    """Warmed workers of one model; each runs one call at a time (and may hold ``depth``:
+    the others are sent to run next).
 
     The attributes are what ``/metrics``, ``/readyz`` and autoscaling read: ``size``
     workers are kept (:meth:`resize` changes it), ``starting`` of them are being started,
@@ -44,6 +45,8 @@ class WorkerPool(abc.ABC):
 
     description: ModelDescription
     size: int = 1
+    #: Predictions one worker holds at once (the one it runs, the others sent to run next).
+    depth: int = 1
     starting: int = 0
     waiting: int = 0
     restarts: int = 0

@@ -1,16 +1,18 @@
 """The bookkeeping every executor's pool shares: warmed workers that each run one call at a
-time, handed out from a queue of idle ones; calls that wait for one (up to a bound); dead
-workers replaced, with up to ``max_start_failures`` tries in a row before the model is
-unavailable; resizing; a cancel that kills the worker running a job.
+time and hold up to ``depth`` calls (the running one and those sent behind it: pipelining);
+calls that wait, in order, for room on a worker (up to a bound); dead workers replaced, with
+up to ``max_start_failures`` tries in a row before the model is unavailable; resizing; a
+cancel that kills the worker running a job.
 
 An executor says how to start, call, kill and close one of its workers
-(:class:`QueuedPool`'s four abstract methods); its workers have ``alive`` and ``busy``.
+(:class:`QueuedPool`'s four abstract methods); its workers have ``alive`` and ``calls``.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import logging
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -22,13 +24,15 @@ from deepaas_like.workers.base import ProgressCallback, WorkerPool
 from deepaas_like.workers.protocol import BatchResult, Outcome, Result
 
 LOG = logging.getLogger(__name__)
-#: The hooks a model's timeout bounds (``--predict-timeout``).
+#: The hooks a model's timeout bounds (``--predict-timeout``), and the only ones that may wait
+#: on a worker behind another call (a training holds its worker alone).
 TIMED_HOOKS = ("predict", "predict_batch")
 
 
 class Worker(Protocol):
-    #: Held by a call, from the moment it is taken until it is released.
-    busy: bool
+    #: The calls it holds, each from the moment it is taken until it is released; a call
+    #: that may not share its worker holds all ``depth`` of them.
+    calls: int
 
     @property
     def alive(self) -> bool:
@@ -49,16 +53,28 @@ class QueuedPool(WorkerPool, Generic[W]):
     (0: no bound); more raise :class:`QueueFull`. A worker that fails to start
     ``max_start_failures`` times in a row leaves the model unavailable rather than
     restarting in a tight loop.
+
+    A worker holds up to ``depth`` predictions: one runs, the others are already sent and
+    start the moment it ends, so the worker never waits for the server between calls. A
+    prediction goes to the worker holding the fewest calls, so a second one is queued on a
+    worker only while every worker is busy; a training, and any other hook, takes an idle
+    worker alone. The calls queued behind one that fails by killing its worker (a crash, a
+    timeout, a cancel) were never seen by plugin code: they go to another worker.
     """
 
     #: What :meth:`run` raises while the model is unavailable.
     unavailable_error: type[ModelUnavailable] = ModelUnavailable
 
-    def __init__(self, name: str, size: int = 1, max_queue: int = 0, max_start_failures: int = 3) -> None:
+    def __init__(
+        self, name: str, size: int = 1, max_queue: int = 0, max_start_failures: int = 3, depth: int = 1
+    ) -> None:
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, not {size}")
+        if depth < 1:
+            raise ValueError(f"a worker holds at least one call, not {depth}")
         self.name = name
         self.size = size
+        self.depth = depth
         self.max_queue = max_queue
         self.max_start_failures = max_start_failures
         self.starting = 0
@@ -67,7 +83,8 @@ class QueuedPool(WorkerPool, Generic[W]):
         self.unavailable: str | None = None
         self.stopping = False
         self.workers: set[W] = set()  # warmed, not retired
-        self._idle: asyncio.Queue[W | None] = asyncio.Queue()
+        # Calls waiting for room on a worker, in order; the first is woken when there may be.
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._running: dict[str, W] = {}
         self._refills: set[asyncio.Task[None]] = set()  # replacing dead workers
         self._leaving: set[asyncio.Task[None]] = set()  # surplus workers closing
@@ -108,7 +125,7 @@ class QueuedPool(WorkerPool, Generic[W]):
 
     @property
     def busy_workers(self) -> int:
-        return sum(worker.alive and worker.busy for worker in self.workers)
+        return sum(worker.alive and worker.calls > 0 for worker in self.workers)
 
     async def start(self) -> ModelDescription:
         # A description may hold field classes of the plugin's own (``class ModelName(
@@ -121,8 +138,6 @@ class QueuedPool(WorkerPool, Generic[W]):
             await asyncio.gather(*(self.close_worker(w) for w in workers if not isinstance(w, BaseException)))
             self.workers.clear()
             raise failure
-        for worker in workers:
-            self._idle.put_nowait(worker)  # type: ignore[arg-type]
         return self.description
 
     async def run(
@@ -133,10 +148,11 @@ class QueuedPool(WorkerPool, Generic[W]):
         on_progress: ProgressCallback | None = None,
         save_to: str | None = None,
     ) -> Any:
+        calls = 1 if hook in TIMED_HOOKS and job_id is None else self.depth
         while True:
-            worker = await self._take()
-            # The call owns the worker until it answers, even if our caller goes away.
-            call = asyncio.create_task(self._call_on(worker, hook, kwargs, job_id, on_progress, save_to))
+            worker = await self._take(calls)
+            # The call holds the worker until it answers, even if our caller goes away.
+            call = asyncio.create_task(self._call_on(worker, calls, hook, kwargs, job_id, on_progress, save_to))
             try:
                 return await asyncio.shield(call)
             except CallNotDelivered:
@@ -148,6 +164,7 @@ class QueuedPool(WorkerPool, Generic[W]):
     async def _call_on(
         self,
         worker: W,
+        calls: int,
         hook: str,
         kwargs: dict[str, Any],
         job_id: str | None,
@@ -161,34 +178,75 @@ class QueuedPool(WorkerPool, Generic[W]):
         finally:
             if job_id is not None:
                 self._running.pop(job_id, None)
-            self._release(worker)
+            self._release(worker, calls)
 
-    async def _take(self) -> W:
-        """A live, idle worker, waiting for one; raises ``ModelUnavailable``, ``QueueFull``."""
+    def _room(self, calls: int) -> W | None:
+        """The live worker holding the fewest calls that has room for ``calls`` more, or
+        None. A pool larger than its size queues nothing behind a running call, so that its
+        busy workers come to an end and the surplus can leave.
+        """
+        depth = self.depth if len(self.workers) <= self.size else 1
+        best: W | None = None
+        for worker in self.workers:
+            if worker.alive and worker.calls + calls <= depth and (best is None or worker.calls < best.calls):
+                best = worker
+                if not worker.calls:
+                    break
+        return best
+
+    async def _take(self, calls: int) -> W:
+        """A live worker with room for ``calls`` more calls, holding them, after the calls
+        that waited before this one; raises ``ModelUnavailable``, ``QueueFull``.
+        """
         if self.unavailable is not None and not self.workers:
             raise self.unavailable_error(self.unavailable)
-        if self.max_queue and self._idle.empty() and self.waiting >= self.max_queue:
-            raise QueueFull(f"model {self.name!r} has {self.waiting} requests waiting; try again shortly")
+        worker = None if self._waiters else self._room(calls)
+        if worker is None:
+            if self.max_queue and self.waiting >= self.max_queue:
+                raise QueueFull(f"model {self.name!r} has {self.waiting} requests waiting; try again shortly")
+            worker = await self._wait(calls)
+        worker.calls += calls
+        if self._waiters and self._room(1) is not None:
+            self._wake()  # room is left for the next in line
+        return worker
+
+    async def _wait(self, calls: int) -> W:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
         self.waiting += 1
         try:
             while True:
-                worker = await self._idle.get()
-                if worker is None:  # woken because the model became unavailable
-                    raise self.unavailable_error(self.unavailable or f"model {self.name!r} has no worker")
-                if worker.alive:  # one that died while idle is being replaced already
-                    worker.busy = True
+                await waiter  # raises when the model becomes unavailable
+                worker = self._room(calls)
+                if worker is not None:
                     return worker
+                waiter = loop.create_future()  # still first in line
+                self._waiters.appendleft(waiter)
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._wake()  # woken, but leaving: the next in line takes the turn
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)  # so that an empty line looks empty
+            raise
         finally:
             self.waiting -= 1
 
-    def _release(self, worker: W) -> None:
-        worker.busy = False
-        if worker.alive and len(self.workers) > self.size and not self.stopping:
-            self._remove(worker)  # the pool was made smaller while it was busy
-        elif worker.alive:
-            self._idle.put_nowait(worker)
-        else:
+    def _wake(self) -> None:
+        """Let the first waiting call look for room."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # not cancelled
+                waiter.set_result(None)
+                return
+
+    def _release(self, worker: W, calls: int) -> None:
+        worker.calls -= calls
+        if not worker.alive:
             self.retire(worker)
+        elif not worker.calls and len(self.workers) > self.size and not self.stopping:
+            self._remove(worker)  # the pool was made smaller while it was busy
+        self._wake()
 
     def _remove(self, worker: W) -> None:
         self.workers.discard(worker)
@@ -200,7 +258,7 @@ class QueuedPool(WorkerPool, Generic[W]):
         """``worker`` (``what`` says which) died between calls: it is replaced. (A call that
         holds a worker sees its death itself, then releases it.)
         """
-        if not worker.busy and worker in self.workers and not self.stopping:
+        if not worker.calls and worker in self.workers and not self.stopping:
             LOG.warning("model %s: %s died while idle; replacing it", self.name, what)
             self.retire(worker)
 
@@ -225,8 +283,9 @@ class QueuedPool(WorkerPool, Generic[W]):
         reason = ""
         for attempt in range(1, self.max_start_failures + 1):
             try:
-                self._idle.put_nowait(await self.start_worker())
+                await self.start_worker()
                 self.unavailable = None
+                self._wake()
                 return
             except ModelUnavailable:
                 return  # the executor cannot start workers now, and says when it can again
@@ -250,23 +309,21 @@ class QueuedPool(WorkerPool, Generic[W]):
 
     def wake_waiting(self) -> None:
         """The calls waiting for a worker fail now instead of waiting forever."""
-        for _ in range(self.waiting):
-            self._idle.put_nowait(None)
+        error = self.unavailable_error(self.unavailable or f"model {self.name!r} has no worker")
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
 
     async def resize(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, not {size}")
         self.size = size
         missing = size - len(self.workers) - len(self._refills) - self._adding
-        idle: list[W | None] = []
-        while not self._idle.empty():
-            idle.append(self._idle.get_nowait())
-        for worker in idle:
-            if worker is not None and worker.alive and missing < 0:
+        for worker in list(self.workers):
+            if missing < 0 and worker.alive and not worker.calls:
                 self._remove(worker)
                 missing += 1
-            else:
-                self._idle.put_nowait(worker)
         if missing <= 0:
             return
         self._adding += missing
@@ -274,9 +331,7 @@ class QueuedPool(WorkerPool, Generic[W]):
             workers = await asyncio.gather(*(self.start_worker() for _ in range(missing)), return_exceptions=True)
         finally:
             self._adding -= missing
-        for started in workers:
-            if not isinstance(started, BaseException):
-                self._idle.put_nowait(started)
+        self._wake()
         failure = next((w for w in workers if isinstance(w, BaseException)), None)
         if failure is not None:
             raise failure
@@ -299,7 +354,7 @@ class QueuedPool(WorkerPool, Generic[W]):
             task.cancel()
         await asyncio.gather(*self._refills, *self._leaving, return_exceptions=True)
         for worker in self.workers:
-            if worker.busy:
+            if worker.calls:
                 self.kill_worker(worker)
         await asyncio.gather(*(self.close_worker(w) for w in list(self.workers)))
         self.workers.clear()

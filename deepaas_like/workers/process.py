@@ -2,8 +2,10 @@
 
 A worker imports its plugin, calls ``warm()`` once, sends the plugin's description, then
 answers :class:`~deepaas_like.workers.protocol.Call` messages over a pipe (in the protocol's
-wire form, framed by :mod:`~deepaas_like.workers.framing`) until it reads ``None`` or the
-pipe closes. Files travel as paths, never as
+wire form, framed by :mod:`~deepaas_like.workers.framing`), in the order they came, until it
+reads ``None`` or the pipe closes. Up to the pool's ``depth`` calls are sent to a worker at
+once (see :class:`~deepaas_like.workers.pooling.QueuedPool`); each answer belongs to the
+first call still unanswered. Files travel as paths, never as
 contents: a binary result larger than :data:`RESULT_FILE_THRESHOLD` is written to a file by
 the worker and travels as its path.
 A worker that dies (segfault, ``os._exit``, the out-of-memory killer) or overruns its
@@ -31,6 +33,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import select
 import signal
 import sys
 import tempfile
@@ -62,7 +65,9 @@ from deepaas_like.workers.protocol import (
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
-_EOF = object()
+# What a call learns when its worker ended while running it, before running it, or when it
+# overran its timeout.
+_EOF, _NOT_DELIVERED, _TIMED_OUT = object(), object(), object()
 #: Binary results larger than this (bytes) go from the worker to the server as a file: the
 #: pipe would carry them whole, and the event loop would read and unpickle them at once.
 RESULT_FILE_THRESHOLD = 1024 * 1024
@@ -280,9 +285,32 @@ def _kill_leftovers() -> None:
         worker.kill()
 
 
+class _Pending:
+    """An answer a worker owes: its start's, or a call's. ``timeout`` (seconds) runs from the
+    moment the call is the first the worker owes, that is, the one it runs.
+    """
+
+    __slots__ = ("answer", "on_progress", "timeout", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_progress: ProgressCallback | None, timeout: float | None):
+        self.answer: asyncio.Future[Any] = loop.create_future()
+        self.on_progress = on_progress
+        self.timeout = timeout
+        self.timer: asyncio.TimerHandle | None = None
+
+    def settle(self, message: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.answer.done():  # its caller may be gone
+            self.answer.set_result(message)
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe. ``on_exit`` is called (in the
     event loop's thread) as soon as the process is seen to have ended.
+
+    Calls may be sent while earlier ones run: the worker answers them in order, so each
+    message read belongs to the first answer still owed.
     """
 
     def __init__(
@@ -305,12 +333,14 @@ class _Worker:
         _LIVE.add(self)
         child.close()  # so that the worker's death shows as EOF on our end
         self.exited = False
-        #: Held by a call (from the moment it is taken until it is released).
-        self.busy = False
+        #: Calls held (see :class:`~deepaas_like.workers.pooling.Worker`).
+        self.calls = 0
         self._on_exit = on_exit
+        # The answers owed, in the order the worker gives them; first its start's.
+        self._owed: collections.deque[_Pending] = collections.deque()
+        self.started = self.expect()
         # The pipe stays registered with the event loop for the worker's whole life (one
-        # epoll registration, not two system calls per message); messages queue up here.
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        # epoll registration, not two system calls per message).
         self._fd = self.connection.fileno()
         self._reader = framing.Reader()
         self._loop.add_reader(self._fd, self._readable)
@@ -321,6 +351,68 @@ class _Worker:
         """
         framing.send(self._fd, message)
 
+    def expect(self, on_progress: ProgressCallback | None = None, timeout: float | None = None) -> _Pending:
+        """Owe one more answer (for a call just sent); :meth:`answer` awaits it."""
+        pending = _Pending(self._loop, on_progress, timeout)
+        self._owed.append(pending)
+        if len(self._owed) == 1:
+            self._runs(pending)
+        return pending
+
+    def _runs(self, pending: _Pending) -> None:
+        """``pending`` is the call the worker runs now: its timeout starts."""
+        if pending.timeout is not None and not self.exited:
+            pending.timer = self._loop.call_later(pending.timeout, self._overran, pending)
+
+    def _overran(self, pending: _Pending) -> None:
+        if select.select([self._fd], [], [], 0)[0]:
+            self._readable()  # its answer may have arrived just now
+            if pending.answer.done():
+                return
+        self.kill()
+        # It was running: the calls behind it never reached plugin code.
+        owed, self._owed = self._owed, collections.deque()
+        for number, one in enumerate(owed):
+            one.settle(_NOT_DELIVERED if number else _TIMED_OUT)
+
+    def _deliver(self, message: Any) -> None:
+        if not self._owed:
+            LOG.error("worker process %d sent a message nobody waits for: %.200r", self.process.pid, message)
+            return
+        first = self._owed[0]
+        decoded = protocol.decode(message)
+        if isinstance(decoded, Progress):
+            if first.on_progress is not None:
+                first.on_progress(decoded.fraction, decoded.message, decoded.metrics, decoded.step)
+            return
+        self._owed.popleft()
+        first.settle(decoded)
+        if self._owed:
+            self._runs(self._owed[0])
+
+    def _fail_owed(self) -> None:
+        """The worker is gone: the call it ran failed; those behind it never reached it."""
+        owed, self._owed = self._owed, collections.deque()
+        for number, pending in enumerate(owed):
+            pending.settle(_NOT_DELIVERED if number else _EOF)
+
+    async def answer(self, pending: _Pending) -> protocol.Message:
+        """What the worker answered ``pending``, awaited without blocking the event loop.
+
+        Raises :class:`WorkerDied` when the process exited first, ``CallNotDelivered`` when
+        it exited before it ran the call, ``TimeoutError`` when the call overran its timeout
+        (the worker is killed).
+        """
+        message = await pending.answer
+        if message is _EOF:
+            await asyncio.to_thread(self.process.join, 5)
+            raise WorkerDied(self.death())
+        if message is _NOT_DELIVERED:
+            raise CallNotDelivered()
+        if message is _TIMED_OUT:
+            raise TimeoutError()
+        return message
+
     def _readable(self) -> None:
         # One read per readiness: it cannot block, and takes every message that has arrived.
         try:
@@ -330,7 +422,7 @@ class _Worker:
         if not data:
             self.exited = True
             self._unregister()
-            self._inbox.put_nowait(_EOF)
+            self._fail_owed()
             self._on_exit(self)
             return
         for frame in self._reader.feed(data):
@@ -339,27 +431,11 @@ class _Worker:
             except Exception as error:  # noqa: BLE001 - a message that cannot be unpickled here
                 reason = f"the worker's answer cannot be read: {type(error).__name__}: {error}"
                 message = protocol.encode(Error(type(error).__name__, reason, ""))
-            self._inbox.put_nowait(message)
+            self._deliver(message)
 
     def _unregister(self) -> None:
         if not self.connection.closed:
             self._loop.remove_reader(self.connection.fileno())
-
-    async def receive(self, timeout: float | None = None) -> protocol.Message:
-        """The next message, awaited without blocking the event loop.
-
-        Raises :class:`WorkerDied` when the process exits first, ``TimeoutError`` after
-        ``timeout`` seconds.
-        """
-        if timeout is None:
-            message = await self._inbox.get()
-        else:
-            message = await asyncio.wait_for(self._inbox.get(), timeout)
-        if message is _EOF:
-            self._inbox.put_nowait(_EOF)  # every later receive sees the death too
-            await asyncio.to_thread(self.process.join, 5)
-            raise WorkerDied(self.death())
-        return protocol.decode(message)  # type: ignore[return-value]
 
     def death(self) -> str:
         """How the process ended, for error messages."""
@@ -386,7 +462,7 @@ class _Worker:
         still waiting for an answer learns that the worker is gone.
         """
         self._unregister()
-        self._inbox.put_nowait(_EOF)
+        self._fail_owed()
 
     def kill(self) -> None:
         """SIGKILL the process and the processes it started; from now on it counts as
@@ -420,7 +496,7 @@ class ProcessWorkerPool(QueuedPool[_Worker]):
     ``options.gpus`` are device ids exported to each worker as ``CUDA_VISIBLE_DEVICES``: a
     new worker gets the one fewest live workers have, the first such in the list.
     ``timeout`` (seconds) bounds each prediction; past it the worker is killed and
-    replaced. ``max_queue`` and ``max_start_failures``: see :class:`QueuedPool`.
+    replaced. ``max_queue``, ``max_start_failures`` and ``depth``: see :class:`QueuedPool`.
     """
 
     def __init__(
@@ -432,8 +508,9 @@ class ProcessWorkerPool(QueuedPool[_Worker]):
         timeout: float | None = None,
         max_queue: int = 0,
         max_start_failures: int = 3,
+        depth: int = 1,
     ) -> None:
-        super().__init__(name, size, max_queue, max_start_failures)
+        super().__init__(name, size, max_queue, max_start_failures, depth)
         self.namespace = namespace
         self.options = options or WorkerOptions()
         self.timeout = timeout
@@ -456,7 +533,7 @@ class ProcessWorkerPool(QueuedPool[_Worker]):
         try:
             worker = _Worker(self.name, self.namespace, self.options, env, self._exited)
             try:
-                message = await worker.receive()
+                message = await worker.answer(worker.started)
             except BaseException as error:
                 await asyncio.shield(_close(worker))
                 if isinstance(error, WorkerDied):
@@ -489,17 +566,10 @@ class ProcessWorkerPool(QueuedPool[_Worker]):
             LOG.warning("model %s: worker process %d is gone; the call goes to another", self.name, worker.process.pid)
             worker.exited = True
             raise CallNotDelivered() from None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout if self.timeout and hook in TIMED_HOOKS else None
+        pending = worker.expect(on_progress, self.timeout if self.timeout and hook in TIMED_HOOKS else None)
         try:
-            while True:
-                reply = await worker.receive(None if deadline is None else max(deadline - loop.time(), 0))
-                if not isinstance(reply, Progress):
-                    break
-                if on_progress is not None:
-                    on_progress(reply.fraction, reply.message, reply.metrics, reply.step)
+            reply = await worker.answer(pending)
         except TimeoutError:
-            worker.kill()
             raise PredictTimeout(
                 f"model {self.name!r} did not answer within {self.timeout:g} s; its worker was replaced"
             ) from None

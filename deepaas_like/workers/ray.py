@@ -319,7 +319,7 @@ class _Replica:
     id: str
     placement: Placement
     alive: bool = True
-    busy: bool = False
+    calls: int = 0
 
 
 _replica_numbers = itertools.count(1)

@@ -67,7 +67,8 @@ def test_warm_dying_repeatedly_makes_the_model_unavailable(run_server, plugin_en
 
 
 def test_full_queue_answers_503_with_retry_after(run_server, plugin_env):
-    server = run_server("crashy", env=plugin_env, args=["--max-queue", "1"])
+    # Depth 1: the second request waits in the queue instead of being sent to the busy worker.
+    server = run_server("crashy", env=plugin_env, args=["--max-queue", "1", "--pipeline-depth", "1"])
     busy = threading.Thread(
         target=requests.post, args=(server + CRASHY,), kwargs={"data": {"how": "sleep", "seconds": "3"}}
     )
@@ -88,7 +89,9 @@ def test_full_queue_answers_503_with_retry_after(run_server, plugin_env):
 
 def test_a_client_that_disconnects_leaves_the_queue(run_server, plugin_env, tmp_path):
     calls = tmp_path / "calls"
-    server = run_server("crashy", env={**plugin_env, "CRASHY_CALLS": str(calls)})
+    # Depth 1: a request sent to a worker runs, even if its client has gone; one that waits
+    # in the queue does not.
+    server = run_server("crashy", env={**plugin_env, "CRASHY_CALLS": str(calls)}, args=["--pipeline-depth", "1"])
     busy = threading.Thread(
         target=requests.post, args=(server + CRASHY,), kwargs={"data": {"how": "sleep", "seconds": "2", "tag": "first"}}
     )

@@ -1,0 +1,159 @@
+"""A worker holds up to ``depth`` predictions: the one it runs and those sent to run next.
+
+What must hold: the calls queued behind one whose worker dies never reach plugin code twice
+(they go to another worker), a timeout counts from the moment a call runs, progress goes to
+the call that reports it, a training takes an idle worker alone, and predictions go to the
+worker holding the fewest calls.
+"""
+
+import asyncio
+
+import pytest
+
+from deepaas_like.exceptions import PredictTimeout, WorkerDied
+from deepaas_like.workers.process import ProcessWorkerPool
+
+
+def nap(pool: ProcessWorkerPool, seconds: float) -> asyncio.Task:
+    """Start a prediction of the ``slow`` plugin that sleeps ``seconds`` in the worker."""
+    return asyncio.create_task(pool.run("predict", {"seconds": seconds, "accept": "application/json"}))
+
+
+async def settle(pool: ProcessWorkerPool, calls: list[int], waiting: int = 0) -> None:
+    """Wait (at most 5 s) until the pool's live workers hold ``calls`` and ``waiting`` wait."""
+    for _ in range(500):
+        if sorted(w.calls for w in pool.workers if w.alive) == calls and pool.waiting == waiting:
+            return
+        await asyncio.sleep(0.01)
+    held = sorted(w.calls for w in pool.workers if w.alive)
+    raise AssertionError(f"workers hold {held} with {pool.waiting} waiting, expected {calls} with {waiting}")
+
+
+async def test_a_second_prediction_is_sent_to_the_busy_worker_and_runs_next(plugin_path):
+    pool = ProcessWorkerPool("slow", "deepaas.v2.model", size=1, depth=2)
+    await pool.start()
+    try:
+        first = nap(pool, 0.4)
+        second = nap(pool, 0.0)
+        third = nap(pool, 0.0)
+        await settle(pool, [2], waiting=1)  # two held by the worker, the third waits in the pool
+        answers = await asyncio.gather(first, second, third)
+        assert [a["slept"] for a in answers] == [0.4, 0.0, 0.0]
+        assert [w.calls for w in pool.workers] == [0] and pool.waiting == 0
+    finally:
+        await pool.stop()
+
+
+async def test_predictions_go_to_the_worker_holding_the_fewest_calls(plugin_path):
+    pool = ProcessWorkerPool("slow", "deepaas.v2.model", size=2, depth=2)
+    await pool.start()
+    try:
+        calls = [nap(pool, 0.5)]
+        await settle(pool, [0, 1])
+        calls.append(nap(pool, 0.5))
+        await settle(pool, [1, 1])  # the idle worker, not behind the running call
+        calls += [nap(pool, 0.5) for _ in range(3)]
+        await settle(pool, [2, 2], waiting=1)
+        assert [a["slept"] for a in await asyncio.gather(*calls)] == [0.5] * 5
+    finally:
+        await pool.stop()
+
+
+async def test_calls_behind_a_crash_reach_plugin_code_once_on_another_worker(plugin_path, tmp_path, monkeypatch):
+    log = tmp_path / "calls.txt"
+    monkeypatch.setenv("CRASHY_CALLS", str(log))
+    pool = ProcessWorkerPool("crashy", "deepaas.v2.model", size=1, depth=3)
+    await pool.start()
+    try:
+        (pid,) = {w.process.pid for w in pool.workers}
+        crash = asyncio.create_task(pool.run("predict", {"how": "exit", "seconds": 0.0, "tag": "crash"}))
+        behind = [
+            asyncio.create_task(pool.run("predict", {"how": "ok", "seconds": 0.0, "tag": tag})) for tag in ("b", "c")
+        ]
+        with pytest.raises(WorkerDied, match="exited with code 7"):
+            await crash
+        assert [a["tag"] for a in await asyncio.gather(*behind)] == ["b", "c"]
+        assert log.read_text().split() == ["crash", "b", "c"]  # each reached a worker once
+        assert {w.process.pid for w in pool.workers} != {pid} and pool.restarts == 1
+    finally:
+        await pool.stop()
+
+
+async def test_a_timeout_counts_from_the_moment_a_call_runs(plugin_path, tmp_path, monkeypatch):
+    log = tmp_path / "calls.txt"
+    monkeypatch.setenv("CRASHY_CALLS", str(log))
+    pool = ProcessWorkerPool("crashy", "deepaas.v2.model", size=1, depth=3, timeout=1.0)
+    await pool.start()
+    try:
+        # 0.7 s each, queued together: the second ends 1.4 s after it was sent, within its own
+        # 1 s; then one that never ends is killed, and the call behind it runs on a new worker.
+        calls = [
+            asyncio.create_task(pool.run("predict", {"how": how, "seconds": 0.7, "tag": tag}))
+            for how, tag in (("sleep", "a"), ("sleep", "b"), ("loop", "c"))
+        ]
+        await settle(pool, [3])
+        after = asyncio.create_task(pool.run("predict", {"how": "ok", "seconds": 0.0, "tag": "d"}))
+        answers = await asyncio.gather(*calls, after, return_exceptions=True)
+        assert [a["tag"] for a in (answers[0], answers[1], answers[3])] == ["a", "b", "d"]
+        assert isinstance(answers[2], PredictTimeout)
+        assert log.read_text().split() == ["a", "b", "c", "d"]
+    finally:
+        await pool.stop()
+
+
+async def test_progress_goes_to_the_call_that_reports_it(plugin_path):
+    pool = ProcessWorkerPool("slow", "deepaas.v2.model", size=1, depth=2)
+    await pool.start()
+    try:
+        reports: dict[str, list[str | None]] = {"a": [], "b": []}
+
+        def collect(name: str):
+            return lambda fraction, message, metrics, step: reports[name].append(message)
+
+        kwargs = {"seconds": 0.2, "accept": "application/json"}
+        await asyncio.gather(
+            pool.run("predict", kwargs, on_progress=collect("a")),
+            pool.run("predict", kwargs, on_progress=collect("b")),
+        )
+        assert reports["a"] == reports["b"] == [f"step {n} of 4" for n in range(1, 5)]
+    finally:
+        await pool.stop()
+
+
+async def test_a_training_takes_an_idle_worker_alone(plugin_path):
+    pool = ProcessWorkerPool("slow", "deepaas.v2.model", size=1, depth=2)
+    await pool.start()
+    try:
+        predict = nap(pool, 0.3)
+        await settle(pool, [1])
+        train = asyncio.create_task(pool.run("train", {"seconds": 0.3, "steps": 2}, job_id="job"))
+        await settle(pool, [1], waiting=1)  # not queued behind the prediction
+        later = nap(pool, 0.0)
+        await settle(pool, [1], waiting=2)  # nor does a prediction overtake the training
+        await predict
+        await settle(pool, [2], waiting=1)  # the training holds the whole worker
+        assert await train == {"steps": 2}
+        assert (await later)["slept"] == 0.0
+    finally:
+        await pool.stop()
+
+
+async def test_a_call_that_stops_waiting_leaves_the_line(plugin_path):
+    pool = ProcessWorkerPool("slow", "deepaas.v2.model", size=1, depth=1)
+    await pool.start()
+    try:
+        running = nap(pool, 0.3)
+        await settle(pool, [1])
+        gone = nap(pool, 0.0)
+        await settle(pool, [1], waiting=1)
+        gone.cancel()
+        await settle(pool, [1])
+        await running
+        assert (await asyncio.wait_for(nap(pool, 0.0), 5))["slept"] == 0.0
+    finally:
+        await pool.stop()
+
+
+def test_a_worker_holds_at_least_one_call():
+    with pytest.raises(ValueError, match="at least one call"):
+        ProcessWorkerPool("slow", "deepaas.v2.model", depth=0)
