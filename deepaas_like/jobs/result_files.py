@@ -9,6 +9,7 @@ import asyncio
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from deepaas_like.exceptions import StartupError
@@ -27,9 +28,9 @@ class ResultFiles:
         """Create the directory and check it can be written; raises :class:`StartupError`."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            probe = self.directory / ".deepaas-like-check"
-            probe.write_bytes(b"")
-            probe.unlink()
+            # A name of its own: servers sharing the directory check it at the same time.
+            with tempfile.TemporaryFile(prefix=".deepaas-like-check-", dir=self.directory):
+                pass
         except OSError as error:
             raise StartupError(
                 f"cannot write in the results directory {self.directory} (--results-dir): {error.strerror or error}"
