@@ -33,6 +33,8 @@ class Worker(Protocol):
     #: The calls it holds, each from the moment it is taken until it is released; a call
     #: that may not share its worker holds all ``depth`` of them.
     calls: int
+    #: When it was last taken, in the pool's count of takes (0: never).
+    taken: int
 
     @property
     def alive(self) -> bool:
@@ -56,8 +58,9 @@ class QueuedPool(WorkerPool, Generic[W]):
 
     A worker holds up to ``depth`` predictions: one runs, the others are already sent and
     start the moment it ends, so the worker never waits for the server between calls. A
-    prediction goes to the worker holding the fewest calls, so a second one is queued on a
-    worker only while every worker is busy; a training, and any other hook, takes an idle
+    prediction goes to the worker holding the fewest calls (of those, the one taken longest
+    ago, so that idle workers take turns), and a second one is queued on a worker only while
+    every worker is busy; a training, and any other hook, takes an idle
     worker alone. The calls queued behind one that fails by killing its worker (a crash, a
     timeout, a cancel) were never seen by plugin code: they go to another worker.
     """
@@ -85,6 +88,7 @@ class QueuedPool(WorkerPool, Generic[W]):
         self.workers: set[W] = set()  # warmed, not retired
         # Calls waiting for room on a worker, in order; the first is woken when there may be.
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._takes = 0
         self._running: dict[str, W] = {}
         self._refills: set[asyncio.Task[None]] = set()  # replacing dead workers
         self._leaving: set[asyncio.Task[None]] = set()  # surplus workers closing
@@ -181,17 +185,20 @@ class QueuedPool(WorkerPool, Generic[W]):
             self._release(worker, calls)
 
     def _room(self, calls: int) -> W | None:
-        """The live worker holding the fewest calls that has room for ``calls`` more, or
-        None. A pool larger than its size queues nothing behind a running call, so that its
-        busy workers come to an end and the surplus can leave.
+        """The live worker holding the fewest calls that has room for ``calls`` more (of
+        those, the one taken longest ago), or None. A pool larger than its size queues nothing
+        behind a running call, so that its busy workers come to an end and the surplus can
+        leave.
         """
         depth = self.depth if len(self.workers) <= self.size else 1
         best: W | None = None
         for worker in self.workers:
-            if worker.alive and worker.calls + calls <= depth and (best is None or worker.calls < best.calls):
+            if (
+                worker.alive
+                and worker.calls + calls <= depth
+                and (best is None or (worker.calls, worker.taken) < (best.calls, best.taken))
+            ):
                 best = worker
-                if not worker.calls:
-                    break
         return best
 
     async def _take(self, calls: int) -> W:
@@ -206,6 +213,8 @@ class QueuedPool(WorkerPool, Generic[W]):
                 raise QueueFull(f"model {self.name!r} has {self.waiting} requests waiting; try again shortly")
             worker = await self._wait(calls)
         worker.calls += calls
+        self._takes += 1
+        worker.taken = self._takes
         if self._waiters and self._room(1) is not None:
             self._wake()  # room is left for the next in line
         return worker

@@ -335,6 +335,7 @@ class _Worker:
         self.exited = False
         #: Calls held (see :class:`~deepaas_like.workers.pooling.Worker`).
         self.calls = 0
+        self.taken = 0
         self._on_exit = on_exit
         # The answers owed, in the order the worker gives them; first its start's.
         self._owed: collections.deque[_Pending] = collections.deque()

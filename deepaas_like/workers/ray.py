@@ -320,6 +320,7 @@ class _Replica:
     placement: Placement
     alive: bool = True
     calls: int = 0
+    taken: int = 0
 
 
 _replica_numbers = itertools.count(1)

@@ -3,7 +3,7 @@
 What must hold: the calls queued behind one whose worker dies never reach plugin code twice
 (they go to another worker), a timeout counts from the moment a call runs, progress goes to
 the call that reports it, a training takes an idle worker alone, and predictions go to the
-worker holding the fewest calls.
+worker holding the fewest calls, idle workers in turn.
 """
 
 import asyncio
@@ -40,6 +40,18 @@ async def test_a_second_prediction_is_sent_to_the_busy_worker_and_runs_next(plug
         answers = await asyncio.gather(first, second, third)
         assert [a["slept"] for a in answers] == [0.4, 0.0, 0.0]
         assert [w.calls for w in pool.workers] == [0] and pool.waiting == 0
+    finally:
+        await pool.stop()
+
+
+async def test_idle_workers_take_turns(plugin_path):
+    pool = ProcessWorkerPool("slow", "deepaas.v2.model", size=2, depth=2)
+    await pool.start()
+    try:
+        for _ in range(4):  # one at a time: both workers are idle each time
+            await nap(pool, 0.0)
+        # Taken 1st and 3rd, 2nd and 4th (one worker taking all four would read [0, 4]).
+        assert sorted(w.taken for w in pool.workers) == [3, 4]
     finally:
         await pool.stop()
 
