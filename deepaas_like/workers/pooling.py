@@ -58,11 +58,12 @@ class QueuedPool(WorkerPool, Generic[W]):
 
     A worker holds up to ``depth`` predictions: one runs, the others are already sent and
     start the moment it ends, so the worker never waits for the server between calls. A
-    prediction goes to the worker holding the fewest calls (of those, the one taken longest
-    ago, so that idle workers take turns), and a second one is queued on a worker only while
-    every worker is busy; a training, and any other hook, takes an idle
-    worker alone. The calls queued behind one that fails by killing its worker (a crash, a
-    timeout, a cancel) were never seen by plugin code: they go to another worker.
+    prediction goes to the worker holding the fewest calls (of those, the one taken last: its
+    memory is the warmest, and under light load the others stay idle, ready to be retired),
+    and a second one is queued on a worker only while every worker is busy; a training, and
+    any other hook, takes an idle worker alone. The calls queued behind one that fails by
+    killing its worker (a crash, a timeout, a cancel) were never seen by plugin code: they go
+    to another worker.
     """
 
     #: What :meth:`run` raises while the model is unavailable.
@@ -186,7 +187,7 @@ class QueuedPool(WorkerPool, Generic[W]):
 
     def _room(self, calls: int) -> W | None:
         """The live worker holding the fewest calls that has room for ``calls`` more (of
-        those, the one taken longest ago), or None. A pool larger than its size queues nothing
+        those, the one taken last), or None. A pool larger than its size queues nothing
         behind a running call, so that its busy workers come to an end and the surplus can
         leave.
         """
@@ -196,7 +197,7 @@ class QueuedPool(WorkerPool, Generic[W]):
             if (
                 worker.alive
                 and worker.calls + calls <= depth
-                and (best is None or (worker.calls, worker.taken) < (best.calls, best.taken))
+                and (best is None or (worker.calls, -worker.taken) < (best.calls, -best.taken))
             ):
                 best = worker
         return best

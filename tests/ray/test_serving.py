@@ -138,7 +138,8 @@ def test_a_crash_in_plugin_code_fails_only_that_call(server):
 
 def test_batching_works_across_replicas(server):
     def predict(x: int) -> dict:
-        answer = requests.post(server + "/v2/models/batching/predict/", data={"x": str(x)})
+        # A batch takes 0.2 s: the next one forms while it runs, and goes to the idle replica.
+        answer = requests.post(server + "/v2/models/batching/predict/", data={"x": str(x), "seconds": "0.2"})
         assert answer.status_code == 200, answer.text
         return answer.json()["predictions"]
 

@@ -3,7 +3,7 @@
 What must hold: the calls queued behind one whose worker dies never reach plugin code twice
 (they go to another worker), a timeout counts from the moment a call runs, progress goes to
 the call that reports it, a training takes an idle worker alone, and predictions go to the
-worker holding the fewest calls, idle workers in turn.
+worker holding the fewest calls, of those the one taken last.
 """
 
 import asyncio
@@ -44,14 +44,17 @@ async def test_a_second_prediction_is_sent_to_the_busy_worker_and_runs_next(plug
         await pool.stop()
 
 
-async def test_idle_workers_take_turns(plugin_path):
+async def test_an_idle_worker_is_the_one_taken_last(plugin_path):
     pool = ProcessWorkerPool("slow", "deepaas.v2.model", size=2, depth=2)
     await pool.start()
     try:
-        for _ in range(4):  # one at a time: both workers are idle each time
+        for _ in range(3):  # one at a time: both workers are idle each time
             await nap(pool, 0.0)
-        # Taken 1st and 3rd, 2nd and 4th (one worker taking all four would read [0, 4]).
-        assert sorted(w.taken for w in pool.workers) == [3, 4]
+        assert sorted(w.taken for w in pool.workers) == [0, 3], "the same worker took all three"
+        both = [nap(pool, 0.3), nap(pool, 0.3)]
+        await settle(pool, [1, 1])  # the second goes to the idle worker, not behind the first
+        await asyncio.gather(*both)
+        assert sorted(w.taken for w in pool.workers) == [4, 5]
     finally:
         await pool.stop()
 
