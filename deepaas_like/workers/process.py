@@ -333,7 +333,7 @@ class _Worker:
         _LIVE.add(self)
         child.close()  # so that the worker's death shows as EOF on our end
         self.exited = False
-        #: Calls held (see :class:`~deepaas_like.workers.pooling.Worker`).
+        #: Calls held, and when it was last taken (see :class:`~deepaas_like.workers.pooling.Worker`).
         self.calls = 0
         self.taken = 0
         self._on_exit = on_exit
