@@ -285,10 +285,11 @@ def deepaas_like(workload: str, data_dir: Path) -> Contender:
     """deepaas_like (``deepaas-like-run``) with the trivial or the text_classifier plugin."""
     n = cores()
     if workload == "trivial":
-        options = ("--workers", str(n))
+        options = ("--server-processes", str(n), "--workers", "1")
         config = (
-            f"`deepaas-like-run --model-name trivial --workers {n}` (one worker process per core; "
-            "doc/configuration.rst)"
+            f"`deepaas-like-run --model-name trivial --server-processes {n} --workers 1` (one server process "
+            "per core with one worker each, for fast predictions from many clients; doc/configuration.rst, "
+            "Server processes)"
         )
         request = json_request("/v2/models/trivial/predict/", {"n": TRIVIAL_N})
     else:

@@ -6,7 +6,7 @@ One command, on 127.0.0.1 only, with bounded run time (about 7 minutes on 2 core
 
 It measures, side by side on this machine:
 
-1. trivial predict (``benchmarks/plugins/trivial``) served by deepaas_like (1 and 2 workers),
+1. trivial predict (``benchmarks/plugins/trivial``) served by deepaas_like (1 and 2 workers; 2 server processes),
    DEEPaaS 2.6.0 (in ``benchmarks/.venv-deepaas``, created on first use) and a bare aiohttp app,
    at concurrency 1, 8 and 64: requests/s, p50/p99 latency (ms) and errors;
 2. dynamic batching on versus off at concurrency 32 on the MiniLM ``text_classifier`` plugin;
@@ -387,6 +387,9 @@ def trivial_predict(settings: Settings, workdir: Path, deepaas_bin: Path | None,
     specs = [
         deepaas_like("deepaas_like (1 worker)", "trivial", "--workers", "1"),
         deepaas_like("deepaas_like (2 workers)", "trivial", "--workers", "2"),
+        deepaas_like(
+            "deepaas_like (2 server processes, 1 worker each)", "trivial", "--server-processes", "2", "--workers", "1"
+        ),
     ]
     if deepaas_bin is not None:
         specs.append(deepaas(deepaas_bin))

@@ -19,6 +19,7 @@ from deepaas_like.settings import (
     Option,
     Settings,
     default_database_url,
+    in_memory_database,
     model_names,
     options,
 )
@@ -110,6 +111,16 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
         raise cfg.Error(
             f"heartbeat-expiry ({values['heartbeat_expiry']:g} s) must be at least twice heartbeat-interval "
             f"({values['heartbeat_interval']:g} s): one late heartbeat must not make an instance count as gone"
+        )
+    if values["server_processes"] > 1 and values["executor"] == "ray":
+        raise cfg.Error(
+            "server-processes must be 1 with --executor ray: Ray spreads the replicas, and each process "
+            "would place replicas of its own"
+        )
+    if values["server_processes"] > 1 and in_memory_database(values["database_url"]):
+        raise cfg.Error(
+            "server-processes must be 1 with a SQLite database in memory: each process would have its own; "
+            "use a file (sqlite:///PATH) or PostgreSQL"
         )
     return Settings(**values, model=model, models=models)
 

@@ -48,6 +48,20 @@ def default_model_store(database_url: str) -> str:
     return _beside_database(database_url, "model-store")
 
 
+def in_memory_database(database_url: str) -> bool:
+    """Whether ``database_url`` is a SQLite database in memory, which only the process that
+    opens it sees (``sqlite://``, ``sqlite:///:memory:``)."""
+    from sqlalchemy.engine import make_url  # imported here: settings are read before the server's dependencies
+
+    try:
+        url = make_url(database_url)
+    except Exception:  # noqa: BLE001 - a bad URL is reported when the database opens
+        return False
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or "mode=memory" in (url.database or "")
+    )
+
+
 def _beside_database(database_url: str, folder: str) -> str:
     from sqlalchemy.engine import make_url  # imported here: settings are read before the server's dependencies
 
@@ -350,6 +364,15 @@ class Settings:
         "0: the process's file-descriptor limit less 256 (kept for the database, uploads and workers), "
         "at most 10000.",
         min=0,
+    )
+    server_processes: int = option(
+        cfg.IntOpt,
+        "server-processes",
+        1,
+        "Server processes answering on listen-port (and grpc-port), each a whole server with its own "
+        "workers (--workers per model in each) and job runner, sharing the job database; more than 1 "
+        "uses more cores for HTTP. Not with --executor ray.",
+        min=1,
     )
     body_timeout: float = option(
         cfg.FloatOpt,

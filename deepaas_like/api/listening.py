@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import mmap
 import resource
+import socket
+import struct
 
 from aiohttp import web
 from yarl import URL
@@ -59,16 +62,66 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
+class SharedSocket:
+    """A listening socket shared by ``processes`` server processes, with the number of open
+    connections of each in memory they share (an anonymous shared mapping, made before they
+    are forked). ``index`` is this process's place, set in each process after the fork.
+    """
+
+    _SLOT = struct.Struct("q")
+
+    def __init__(self, sock: socket.socket, processes: int) -> None:
+        self.sock = sock
+        self.processes = processes
+        self.index = 0
+        self._counts = mmap.mmap(-1, self._SLOT.size * processes)
+
+    def record(self, connections: int, index: int | None = None) -> None:
+        """This process (or the one at ``index``) now holds ``connections`` open connections."""
+        self._SLOT.pack_into(self._counts, self._SLOT.size * (self.index if index is None else index), connections)
+
+    def gone(self, index: int) -> None:
+        """The process at ``index`` ended: none is left to it until it records again."""
+        self.record(2**62, index)
+
+    def fewest_elsewhere(self) -> int:
+        """The fewest connections another process holds (as each last recorded them)."""
+        return min(
+            self._SLOT.unpack_from(self._counts, self._SLOT.size * i)[0]
+            for i in range(self.processes)
+            if i != self.index
+        )
+
+
+#: Seconds a process that holds more connections than another leaves a new connection for
+#: the other to take, before it takes it itself (the other may be busy, or gone).
+DEFER_SECONDS = 0.002
+
+
 class LimitedTCPSite(web.BaseSite):
-    """A TCP site (``host``, ``port``) holding at most ``limit`` open connections."""
+    """A TCP site (``host``, ``port``) holding at most ``limit`` open connections; on
+    ``shared``, a socket that several server processes accept on, when given.
+    """
 
-    __slots__ = ("_host", "_port", "_limit")
+    __slots__ = ("_host", "_port", "_limit", "_shared", "_starting", "_deferred", "_accepting")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, limit: int, backlog: int = 128) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        limit: int,
+        backlog: int = 128,
+        shared: SharedSocket | None = None,
+    ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._limit = limit
+        self._shared = shared
+        self._starting: set[asyncio.Task[object]] = set()
+        self._deferred = False
+        self._accepting = False
 
     @property
     def name(self) -> str:
@@ -77,9 +130,70 @@ class LimitedTCPSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._connection, self._host, self._port, backlog=self._backlog, reuse_address=True
-        )
+        if self._shared is None:
+            self._server = await loop.create_server(
+                self._connection, self._host, self._port, backlog=self._backlog, reuse_address=True
+            )
+            return
+        sock = self._shared.sock
+        sock.setblocking(False)
+        sock.listen(self._backlog)
+        loop.add_reader(sock.fileno(), self._accept)
+        self._accepting = True
+
+    async def stop(self) -> None:
+        if self._shared is not None:
+            self._accepting = False
+            asyncio.get_running_loop().remove_reader(self._shared.sock.fileno())
+        await super().stop()
+
+    def _accept(self) -> None:
+        """Take one connection from the socket shared with the other server processes,
+        keeping their shares of the open connections even.
+
+        Every process is woken for a new connection. One that holds more connections than
+        another leaves it to that one for :data:`DEFER_SECONDS`, then takes it if it is
+        still there; and each takes one per wake-up, not all that wait as asyncio's server
+        does, so that a burst (64 connections opened at once) is split between them.
+        """
+        shared = self._shared
+        server = self._runner.server
+        assert shared is not None and server is not None
+        loop = asyncio.get_running_loop()
+        shared.record(len(server.connections))
+        if not self._deferred and len(server.connections) > shared.fewest_elsewhere():
+            self._pause(DEFER_SECONDS)
+            self._deferred = True
+            return
+        self._deferred = False
+        try:
+            connection, _ = shared.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another process took it
+        except OSError as error:  # out of descriptors or memory: pause, as asyncio's server does
+            LOG.warning("cannot accept a connection (%s); trying again in 1 s", error.strerror or error)
+            self._pause(1.0)
+            return
+        shared.record(len(server.connections) + 1)
+        connection.setblocking(False)
+        task = loop.create_task(loop.connect_accepted_socket(self._connection, connection))
+        self._starting.add(task)
+        task.add_done_callback(self._started)
+
+    def _pause(self, seconds: float) -> None:
+        assert self._shared is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._shared.sock.fileno())
+        loop.call_later(seconds, self._resume)
+
+    def _resume(self) -> None:
+        if self._accepting and self._shared is not None:
+            asyncio.get_running_loop().add_reader(self._shared.sock.fileno(), self._accept)
+
+    def _started(self, task: asyncio.Task[object]) -> None:
+        self._starting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            LOG.warning("a connection could not be set up: %s", task.exception())
 
     def _connection(self) -> asyncio.Protocol:
         server = self._runner.server

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
 from deepaas_like.exceptions import DatabaseUnavailable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: prometheus-client's variable for the folder of its multiprocess mode.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -69,8 +76,29 @@ class Metrics:
         )
         self.job_counts: dict[tuple[str, str, str], int] = {}
         self.database_up = True
-        self.registry.register(_ScrapeTimeCollector(self))
         self.app: web.Application | None = None
+        #: The multiprocess folder when this is one of several server processes, else None.
+        self.directory = os.environ.get(MULTIPROCESS_ENV) if values.ValueClass is not values.MutexValue else None
+        self._published = _PublishedReadings()
+        if self.directory is None:
+            self.registry.register(_ScrapeTimeCollector(self))
+
+    def publish(self) -> None:
+        """Write this server process's pool readings where the other processes add them up
+        (only when :attr:`directory` is set)."""
+        if self.directory is not None:
+            self._published.publish(_pool_readings(self.app))
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this process's, or, with
+        :attr:`directory`, every server process's added up."""
+        if self.directory is None:
+            return generate_latest(self.registry)
+        self.publish()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.directory)
+        registry.register(_DatabaseCollector(self))
+        return generate_latest(registry)
 
     def grpc_call(self, model: str, method: str, code: str, seconds: float) -> None:
         """Count a gRPC call of ``model``'s ``method`` that ended with ``code`` (``OK``,
@@ -82,62 +110,153 @@ class Metrics:
 METRICS = web.AppKey("metrics", Metrics)
 
 
+@dataclasses.dataclass
+class _Reading:
+    """One metric's values read from the worker pools or the job database when scraped."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...] = ()
+    counter: bool = False
+    #: How server processes' values add up (prometheus-client's multiprocess modes).
+    across_processes: Literal["livesum", "livemax"] = "livesum"
+    values: dict[tuple[str, ...], float] = dataclasses.field(default_factory=dict)
+
+    def family(self) -> GaugeMetricFamily | CounterMetricFamily:
+        kind = CounterMetricFamily if self.counter else GaugeMetricFamily
+        family = kind(self.name, self.documentation, labels=list(self.labels))
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value)
+        return family
+
+
+def _pool_readings(app: web.Application | None) -> list[_Reading]:
+    """Queue depth, workers, restarts and loaded versions of this process's models."""
+    models = app.get(MODELS, {}) if app is not None else {}
+    queue = _Reading("deepaas_like_queue_depth", "Requests waiting for a predict worker", ("model",))
+    workers = _Reading("deepaas_like_workers", "Live predict workers (processes, or replicas on Ray)", ("model",))
+    target = _Reading(
+        "deepaas_like_workers_target", "Predict workers the model keeps (autoscaling changes it)", ("model",)
+    )
+    starting = _Reading(
+        "deepaas_like_workers_starting", "Predict workers being started or placed, not warmed yet", ("model",)
+    )
+    devices = _Reading(
+        "deepaas_like_workers_by_device",
+        "Live predict workers by node (local: this machine) and device (cpu, or gpu:ID)",
+        ("model", "node", "device"),
+    )
+    restarts = _Reading(
+        "deepaas_like_worker_restarts",
+        "Worker processes replaced after dying or being killed",
+        ("model",),
+        counter=True,
+    )
+    versions = app.get(VERSIONS) if app is not None else None
+    loaded = versions.loaded() if versions is not None else {}
+    for name, served in {**models, **loaded}.items():
+        pool = served.predict_pool
+        queue.values[(name,)] = served.queued()
+        workers.values[(name,)] = pool.live_workers
+        target.values[(name,)] = pool.size
+        starting.values[(name,)] = pool.starting
+        placed = collections.Counter((p.node, p.device) for p in pool.placements())
+        for (node, device), count in sorted(placed.items()):
+            devices.values[(name, node, device)] = count
+        restarts.values[(name,)] = served.worker_restarts
+    states = _Reading(
+        "deepaas_like_model_version_loaded",
+        "1 when the model version has workers on this server, else 0 (loaded on its first call)",
+        ("model", "version"),
+        across_processes="livemax",
+    )
+    for record in versions.known.values() if versions is not None else ():
+        states.values[(record.model, record.id)] = 1 if record.id in loaded else 0
+    return [queue, workers, target, starting, devices, restarts, states]
+
+
+def _database_readings(metrics: Metrics) -> list[_Reading]:
+    """Jobs by state and whether the job database answers: the same from every process."""
+    jobs = _Reading("deepaas_like_jobs", "Jobs in the database by state", ("model", "kind", "status"))
+    jobs.values.update(sorted(metrics.job_counts.items()))
+    database = _Reading("deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0")
+    database.values[()] = 1 if metrics.database_up else 0
+    return [jobs, database]
+
+
 class _ScrapeTimeCollector(Collector):
-    """Values read from the worker pools and the job database when scraped."""
+    """Values read from the worker pools and the job database when scraped (one process)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator:
-        app = self.metrics.app
-        models = app.get(MODELS, {}) if app is not None else {}
-        queue = GaugeMetricFamily("deepaas_like_queue_depth", "Requests waiting for a predict worker", labels=["model"])
-        workers = GaugeMetricFamily(
-            "deepaas_like_workers", "Live predict workers (processes, or replicas on Ray)", labels=["model"]
-        )
-        target = GaugeMetricFamily(
-            "deepaas_like_workers_target", "Predict workers the model keeps (autoscaling changes it)", labels=["model"]
-        )
-        starting = GaugeMetricFamily(
-            "deepaas_like_workers_starting", "Predict workers being started or placed, not warmed yet", labels=["model"]
-        )
-        devices = GaugeMetricFamily(
-            "deepaas_like_workers_by_device",
-            "Live predict workers by node (local: this machine) and device (cpu, or gpu:ID)",
-            labels=["model", "node", "device"],
-        )
-        restarts = CounterMetricFamily(
-            "deepaas_like_worker_restarts", "Worker processes replaced after dying or being killed", labels=["model"]
-        )
-        versions = app.get(VERSIONS) if app is not None else None
-        loaded = versions.loaded() if versions is not None else {}
-        for name, served in {**models, **loaded}.items():
-            pool = served.predict_pool
-            queue.add_metric([name], served.queued())
-            workers.add_metric([name], pool.live_workers)
-            target.add_metric([name], pool.size)
-            starting.add_metric([name], pool.starting)
-            placed = collections.Counter((p.node, p.device) for p in pool.placements())
-            for (node, device), count in sorted(placed.items()):
-                devices.add_metric([name, node, device], count)
-            restarts.add_metric([name], served.worker_restarts)
-        states = GaugeMetricFamily(
-            "deepaas_like_model_version_loaded",
-            "1 when the model version has workers on this server, else 0 (loaded on its first call)",
-            labels=["model", "version"],
-        )
-        for record in versions.known.values() if versions is not None else ():
-            states.add_metric([record.model, record.id], 1 if record.id in loaded else 0)
-        jobs = GaugeMetricFamily(
-            "deepaas_like_jobs", "Jobs in the database by state", labels=["model", "kind", "status"]
-        )
-        for (name, kind, status), count in sorted(self.metrics.job_counts.items()):
-            jobs.add_metric([name, kind, status], count)
-        database = GaugeMetricFamily(
-            "deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0"
-        )
-        database.add_metric([], 1 if self.metrics.database_up else 0)
-        yield from (queue, workers, target, starting, devices, restarts, jobs, database, states)
+        for reading in (*_pool_readings(self.metrics.app), *_database_readings(self.metrics)):
+            yield reading.family()
+
+
+class _DatabaseCollector(Collector):
+    """The job database's readings, beside the metrics gathered across server processes."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator:
+        for reading in _database_readings(self.metrics):
+            yield reading.family()
+
+
+class _PublishedReadings:
+    """The pool readings of one of several server processes, kept in prometheus-client
+    metrics that its multiprocess mode adds up across the processes (gauges of live
+    processes: ``livesum``/``livemax``; counters: every process, ended ones included).
+    """
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, Gauge | Counter] = {}
+        self._last: dict[str, dict[tuple[str, ...], float]] = {}
+
+    def publish(self, readings: list[_Reading]) -> None:
+        for reading in readings:
+            metric = self._metrics.get(reading.name)
+            if metric is None:
+                if reading.counter:
+                    metric = Counter(reading.name, reading.documentation, reading.labels, registry=None)
+                else:
+                    metric = Gauge(
+                        reading.name,
+                        reading.documentation,
+                        reading.labels,
+                        registry=None,
+                        multiprocess_mode=reading.across_processes,
+                    )
+                self._metrics[reading.name] = metric
+            last = self._last.setdefault(reading.name, {})
+            for labels in last.keys() - reading.values.keys():  # a model version unloaded
+                if isinstance(metric, Gauge):
+                    metric.labels(*labels).set(0)
+            for labels, value in reading.values.items():
+                child = metric.labels(*labels) if labels else metric
+                if isinstance(child, Counter):
+                    if value > last.get(labels, 0):
+                        child.inc(value - last.get(labels, 0))
+                else:
+                    child.set(value)
+            self._last[reading.name] = dict(reading.values)
+
+
+#: Seconds between two publications of a server process's pool readings (``--server-processes``).
+PUBLISH_INTERVAL = 1.0
+
+
+def gather_across_processes(directory: str) -> None:
+    """Make this process one of several server processes whose metrics are added up:
+    prometheus-client's multiprocess mode, keeping values in ``directory`` (shared by the
+    processes, emptied of ended processes' gauges by the supervisor). Call before the
+    application is made.
+    """
+    os.environ[MULTIPROCESS_ENV] = directory
+    values.ValueClass = values.get_value_class()
 
 
 def _labels(request: web.Request) -> tuple[str, str]:
@@ -179,4 +298,22 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         metrics.database_up = request.app[JOBS].database_up  # a locked SQLite file still reads
     except (DatabaseUnavailable, TimeoutError):
         metrics.database_up = False
-    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE})
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def publishing(app: web.Application) -> AsyncIterator[None]:
+    """Publish the pool readings every :data:`PUBLISH_INTERVAL` seconds while the
+    application runs, when it is one of several server processes (a cleanup context)."""
+    metrics = app[METRICS]
+
+    async def loop() -> None:
+        while True:
+            metrics.publish()
+            await asyncio.sleep(PUBLISH_INTERVAL)
+
+    task = asyncio.create_task(loop()) if metrics.directory is not None else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -14,7 +15,8 @@ import deepaas_like
 from deepaas_like import config, logs
 from deepaas_like.api.access_log import AccessLines, access_logger_class
 from deepaas_like.api.app import create_app
-from deepaas_like.api.listening import LimitedTCPSite, default_connection_limit
+from deepaas_like.api.listening import LimitedTCPSite, SharedSocket, default_connection_limit
+from deepaas_like.cmd.processes import ServerProcesses, bound_socket, port_free
 from deepaas_like.exceptions import DeepaasLikeError
 from deepaas_like.settings import Settings
 
@@ -43,20 +45,57 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepaas-like-run: {error}", file=sys.stderr)
         return 1
     logs.setup(settings.debug, settings.log_json)
+    if settings.server_processes > 1:
+        return supervise(settings)
+    return serve(settings)
+
+
+def serve(settings: Settings, shared: SharedSocket | None = None, ready: int | None = None) -> int:
+    """Serve until SIGINT/SIGTERM in this process: 0, or 1 after printing why it could not
+    start. ``shared`` is a socket to accept on with other server processes instead of
+    binding ``listen-port``; ``ready`` a pipe's write end that gets one byte once the
+    server listens.
+    """
     try:
-        asyncio.run(_serve(create_app(settings), settings))
+        asyncio.run(_serve(create_app(settings), settings, shared, ready))
     except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)
         return 1
     except OSError as error:  # the address is taken, or cannot be bound
-        address = f"{settings.listen_ip}:{settings.listen_port}"
-        print(f"deepaas-like-run: cannot listen on {address}: {error.strerror or error}", file=sys.stderr)
+        print(f"deepaas-like-run: cannot listen on {_address(settings)}: {error.strerror or error}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(app: web.Application, settings: Settings) -> None:
+def _address(settings: Settings) -> str:
+    return f"{settings.listen_ip}:{settings.listen_port}"
+
+
+def supervise(settings: Settings) -> int:
+    """Serve with ``server-processes`` processes on one listening socket (see
+    :mod:`deepaas_like.cmd.processes`): 0 after SIGINT/SIGTERM, 1 when one of them could
+    not start.
+    """
+    try:
+        sock = bound_socket(settings.listen_ip, settings.listen_port)
+    except OSError as error:
+        print(f"deepaas-like-run: cannot listen on {_address(settings)}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    if settings.grpc_port and not port_free(settings.listen_ip, settings.grpc_port):
+        print(
+            f"deepaas-like-run: cannot listen on {settings.listen_ip}:{settings.grpc_port} for gRPC "
+            "(--grpc-port): the port is in use",
+            file=sys.stderr,
+        )
+        return 1
+    with sock:
+        return ServerProcesses(settings, SharedSocket(sock, settings.server_processes), serve).run()
+
+
+async def _serve(
+    app: web.Application, settings: Settings, shared: SharedSocket | None = None, ready: int | None = None
+) -> None:
     """aiohttp's ``run_app``, on a site that bounds open connections (``max-connections``).
 
     SIGINT and SIGTERM stop accepting, give in-flight requests ``shutdown-timeout`` seconds,
@@ -80,9 +119,11 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         limit = settings.max_connections or default_connection_limit()
-        site = LimitedTCPSite(runner, settings.listen_ip, settings.listen_port, limit)
+        site = LimitedTCPSite(runner, settings.listen_ip, settings.listen_port, limit, shared=shared)
         await site.start()
         LOG.info("======== Running on %s (at most %d connections) ========", site.name, limit)
+        if ready is not None:
+            os.write(ready, b".")
         await stop.wait()
     finally:
         await runner.cleanup()

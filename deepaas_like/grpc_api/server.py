@@ -69,7 +69,9 @@ class GrpcServer:
         """Listen and serve. Raises :class:`StartupError` when the address cannot be bound."""
         settings = self.shared.settings
         options = [
-            ("grpc.so_reuseport", 0),  # a port in use is an error, as for HTTP
+            # A port in use is an error, as for HTTP, unless several server processes share
+            # it (the supervisor checked it was free).
+            ("grpc.so_reuseport", 1 if settings.server_processes > 1 else 0),
             ("grpc.max_receive_message_length", settings.client_max_size or -1),
             ("grpc.max_send_message_length", -1),
         ]
