@@ -365,6 +365,14 @@ class Settings:
         "at most 10000.",
         min=0,
     )
+    event_loop: str = option(
+        cfg.StrOpt,
+        "event-loop",
+        "auto",
+        "The server's asyncio event loop: uvloop (libuv's, faster), asyncio (the standard library's), "
+        "or auto: uvloop where it is installed (it is a dependency, but for Windows).",
+        choices=("auto", "uvloop", "asyncio"),
+    )
     server_processes: int = option(
         cfg.IntOpt,
         "server-processes",

@@ -16,6 +16,7 @@ import mmap
 import resource
 import socket
 import struct
+from typing import cast
 
 from aiohttp import web
 from yarl import URL
@@ -52,14 +53,29 @@ _BUSY = (
 )
 
 
+#: Seconds a refused connection is kept to read and drop what the client sends, before it is
+#: closed regardless.
+LINGER = 1.0
+
+
 class _Refused(asyncio.Protocol):
-    """Answers 503 and closes, without reading the request."""
+    """Answers 503 and ends the connection without handling the request.
+
+    The request's bytes are read and dropped until the client closes its side (at most
+    :data:`LINGER` seconds): a socket closed with unread bytes is reset by the kernel, and the
+    reset can reach the client before it has read the answer (it did with uvloop).
+    """
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         LOG.warning("refused a connection: the limit of open connections is reached (max-connections)")
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_BUSY)
-        transport.close()
+        stream = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        stream.write(_BUSY)
+        if stream.can_write_eof():
+            stream.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(LINGER, stream.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
 
 
 class SharedSocket:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 from oslo_config import cfg
@@ -17,7 +18,7 @@ from deepaas_like.api.access_log import AccessLines, access_logger_class
 from deepaas_like.api.app import create_app
 from deepaas_like.api.listening import LimitedTCPSite, SharedSocket, default_connection_limit
 from deepaas_like.cmd.processes import ServerProcesses, bound_socket, port_free
-from deepaas_like.exceptions import DeepaasLikeError
+from deepaas_like.exceptions import DeepaasLikeError, StartupError
 from deepaas_like.settings import Settings
 
 LOG = logging.getLogger("deepaas_like")
@@ -57,7 +58,8 @@ def serve(settings: Settings, shared: SharedSocket | None = None, ready: int | N
     server listens.
     """
     try:
-        asyncio.run(_serve(create_app(settings), settings, shared, ready))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(_serve(create_app(settings), settings, shared, ready))
     except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)
@@ -66,6 +68,22 @@ def serve(settings: Settings, shared: SharedSocket | None = None, ready: int | N
         print(f"deepaas-like-run: cannot listen on {_address(settings)}: {error.strerror or error}", file=sys.stderr)
         return 1
     return 0
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``event-loop`` names: uvloop's, or None for asyncio's own; ``auto``
+    is uvloop where it can be imported. Raises :class:`StartupError` for ``uvloop`` when
+    it cannot be.
+    """
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise StartupError("event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def _address(settings: Settings) -> str:
@@ -121,7 +139,8 @@ async def _serve(
         limit = settings.max_connections or default_connection_limit()
         site = LimitedTCPSite(runner, settings.listen_ip, settings.listen_port, limit, shared=shared)
         await site.start()
-        LOG.info("======== Running on %s (at most %d connections) ========", site.name, limit)
+        kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+        LOG.info("======== Running on %s (at most %d connections, %s event loop) ========", site.name, limit, kind)
         if ready is not None:
             os.write(ready, b".")
         await stop.wait()

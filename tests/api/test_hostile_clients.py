@@ -176,7 +176,8 @@ def test_repeated_errors_are_logged_a_few_times_then_counted(tmp_path):
     assert all(repeat.filter(info) for _ in range(1000)), "access lines are never dropped"
 
 
-def test_clients_holding_sockets_cannot_starve_the_server_of_file_descriptors(tmp_path, plugin_env):
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_clients_holding_sockets_cannot_starve_the_server_of_file_descriptors(tmp_path, plugin_env, loop):
     """With 400 file descriptors, 300 slow-header clients: past the connection limit (400 less
     256 kept for files) new connections get a quick 503, the log stays short, and once the
     keep-alive timeout has cut the slow clients the server answers again, database included.
@@ -186,7 +187,13 @@ def test_clients_holding_sockets_cannot_starve_the_server_of_file_descriptors(tm
     wrapper = tmp_path / "limited-run"
     wrapper.write_text('#!/bin/sh\nexec prlimit --nofile=400:400 deepaas-like-run "$@"\n')
     wrapper.chmod(0o755)
-    server = start_server(["slow"], tmp_path, env=plugin_env, program=str(wrapper), args=["--keepalive-timeout", "3"])
+    server = start_server(
+        ["slow"],
+        tmp_path,
+        env=plugin_env,
+        program=str(wrapper),
+        args=["--keepalive-timeout", "3", "--event-loop", loop],
+    )
     port = int(server.rsplit(":", 1)[1])
     try:
         slow = []

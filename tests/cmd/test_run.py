@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 import requests
@@ -106,3 +107,24 @@ def test_help_shows_defaults_and_where_jobs_are_kept():
     text = subprocess.run(["deepaas-like-run", "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "Default: 5000." in text and "Default: 127.0.0.1." in text
     assert "job database" in text and "jobs.sqlite" in text
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_event_loop_chosen_serves(run_server, plugin_env, loop):
+    server = run_server("predict_only", env=plugin_env, args=["--event-loop", loop])
+    assert requests.post(server + "/v2/models/predict_only/predict/").json()["predictions"] == [1, 2, 3]
+    assert f"connections, {loop} event loop)" in server.log.read_text()
+
+
+def test_auto_is_uvloop_where_it_is_installed(monkeypatch):
+    import uvloop
+
+    from deepaas_like.cmd.run import loop_factory
+    from deepaas_like.exceptions import StartupError
+
+    assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed: importing it fails
+    assert loop_factory("auto") is None
+    with pytest.raises(StartupError, match="uvloop is not installed"):
+        loop_factory("uvloop")

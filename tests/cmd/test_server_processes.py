@@ -177,3 +177,20 @@ def test_a_grpc_port_in_use_is_reported_by_the_supervisor(tmp_path):
         port = taken.getsockname()[1]
         process = start(tmp_path, "--server-processes", "2", "--grpc-port", str(port))
     assert_one_line_failure(process, f"127.0.0.1:{port}", "gRPC")
+
+
+def test_connection_counts_are_shared_with_processes_forked_after():
+    from deepaas_like.api.listening import SharedSocket
+
+    with socket.socket() as sock:
+        shared = SharedSocket(sock, 3)
+        pid = os.fork()
+        if pid == 0:  # a server process: records its count where the others read it
+            shared.index = 2
+            shared.record(5)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        shared.record(7, index=1)
+        assert shared.fewest_elsewhere() == 5  # this is index 0: processes 1 (7) and 2 (5)
+        shared.gone(2)
+        assert shared.fewest_elsewhere() == 7, "an ended process takes no connection"
