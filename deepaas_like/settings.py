@@ -370,7 +370,8 @@ class Settings:
         "event-loop",
         "auto",
         "The server's asyncio event loop: uvloop (libuv's, faster), asyncio (the standard library's), "
-        "or auto: uvloop where it is installed (it is a dependency, but for Windows).",
+        "or auto: uvloop where it is installed (a dependency, but for Windows) with one server process, "
+        "asyncio's with several (see doc/configuration.rst).",
         choices=("auto", "uvloop", "asyncio"),
     )
     server_processes: int = option(

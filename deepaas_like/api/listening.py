@@ -192,6 +192,8 @@ class LimitedTCPSite(web.BaseSite):
             return
         shared.record(len(server.connections) + 1)
         connection.setblocking(False)
+        # Small answers go out at once, whichever loop makes the transport (asyncio's sets it).
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = loop.create_task(loop.connect_accepted_socket(self._connection, connection))
         self._starting.add(task)
         task.add_done_callback(self._started)

@@ -123,6 +123,8 @@ def test_auto_is_uvloop_where_it_is_installed(monkeypatch):
     from deepaas_like.exceptions import StartupError
 
     assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("auto", processes=2) is None, "several server processes: asyncio's loop"
+    assert loop_factory("uvloop", processes=2) is uvloop.new_event_loop
     assert loop_factory("asyncio") is None
     monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed: importing it fails
     assert loop_factory("auto") is None
