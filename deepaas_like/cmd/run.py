@@ -74,7 +74,7 @@ def serve(settings: Settings, shared: SharedSocket | None = None, ready: int | N
 def loop_factory(name: str, processes: int = 1) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop ``event-loop`` names: uvloop's, or None for asyncio's own. ``auto`` is
     uvloop where it can be imported, for one server process; for several, asyncio's: with
-    uvloop, two processes sharing 2 cores showed p99 pauses of 10 to 270 ms at 8 clients
+    uvloop, two processes sharing 2 cores showed p99 pauses of 10 to 280 ms at 8 clients
     that asyncio's loop, and uvloop in one process, did not (cause not found). Raises
     :class:`StartupError` for ``uvloop`` when it cannot be imported.
     """
