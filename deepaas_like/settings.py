@@ -48,28 +48,27 @@ def default_model_store(database_url: str) -> str:
     return _beside_database(database_url, "model-store")
 
 
+def _sqlite_database(database_url: str) -> str | None:
+    """The database part of a SQLite URL ("" for ``sqlite://``); None for another backend
+    or a URL that does not parse (reported when the database opens)."""
+    from sqlalchemy.engine import make_url  # imported here: settings are read before the server's dependencies
+
+    try:
+        url = make_url(database_url)
+    except Exception:  # noqa: BLE001 - a bad URL is reported when the database opens
+        return None
+    return (url.database or "") if url.get_backend_name() == "sqlite" else None
+
+
 def in_memory_database(database_url: str) -> bool:
     """Whether ``database_url`` is a SQLite database in memory, which only the process that
     opens it sees (``sqlite://``, ``sqlite:///:memory:``)."""
-    from sqlalchemy.engine import make_url  # imported here: settings are read before the server's dependencies
-
-    try:
-        url = make_url(database_url)
-    except Exception:  # noqa: BLE001 - a bad URL is reported when the database opens
-        return False
-    return url.get_backend_name() == "sqlite" and (
-        url.database in (None, "", ":memory:") or "mode=memory" in (url.database or "")
-    )
+    database = _sqlite_database(database_url)
+    return database is not None and (database in ("", ":memory:") or "mode=memory" in database)
 
 
 def _beside_database(database_url: str, folder: str) -> str:
-    from sqlalchemy.engine import make_url  # imported here: settings are read before the server's dependencies
-
-    try:
-        url = make_url(database_url)
-        database = url.database if url.get_backend_name() == "sqlite" else None
-    except Exception:  # noqa: BLE001 - a bad URL is reported when the database opens
-        database = None
+    database = _sqlite_database(database_url)
     if database and database != ":memory:" and not database.startswith("file:"):
         return os.path.join(os.path.dirname(os.path.abspath(database)), folder)
     return os.path.join(_state_dir(), folder)

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
@@ -97,7 +97,7 @@ class Metrics:
         self.publish()
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.directory)
-        registry.register(_DatabaseCollector(self))
+        registry.register(_ScrapeTimeCollector(self, pools=False))
         return generate_latest(registry)
 
     def grpc_call(self, model: str, method: str, code: str, seconds: float) -> None:
@@ -185,24 +185,17 @@ def _database_readings(metrics: Metrics) -> list[_Reading]:
 
 
 class _ScrapeTimeCollector(Collector):
-    """Values read from the worker pools and the job database when scraped (one process)."""
+    """Values read from the job database and, with ``pools``, from this process's worker
+    pools when scraped (without: beside the pool readings gathered across server processes).
+    """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, pools: bool = True) -> None:
         self.metrics = metrics
+        self.pools = pools
 
     def collect(self) -> Iterator:
-        for reading in (*_pool_readings(self.metrics.app), *_database_readings(self.metrics)):
-            yield reading.family()
-
-
-class _DatabaseCollector(Collector):
-    """The job database's readings, beside the metrics gathered across server processes."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> Iterator:
-        for reading in _database_readings(self.metrics):
+        pools = _pool_readings(self.metrics.app) if self.pools else []
+        for reading in (*pools, *_database_readings(self.metrics)):
             yield reading.family()
 
 
@@ -257,6 +250,12 @@ def gather_across_processes(directory: str) -> None:
     """
     os.environ[MULTIPROCESS_ENV] = directory
     values.ValueClass = values.get_value_class()
+
+
+def forget_process(pid: int, directory: str) -> None:
+    """The server process ``pid`` ended: its live gauges in ``directory`` stop counting
+    (its counters and histograms stay, so that sums never go back)."""
+    mark_process_dead(pid, directory)
 
 
 def _labels(request: web.Request) -> tuple[str, str]:

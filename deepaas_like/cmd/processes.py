@@ -20,7 +20,6 @@ each gets SIGTERM (``PR_SET_PDEATHSIG``) and shuts down cleanly.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import os
@@ -33,8 +32,9 @@ import tempfile
 from collections.abc import Callable
 
 from deepaas_like.api.listening import SharedSocket
-from deepaas_like.api.metrics import gather_across_processes
+from deepaas_like.api.metrics import forget_process, gather_across_processes
 from deepaas_like.settings import Settings
+from deepaas_like.workers.process import signal_on_parent_death
 
 LOG = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ LOG = logging.getLogger(__name__)
 #: once does not take a core restarting).
 RESTART_DELAY = 1.0
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 #: ``serve(settings, shared, ready)``: serve in this process until SIGINT/SIGTERM on the
 #: shared socket, writing one byte to the file descriptor ``ready`` once listening; returns
@@ -119,9 +118,7 @@ class ServerProcesses:
         status = 1
         try:  # the server process: never returns into the supervisor's code
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-            with contextlib.suppress(OSError, AttributeError):
-                ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-            if os.getppid() != supervisor:  # the supervisor died before prctl took effect
+            if not signal_on_parent_death(signal.SIGTERM, supervisor):
                 os._exit(1)
             os.close(self._ready[0])
             gather_across_processes(self._metrics_dir)
@@ -175,7 +172,7 @@ class ServerProcesses:
                 break
             index = self.children.pop(pid, None)
             if index is not None:
-                _forget(pid, self._metrics_dir)
+                forget_process(pid, self._metrics_dir)
                 self.shared.gone(index)
                 ended.append((index, status))
         return ended
@@ -192,13 +189,7 @@ class ServerProcesses:
             except ChildProcessError:
                 break
             if self.children.pop(pid, None) is not None:
-                _forget(pid, self._metrics_dir)
-
-
-def _forget(pid: int, metrics_dir: str) -> None:
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid, metrics_dir)
+                forget_process(pid, self._metrics_dir)
 
 
 def _describe(status: int) -> str:

@@ -100,15 +100,23 @@ class WorkerOptions:
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
+def signal_on_parent_death(signum: int, parent_pid: int) -> bool:
+    """Have the kernel send this process ``signum`` when its parent ``parent_pid`` dies
+    (Linux's ``PR_SET_PDEATHSIG``; elsewhere a no-op). False when the parent died already,
+    before that took effect.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+    return os.getppid() == parent_pid
+
+
 def die_with(server_pid: int) -> None:
-    """Have the kernel SIGKILL this process when the server process dies (Linux's
-    ``PR_SET_PDEATHSIG``; elsewhere a no-op), and lead a process group of our own.
+    """Have the kernel SIGKILL this process when the server process dies, and lead a
+    process group of our own.
     """
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != server_pid:  # the server died before prctl took effect
+    if not signal_on_parent_death(signal.SIGKILL, server_pid):
         os._exit(1)
 
 
