@@ -3,6 +3,13 @@
 A batch is formed only once a worker is free to take it, so requests that arrive while every
 worker is busy wait together and leave as one batch. The first request of a batch waits at
 most ``wait`` seconds for company; a batch holds at most ``max_size`` requests.
+
+With several workers a batch also holds at most its share of the requests in flight (queued,
+being batched or running): ``ceil(in flight / workers)``, in flight counted now or when the
+previous batch left, whichever is more. Without that cap, the requests of a burst (or of a
+closed loop of clients, whose requests come back together) fill one batch within the wait
+while the other workers idle: 32 clients and 2 workers measured one worker doing 91% of the
+work. With the cap they split over the workers, and a batch whose share is in need not wait.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +28,9 @@ from deepaas_like.workers.base import WorkerPool
 
 
 class Batcher:
-    """Groups ``submit`` calls into batches run on ``pool`` with ``workers`` batches at once
-    (a number, or a function giving it: the pool's live workers, which autoscaling changes).
+    """Groups ``submit`` calls into batches run on ``pool``: ``workers`` is a number, or a
+    function giving it (the pool's live workers, which autoscaling changes); each worker
+    holds up to ``depth`` batches at once (pipelining).
 
     ``sizes`` holds the sizes of the latest 1000 batches; ``on_batch`` is told each one
     (metrics).
@@ -34,6 +43,7 @@ class Batcher:
         max_size: int,
         wait: float,
         on_batch: Callable[[int], None] | None = None,
+        depth: int = 1,
     ) -> None:
         if max_size < 2:
             raise ValueError(f"a batch needs room for two requests, not {max_size}")
@@ -44,7 +54,10 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]] = asyncio.Queue()
         self._workers = workers if callable(workers) else (lambda: workers)
+        self._depth = depth
         self._running = 0  # batches running
+        self._in_flight = 0  # requests submitted and not answered yet
+        self._in_flight_at_dispatch = 0  # ... when the latest batch left
         self._freed = asyncio.Event()  # a batch ended, or there may be more workers
         self._loop_task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
@@ -55,7 +68,11 @@ class Batcher:
             self._loop_task = asyncio.create_task(self._form_batches())
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((kwargs, future))
-        return await future
+        self._in_flight += 1
+        try:
+            return await future
+        finally:
+            self._in_flight -= 1
 
     @property
     def queued(self) -> int:
@@ -68,7 +85,7 @@ class Batcher:
 
     async def _free(self) -> None:
         """Wait until a worker can take one more batch, and count it as taken."""
-        while self._running >= max(1, self._workers()):
+        while self._running >= max(1, self._workers()) * self._depth:
             self._freed.clear()
             await self._freed.wait()
         self._running += 1
@@ -77,12 +94,20 @@ class Batcher:
         self._running -= 1
         self._freed.set()
 
+    def _share(self) -> int:
+        """Most requests the batch being formed may take (see the module's docstring)."""
+        workers = self._workers()
+        if workers < 2:
+            return self.max_size
+        in_flight = max(self._in_flight, self._in_flight_at_dispatch)
+        return max(1, min(self.max_size, math.ceil(in_flight / workers)))
+
     async def _form_batches(self) -> None:
         while True:
             await self._free()
             batch = [await self._queue.get()]
             deadline = time.monotonic() + self.wait
-            while len(batch) < self.max_size:
+            while len(batch) < self._share():
                 remaining = deadline - time.monotonic()
                 if self._queue.empty() and remaining <= 0:
                     break
@@ -98,6 +123,7 @@ class Batcher:
             if not batch:
                 self._release()
                 continue
+            self._in_flight_at_dispatch = self._in_flight
             task = asyncio.create_task(self._run(batch))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)

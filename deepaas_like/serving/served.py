@@ -114,13 +114,14 @@ class ServedModel:
         if description.response_fields is not None:
             self.response_schema = schemas.build_schema(description.response_fields, f"{prefix}Response")
         if description.batch and self._max_batch_size >= 2:
-            # As many batches at once as there are live workers: autoscaling changes them.
+            # As many batches at once as the live workers hold: autoscaling changes them.
             self.batcher = Batcher(
                 self.predict_pool,
-                lambda: self.predict_pool.live_workers * self.predict_pool.depth,
+                lambda: self.predict_pool.live_workers,
                 self._max_batch_size,
                 self._batch_wait,
                 self._on_batch,
+                self.predict_pool.depth,
             )
         if self._autoscaling is not None:
             self.autoscaler = Autoscaler(

@@ -80,6 +80,42 @@ async def test_batches_spread_over_workers(plugin_path):
         await wrapper.stop()
 
 
+async def test_a_burst_splits_over_idle_workers(plugin_path):
+    """16 requests at once with 2 workers: two batches of 8, one per worker, not one of 16
+    on one worker while the other idles (the wait is long enough to gather all 16)."""
+    wrapper = await model(max_batch_size=32, wait=0.5, workers=2)
+    try:
+        await wrapper.predict({"x": 0, "fail": False})  # the batcher runs; in flight at dispatch: 1
+        wrapper.batcher.sizes.clear()
+        # The first batch's share counts the requests submitted when it forms: all 16.
+        results = await asyncio.gather(*(wrapper.predict({"x": i, "fail": False, "seconds": 0.2}) for i in range(16)))
+        assert sorted(wrapper.batcher.sizes) == [8, 8]
+        assert {r.document["predictions"]["batch"] for r in results} == {8}
+        assert len({r.document["predictions"]["pid"] for r in results}) == 2
+    finally:
+        await wrapper.stop()
+
+
+async def test_one_worker_still_batches_the_whole_burst(plugin_path):
+    wrapper = await model(max_batch_size=32, wait=0.5, workers=1)
+    try:
+        results = await asyncio.gather(*(wrapper.predict({"x": i, "fail": False}) for i in range(16)))
+        assert list(wrapper.batcher.sizes) == [16]
+        assert {r.document["predictions"]["batch"] for r in results} == {16}
+    finally:
+        await wrapper.stop()
+
+
+async def test_a_lone_request_is_not_held_while_another_worker_idles(plugin_path):
+    wrapper = await model(wait=30.0, workers=2)
+    try:
+        # Its share of 1 request in flight over 2 workers is itself: it leaves at once.
+        result = await asyncio.wait_for(wrapper.predict({"x": 3, "fail": False}), 20)
+        assert result.document["predictions"] == {"y": 9, "batch": 1, "pid": result.document["predictions"]["pid"]}
+    finally:
+        await wrapper.stop()
+
+
 def test_batch_size_below_two_is_refused():
     from deepaas_like.serving.batching import Batcher
 
