@@ -45,7 +45,8 @@ def test_json_logs(run_server):
         200,
         "127.0.0.1",
     )
-    assert access["response_size"] > 0 and 0 < access["seconds"] < 10
+    # aiohttp times the line by loop.time(): whole milliseconds under uvloop, so 0.0 is a fast answer.
+    assert access["response_size"] > 0 and 0 <= access["seconds"] < 10
 
 
 def test_sigterm_lets_requests_finish_and_marks_running_jobs_interrupted(run_server, plugin_env):
