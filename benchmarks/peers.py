@@ -14,7 +14,12 @@ recommends (the results file lists each configuration and the page it follows):
    weights, same trained head, same torch threads everywhere), at concurrency 32 with each
    server's dynamic batching on, max batch 32;
 
-plus the limit for 2: the model alone in one process classifying batches of 32 in a loop.
+3. ``minilm-per-core``: workload 2 served as one worker (replica, process) per core with 1 torch
+   thread each, the shape the peers' documentation recommends on CPUs and in which
+   ``benchmarks/worker_shapes.py`` measured more throughput than one worker with every thread;
+
+plus the limit for 2: the model alone in one process classifying batches of 32 in a loop, and
+for 3 the model alone in the same shape (one process of 1 thread per core, run at once, summed).
 ``wrk`` loads every server; each figure is the median of several rounds. The rounds are passes:
 in each pass every server in turn is started, checked to answer exactly what the model alone
 answers, loaded once at each concurrency and stopped by PID, so that each server runs alone on the
@@ -69,7 +74,8 @@ MIB = 1024 * 1024
 #: Largest difference allowed between a server's probabilities and the model alone's: batches of
 #: other sizes run other float kernels, so the last digits may differ.
 PROBABILITY_TOLERANCE = 1e-4
-WORKLOADS = ("trivial", "minilm")
+WORKLOADS = ("trivial", "minilm", "minilm-per-core")
+PER_CORE = "minilm-per-core"
 SERVERS = ("deepaas_like", "bentoml", "litserve", "rayserve")
 
 
@@ -245,7 +251,7 @@ class Contender:
 
     server: str  # key in SERVERS
     label: str  # the table's name for it
-    workload: str  # "trivial" or "minilm"
+    workload: str  # one of WORKLOADS
     config: str  # Markdown: what it runs, the options, and the documentation they follow
     argv: Callable[[int, Path], list[str]]  # given a port and a work dir of its own
     request: Request  # what wrk sends (and the probe)
@@ -255,10 +261,11 @@ class Contender:
     ready_timeout: float = 120.0
 
 
-def shared_env(data_dir: Path, server: str = "") -> dict[str, str]:
-    """What every server gets: the torch threads, offline Hugging Face, the trained head's directory
-    and, for a peer, the file its batch sizes go to (see batch_log)."""
-    threads = str(cores())
+def shared_env(data_dir: Path, server: str = "", workload: str = "") -> dict[str, str]:
+    """What every server gets: the torch threads (every core, or 1 per worker for the per-core
+    workload), offline Hugging Face, the trained head's directory and, for a peer, the file its
+    batch sizes go to (see batch_log) and its classifier workers (``PEERS_CLASSIFIER_WORKERS``)."""
+    threads = "1" if workload == PER_CORE else str(cores())
     env = {
         "PEERS_TORCH_THREADS": threads,
         "OMP_NUM_THREADS": threads,
@@ -269,6 +276,7 @@ def shared_env(data_dir: Path, server: str = "") -> dict[str, str]:
     }
     if server:
         env["PEERS_BATCH_LOG"] = str(batch_log(data_dir, server))
+        env["PEERS_CLASSIFIER_WORKERS"] = str(cores() if workload == PER_CORE else 1)
     return env
 
 
@@ -293,19 +301,25 @@ def deepaas_like(workload: str, data_dir: Path) -> Contender:
         )
         request = json_request("/v2/models/trivial/predict/", {"n": TRIVIAL_N})
     else:
+        workers, threads = (n, 1) if workload == PER_CORE else (1, n)
         options = (
             "--workers",
-            "1",
+            str(workers),
             "--max-batch-size",
             str(MAX_BATCH),
             "--batch-wait-ms",
             str(BATCH_WAIT_MS),
             "--worker-threads",
-            str(n),
+            str(threads),
+        )
+        shape = (
+            f"{n} workers with 1 torch thread each (doc/configuration.rst, Batching over several workers)"
+            if workload == PER_CORE
+            else f"one worker with {n} torch threads"
         )
         config = (
-            f"`deepaas-like-run --model-name text_classifier {' '.join(options)}`: one worker with "
-            f"{n} torch threads, `predict_batch` batching (doc/configuration.rst)"
+            f"`deepaas-like-run --model-name text_classifier {' '.join(options)}`: {shape}, `predict_batch` "
+            "batching (doc/configuration.rst)"
         )
         request = json_request("/v2/models/text_classifier/predict/", {"text": SENTENCE})
     model = "trivial" if workload == "trivial" else "text_classifier"
@@ -317,7 +331,7 @@ def deepaas_like(workload: str, data_dir: Path) -> Contender:
         config,
         spec.argv,
         request,
-        shared_env(data_dir),
+        shared_env(data_dir, workload=workload),
         ready_timeout=180.0,
     )
 
@@ -326,6 +340,7 @@ def bentoml(workload: str, data_dir: Path) -> Contender:
     """BentoML: ``bentoml serve`` of benchmarks/peers/bentoml/service.py."""
     peer = PEERS["bentoml"]
     service = "Trivial" if workload == "trivial" else "Classifier"
+    workers = cores() if workload == PER_CORE else 1
     bin_dir = peer.venv / "bin"
 
     def argv(port: int, _: Path) -> list[str]:
@@ -340,7 +355,7 @@ def bentoml(workload: str, data_dir: Path) -> Contender:
         request = json_request("/predict", {"n": TRIVIAL_N})
     else:
         config = (
-            f'`@bentoml.service(workers=1, traffic={{"concurrency": {MAX_BATCH}}})` (concurrency = batch size, '
+            f'`@bentoml.service(workers={workers}, traffic={{"concurrency": {MAX_BATCH}}})` (concurrency = batch size, '
             "[concurrency](https://docs.bentoml.com/en/latest/guides/concurrency.html)), "
             f"`@bentoml.api(batchable=True, max_batch_size={MAX_BATCH})` with the default `max_latency_ms` "
             "([adaptive batching](https://docs.bentoml.com/en/latest/guides/adaptive-batching.html)), "
@@ -348,7 +363,7 @@ def bentoml(workload: str, data_dir: Path) -> Contender:
         )
         request = json_request("/predict", {"text": [SENTENCE]})  # a batchable API takes a list
     env = {
-        **shared_env(data_dir, "bentoml"),
+        **shared_env(data_dir, "bentoml", workload),
         "BENTOML_DO_NOT_TRACK": "True",
         "BENTOML_HOME": str(data_dir.parent / "bentoml-home"),
     }
@@ -375,7 +390,8 @@ def litserve(workload: str, data_dir: Path) -> Contender:
     else:
         config = (
             f"`LitAPI(max_batch_size={MAX_BATCH}, batch_timeout={BATCH_WAIT_MS / 1000})`, "
-            '`LitServer(api, accelerator="cpu", workers_per_device=1, fast_queue=True)` '
+            f'`LitServer(api, accelerator="cpu", workers_per_device={cores() if workload == PER_CORE else 1}, '
+            "fast_queue=True)` "
             f"([batching](https://lightning.ai/docs/litserve/features/batching), {reference}), "
             '`run(log_level="warning")`'
         )
@@ -387,7 +403,7 @@ def litserve(workload: str, data_dir: Path) -> Contender:
         config,
         argv,
         request,
-        shared_env(data_dir, "litserve"),
+        shared_env(data_dir, "litserve", workload),
         cwd=PEERS_DIR / "litserve",
     )
 
@@ -419,9 +435,10 @@ def rayserve(workload: str, data_dir: Path) -> Contender:
         )
         request = json_request("/predict", {"n": TRIVIAL_N})
     else:
+        replicas = cores() if workload == PER_CORE else 1
         config = (
-            f'{perf}; `@serve.deployment(num_replicas=1, ray_actor_options={{"num_cpus": '
-            f"{cores()}}}, max_ongoing_requests={2 * MAX_BATCH})`, `@serve.batch(max_batch_size={MAX_BATCH}, "
+            f'{perf}; `@serve.deployment(num_replicas={replicas}, ray_actor_options={{"num_cpus": '
+            f"{cores() // replicas}}}, max_ongoing_requests={2 * MAX_BATCH})`, `@serve.batch(max_batch_size={MAX_BATCH}, "
             f"batch_wait_timeout_s={BATCH_WAIT_MS / 1000})` "
             "([dynamic request batching](https://docs.ray.io/en/latest/serve/advanced-guides/dyn-req-batch.html)), "
             "the model called directly in the batch method as in that guide's example (in "
@@ -429,7 +446,7 @@ def rayserve(workload: str, data_dir: Path) -> Contender:
         )
         request = json_request("/predict", {"text": SENTENCE})
     env = {
-        **shared_env(data_dir, "rayserve"),
+        **shared_env(data_dir, "rayserve", workload),
         "RAY_AUTH_MODE": "disabled",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -722,11 +739,13 @@ def measure_in_netns(
     return Block.from_json(json.loads(out.read_text()))
 
 
-def model_alone(settings: Settings, data_dir: Path, rounds: int | None = None) -> dict[str, Any]:
+def model_alone(settings: Settings, data_dir: Path, rounds: int | None = None, processes: int = 1) -> dict[str, Any]:
     """Train the head if needed, then the model alone's reference answer and ``rounds`` measurements
-    of sentences/s (default ``settings.alone_rounds``; see model_alone.py).
+    of sentences/s (default ``settings.alone_rounds``; see model_alone.py). With ``processes`` > 1,
+    that many run at once with 1 torch thread each (the per-core shape) and each round's
+    sentences/s are summed over them.
 
-    Raises BenchmarkError when the script fails.
+    Raises BenchmarkError when a script fails.
     """
     rounds = settings.alone_rounds if rounds is None else rounds
     argv = [
@@ -742,12 +761,26 @@ def model_alone(settings: Settings, data_dir: Path, rounds: int | None = None) -
         str(rounds),
         *(["--warmup", "0"] if not rounds else []),
     ]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, env={**os.environ, **shared_env(data_dir)}, timeout=600, check=False
-    )
-    if done.returncode != 0:
-        raise BenchmarkError(f"model alone failed ({done.returncode}): {done.stderr[-1500:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    env = {**os.environ, **shared_env(data_dir, workload=PER_CORE if processes > 1 else "")}
+    children = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(processes)
+    ]
+    answers = []
+    for child in children:
+        try:
+            out, err = child.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            for other in children:
+                other.kill()
+            raise BenchmarkError("model alone ran past 600 s") from None
+        if child.returncode != 0:
+            raise BenchmarkError(f"model alone failed ({child.returncode}): {err[-1500:]}")
+        answers.append(json.loads(out.strip().splitlines()[-1]))
+    answer = answers[0]
+    answer["sentences_per_s"] = [sum(r) for r in zip(*(a["sentences_per_s"] for a in answers), strict=True)]
+    answer["processes"] = processes
+    return answer
 
 
 # ------------------------------------------------------------------------------------ report
@@ -757,7 +790,9 @@ def model_alone(settings: Settings, data_dir: Path, rounds: int | None = None) -
 class Results:
     blocks: list[Block] = field(default_factory=list)
     alone: dict[str, Any] = field(default_factory=dict)  # model_alone.py's answer; sentences_per_s: every round
-    alone_before: dict[str, list[float]] = field(default_factory=dict)  # server -> model-alone rounds just before it
+    alone_per_core: list[float] = field(default_factory=list)  # per-core model-alone rounds (summed), sentences/s
+    # (server, workload) -> the model-alone rounds (in the workload's shape) run just before it
+    alone_before: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)  # server -> label with version
     versions: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> {package: version}
     configs: dict[tuple[str, str], str] = field(default_factory=dict)  # (server, workload) -> Markdown
@@ -768,9 +803,14 @@ class Results:
 
     @property
     def limit(self) -> float | None:
-        """Median sentences/s of the model alone over every round of the run."""
+        """Median sentences/s of the model alone (one process) over every round of the run."""
         rounds = self.alone.get("sentences_per_s")
         return statistics.median(rounds) if rounds else None
+
+    @property
+    def limit_per_core(self) -> float | None:
+        """Median sentences/s of the model alone in the per-core shape over every round of the run."""
+        return statistics.median(self.alone_per_core) if self.alone_per_core else None
 
 
 def other_load(results: Results) -> float | None:
@@ -801,8 +841,9 @@ def rows(results: Results, workload: str) -> list[list[str]]:
                 f"{block.peak_rss / MIB:.0f}",
                 f"{c.other_cores:.2f}",
             ]
-            if workload == "minilm":
-                before = statistics.median(results.alone_before[server]) if results.alone_before.get(server) else None
+            if workload != "trivial":
+                rounds = results.alone_before.get((server, workload))
+                before = statistics.median(rounds) if rounds else None
                 row[3:3] = [
                     f"{c.rps / limit:.2f}x" if limit else "-",
                     f"{before:.1f}" if before else "-",
@@ -843,7 +884,7 @@ def left_table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def render(settings: Settings, results: Results, context: dict[str, str], elapsed: float) -> str:
+def render(settings: Settings, results: Results, context: dict[str, str], elapsed: float, arguments: str = "") -> str:
     """The whole report as Markdown."""
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     others = other_load(results)
@@ -885,7 +926,7 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
             "concurrency and stopped, so it runs alone while measured and all sample the background load alike"
         ),
         (
-            f"- command: `python benchmarks/peers.py{' --quick' if settings.quick else ''}` (whole run "
+            f"- command: `python benchmarks/peers.py{arguments}` (whole run "
             f"{elapsed / 60:.1f} min); deepaas_like at commit {context['revision']}"
         ),
         "",
@@ -917,11 +958,35 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
             ),
             "",
         ]
+    per_core = rows(results, PER_CORE)
+    if per_core:
+        per_core_header = minilm_header[:]
+        per_core_header[3:6] = ["x model alone (1 process)", "model alone per core just before, sentences/s", "x that"]
+        out += [
+            (f"## 3. The same, one worker per core: {cores()} workers (replicas, processes) of 1 torch thread each"),
+            "",
+            *serving.table(per_core_header, per_core),
+            "",
+        ]
+        if results.limit_per_core:
+            out += [
+                (
+                    f"Model alone per core: {results.limit_per_core:.1f} sentences/s, median of all "
+                    f"{len(results.alone_per_core)} rounds ("
+                    + ", ".join(f"{r:.1f}" for r in results.alone_per_core)
+                    + f") of {cores()} `model_alone.py` processes of 1 torch thread each, run at once "
+                    "(sentences/s summed), batches of 32, run just before each server's pass with one round of the "
+                    'one-process model alone. "x model alone (1 process)" = requests/s / the limit of table 2; '
+                    '"x that" = requests/s / the per-core rounds run just before the server\'s own passes.'
+                ),
+                "",
+            ]
     out += [
         "## deepaas_like against the fastest peer",
         "",
         *[ratio_line(results, "trivial", c) for c in settings.concurrencies],
         ratio_line(results, "minilm", settings.minilm_concurrency),
+        *([ratio_line(results, PER_CORE, settings.minilm_concurrency)] if per_core else []),
         "",
     ]
     out += [
@@ -930,7 +995,7 @@ def render(settings: Settings, results: Results, context: dict[str, str], elapse
         (
             f"Every server runs the same plugin code (`benchmarks/plugins/trivial`, "
             f"`plugins_example/text_classifier`'s `predict_batch`) with `OMP_NUM_THREADS={cores()}` and torch set "
-            f"to {cores()} threads, and the same head, trained once by `model_alone.py` (shipped data, seed 0). "
+            f"to {cores()} threads (per-core workload: 1 in each of {cores()} workers), and the same head, trained once by `model_alone.py` (shipped data, seed 0). "
             "Before it is loaded each server's answer is checked: `double` = 6, or the model alone's label with "
             f"every probability within {PROBABILITY_TOLERANCE:g}. Peers live in `benchmarks/.venv-<name>`; "
             "their code in `benchmarks/peers/<name>/`."
@@ -989,11 +1054,15 @@ def measure_pass(
     data_dir = workdir / "text_classifier_data"
     contender = BUILDERS[name](workload, data_dir)
     results.configs[(name, workload)] = contender.config
-    if workload == "minilm":
+    if workload != "trivial":
         alone = model_alone(settings, data_dir)["sentences_per_s"]
         results.alone["sentences_per_s"] += alone
-        results.alone_before.setdefault(name, []).extend(alone)
         say(f"model alone: {', '.join(f'{r:.1f}' for r in alone)} sentences/s")
+        if workload == PER_CORE:
+            alone = model_alone(settings, data_dir, processes=cores())["sentences_per_s"]
+            results.alone_per_core += alone
+            say(f"model alone, {cores()} processes of 1 thread: {', '.join(f'{r:.1f}' for r in alone)} sentences/s")
+        results.alone_before.setdefault((name, workload), []).extend(alone)
     if contender.netns:
         block = measure_in_netns(contender, settings, workdir, reference_file)
     else:
@@ -1089,7 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.labels[name] = label(name)
                 results.versions[name] = installed_versions(peer.python, SHOWN_PACKAGES)
         servers = [s for s in servers if s in results.labels]
-        if "minilm" in workloads:
+        if any(w != "trivial" for w in workloads):
             say("model alone: training the head (the limit is measured before each server's MiniLM pass)")
             results.alone = model_alone(settings, data_dir, rounds=0)
             results.alone["sentences_per_s"] = []
@@ -1109,7 +1178,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         harness.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
-    markdown = render(settings, results, context, time.monotonic() - began)
+    arguments = "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    markdown = render(settings, results, context, time.monotonic() - began, arguments)
     print(markdown)
     if not args.only and not args.workload:
         path = (

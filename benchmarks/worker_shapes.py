@@ -19,11 +19,9 @@ the workers' CPU. Writes the table to ``--out`` when given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -52,29 +50,11 @@ class Row:
     errors: int = 0
 
 
-def alone(data_dir: Path, processes: int, threads: int, seconds: int) -> float:
-    """Sentences/s of ``processes`` model-alone processes of ``threads`` torch threads each, run
-    at once (summed). Raises BenchmarkError when one fails."""
-    env = {
-        **os.environ,
-        **peers.shared_env(data_dir),
-        "PEERS_TORCH_THREADS": str(threads),
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-    }
-    argv = [sys.executable, str(peers.PEERS_DIR / "model_alone.py"), "--sentence", peers.SENTENCE]
-    argv += ["--batch", str(peers.MAX_BATCH), "--seconds", str(seconds), "--rounds", "1"]
-    children = [
-        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        for _ in range(processes)
-    ]
-    total = 0.0
-    for child in children:
-        out, err = child.communicate(timeout=600)
-        if child.returncode != 0:
-            raise harness.BenchmarkError(f"model alone failed ({child.returncode}): {err[-1500:]}")
-        total += json.loads(out.strip().splitlines()[-1])["sentences_per_s"][0]
-    return total
+def alone(data_dir: Path, processes: int, seconds: int) -> float:
+    """Sentences/s of the model alone: one process with every core's thread, or ``processes`` of
+    1 thread each run at once (summed; ``peers.model_alone``). Raises BenchmarkError on failure."""
+    settings = dataclasses.replace(peers.Settings.make(quick=False), alone_seconds=seconds)
+    return peers.model_alone(settings, data_dir, rounds=1, processes=processes)["sentences_per_s"][0]
 
 
 def batch_totals(port: int) -> tuple[float, float]:
@@ -153,8 +133,8 @@ def main() -> int:
         limits: dict[str, list[float]] = {"1xN": [], "Nx1": []}
         for round_ in range(1, args.rounds + 1):
             serving.say(f"round {round_}/{args.rounds}")
-            limits["1xN"].append(alone(data_dir, 1, n, args.seconds))
-            limits["Nx1"].append(alone(data_dir, n, 1, args.seconds))
+            limits["1xN"].append(alone(data_dir, 1, args.seconds))
+            limits["Nx1"].append(alone(data_dir, n, args.seconds))
             serving.say(f"  model alone: 1x{n} {limits['1xN'][-1]:.1f}, {n}x1 {limits['Nx1'][-1]:.1f} sentences/s")
             for row, spec in shapes:
                 measure(row, spec, workdir, args.seconds, args.warmup)

@@ -5,7 +5,8 @@ Configuration, per BentoML's own guides (cited in the results file):
 
 - ``Trivial``: ``workers="cpu_count"`` (one worker process per core, each serving HTTP and the
   API; docs.bentoml.com, guides/workers), an ``async`` API (nothing in it blocks);
-- ``Classifier``: one worker (one model process with the same torch threads as every server),
+- ``Classifier``: one worker (one model process with the same torch threads as every server;
+  one per core with 1 thread each for peers.py's per-core workload, ``PEERS_CLASSIFIER_WORKERS``),
   adaptive batching ``batchable=True, max_batch_size=32`` (guides/adaptive-batching) with
   ``traffic={"concurrency": 32}``, the batch size, as guides/concurrency advises for batching;
 - both: the per-request access log off (``logging={"access": {"enabled": False}}``,
@@ -14,6 +15,7 @@ Configuration, per BentoML's own guides (cited in the results file):
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # workloads.py; ap
 import workloads  # noqa: E402 (needs the path above)
 
 MAX_BATCH_SIZE = 32
+#: Classifier workers: 1 (with every torch thread), or one per core (peers.py's per-core workload).
+CLASSIFIER_WORKERS = int(os.environ.get("PEERS_CLASSIFIER_WORKERS") or 1)
 NO_ACCESS_LOG = {"access": {"enabled": False}}
 
 
@@ -35,7 +39,7 @@ class Trivial:
         return workloads.trivial(n)
 
 
-@bentoml.service(workers=1, traffic={"concurrency": MAX_BATCH_SIZE}, logging=NO_ACCESS_LOG)
+@bentoml.service(workers=CLASSIFIER_WORKERS, traffic={"concurrency": MAX_BATCH_SIZE}, logging=NO_ACCESS_LOG)
 class Classifier:
     def __init__(self) -> None:
         workloads.load_classifier()

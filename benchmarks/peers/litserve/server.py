@@ -9,7 +9,9 @@ docstrings, lightning.ai/docs/litserve/api-reference/litserver; cited in the res
   and ``generate_client_file=False`` as in the docstring's production example;
 - trivial: ``workers_per_device`` = the number of cores ("For CPU, set to the number of cores");
 - classifier: one inference worker (one model process with the same torch threads as every
-  server) with batching ``max_batch_size=32, batch_timeout=0.005`` (features/batching).
+  server), or for peers.py's per-core workload one per core with 1 thread each
+  (``PEERS_CLASSIFIER_WORKERS``), with batching ``max_batch_size=32, batch_timeout=0.005``
+  (features/batching).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def main() -> None:
         )
     else:
         api = ClassifierAPI(max_batch_size=MAX_BATCH_SIZE, batch_timeout=BATCH_TIMEOUT_S)
-        server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, fast_queue=True)
+        workers = int(os.environ.get("PEERS_CLASSIFIER_WORKERS") or 1)  # peers.py's per-core workload: cores
+        server = ls.LitServer(api, accelerator="cpu", workers_per_device=workers, fast_queue=True)
     server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
 
 

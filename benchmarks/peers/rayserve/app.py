@@ -14,7 +14,8 @@ Configuration, per Ray Serve's own guides (docs.ray.io, cited in the results fil
 - trivial: one replica per core (``num_cpus=1`` each; serve/autoscaling-guide, manual scaling),
   an ``async`` handler with ``max_ongoing_requests=100`` (performance guide, "Using async methods");
 - classifier: one replica reserving all cores (``ray_actor_options={"num_cpus": N}``, which also
-  sets its OMP_NUM_THREADS; performance guide), ``@serve.batch(max_batch_size=32,
+  sets its OMP_NUM_THREADS; performance guide), or for peers.py's per-core workload one replica
+  per core with ``num_cpus=1`` (``PEERS_CLASSIFIER_WORKERS``), ``@serve.batch(max_batch_size=32,
   batch_wait_timeout_s=0.005)`` (advanced-guides/dyn-req-batch) and ``max_ongoing_requests=64``,
   above the batch size so that a batch can fill. The batch method calls the model directly, as
   the batching guide's example does. The performance guide asks throughput mode's request path
@@ -39,6 +40,8 @@ from starlette.requests import Request
 MAX_BATCH_SIZE = 32
 BATCH_WAIT_S = 0.005
 CORES = len(os.sched_getaffinity(0))
+#: Classifier replicas: 1 (with every core), or one per core (peers.py's per-core workload).
+REPLICAS = int(os.environ.get("PEERS_CLASSIFIER_WORKERS") or 1)
 
 
 @serve.deployment(num_replicas=CORES, ray_actor_options={"num_cpus": 1}, max_ongoing_requests=100)
@@ -48,7 +51,9 @@ class Trivial:
         return workloads.trivial(int(body["n"]))
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": CORES}, max_ongoing_requests=2 * MAX_BATCH_SIZE)
+@serve.deployment(
+    num_replicas=REPLICAS, ray_actor_options={"num_cpus": CORES // REPLICAS}, max_ongoing_requests=2 * MAX_BATCH_SIZE
+)
 class Classifier:
     def __init__(self) -> None:
         workloads.load_classifier()
