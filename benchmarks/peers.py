@@ -682,15 +682,25 @@ def mean_batch(contender: Contender, server: harness.Server) -> float | None:
             sizes = [int(line) for line in Path(log).read_text().split()]
             return sum(sizes) / len(sizes) if sizes else None
         return None
+    with contextlib.suppress(OSError, ValueError):
+        batched, batches = batch_totals(server.port)
+        return batched / batches if batches else None
+    return None
+
+
+def batch_totals(port: int) -> tuple[float, float]:
+    """(requests batched, batches) so far, from deepaas_like's ``deepaas_like_batch_size`` histogram
+    on ``/metrics``. Raises OSError when the server does not answer."""
     import urllib.request
 
-    totals = {}
-    with contextlib.suppress(OSError, ValueError):
-        with urllib.request.urlopen(f"http://{harness.HOST}:{server.port}/metrics", timeout=10) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(("deepaas_like_batch_size_sum", "deepaas_like_batch_size_count")):
-                    totals[line.split("{")[0].rsplit("_", 1)[1]] = float(line.split()[-1])
-    return totals["sum"] / totals["count"] if totals.get("count") else None
+    batched = batches = 0.0
+    with urllib.request.urlopen(f"http://{harness.HOST}:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("deepaas_like_batch_size_sum"):
+                batched += float(line.split()[-1])
+            elif line.startswith("deepaas_like_batch_size_count"):
+                batches += float(line.split()[-1])
+    return batched, batches
 
 
 def measure_in_netns(

@@ -24,7 +24,6 @@ import datetime
 import statistics
 import sys
 import tempfile
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,18 +56,6 @@ def alone(data_dir: Path, processes: int, seconds: int) -> float:
     return peers.model_alone(settings, data_dir, rounds=1, processes=processes)["sentences_per_s"][0]
 
 
-def batch_totals(port: int) -> tuple[float, float]:
-    """(requests batched, batches) so far, from the server's ``deepaas_like_batch_size`` histogram."""
-    text = urllib.request.urlopen(f"http://{harness.HOST}:{port}/metrics", timeout=10).read().decode()
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("deepaas_like_batch_size_sum"):
-            total += float(line.split()[-1])
-        elif line.startswith("deepaas_like_batch_size_count"):
-            count += float(line.split()[-1])
-    return total, count
-
-
 def measure(row: Row, spec: serving.ServerSpec, workdir: Path, seconds: int, warmup: int) -> None:
     request = peers.json_request("/v2/models/text_classifier/predict/", {"text": peers.SENTENCE})
     with serving.serve(spec, request, workdir) as (server, _):
@@ -77,13 +64,13 @@ def measure(row: Row, spec: serving.ServerSpec, workdir: Path, seconds: int, war
         loadgen.run(url, body, CONCURRENCY, warmup, request.content_type)
         serving.drain(server, request)
         workers = [pid for pid in harness.children(server.pid) if harness.cpu_seconds(pid) > 1.0]
-        batched_before = batch_totals(server.port)
+        batched_before = peers.batch_totals(server.port)
         cpu_before = harness.tree_cpu_seconds(server.pid)
         worker_before = {pid: harness.cpu_seconds(pid) for pid in workers}
         result = loadgen.run(url, body, CONCURRENCY, seconds, request.content_type)
         cpu = harness.tree_cpu_seconds(server.pid) - cpu_before
         worker_cpu = [harness.cpu_seconds(pid) - worker_before[pid] for pid in workers]
-        batched_after = batch_totals(server.port)
+        batched_after = peers.batch_totals(server.port)
     batches = batched_after[1] - batched_before[1]
     row.rps.append(result.rps)
     row.p99_ms.append(result.p99_ms)

@@ -28,9 +28,8 @@ from deepaas_like.workers.base import WorkerPool
 
 
 class Batcher:
-    """Groups ``submit`` calls into batches run on ``pool``: ``workers`` is a number, or a
-    function giving it (the pool's live workers, which autoscaling changes); each worker
-    holds up to ``depth`` batches at once (pipelining).
+    """Groups ``submit`` calls into batches run on ``pool``: as many at once as its live
+    workers (which autoscaling changes) hold, ``pool.depth`` each (pipelining).
 
     ``sizes`` holds the sizes of the latest 1000 batches; ``on_batch`` is told each one
     (metrics).
@@ -39,11 +38,9 @@ class Batcher:
     def __init__(
         self,
         pool: WorkerPool,
-        workers: int | Callable[[], int],
         max_size: int,
         wait: float,
         on_batch: Callable[[int], None] | None = None,
-        depth: int = 1,
     ) -> None:
         if max_size < 2:
             raise ValueError(f"a batch needs room for two requests, not {max_size}")
@@ -53,8 +50,6 @@ class Batcher:
         self.sizes: collections.deque[int] = collections.deque(maxlen=1000)  # bounded: servers run for weeks
         self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]] = asyncio.Queue()
-        self._workers = workers if callable(workers) else (lambda: workers)
-        self._depth = depth
         self._running = 0  # batches running
         self._in_flight = 0  # requests submitted and not answered yet
         self._in_flight_at_dispatch = 0  # ... when the latest batch left
@@ -85,7 +80,7 @@ class Batcher:
 
     async def _free(self) -> None:
         """Wait until a worker can take one more batch, and count it as taken."""
-        while self._running >= max(1, self._workers()) * self._depth:
+        while self._running >= max(1, self.pool.live_workers) * self.pool.depth:
             self._freed.clear()
             await self._freed.wait()
         self._running += 1
@@ -96,7 +91,7 @@ class Batcher:
 
     def _share(self) -> int:
         """Most requests the batch being formed may take (see the module's docstring)."""
-        workers = self._workers()
+        workers = self.pool.live_workers
         if workers < 2:
             return self.max_size
         in_flight = max(self._in_flight, self._in_flight_at_dispatch)

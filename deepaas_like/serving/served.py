@@ -115,14 +115,7 @@ class ServedModel:
             self.response_schema = schemas.build_schema(description.response_fields, f"{prefix}Response")
         if description.batch and self._max_batch_size >= 2:
             # As many batches at once as the live workers hold: autoscaling changes them.
-            self.batcher = Batcher(
-                self.predict_pool,
-                lambda: self.predict_pool.live_workers,
-                self._max_batch_size,
-                self._batch_wait,
-                self._on_batch,
-                self.predict_pool.depth,
-            )
+            self.batcher = Batcher(self.predict_pool, self._max_batch_size, self._batch_wait, self._on_batch)
         if self._autoscaling is not None:
             self.autoscaler = Autoscaler(
                 self.predict_pool,

@@ -120,4 +120,4 @@ def test_batch_size_below_two_is_refused():
     from deepaas_like.serving.batching import Batcher
 
     with pytest.raises(ValueError):
-        Batcher(None, 1, 1, 0.0)
+        Batcher(None, 1, 0.0)
