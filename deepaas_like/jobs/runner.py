@@ -589,12 +589,22 @@ class JobRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
-            for model_name, kind in self.capacity:
+            free = [key for key, capacity in self.capacity.items() if self._counts[key] < capacity]
+            try:
+                queues = await self.store.pending_queues(free)
+            except DatabaseUnavailable:
+                continue  # the store logs when the database goes and comes back
+            except Exception:  # noqa: BLE001 - a database hiccup must not stop the queue
+                LOG.exception("cannot look for pending jobs")
+                continue
+            for model_name, kind in free:
+                if (model_name, kind) not in queues:
+                    continue
                 try:
                     await self._fill(model_name, kind)
                 except DatabaseUnavailable:
-                    pass  # the store logs when the database goes and comes back
-                except Exception:  # noqa: BLE001 - a database hiccup must not stop the queue
+                    pass
+                except Exception:  # noqa: BLE001
                     LOG.exception("cannot claim %s jobs of %s", kind, model_name)
 
     async def _watch_cancels(self) -> None:

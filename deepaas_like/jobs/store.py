@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid as uuid_module
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -409,6 +409,23 @@ class JobStore:
         """Free job ``uuid``'s idempotency key (it expired): the next request makes a new job."""
         async with self._session.begin() as session:
             await session.execute(update(Job).where(Job.uuid == uuid).values(idempotency_scope=None))
+
+    @_database_call(write=False)
+    async def pending_queues(self, queues: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``queues`` ((model, kind) pairs) hold a ``pending`` job: one read for all
+        of them (the ``ix_jobs_queue`` index), so that an instance serving many models asks
+        once per poll rather than trying a claim per model and kind.
+        """
+        wanted = list(queues)
+        if not wanted:
+            return set()
+        query = (
+            select(Job.model, Job.kind)
+            .where(Job.status == PENDING, or_(*(and_(Job.model == model, Job.kind == kind) for model, kind in wanted)))
+            .distinct()
+        )
+        async with self._session() as session:
+            return {(model, kind) for model, kind in await session.execute(query)}
 
     @_database_call(write=False)  # most claims find nothing and write nothing
     async def claim(self, model: str, kind: str, owner: str) -> Job | None:

@@ -137,8 +137,7 @@ class ModelVersions:
         versions deleted meanwhile (by any instance) are unloaded here.
         """
         bases = self.bases
-        records = await self.records.versions_of(bases)
-        self._promoted = await self.records.promoted(bases)
+        records, self._promoted = await self.records.catalog(bases)
         known = {record.id: record for record in records}
         changed = known.keys() != self.known.keys()
         self.known = known

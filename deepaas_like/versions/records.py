@@ -119,6 +119,15 @@ def _record(row: ModelVersion) -> VersionRecord:
     )
 
 
+async def _versions_of(session: AsyncSession, models: list[str]) -> list[VersionRecord]:
+    query = (
+        select(ModelVersion)
+        .where(ModelVersion.model.in_(models), ModelVersion.deleted.is_(None))
+        .order_by(ModelVersion.model, ModelVersion.number.desc())
+    )
+    return [_record(row) for row in await session.scalars(query)]
+
+
 class VersionRecords:
     """Reads and writes version and promotion rows through ``engine`` (the job database's).
 
@@ -181,13 +190,8 @@ class VersionRecords:
 
     async def versions_of(self, models: list[str]) -> list[VersionRecord]:
         """The versions of ``models`` that are not deleted, newest first."""
-        query = (
-            select(ModelVersion)
-            .where(ModelVersion.model.in_(models), ModelVersion.deleted.is_(None))
-            .order_by(ModelVersion.model, ModelVersion.number.desc())
-        )
         async with self._session() as session:
-            return [_record(row) for row in await session.scalars(query)]
+            return await _versions_of(session, models)
 
     async def delete(self, model: str, number: int) -> bool:
         """Mark a version deleted (its number is not used again); False if there was none."""
@@ -229,14 +233,19 @@ class VersionRecords:
                     return True
                 await session.execute(delete(Promotion).where(Promotion.id == below.id))
 
-    async def promoted(self, models: list[str]) -> dict[str, int]:
-        """The version each of ``models`` serves under its name, where one is promoted."""
+    async def catalog(self, models: list[str]) -> tuple[list[VersionRecord], dict[str, int]]:
+        """The versions of ``models`` (as :meth:`versions_of`) and the version number each
+        serves under its name, where one is promoted: both read in one session, as every
+        instance does every poll.
+        """
         latest = (
             select(Promotion.model, func.max(Promotion.id).label("id"))
             .where(Promotion.model.in_(models))
             .group_by(Promotion.model)
             .subquery()
         )
-        query = select(Promotion.model, Promotion.number).join(latest, Promotion.id == latest.c.id)
+        promotions = select(Promotion.model, Promotion.number).join(latest, Promotion.id == latest.c.id)
         async with self._session() as session:
-            return {model: number for model, number in await session.execute(query) if number is not None}
+            versions = await _versions_of(session, models)
+            promoted = {model: number for model, number in await session.execute(promotions) if number is not None}
+        return versions, promoted

@@ -5,11 +5,15 @@ several instances sharing one database.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
 import requests
+
+from deepaas_like.jobs.states import TRAIN
+from deepaas_like.jobs.store import JobStore
 
 SLOW = "/v2/models/slow"
 
@@ -140,6 +144,25 @@ def test_retention_removes_finished_jobs(run_server, plugin_env, database_url):
     while requests.get(url).status_code != 404:
         assert time.monotonic() < deadline, "the finished job was never removed"
         time.sleep(0.2)
+
+
+def test_a_job_recorded_by_another_instance_runs_here_at_the_next_poll(run_server, plugin_env, database_url):
+    """The poll asks the database which queues hold pending jobs (one read for every model
+    and kind), then claims from those: a job that another instance recorded runs here.
+    """
+    server = run_server("slow", env=plugin_env, database_url=database_url, args=["--job-poll-interval", "0.2"])
+
+    async def record_elsewhere() -> str:
+        store = await JobStore.open(database_url)
+        try:
+            arguments = {"seconds": 0.0, "steps": 2}
+            return (await store.create("slow", TRAIN, arguments, arguments)).uuid
+        finally:
+            await store.close()
+
+    uuid = asyncio.run(record_elsewhere())
+    job = wait_for(server + SLOW + f"/train/{uuid}", {"done", "error"}, timeout=30)
+    assert job["status"] == "done" and job["result"]["output"] == {"steps": 2}, job
 
 
 def test_two_instances_share_jobs_and_cancel_across(run_server, plugin_env, postgres_database):

@@ -46,6 +46,18 @@ async def test_claims_are_first_in_first_out_and_never_shared(store):
     assert first.uuid == uuids[0]
 
 
+async def test_pending_queues_names_only_queues_holding_a_pending_job(store):
+    await store.create("demo", TRAIN, {}, {})
+    await store.create("demo", TRAIN, {}, {})
+    running = await store.create("other", PREDICT, {}, {})
+    assert (await store.claim("other", PREDICT, "a")).uuid == running.uuid
+    await store.create("other", TRAIN, {}, {})
+    queues = [("demo", TRAIN), ("demo", PREDICT), ("other", PREDICT), ("absent", TRAIN)]
+    assert await store.pending_queues(queues) == {("demo", TRAIN)}
+    assert await store.pending_queues([("other", TRAIN), ("other", PREDICT)]) == {("other", TRAIN)}
+    assert await store.pending_queues([]) == set()
+
+
 async def test_get_checks_model_and_kind(store):
     job = await store.create("demo", TRAIN, {}, {})
     with pytest.raises(JobNotFound):
