@@ -261,22 +261,28 @@ class Contender:
     ready_timeout: float = 120.0
 
 
+def classifier_shape(workload: str) -> tuple[int, int]:
+    """(workers, torch threads each) that serve the classifier in ``workload``: one worker with
+    every core's thread, or for the per-core workload one worker of 1 thread per core."""
+    return (cores(), 1) if workload == PER_CORE else (1, cores())
+
+
 def shared_env(data_dir: Path, server: str = "", workload: str = "") -> dict[str, str]:
     """What every server gets: the torch threads (every core, or 1 per worker for the per-core
     workload), offline Hugging Face, the trained head's directory and, for a peer, the file its
     batch sizes go to (see batch_log) and its classifier workers (``PEERS_CLASSIFIER_WORKERS``)."""
-    threads = "1" if workload == PER_CORE else str(cores())
+    workers, threads = classifier_shape(workload)
     env = {
-        "PEERS_TORCH_THREADS": threads,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
+        "PEERS_TORCH_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "DEEPAAS_LIKE_TEXT_CLASSIFIER_DATA_DIR": str(data_dir),
     }
     if server:
         env["PEERS_BATCH_LOG"] = str(batch_log(data_dir, server))
-        env["PEERS_CLASSIFIER_WORKERS"] = str(cores() if workload == PER_CORE else 1)
+        env["PEERS_CLASSIFIER_WORKERS"] = str(workers)
     return env
 
 
@@ -301,7 +307,7 @@ def deepaas_like(workload: str, data_dir: Path) -> Contender:
         )
         request = json_request("/v2/models/trivial/predict/", {"n": TRIVIAL_N})
     else:
-        workers, threads = (n, 1) if workload == PER_CORE else (1, n)
+        workers, threads = classifier_shape(workload)
         options = (
             "--workers",
             str(workers),
@@ -340,7 +346,7 @@ def bentoml(workload: str, data_dir: Path) -> Contender:
     """BentoML: ``bentoml serve`` of benchmarks/peers/bentoml/service.py."""
     peer = PEERS["bentoml"]
     service = "Trivial" if workload == "trivial" else "Classifier"
-    workers = cores() if workload == PER_CORE else 1
+    workers = classifier_shape(workload)[0]
     bin_dir = peer.venv / "bin"
 
     def argv(port: int, _: Path) -> list[str]:
@@ -390,7 +396,7 @@ def litserve(workload: str, data_dir: Path) -> Contender:
     else:
         config = (
             f"`LitAPI(max_batch_size={MAX_BATCH}, batch_timeout={BATCH_WAIT_MS / 1000})`, "
-            f'`LitServer(api, accelerator="cpu", workers_per_device={cores() if workload == PER_CORE else 1}, '
+            f'`LitServer(api, accelerator="cpu", workers_per_device={classifier_shape(workload)[0]}, '
             "fast_queue=True)` "
             f"([batching](https://lightning.ai/docs/litserve/features/batching), {reference}), "
             '`run(log_level="warning")`'
@@ -435,10 +441,10 @@ def rayserve(workload: str, data_dir: Path) -> Contender:
         )
         request = json_request("/predict", {"n": TRIVIAL_N})
     else:
-        replicas = cores() if workload == PER_CORE else 1
+        replicas, threads = classifier_shape(workload)
         config = (
             f'{perf}; `@serve.deployment(num_replicas={replicas}, ray_actor_options={{"num_cpus": '
-            f"{cores() // replicas}}}, max_ongoing_requests={2 * MAX_BATCH})`, `@serve.batch(max_batch_size={MAX_BATCH}, "
+            f"{threads}}}, max_ongoing_requests={2 * MAX_BATCH})`, `@serve.batch(max_batch_size={MAX_BATCH}, "
             f"batch_wait_timeout_s={BATCH_WAIT_MS / 1000})` "
             "([dynamic request batching](https://docs.ray.io/en/latest/serve/advanced-guides/dyn-req-batch.html)), "
             "the model called directly in the batch method as in that guide's example (in "
@@ -777,16 +783,20 @@ def model_alone(settings: Settings, data_dir: Path, rounds: int | None = None, p
         for _ in range(processes)
     ]
     answers = []
-    for child in children:
-        try:
-            out, err = child.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            for other in children:
-                other.kill()
-            raise BenchmarkError("model alone ran past 600 s") from None
-        if child.returncode != 0:
-            raise BenchmarkError(f"model alone failed ({child.returncode}): {err[-1500:]}")
-        answers.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for child in children:
+            try:
+                out, err = child.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                raise BenchmarkError("model alone ran past 600 s") from None
+            if child.returncode != 0:
+                raise BenchmarkError(f"model alone failed ({child.returncode}): {err[-1500:]}")
+            answers.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:  # after a failure, those still running (our own children, by PID)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
     answer = answers[0]
     answer["sentences_per_s"] = [sum(r) for r in zip(*(a["sentences_per_s"] for a in answers), strict=True)]
     answer["processes"] = processes

@@ -603,8 +603,8 @@ class JobRunner:
                 try:
                     await self._fill(model_name, kind)
                 except DatabaseUnavailable:
-                    pass
-                except Exception:  # noqa: BLE001
+                    pass  # logged by the store, as above
+                except Exception:  # noqa: BLE001 - as above
                     LOG.exception("cannot claim %s jobs of %s", kind, model_name)
 
     async def _watch_cancels(self) -> None:
