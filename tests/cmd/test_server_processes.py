@@ -103,15 +103,13 @@ def test_a_process_that_dies_is_started_again_and_the_other_keeps_answering(two)
     replaced = eventually(lambda: len(server_processes(two)) == 2 and killed not in server_processes(two))
     assert replaced, server_processes(two)
     assert "ended (killed by SIGKILL); starting it again" in two.log.read_text()
-    # The new process starts as the first two did (a loaded CI machine can take a while),
-    # then its worker is counted with the other's within a few publications.
+    # The new process starts as the first two did (slowly on a loaded machine: bounds for
+    # liveness, not speed), then its worker is counted with the other's (published each second).
     answers = eventually(lambda: two.log.read_text().count("======== Running on") == 3, timeout=120)
     assert answers, two.log.read_text()[-4000:]
     seen = []
-    assert eventually(lambda: seen.append(metric(two, "deepaas_like_workers", model="slow")) or seen[-1] == 2), (
-        seen[-5:],
-        two.log.read_text()[-4000:],
-    )
+    counted = eventually(lambda: seen.append(metric(two, "deepaas_like_workers", model="slow")) or seen[-1] == 2, 60)
+    assert counted, (seen[-5:], two.log.read_text()[-4000:])
 
 
 def test_sigterm_stops_every_process(two):
