@@ -20,6 +20,7 @@ from typing import Any
 
 THREADS_ENV = "PEERS_TORCH_THREADS"
 BATCH_LOG_ENV = "PEERS_BATCH_LOG"
+WORKERS_ENV = "PEERS_CLASSIFIER_WORKERS"
 
 
 def trivial(n: int) -> dict[str, int]:
@@ -27,6 +28,12 @@ def trivial(n: int) -> dict[str, int]:
     from deepaas_bench_trivial import api
 
     return api.predict(n=n)
+
+
+def classifier_workers() -> int:
+    """Workers (processes, replicas) that serve the classifier, from ``$PEERS_CLASSIFIER_WORKERS``:
+    1 (with every torch thread), or one per core for peers.py's per-core workload."""
+    return int(os.environ.get(WORKERS_ENV) or 1)
 
 
 def load_classifier() -> None:

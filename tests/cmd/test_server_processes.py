@@ -107,9 +107,8 @@ def test_a_process_that_dies_is_started_again_and_the_other_keeps_answering(two)
     # liveness, not speed), then its worker is counted with the other's (published each second).
     answers = eventually(lambda: two.log.read_text().count("======== Running on") == 3, timeout=120)
     assert answers, two.log.read_text()[-4000:]
-    seen = []
-    counted = eventually(lambda: seen.append(metric(two, "deepaas_like_workers", model="slow")) or seen[-1] == 2, 60)
-    assert counted, (seen[-5:], two.log.read_text()[-4000:])
+    counted = eventually(lambda: metric(two, "deepaas_like_workers", model="slow") == 2, 60)
+    assert counted, (metric(two, "deepaas_like_workers", model="slow"), two.log.read_text()[-4000:])
 
 
 def test_sigterm_stops_every_process(two):

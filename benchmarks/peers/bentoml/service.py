@@ -15,7 +15,6 @@ Configuration, per BentoML's own guides (cited in the results file):
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # workloads.py; ap
 import workloads  # noqa: E402 (needs the path above)
 
 MAX_BATCH_SIZE = 32
-#: Classifier workers: 1 (with every torch thread), or one per core (peers.py's per-core workload).
-CLASSIFIER_WORKERS = int(os.environ.get("PEERS_CLASSIFIER_WORKERS") or 1)
 NO_ACCESS_LOG = {"access": {"enabled": False}}
 
 
@@ -39,7 +36,7 @@ class Trivial:
         return workloads.trivial(n)
 
 
-@bentoml.service(workers=CLASSIFIER_WORKERS, traffic={"concurrency": MAX_BATCH_SIZE}, logging=NO_ACCESS_LOG)
+@bentoml.service(workers=workloads.classifier_workers(), traffic={"concurrency": MAX_BATCH_SIZE}, logging=NO_ACCESS_LOG)
 class Classifier:
     def __init__(self) -> None:
         workloads.load_classifier()

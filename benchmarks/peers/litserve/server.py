@@ -78,7 +78,7 @@ def main() -> None:
         )
     else:
         api = ClassifierAPI(max_batch_size=MAX_BATCH_SIZE, batch_timeout=BATCH_TIMEOUT_S)
-        workers = int(os.environ.get("PEERS_CLASSIFIER_WORKERS") or 1)  # peers.py's per-core workload: cores
+        workers = workloads.classifier_workers()
         server = ls.LitServer(api, accelerator="cpu", workers_per_device=workers, fast_queue=True)
     server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
 

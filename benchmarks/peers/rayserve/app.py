@@ -40,8 +40,7 @@ from starlette.requests import Request
 MAX_BATCH_SIZE = 32
 BATCH_WAIT_S = 0.005
 CORES = len(os.sched_getaffinity(0))
-#: Classifier replicas: 1 (with every core), or one per core (peers.py's per-core workload).
-REPLICAS = int(os.environ.get("PEERS_CLASSIFIER_WORKERS") or 1)
+REPLICAS = workloads.classifier_workers()  # classifier replicas: 1, or one per core
 
 
 @serve.deployment(num_replicas=CORES, ray_actor_options={"num_cpus": 1}, max_ongoing_requests=100)
