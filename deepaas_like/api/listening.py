@@ -116,10 +116,11 @@ DEFER_SECONDS = 0.002
 
 class LimitedTCPSite(web.BaseSite):
     """A TCP site (``host``, ``port``) holding at most ``limit`` open connections; on
-    ``shared``, a socket that several server processes accept on, when given.
+    ``shared``, a socket that several server processes accept on, or on ``sock``, a socket
+    bound to that address already, when given.
     """
 
-    __slots__ = ("_host", "_port", "_limit", "_shared", "_starting", "_deferred", "_accepting")
+    __slots__ = ("_host", "_port", "_limit", "_shared", "_sock", "_starting", "_deferred", "_accepting")
 
     def __init__(
         self,
@@ -129,12 +130,14 @@ class LimitedTCPSite(web.BaseSite):
         limit: int,
         backlog: int = 128,
         shared: SharedSocket | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._limit = limit
         self._shared = shared
+        self._sock = sock
         self._starting: set[asyncio.Task[object]] = set()
         self._deferred = False
         self._accepting = False
@@ -146,6 +149,9 @@ class LimitedTCPSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(self._connection, sock=self._sock, backlog=self._backlog)
+            return
         if self._shared is None:
             self._server = await loop.create_server(
                 self._connection, self._host, self._port, backlog=self._backlog, reuse_address=True

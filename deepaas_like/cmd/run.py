@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 
@@ -20,7 +22,9 @@ from deepaas_like.api.app import create_app
 from deepaas_like.api.listening import LimitedTCPSite, SharedSocket, default_connection_limit
 from deepaas_like.cmd.processes import ServerProcesses, bound_socket, port_free
 from deepaas_like.exceptions import DeepaasLikeError, StartupError
+from deepaas_like.serving import draining as drain
 from deepaas_like.settings import Settings
+from deepaas_like.workers.process import kill_all_workers
 
 LOG = logging.getLogger("deepaas_like")
 
@@ -58,17 +62,50 @@ def serve(settings: Settings, shared: SharedSocket | None = None, ready: int | N
     binding ``listen-port``; ``ready`` a pipe's write end that gets one byte once the
     server listens.
     """
+    sock = None
+    if shared is None:
+        # Bound before any worker starts: a busy port is reported at once, not after every
+        # model has been loaded and warmed.
+        sock = _bind(settings)
+        if sock is None:
+            return 1
     try:
-        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop, settings.server_processes)) as runner:
-            runner.run(_serve(create_app(settings), settings, shared, ready))
+        with contextlib.ExitStack() as stack:
+            if sock is not None:
+                stack.enter_context(sock)
+            runner = stack.enter_context(
+                asyncio.Runner(loop_factory=loop_factory(settings.event_loop, settings.server_processes))
+            )
+            runner.run(_serve(create_app(settings), settings, shared, ready, sock))
     except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)
         return 1
-    except OSError as error:  # the address is taken, or cannot be bound
-        print(f"deepaas-like-run: cannot listen on {_address(settings)}: {error.strerror or error}", file=sys.stderr)
+    except OSError as error:  # anything else the start-up needs from the system
+        LOG.exception("cannot start")
+        print(f"deepaas-like-run: cannot start: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _bind(settings: Settings) -> socket.socket | None:
+    """``listen-port`` bound (not listening yet), after checking that ``grpc-port`` is free;
+    None after printing why not.
+    """
+    try:
+        sock = bound_socket(settings.listen_ip, settings.listen_port)
+    except OSError as error:
+        print(f"deepaas-like-run: cannot listen on {_address(settings)}: {error.strerror or error}", file=sys.stderr)
+        return None
+    if settings.grpc_port and not port_free(settings.listen_ip, settings.grpc_port):
+        sock.close()
+        print(
+            f"deepaas-like-run: cannot listen on {settings.listen_ip}:{settings.grpc_port} for gRPC "
+            "(--grpc-port): the port is in use",
+            file=sys.stderr,
+        )
+        return None
+    return sock
 
 
 def loop_factory(name: str, processes: int = 1) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -98,29 +135,27 @@ def supervise(settings: Settings) -> int:
     :mod:`deepaas_like.cmd.processes`): 0 after SIGINT/SIGTERM, 1 when one of them could
     not start.
     """
-    try:
-        sock = bound_socket(settings.listen_ip, settings.listen_port)
-    except OSError as error:
-        print(f"deepaas-like-run: cannot listen on {_address(settings)}: {error.strerror or error}", file=sys.stderr)
-        return 1
-    if settings.grpc_port and not port_free(settings.listen_ip, settings.grpc_port):
-        print(
-            f"deepaas-like-run: cannot listen on {settings.listen_ip}:{settings.grpc_port} for gRPC "
-            "(--grpc-port): the port is in use",
-            file=sys.stderr,
-        )
+    sock = _bind(settings)
+    if sock is None:
         return 1
     with sock:
         return ServerProcesses(settings, SharedSocket(sock, settings.server_processes), serve).run()
 
 
 async def _serve(
-    app: web.Application, settings: Settings, shared: SharedSocket | None = None, ready: int | None = None
+    app: web.Application,
+    settings: Settings,
+    shared: SharedSocket | None = None,
+    ready: int | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """aiohttp's ``run_app``, on a site that bounds open connections (``max-connections``).
+    """aiohttp's ``run_app``, on a site that bounds open connections (``max-connections``),
+    listening on ``sock`` (bound already) or on ``shared``.
 
     SIGINT and SIGTERM stop accepting, give in-flight requests ``shutdown-timeout`` seconds,
-    then run the clean-up: running jobs are marked interrupted, workers stop.
+    then run the clean-up: running jobs are marked interrupted, workers stop. The whole
+    shutdown, clean-up included, takes at most ``shutdown-timeout`` seconds (see
+    :func:`_stop_within`).
     """
     access_log = logging.getLogger("deepaas_like.access")
     lines = AccessLines(access_log, structured=settings.log_json)
@@ -140,7 +175,7 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     try:
         limit = settings.max_connections or default_connection_limit()
-        site = LimitedTCPSite(runner, settings.listen_ip, settings.listen_port, limit, shared=shared)
+        site = LimitedTCPSite(runner, settings.listen_ip, settings.listen_port, limit, shared=shared, sock=sock)
         # What start-up made lives as long as the server: out of the collector's sight, a full
         # collection no longer walks it (tens of ms here, a pause every request waits out).
         gc.collect()
@@ -152,8 +187,41 @@ async def _serve(
             os.write(ready, b".")
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await _stop_within(runner, settings.shutdown_timeout)
         lines.flush()
+
+
+async def _stop_within(runner: web.AppRunner, seconds: float) -> None:
+    """Run ``runner``'s shutdown and clean-up so that the process exits within ``seconds``.
+
+    Of the last tenth of the time (at most :data:`drain.ANSWER_TIME`), the first half is for
+    the drain's 503 answers to requests still in flight; then workers still running (a busy
+    one whose call cannot finish, or an idle one asked to leave that does not: a plugin's
+    non-daemon thread, a slow exit handler) are killed, which ends what waits for them; a
+    quarter later, whatever clean-up is left is abandoned (its jobs are reported interrupted
+    by the next start, as after a crash), keeping the last quarter for the process to exit.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    reserve = min(drain.ANSWER_TIME, seconds / 10)
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    done, _ = await asyncio.wait({cleanup}, timeout=max(end - reserve / 2 - loop.time(), 0))
+    if not done:
+        killed = kill_all_workers()
+        if killed:
+            LOG.warning(
+                "killed %d worker process(es) still running near the end of the shutdown timeout (%g s)",
+                killed,
+                seconds,
+            )
+        done, _ = await asyncio.wait({cleanup}, timeout=max(end - reserve / 4 - loop.time(), 0))
+    if not done:
+        LOG.warning("the clean-up did not finish within the shutdown timeout (%g s); stopping without it", seconds)
+        cleanup.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await cleanup
+        return
+    cleanup.result()  # its error, if any, as before
 
 
 if __name__ == "__main__":

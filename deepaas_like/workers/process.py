@@ -285,12 +285,22 @@ def store_result(data: bytes | memoryview, directory: str, media_type: str | Non
 _LIVE: weakref.WeakSet[_Worker] = weakref.WeakSet()
 
 
+def kill_all_workers() -> int:
+    """SIGKILL every worker process of this server (and the processes each started) that is
+    still running; returns how many. For a shutdown whose time is up: a worker asked to leave
+    that does not (a plugin's non-daemon thread or exit handler holds it) is killed.
+    """
+    workers = [worker for worker in list(_LIVE) if worker.process.is_alive()]
+    for worker in workers:
+        worker.kill()
+    return len(workers)
+
+
 @atexit.register
 def _kill_leftovers() -> None:
     # Runs before multiprocessing's own exit handler, which would wait for every
     # non-daemonic child: a server leaving without stopping its pools must not hang.
-    for worker in list(_LIVE):
-        worker.kill()
+    kill_all_workers()
 
 
 class _Pending:

@@ -77,12 +77,13 @@ def test_an_unusable_upload_directory(tmp_path, directory, words):
     assert_one_line_failure(process, "upload directory", *words)
 
 
-def test_an_address_in_use(tmp_path):
+def test_an_address_in_use_is_reported_before_any_model_starts(tmp_path):
+    warmed = tmp_path / "warmed"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = make_plugin_site(tmp_path / "site", TEST_PLUGINS)
+        env = make_plugin_site(tmp_path / "site", {"lingering": "lingering"})
         process = subprocess.run(
             [
                 "deepaas-like-run",
@@ -91,16 +92,47 @@ def test_an_address_in_use(tmp_path):
                 "--listen-port",
                 str(port),
                 "--model-name",
-                "predict_only",
+                "lingering",
                 "--database-url",
                 f"sqlite:///{tmp_path / 'jobs.sqlite'}",
             ],
-            env={**os.environ, **env},
+            env={**os.environ, **env, "LINGERING_WARMED": str(warmed)},
             capture_output=True,
             text=True,
             timeout=60,
         )
     assert_one_line_failure(process, f"127.0.0.1:{port}")
+    assert not warmed.exists(), "the model was loaded and warmed before the port was tried"
+
+
+def test_a_grpc_port_in_use_is_reported_before_any_model_starts(tmp_path):
+    warmed = tmp_path / "warmed"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = make_plugin_site(tmp_path / "site", {"lingering": "lingering"})
+        process = subprocess.run(
+            [
+                "deepaas-like-run",
+                "--listen-ip",
+                "127.0.0.1",
+                "--listen-port",
+                str(free_port()),
+                "--grpc-port",
+                str(port),
+                "--model-name",
+                "lingering",
+                "--database-url",
+                f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+            ],
+            env={**os.environ, **env, "LINGERING_WARMED": str(warmed)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert_one_line_failure(process, f"127.0.0.1:{port}", "--grpc-port")
+    assert not warmed.exists(), "the model was loaded and warmed before the port was tried"
 
 
 def test_help_shows_defaults_and_where_jobs_are_kept():

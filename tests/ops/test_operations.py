@@ -120,3 +120,16 @@ def test_each_worker_gets_its_own_gpu_shown_in_metadata_and_metrics(run_server, 
     for device in ("gpu:0", "gpu:1"):
         assert f'deepaas_like_workers_by_device{{device="{device}",model="class_style",node="local"}} 1.0' in text
     assert 'deepaas_like_workers_target{model="class_style"} 2.0' in text
+
+
+def test_a_worker_that_does_not_leave_is_killed_before_the_shutdown_timeout_ends(run_server, tmp_path):
+    from tests.conftest import make_plugin_site
+
+    # The plugin's non-daemon thread keeps its idle workers from leaving when asked to.
+    env = make_plugin_site(tmp_path / "site", {"lingering": "lingering"})
+    server = run_server("lingering", env=env, args=["--shutdown-timeout", "2", "--workers", "2"])
+    assert requests.post(server + "/v2/models/lingering/predict/").json()["predictions"]["threads"] >= 2
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(60) == 0  # liveness only: the figures are benchmarks/shutdown.py's
+    log = server.log.read_text()
+    assert "killed 2 worker process(es) still running near the end of the shutdown timeout (2 s)" in log, log[-2000:]
