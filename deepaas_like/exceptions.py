@@ -51,6 +51,13 @@ class InvalidIdempotencyKey(DeepaasLikeError):
     status = 400
 
 
+class MalformedRequest(DeepaasLikeError):
+    """A request's bytes are not what its format says: a gRPC call whose bytes are not its
+    protobuf message."""
+
+    status = 400
+
+
 class Unauthorized(DeepaasLikeError):
     """No valid API key on a protected route."""
 

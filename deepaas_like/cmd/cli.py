@@ -7,19 +7,27 @@ service's ``.proto`` file) and ``install``. Flags of
 path (the plugin receives a temporary copy, as over HTTP), list arguments take the flag
 repeated or a JSON list (``--labels '["cat", "dog"]'``, DEEPaaS's syntax), dict arguments a
 JSON object. JSON goes to stdout, media to ``--output FILE``.
+
+The options before the command are the CLI's, those after it the command's: a plugin's
+argument may have the name of any of them (``--model``, ``--model-name``, ``--output``), and
+no option is taken by a prefix of its name. stdout carries the result alone: what the plugin
+prints, its child processes included, goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
 import mimetypes
 import os
 import shutil
 import sys
 import tempfile
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import marshmallow
 from marshmallow import fields
@@ -45,8 +53,17 @@ EPILOG = (
 )
 
 
+#: DEEPaaS's deepaas-cli spelling of the output file, before the command (its oslo.config
+#: option ``deepaas_method_output``, "intentionally long to avoid a conflict" with plugins').
+METHOD_OUTPUT = "--deepaas_method_output"
+
+
 def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepaas-like-cli", description=DESCRIPTION, epilog=EPILOG, add_help=add_help)
+    # allow_abbrev=False everywhere: a prefix of an option (``--model``) must stay free for a
+    # plugin's argument, not be taken for the option (or answered "ambiguous option").
+    parser = argparse.ArgumentParser(
+        prog="deepaas-like-cli", description=DESCRIPTION, epilog=EPILOG, add_help=add_help, allow_abbrev=False
+    )
     parser.add_argument(
         "--model-name", default=None, help="model to call (default: $DEEPAAS_V2_MODEL, or the only one installed)"
     )
@@ -54,7 +71,22 @@ def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--model-namespace", default=DEFAULT_NAMESPACE, help="entry-point group of plugins (default: %(default)s)"
     )
     parser.add_argument("--no-warm", dest="warm", action="store_false", help="do not call warm() first")
+    parser.add_argument(
+        METHOD_OUTPUT,
+        dest="method_output",
+        metavar="FILE",
+        help="write the result of metadata, predict or train to FILE too (DEEPaaS's deepaas-cli option; "
+        "for predict, as --output)",
+    )
     return parser
+
+
+def global_options(argv: list[str]) -> argparse.Namespace:
+    """The options before the command; ``command`` is the command and all that follows it,
+    which may repeat the names of these options (a plugin's arguments)."""
+    parser = _base_parser(add_help=False)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    return parser.parse_known_args(argv)[0]
 
 
 def _help(field: fields.Field) -> str:
@@ -91,10 +123,12 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
     """The full parser once ``model``'s description is known (None: the commands only)."""
     parser = _base_parser()
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("metadata", help="print the model's metadata (JSON)")
-    commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)")
+    commands.add_parser("metadata", help="print the model's metadata (JSON)", allow_abbrev=False)
+    commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)", allow_abbrev=False)
     protos = commands.add_parser(
-        "protos", help="write the .proto file of the model's gRPC service (needs deepaas_like[grpc])"
+        "protos",
+        help="write the .proto file of the model's gRPC service (needs deepaas_like[grpc])",
+        allow_abbrev=False,
     )
     protos.add_argument("--output", required=True, metavar="DIR", help="directory to write it in (made if missing)")
     hooks = (
@@ -106,17 +140,29 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
         if arguments is None:
             continue
         command = commands.add_parser(
-            hook, help=f"run {hook}() with the model's arguments (--model-name M {hook} --help lists them)"
+            hook,
+            help=f"run {hook}() with the model's arguments (--model-name M {hook} --help lists them)",
+            allow_abbrev=False,
+            # The plugin's arguments come last and win: its --output, --help or
+            # --deepaas_method_output takes that name from the CLI's option (-h stays help).
+            conflict_handler="resolve",
         )
         if model is None:
             continue
+        if hook == "predict":
+            command.add_argument(
+                "--output",
+                METHOD_OUTPUT,
+                help="write the prediction to this file (required for non-JSON media)",
+                metavar="FILE",
+            )
         _add_argument_flags(
             command, arguments or {}, {"accept"} if hook == "predict" and model.accept_choices else set()
         )
-        if hook == "predict":
-            command.add_argument("--output", help="write the prediction to this file (required for non-JSON media)")
     commands.add_parser(
-        "install", help="install a plugin without letting its requirements change the server's (see install --help)"
+        "install",
+        help="install a plugin without letting its requirements change the server's (see install --help)",
+        allow_abbrev=False,
     )
     return parser
 
@@ -158,90 +204,142 @@ def load_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespa
     return schemas.load(schema, raw)
 
 
-async def run(argv: list[str]) -> int:
-    first, rest = _base_parser(add_help=False).parse_known_args(argv)
+async def run(argv: list[str], result: TextIO) -> int:
+    """Run the command ``argv`` asks for; the result (or ``--help``) is written to ``result``.
+    Raises :class:`DeepaasLikeError`, ``SystemExit`` for invalid flags.
+    """
+    first = global_options(argv)
+    if not first.command:  # none, or only --help
+        with contextlib.redirect_stdout(result):
+            build_parser(None).parse_args(argv)  # prints the usage (or the help) and exits
     names = list(config.model_names([first.model_name] if first.model_name else []))
-    if not rest or rest[0] in ("-h", "--help"):
-        build_parser(None).parse_args(argv)  # prints the usage (or the help) and exits
     name = resolve_model_names(names, first.model_namespace)
     if len(name) != 1:
         raise DeepaasLikeError(f"choose one model with --model-name: {', '.join(name)}")
     pool = InProcessPool(name[0], first.model_namespace, warm=first.warm)
     model = ServedModel(name[0], pool, lambda: pool)
     await model.start()
-    options = build_parser(model).parse_args(argv)
-    if options.command == "metadata":
-        return _print(model.metadata())
-    if options.command == "openapi":
-        api_spec = openapi.AiohttpApiSpec(
-            url="", title="deepaas_like", version="cli", openapi_version=openapi.OpenApiVersion.V303
-        )
-        openapi.add_attribute_functions(api_spec)
-        openapi.document(api_spec.spec, ROUTES, {model.name: model}, Settings(database_url=""))
-        return _print(api_spec.swagger_dict())
+    with contextlib.redirect_stdout(result):  # a command's --help is its answer
+        options = build_parser(model).parse_args(argv)
     if options.command == "protos":
         file_name, text = grpc_api.proto_file(model)
         os.makedirs(options.output, exist_ok=True)
         path = os.path.join(options.output, file_name)
         with open(path, "w") as handle:
             handle.write(text)
-        return _print({"status": "OK", "output": path})
+        return _print({"status": "OK", "output": path}, result)
+    if options.command == "predict":
+        output = getattr(options, "output", None) or first.method_output
+        return _print(await _predict(model, options, output), result)
+    if options.command == "metadata":
+        document = model.metadata()
+    elif options.command == "openapi":
+        document = _openapi(model)
+    else:
+        document = await _train(model, options)
+    if first.method_output:
+        _write_json(first.method_output, document)
+    return _print(document, result)
+
+
+def _openapi(model: ServedModel) -> dict[str, Any]:
+    api_spec = openapi.AiohttpApiSpec(
+        url="", title="deepaas_like", version="cli", openapi_version=openapi.OpenApiVersion.V303
+    )
+    openapi.add_attribute_functions(api_spec)
+    openapi.document(api_spec.spec, ROUTES, {model.name: model}, Settings(database_url=""))
+    return api_spec.swagger_dict()
+
+
+async def _train(model: ServedModel, options: argparse.Namespace) -> dict[str, Any]:
+    assert model.train_schema is not None  # the parser offers train only then
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
-        if options.command == "train":
-            assert model.train_schema is not None  # the parser offers train only then
-            kwargs = load_arguments(model.train_schema, options, workdir)
-            output = await model.train(kwargs, job_id="cli")
-            return _print({"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": output}})
-        assert model.predict_schema is not None  # the parser offers predict only then
+        kwargs = load_arguments(model.train_schema, options, workdir)
+        output = await model.train(kwargs, job_id="cli")
+    return {"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": output}}
+
+
+async def _predict(model: ServedModel, options: argparse.Namespace, output: str | None) -> Any:
+    """The prediction's JSON document (written to ``output`` too when given), or, for media,
+    a summary of the file ``output`` it was written to."""
+    assert model.predict_schema is not None  # the parser offers predict only then
+    with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
         kwargs = load_arguments(model.predict_schema, options, workdir)
         if model.accept_choices and "accept" not in kwargs:
             kwargs["accept"] = model.default_accept
         prediction = await model.predict(kwargs)
         if not prediction.binary:
-            if options.output:
-                with open(options.output, "w") as handle:
-                    json.dump(prediction.document, handle)
-            return _print(prediction.document)
-        if not options.output:
+            if output:
+                _write_json(output, prediction.document)
+            return prediction.document
+        if not output:
             prediction.discard()
-            raise DeepaasLikeError("the prediction is binary: give --output FILE")
+            raise DeepaasLikeError(f"the prediction is binary: give --output FILE (or {METHOD_OUTPUT} FILE)")
+        _make_parent(output)
         if prediction.file is not None:
-            shutil.copyfile(prediction.file.path, options.output)
+            shutil.copyfile(prediction.file.path, output)
             prediction.discard()
         else:
-            with open(options.output, "wb") as handle:
+            with open(output, "wb") as handle:
                 handle.write(prediction.data or b"")
-    return _print(
-        {
-            "status": "OK",
-            "output": options.output,
-            "bytes": os.path.getsize(options.output),
-            "media_type": prediction.media_type,
-        }
-    )
+    return {"status": "OK", "output": output, "bytes": os.path.getsize(output), "media_type": prediction.media_type}
 
 
-def _print(document: Any) -> int:
-    json.dump(document, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+def _make_parent(path: str) -> None:
+    """Make the folder ``path`` is to be written in, as DEEPaaS's deepaas-cli does."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def _write_json(path: str, document: Any) -> None:
+    _make_parent(path)
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+
+
+def _print(document: Any, result: TextIO) -> int:
+    json.dump(document, result, indent=2)
+    result.write("\n")
     return 0
+
+
+@contextlib.contextmanager
+def result_stdout() -> Iterator[TextIO]:
+    """A stream on stdout for the result alone. Until it closes, file descriptor 1 is a copy of
+    stderr: what the plugin prints (``print``, a Keras progress bar, C code writing to
+    ``stdout``) and what the processes it starts inherit goes to stderr, and stdout parses as
+    the result's JSON. Restored on exit, once what was written meanwhile is flushed to stderr.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    result = open(saved, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors)  # noqa: SIM115 - closed below
+    try:
+        yield result
+    finally:
+        sys.stdout.flush()
+        with contextlib.suppress(OSError, AttributeError, TypeError):  # C's buffered stdout, where there is a libc
+            ctypes.CDLL(None).fflush(None)
+        result.flush()
+        os.dup2(saved, 1)
+        result.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit code 0, 2 for invalid arguments, 1 for other errors."""
     argv = sys.argv[1:] if argv is None else argv
-    _, rest = _base_parser(add_help=False).parse_known_args(argv)
-    if rest[:1] == ["install"]:
-        return install.main(rest[1:])
-    try:
-        return asyncio.run(run(argv))
-    except InvalidArguments as error:
-        json.dump(error.messages, sys.stderr)
-        sys.stderr.write("\n")
-        return 2
-    except DeepaasLikeError as error:
-        print(f"deepaas-like-cli: {error.message}", file=sys.stderr)
-        return 1
+    command = global_options(argv).command
+    if command[:1] == ["install"]:
+        return install.main(command[1:])
+    with result_stdout() as result:
+        try:
+            return asyncio.run(run(argv, result))
+        except InvalidArguments as error:
+            json.dump(error.messages, sys.stderr)
+            sys.stderr.write("\n")
+            return 2
+        except DeepaasLikeError as error:
+            print(f"deepaas-like-cli: {error.message}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ def main(argv: list[str]) -> int:
         description="Install model plugins (paths, names or URLs, as pip takes them) without letting their "
         "requirements change the server's own packages: 'deepaas' is left out (deepaas_like provides what "
         "plugins import from it) and the server's packages keep their installed versions.",
+        allow_abbrev=False,  # as every parser of deepaas-like-cli: no option is taken by a prefix
     )
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="what pip install would take: a path, a name, a URL")
     parser.add_argument("-e", "--editable", action="store_true", help="install the plugins in editable mode")

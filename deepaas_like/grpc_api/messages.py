@@ -6,6 +6,7 @@ predictions and trainings as response messages.
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import os
 from typing import Any, cast
@@ -53,7 +54,9 @@ class Messages:
     def arguments(self, request: Message, uploads: Uploads) -> dict[str, Any]:
         """The arguments a request sets (unset fields are left out, so that the schema's
         defaults apply); ``File`` fields become :class:`UploadedFile` in ``uploads``.
-        Raises :class:`InvalidArguments` for a JSON-text field that is not JSON.
+        Raises :class:`InvalidArguments` naming the field (``{"a": {"b": [...]}}`` inside a
+        nested message) for a JSON-text field that is not JSON, and for NaN or Infinity in
+        JSON data, which JSON has not (the HTTP front refuses them too).
         """
         values: dict[str, Any] = {}
         for slot, field in self._fields(request):
@@ -63,26 +66,44 @@ class Messages:
                     continue  # an empty list is no list: proto3 cannot tell them apart
                 if field.message_type is not None and field.message_type.GetOptions().map_entry:
                     entry = field.message_type.fields_by_name["value"]
-                    values[slot.key] = {k: self._argument(slot, entry, v, uploads) for k, v in value.items()}
+                    values[slot.key] = {k: self._argument(slot, entry, v, uploads, k) for k, v in value.items()}
                 else:
-                    values[slot.key] = [self._argument(slot, field, item, uploads) for item in value]
+                    values[slot.key] = [
+                        self._argument(slot, field, item, uploads, index) for index, item in enumerate(value)
+                    ]
             elif request.HasField(slot.name):
                 values[slot.key] = self._argument(slot, field, value, uploads)
         return values
 
-    def _argument(self, slot: Slot, field: FieldDescriptor, value: Any, uploads: Uploads) -> Any:
+    def _argument(
+        self, slot: Slot, field: FieldDescriptor, value: Any, uploads: Uploads, item: int | str | None = None
+    ) -> Any:
+        """One value of ``slot`` (``item``: its index or key in a repeated field or a map);
+        its errors are named as marshmallow names fields: ``{"a": {0: {"b": [...]}}}``."""
+        try:
+            return self._value(slot, field, value, uploads)
+        except _BadValue as error:
+            messages: Any = [str(error)]
+        except InvalidArguments as error:  # in a nested message: its fields
+            messages = error.messages
+        raise InvalidArguments({slot.key: messages if item is None else {item: messages}})
+
+    def _value(self, slot: Slot, field: FieldDescriptor, value: Any, uploads: Uploads) -> Any:
         if slot.json:
             try:
-                return json.loads(value)
+                return json.loads(value, parse_constant=_not_json_number)
             except ValueError as error:
-                raise InvalidArguments({slot.key: [f"not valid JSON: {error}"]}) from None
+                raise _BadValue(f"not valid JSON: {error}") from None
         if field.message_type is None:
             return value
         name = field.message_type.full_name
         if name == self._file_type:
             return _upload(slot.key, value, uploads)
         if name in JSON_TYPES:
-            return json_format.MessageToDict(value)
+            try:
+                return json_format.MessageToDict(value)
+            except ValueError:  # protobuf's JSON mapping of a Value refuses NaN and Infinity
+                raise _BadValue(NOT_FINITE) from None
         return self.arguments(value, uploads)
 
     # Responses --------------------------------------------------------------------------
@@ -104,8 +125,13 @@ class Messages:
         return response
 
     def training(self, document: dict[str, Any]) -> Message:
-        """A ``Training`` of the REST API's training object (keys the message lacks are skipped)."""
-        return json_format.ParseDict(document, self.of("Training")(), ignore_unknown_fields=True)
+        """A ``Training`` of the REST API's training object (keys the message lacks are
+        skipped). NaN and Infinity (a plugin's result or progress) are sent as null, as the
+        HTTP front sends them: unset ``progress``, ``null_value`` in ``args`` and ``result``;
+        protobuf's JSON mapping, which clients such as grpcurl print answers with, has no
+        NaN in a ``Value``, and ``ParseDict`` refuses one in a ``double``.
+        """
+        return json_format.ParseDict(_finite(document), self.of("Training")(), ignore_unknown_fields=True)
 
     def _fill(self, message: Message, values: dict[str, Any]) -> None:
         for slot, field in self._fields(message):
@@ -149,6 +175,31 @@ class Messages:
         slots = self.protos.slots[descriptor.full_name]
         # upb's descriptors are typed apart from the Python ones, with the same interface.
         return [(slot, cast(FieldDescriptor, descriptor.fields_by_name[slot.name])) for slot in slots]
+
+
+class _BadValue(Exception):
+    """A request's value that its field cannot take (the message says why)."""
+
+
+#: Why a JSON value holding NaN or Infinity is refused (JSON has no such numbers).
+NOT_FINITE = "NaN and Infinity are not JSON numbers"
+
+
+def _not_json_number(constant: str) -> Any:
+    """``json.loads``'s hook for ``NaN``, ``Infinity`` and ``-Infinity``: Python's parser takes
+    them, JSON (RFC 8259, section 6) has no such numbers."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(value: Any) -> Any:
+    """JSON data with NaN and Infinity replaced by None (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_value(target: Any, value: Any) -> None:

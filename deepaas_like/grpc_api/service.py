@@ -15,19 +15,20 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from deepaas_like import api_keys
-from deepaas_like.exceptions import DeepaasLikeError, EndpointDisabled, PluginError
+from deepaas_like.exceptions import DeepaasLikeError, EndpointDisabled, JobNotFound, MalformedRequest, PluginError
 from deepaas_like.grpc_api.messages import Messages
 from deepaas_like.grpc_api.protos import SIGNATURES, ModelProtos
-from deepaas_like.grpc_api.status import status_of
+from deepaas_like.grpc_api.status import bounded, status_of
 from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.jobs.states import PREDICT, TRAIN
 from deepaas_like.logs import new_request_id, request_id
@@ -40,6 +41,10 @@ from deepaas_like.settings import Settings
 LOG = logging.getLogger(__name__)
 #: Called after each call with (model, method, gRPC code name, seconds).
 CallObserver = Callable[[str, str, str, float], None]
+#: A job's uuid: ``uuid4().hex``, 32 lower-case hexadecimal digits.
+UUID = re.compile("[0-9a-f]{32}")
+#: Characters of a request's value that an error message repeats.
+ECHOED = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,14 +93,15 @@ class ModelService:
             "CancelTraining": self._cancel_training,
             "WatchTraining": self._watch_training,
         }
-        handlers = {}
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
         for method in self.protos.methods:
             request, response, streaming = SIGNATURES[method]
             make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
-            call = self._stream(method, behaviours[method]) if streaming else self._unary(method, behaviours[method])
+            wrap = self._stream if streaming else self._unary
             handlers[method] = make(
-                call,
-                request_deserializer=self.messages.of(request).FromString,
+                wrap(method, self.messages.of(request), behaviours[method]),
+                # No deserializer: grpcio would answer bytes that are not the message with
+                # UNKNOWN and a traceback in the log; the call parses them (see _parsed).
                 response_serializer=self.messages.of(response).SerializeToString,
             )
         return grpc.method_handlers_generic_handler(self.protos.service, handlers)
@@ -132,7 +138,7 @@ class ModelService:
 
     async def _get_training(self, request: Message, caller: api_keys.Caller) -> Message:
         self._check_endpoint(TRAIN)
-        job = await self.shared.jobs.get(self.model.name, request.uuid, TRAIN, caller.visible_to)  # type: ignore[attr-defined]
+        job = await self.shared.jobs.get(self.model.name, self._uuid(request), TRAIN, caller.visible_to)
         return self.messages.training(self.shared.jobs.document(job))
 
     async def _list_trainings(self, request: Message, caller: api_keys.Caller) -> Message:
@@ -145,14 +151,14 @@ class ModelService:
 
     async def _cancel_training(self, request: Message, caller: api_keys.Caller) -> Message:
         self._check_endpoint(TRAIN)
-        job = await self.shared.jobs.cancel(self.model, request.uuid, TRAIN, caller.visible_to)  # type: ignore[attr-defined]
+        job = await self.shared.jobs.cancel(self.model, self._uuid(request), TRAIN, caller.visible_to)
         return self.messages.training(self.shared.jobs.document(job))
 
     async def _watch_training(self, request: Message, caller: api_keys.Caller) -> AsyncIterator[Message]:
         """The events of the REST event stream: ``job`` with the training at each change,
         then ``end`` with its status; the stream ends when the server stops."""
         self._check_endpoint(TRAIN)
-        feed = await self.shared.jobs.follow(self.model.name, request.uuid, TRAIN, caller.visible_to)  # type: ignore[attr-defined]
+        feed = await self.shared.jobs.follow(self.model.name, self._uuid(request), TRAIN, caller.visible_to)
         event_class = self.messages.of("TrainingEvent")
         async with feed:
             async for event, data in feed:
@@ -166,24 +172,39 @@ class ModelService:
         if not self.shared.settings.endpoint_on(kind):
             raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
 
+    def _uuid(self, request: Message) -> str:
+        """The training's uuid a ``TrainingRequest`` names. Raises :class:`JobNotFound`,
+        repeating at most :data:`ECHOED` characters of it, when it is no uuid at all."""
+        uuid: str = request.uuid  # type: ignore[attr-defined]
+        if UUID.fullmatch(uuid) is None:
+            shown = repr(bounded(uuid, ECHOED))
+            raise JobNotFound(f"no training {shown} for model {self.model.name!r}: a uuid is 32 hexadecimal digits")
+        return uuid
+
     # What every call does ----------------------------------------------------------------
 
     def _unary(
-        self, method: str, behaviour: Callable[[Message, api_keys.Caller], Awaitable[Message]]
-    ) -> Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]:
-        async def call(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        self,
+        method: str,
+        request_class: type[Message],
+        behaviour: Callable[[Message, api_keys.Caller], Awaitable[Message]],
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
+        async def call(data: bytes, context: grpc.aio.ServicerContext) -> Message:
             async with self._call(method, context) as caller:
-                return await behaviour(request, caller)
+                return await behaviour(_parsed(request_class, data), caller)
             raise AssertionError("unreachable: _call aborts the call on errors")  # pragma: no cover
 
         return call
 
     def _stream(
-        self, method: str, behaviour: Callable[[Message, api_keys.Caller], AsyncIterator[Message]]
-    ) -> Callable[[Message, grpc.aio.ServicerContext], AsyncIterator[Message]]:
-        async def call(request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        self,
+        method: str,
+        request_class: type[Message],
+        behaviour: Callable[[Message, api_keys.Caller], AsyncIterator[Message]],
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Message]]:
+        async def call(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
             async with self._call(method, context) as caller:
-                async for message in behaviour(request, caller):
+                async for message in behaviour(_parsed(request_class, data), caller):
                     yield message
 
         return call
@@ -217,3 +238,12 @@ class ModelService:
         finally:
             if self.shared.on_call is not None:
                 self.shared.on_call(self.model.name, method, code, time.perf_counter() - started)
+
+
+def _parsed(request_class: type[Message], data: bytes) -> Message:
+    """The request message in ``data``. Raises :class:`MalformedRequest` (INVALID_ARGUMENT)
+    when the bytes are not one."""
+    try:
+        return request_class.FromString(data)
+    except DecodeError as error:
+        raise MalformedRequest(f"the request is not a {request_class.DESCRIPTOR.name} message: {error}") from None

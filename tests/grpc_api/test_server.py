@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool, json_format, message_factory, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -26,7 +26,7 @@ from PIL import Image
 from tests.conftest import TEST_PLUGINS, free_port, make_plugin_site, png_bytes
 
 USER, OTHER, ADMIN = "user-key", "other-key", "admin-key"
-MODELS = ("demo", "deepaas_style", "slow", "failing")
+MODELS = ("demo", "deepaas_style", "slow", "failing", "nonfinite")
 
 
 def key(value: str = USER) -> tuple[tuple[str, str], ...]:
@@ -35,7 +35,7 @@ def key(value: str = USER) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture(scope="module")
 def server(module_server, tmp_path_factory):
-    env = make_plugin_site(tmp_path_factory.mktemp("site"), TEST_PLUGINS)
+    env = make_plugin_site(tmp_path_factory.mktemp("site"), {**TEST_PLUGINS, "nonfinite": "nonfinite"})
     port = free_port()
     tokens = ["--auth-token", USER, "--auth-token", OTHER, "--admin-token", ADMIN]
     url = module_server(*MODELS, env=env, args=["--grpc-port", str(port), *tokens])
@@ -124,6 +124,105 @@ def test_a_plugin_that_rejects_its_input_answers_invalid_argument(demo):
     with pytest.raises(grpc.RpcError) as raised:
         stub.Predict(messages.PredictRequest(image=messages.File(content=b"not an image")), metadata=key())
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "image" in raised.value.details()
+
+
+class NewLog:
+    """What the server logs from here on (``.text()``)."""
+
+    def __init__(self, server) -> None:
+        self.path, self.start = server.log, server.log.stat().st_size
+
+    def text(self) -> str:
+        with self.path.open("rb") as log:
+            log.seek(self.start)
+            return log.read().decode(errors="replace")
+
+
+def violations_of(error: grpc.RpcError) -> dict[str, str]:
+    bad_request = error_details_pb2.BadRequest()
+    (detail,) = rpc_status.from_call(error).details
+    assert detail.Unpack(bad_request)
+    return {violation.field: violation.description for violation in bad_request.field_violations}
+
+
+def test_bytes_that_are_not_the_request_message_answer_invalid_argument_without_a_traceback(server, channel):
+    log = NewLog(server)
+    garbage = (b"\xff\xff\xff\xff garbage", b"\x0a\x05ab", b"\x12\x80")  # no varint, short, cut
+    for method in ("/deepaas_like.v2.demo.Demo/Predict", "/deepaas_like.v2.demo.Demo/GetTraining"):
+        call = channel.unary_unary(method)  # no serializers: the bytes are sent as they are
+        for data in garbage:
+            with pytest.raises(grpc.RpcError) as raised:
+                call(data, metadata=key(), timeout=60)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data, raised.value.details())
+            assert "is not a" in raised.value.details()
+    watch = channel.unary_stream("/deepaas_like.v2.demo.Demo/WatchTraining")
+    with pytest.raises(grpc.RpcError) as raised:
+        list(watch(garbage[0], metadata=key(), timeout=60))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary("/deepaas_like.v2.demo.Demo/Predict")(garbage[0], timeout=60)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED, "the key is checked before the bytes are read"
+    logged = log.text()
+    assert "Traceback" not in logged and "DecodeError" not in logged, logged
+
+
+def test_a_long_uuid_answers_not_found_with_a_bounded_message(demo, server):
+    messages, stub = demo
+    log = NewLog(server)
+    long = messages.TrainingRequest(uuid="a" * 100_000)
+    for method in (stub.GetTraining, stub.CancelTraining):
+        with pytest.raises(grpc.RpcError) as raised:
+            method(long, metadata=key(), timeout=60)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND, raised.value.details()
+        assert len(raised.value.details()) < 200 and "100000 characters" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.WatchTraining(long, metadata=key(), timeout=60))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    unknown = "0123456789abcdef" * 2
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetTraining(messages.TrainingRequest(uuid=unknown), metadata=key(), timeout=60)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND and unknown in raised.value.details()
+    assert "Traceback" not in log.text()
+
+
+def test_nan_or_infinity_in_json_arguments_answer_invalid_argument_naming_the_field(stubs, channel, server):
+    messages, services = stubs["nonfinite"]
+    stub = services.NonfiniteStub(channel)
+    log = NewLog(server)
+    nan, infinity = float("nan"), float("inf")
+    settings = messages.PredictRequest.Settings(options=struct_pb2.Value(number_value=-infinity))
+    for request, field in (
+        (messages.PredictRequest(options=struct_pb2.Value(number_value=nan)), "options"),
+        (
+            messages.PredictRequest(items=[struct_pb2.Value(number_value=1), struct_pb2.Value(number_value=infinity)]),
+            "items.1",
+        ),
+        (messages.PredictRequest(settings=settings), "settings.options"),
+        (messages.PredictRequest(loose='{"a": NaN}'), "loose"),
+    ):
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(request, metadata=key(), timeout=60)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+        assert list(violations_of(raised.value)) == [field]
+    answer = stub.Predict(messages.PredictRequest(options=struct_pb2.Value(number_value=1.5)), metadata=key())
+    assert answer.prediction.predictions.struct_value["options"] == 1.5
+    logged = log.text()
+    assert "Traceback" not in logged and "ValueError" not in logged, logged
+
+
+@pytest.mark.parametrize("number", ["nan", "inf"])
+def test_a_training_that_ends_with_nan_or_infinity_is_answered_with_nulls(stubs, channel, number):
+    messages, services = stubs["nonfinite"]
+    stub = services.NonfiniteStub(channel)
+    training = stub.Train(messages.TrainRequest(number=number), metadata=key(), timeout=60)
+    events = list(stub.WatchTraining(messages.TrainingRequest(uuid=training.uuid), metadata=key(), timeout=120))
+    assert events[-1].event == "end" and events[-1].status == "done", events[-1]
+    done = stub.GetTraining(messages.TrainingRequest(uuid=training.uuid), metadata=key(), timeout=60)
+    # As over HTTP, null: protobuf's JSON mapping (grpcurl's output) has no NaN in a Value.
+    output = json_format.MessageToDict(done)["result"]["output"]
+    assert output == {"loss": None, "history": [1.0, None], "nested": {"best": None}}
+    listed = stub.ListTrainings(messages.ListTrainingsRequest(limit=100), metadata=key(), timeout=60)
+    assert training.uuid in [item.uuid for item in listed.trainings]
 
 
 def test_training_streams_its_progress_and_can_be_cancelled(demo):
