@@ -27,8 +27,11 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
+import sys
 import tempfile
 from collections.abc import Mapping
+from multiprocessing.connection import Connection
 from typing import Any
 
 from deepaas_like import logs
@@ -53,6 +56,9 @@ _SPAWN = multiprocessing.get_context("spawn")
 PLACEMENT_WARNING = 30.0
 #: Seconds between looks, for a job waiting for a lost cluster to be back.
 AWAY_POLL = 0.5
+#: The driver's last lines on standard error that its death names (a Python traceback's
+#: last three: the file and line, the statement, the exception).
+DRIVER_ERROR_LINES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,17 +108,84 @@ class _Request:
     on_progress: ProgressCallback | None
 
 
+class _DriverErrors:
+    """The driver process's standard error, read on the event loop: passed on line by line to
+    the server's own (Ray prints its replicas' log lines there), its last lines kept to say
+    why the driver ended.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.fd = connection.fileno()
+        os.set_blocking(self.fd, False)
+        #: The last lines read that say something (stripped).
+        self.last: collections.deque[str] = collections.deque(maxlen=DRIVER_ERROR_LINES)
+        self._partial = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self) -> None:
+        """Pass on each line as it comes (in the running event loop's thread)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.fd, self.read)
+
+    def read(self) -> None:
+        """Pass on what has arrived, without waiting."""
+        while not self.connection.closed:
+            try:
+                data = os.read(self.fd, 64 * 1024)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # every writer has closed it: nothing more can come
+                self._unwatch()
+                return
+            lines = (self._partial + data).split(b"\n")
+            self._partial = lines.pop()
+            self._pass_on(lines)
+
+    def _pass_on(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        text = b"\n".join(lines).decode(errors="replace")
+        self.last.extend(line.strip() for line in text.splitlines() if line.strip())
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def _unwatch(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.fd)
+            self._loop = None
+
+    def close(self) -> None:
+        """Pass on what is left (the driver has ended), then stop reading."""
+        if self.connection.closed:
+            return
+        self.read()
+        self._unwatch()
+        if self._partial:
+            self._pass_on([self._partial])
+            self._partial = b""
+        self.connection.close()
+
+    def tail(self) -> str:
+        """The last lines that say something, on one line (empty: none)."""
+        return " | ".join(self.last)
+
+
 class _Driver:
     """The driver process and the server's end of its pipe (framed messages, see
-    :mod:`~deepaas_like.workers.framing`).
+    :mod:`~deepaas_like.workers.framing`) and of its standard error.
     """
 
     def __init__(self, options: ClusterOptions) -> None:
         self.connection, child = _SPAWN.Pipe()
+        errors, child_errors = _SPAWN.Pipe(duplex=False)
         self.process = _SPAWN.Process(
             target=ray_driver.main,
             args=(
                 child,
+                child_errors,
                 options.address,
                 options.head_timeout,
                 options.results_dir or tempfile.gettempdir(),
@@ -125,6 +198,8 @@ class _Driver:
         )
         self.process.start()
         child.close()
+        child_errors.close()
+        self.errors = _DriverErrors(errors)
         self.fd = self.connection.fileno()
         self.reader = framing.Reader()
         self.writer = framing.Writer(self.fd)
@@ -142,6 +217,22 @@ class _Driver:
         except OSError:
             return None
         return framing.loads(self.frames.popleft())
+
+    def death(self, when: str = "") -> str:
+        """How the process ended (after it has), ``when`` (e.g. "before it connected"), with
+        its last lines on standard error.
+        """
+        code = self.process.exitcode
+        ended = f"exited with code {code}"
+        if code is not None and code < 0:
+            try:
+                ended = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                ended = f"was killed by signal {-code}"
+        tail = self.errors.tail()
+        if when:
+            ended += f" {when}"
+        return f"the Ray driver process {ended}" + (f"; its last lines on standard error: {tail}" if tail else "")
 
     def close(self) -> None:
         """Ask the driver to leave (it removes its replicas), kill it if it does not; blocking."""
@@ -211,6 +302,7 @@ class RayCluster:
         if importlib.util.find_spec("ray") is None:
             raise StartupError("--executor ray needs Ray, which is not installed: pip install 'deepaas_like[ray]'")
         driver = _Driver(self.options)
+        driver.errors.watch()
         try:
             message = await asyncio.wait_for(asyncio.to_thread(driver.first_message), self.options.connect_timeout)
         except BaseException as error:
@@ -224,7 +316,9 @@ class RayCluster:
             raise
         if message is None or message[0] != "hello":
             await self._stop(driver)
-            reason = message[1] if message else f"its driver process exited with code {driver.process.exitcode}"
+            if message is not None and message[0] == "broken":
+                raise StartupError(f"--executor ray: {message[1]}")
+            reason = message[1] if message else driver.death("before it connected")
             raise StartupError(f"cannot reach {self.where} (--ray-address): {reason}")
         LOG.info("connected to %s: %s", self.where, message[1])
         self._driver = driver
@@ -237,8 +331,9 @@ class RayCluster:
         driver.frames.clear()
 
     async def _stop(self, driver: _Driver) -> None:
-        """End ``driver`` (no longer watched by the loop)."""
+        """End ``driver`` (no longer watched by the loop) and read the last of its stderr."""
         await asyncio.to_thread(driver.close)
+        driver.errors.close()
 
     def _readable(self) -> None:
         # One read per readiness, which takes what has arrived: a message that has not fully
@@ -341,12 +436,14 @@ class RayCluster:
         assert driver is not None
         self._unwatch(driver)
         driver.process.join(timeout=1)
+        driver.errors.read()
         self.lost = (
             f"{self.where} cannot be reached: the connection was lost (the Ray driver process ended with "
             f"exit code {driver.process.exitcode}; a head silent for {self.options.head_timeout:g} s, "
             f"--ray-head-timeout, ends it); reconnecting every {self.options.reconnect_interval:g} s"
         )
-        LOG.error("%s", self.lost)
+        tail = driver.errors.tail()
+        LOG.error("%s%s", self.lost, f"; its last lines on standard error: {tail}" if tail else "")
         requests, self._requests = self._requests, {}
         for request in requests.values():
             if not request.future.done():

@@ -16,10 +16,15 @@ server to driver: ``("place", req, replica, name, namespace, actor_options, sett
 ``("call", req, replica, hook, kwargs, request_id, with_progress, save_to)``, ``("kill", replica)``,
 ``("check", req, actor_options)``, ``None`` (leave).
 
-driver to server: ``("hello", description)`` or ``("cannot", message)`` once at start;
+driver to server: ``("hello", description)``, or ``("cannot", message)`` (the cluster cannot be
+reached) or ``("broken", message)`` (this driver cannot serve it: a module it needs is missing)
+once at start;
 ``("placed", req, ready_pickle, placement)``, ``("outcome", req, wire)``, ``("progress", req,
 fraction, message, metrics, step)``, ``("done", req, value)``, ``("failed", req, message, replica_died)``;
 and ``("died", replica, message)`` when a replica dies between calls.
+
+The driver's standard error is a pipe the server reads: it passes each line on to its own, and
+names the last ones when the driver ends before it said ``hello`` (a crash, a missing module).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ RAY_LOG_LEVEL = logging.WARNING
 
 def main(
     connection: Connection,
+    errors: Connection,
     address: str,
     head_timeout: float,
     results_dir: str,
@@ -60,8 +66,11 @@ def main(
     server_pid: int,
 ) -> None:
     """Driver process main: connect to the cluster at ``address``, say ``hello`` (or
-    ``cannot``), then serve the server's requests until told to leave or the pipe closes.
+    ``cannot``, or ``broken``), then serve the server's requests until told to leave or the
+    pipe closes. Standard error goes to ``errors``, which the server reads.
     """
+    os.dup2(errors.fileno(), 2)
+    errors.close()
     die_with(server_pid)
     # A driver that has lost the head for this long is ended by Ray: the server notices
     # and reconnects (see the module's doc). Ray's log lines reach the server's log whole.
@@ -74,8 +83,18 @@ def main(
         with contextlib.suppress(OSError):
             framing.send(connection.fileno(), ("cannot", _one_line(error)))
         return
-    framing.send(connection.fileno(), ("hello", description))
-    asyncio.run(_Driver(connection, results_dir).serve())
+    try:
+        driver = _Driver(connection, results_dir)
+    except Exception as error:  # noqa: BLE001 - told to the server (a module missing: an extra not installed)
+        LOG.exception("the Ray driver cannot start")
+        message = f"the Ray driver cannot start: {_one_line(error)}"
+        if isinstance(error, ImportError):
+            message += " (pip install 'deepaas_like[ray]' installs what it needs)"
+        with contextlib.suppress(OSError):
+            framing.send(connection.fileno(), ("broken", message))
+        return
+    driver._send(("hello", description))
+    asyncio.run(driver.serve())
 
 
 def _connect(address: str) -> str:

@@ -1,12 +1,16 @@
 """The server's pipe to its Ray driver process: large messages both ways under both event
-loops (the real driver's pipe code, without a cluster).
+loops (the real driver's pipe code, without a cluster), and a driver that cannot start says
+why, naming its exit code, its last lines on standard error, or the module it misses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ import uvloop
 from deepaas_like.workers import protocol, ray_driver
 from deepaas_like.workers.protocol import BatchResult, Result
 from deepaas_like.workers.ray import ClusterOptions, RayCluster
+from tests.conftest import free_port
 
 #: A MiniLM answer is about 9 kB per request, up to 32 per batch (issue 26, item 22).
 BATCH, SCORES = 32, 1100
@@ -78,3 +83,45 @@ def test_large_batched_answers_arrive_whole_under_either_loop(loop, argument_siz
     monkeypatch.setattr(ray_driver, "main", _fake_driver)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None) as runner:
         runner.run(_large_calls(count=20, argument_size=argument_size))
+
+
+def _run_server(shim: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``deepaas-like-run --executor ray`` with the modules of ``shim`` first on its path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])}
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", XDG_STATE_HOME=str(shim))
+    command = ["deepaas-like-run", "--listen-port", str(free_port()), "--executor", "ray", *args]
+    command += ["--database-url", f"sqlite:///{shim}/jobs.sqlite", "--model-name", "demo"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_driver_that_dies_before_it_connects_names_its_exit_code_and_last_words(tmp_path):
+    # A Ray that kills the process as it is imported (as a broken native library would).
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "__init__.py").write_text(
+        "import os, sys\n"
+        "sys.stderr.write('fake ray: this build cannot start here\\n')\n"
+        "sys.stderr.flush()\n"
+        "os._exit(3)\n"
+    )
+    run = _run_server(tmp_path, "--ray-connect-timeout", "120")
+    assert run.returncode == 1, run.stderr[-3000:]
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith("deepaas-like-run: cannot reach this server's own Ray instance"), line
+    assert "the Ray driver process exited with code 3" in line, line
+    assert line.endswith("its last lines on standard error: fake ray: this build cannot start here"), line
+
+
+def test_a_driver_without_a_module_it_needs_names_it(cluster, ray_env, tmp_path):
+    # numpy reached the tests' environment through torch, not through the [ray] extra.
+    (tmp_path / "numpy").mkdir()
+    (tmp_path / "numpy" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'numpy'\", name='numpy')\n"
+    )
+    cluster.ensure_running()
+    run = _run_server(tmp_path, "--ray-address", cluster.address)
+    assert run.returncode == 1, run.stderr[-3000:]
+    line = run.stderr.strip().splitlines()[-1]
+    assert line == (
+        "deepaas-like-run: --executor ray: the Ray driver cannot start: ModuleNotFoundError: No module named "
+        "'numpy' (pip install 'deepaas_like[ray]' installs what it needs)"
+    ), run.stderr[-3000:]
