@@ -1,5 +1,5 @@
-"""Messages over a socket between the server and a worker process: a pickle (protocol 5)
-behind an 8-byte little-endian length.
+"""Messages over a socket between the server and a worker process (or the Ray driver): a
+pickle (protocol 5) behind an 8-byte little-endian length.
 
 What ``multiprocessing.Connection`` does, with fewer system calls and less work per message:
 one ``writev`` per message sent (the header and the pickle, not copied together), one ``read``
@@ -7,18 +7,29 @@ for as many messages as have arrived (``Connection.recv`` reads a header, then t
 message at a time), and plain ``pickle`` rather than a ``ForkingPickler`` made per message
 (nothing sent here is a file descriptor or a socket). ``benchmarks/results/peers-*.md`` has the
 measured effect.
+
+A descriptor an event loop watches may be non-blocking (uvloop's ``add_reader`` makes it so):
+then a read or a write may find the socket empty or full, which ``Connection.recv`` and
+``Connection.send`` take for an error (``BlockingIOError``). Here a would-block is never an
+error: :class:`Reader` keeps a message that has not fully arrived, :func:`send` waits for room,
+and :class:`Writer` keeps what the socket could not take for later.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
+import select
 import struct
+import time
 from typing import Any
 
 HEADER = struct.Struct("<Q")
 #: Bytes asked of the kernel per read at least (a larger message asks for what it still needs).
 READ_SIZE = 256 * 1024
+#: Buffers given to one ``writev`` at most (Linux's IOV_MAX is 1024).
+_WRITEV_BUFFERS = 64
 
 
 def loads(frame: bytes | memoryview) -> Any:
@@ -26,19 +37,105 @@ def loads(frame: bytes | memoryview) -> Any:
     return pickle.loads(frame)
 
 
+def _frame(message: Any) -> tuple[bytes, bytes]:
+    payload = pickle.dumps(message, protocol=5)
+    return HEADER.pack(len(payload)), payload
+
+
+def _consume(buffers: collections.deque[memoryview], written: int) -> None:
+    """Drop the first ``written`` bytes of ``buffers``."""
+    while written:
+        first = buffers[0]
+        if written < len(first):
+            buffers[0] = first[written:]
+            return
+        written -= len(first)
+        buffers.popleft()
+
+
+def _wait_writable(fd: int, timeout: float | None) -> bool:
+    """Wait until ``fd`` can take more bytes (or is closed at the other end: the next
+    write says so) for up to ``timeout`` seconds (None: without end); False on a timeout.
+    """
+    poller = select.poll()  # not select.select: it cannot watch a descriptor over 1023
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(None if timeout is None else max(0, round(timeout * 1000))))
+
+
 def send(fd: int, message: Any) -> None:
-    """Pickle ``message`` and write it to ``fd`` (blocking) as one frame.
+    """Pickle ``message`` and write it to ``fd`` as one frame, waiting for room as long as
+    needed, whether ``fd`` is blocking or not.
 
     Raises what pickling raises (before anything is written) and ``OSError`` when the other
     end is gone.
     """
-    payload = pickle.dumps(message, protocol=5)
-    header = HEADER.pack(len(payload))
-    written = os.writev(fd, [header, payload])
-    if written < len(header) + len(payload):  # a large message the socket's buffer could not take at once
-        rest = memoryview(header + payload)[written:]
-        while rest:
-            rest = rest[os.write(fd, rest) :]
+    header, payload = _frame(message)
+    try:
+        written = os.writev(fd, [header, payload])
+    except BlockingIOError:
+        written = 0
+    if written == len(header) + len(payload):
+        return
+    # A large message the socket's buffer could not take at once: the rest as room comes.
+    rest = collections.deque([memoryview(header), memoryview(payload)])
+    _consume(rest, written)
+    while rest:
+        _wait_writable(fd, None)
+        try:
+            _consume(rest, os.writev(fd, list(rest)))
+        except BlockingIOError:
+            pass
+
+
+class Writer:
+    """Writes frames to a non-blocking descriptor without ever waiting, for an event loop:
+    what the socket cannot take now is kept, in order, and written by :meth:`flush` when
+    the descriptor is writable again (``loop.add_writer``).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pending: collections.deque[memoryview] = collections.deque()
+
+    @property
+    def pending(self) -> int:
+        """Bytes written to this writer that the socket has not taken yet."""
+        return sum(len(buffer) for buffer in self._pending)
+
+    def write(self, message: Any) -> bool:
+        """Frame ``message`` and write as much as the socket takes now (after what is
+        pending); True when nothing is left pending.
+
+        Raises what pickling raises (nothing is kept then) and ``OSError`` other than a
+        would-block when the other end is gone.
+        """
+        header, payload = _frame(message)
+        self._pending += (memoryview(header), memoryview(payload))
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write what is pending as far as the socket takes it now; True when all is written.
+        Raises ``OSError`` other than a would-block when the other end is gone.
+        """
+        while self._pending:
+            buffers = [self._pending[i] for i in range(min(len(self._pending), _WRITEV_BUFFERS))]
+            try:
+                written = os.writev(self._fd, buffers)
+            except BlockingIOError:
+                return False
+            _consume(self._pending, written)
+        return True
+
+    def drain(self, timeout: float) -> bool:
+        """Write everything pending, waiting up to ``timeout`` seconds in all for room; True
+        when all is written. Raises ``OSError`` when the other end is gone.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.flush():
+            left = deadline - time.monotonic()
+            if left <= 0 or not _wait_writable(self._fd, left):
+                return False
+        return True
 
 
 class Reader:

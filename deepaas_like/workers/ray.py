@@ -19,6 +19,7 @@ connects, each pool places its replicas again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import importlib.util
 import itertools
@@ -26,8 +27,11 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
+import sys
 import tempfile
 from collections.abc import Mapping
+from multiprocessing.connection import Connection
 from typing import Any
 
 from deepaas_like import logs
@@ -39,7 +43,7 @@ from deepaas_like.exceptions import (
     WorkerDied,
 )
 from deepaas_like.model.plugin import ModelDescription
-from deepaas_like.workers import protocol, ray_driver
+from deepaas_like.workers import framing, protocol, ray_driver
 from deepaas_like.workers.base import Placement, ProgressCallback
 from deepaas_like.workers.execution import out_of_memory
 from deepaas_like.workers.pooling import TIMED_HOOKS, QueuedPool
@@ -52,6 +56,9 @@ _SPAWN = multiprocessing.get_context("spawn")
 PLACEMENT_WARNING = 30.0
 #: Seconds between looks, for a job waiting for a lost cluster to be back.
 AWAY_POLL = 0.5
+#: The driver's last lines on standard error that its death names (a Python traceback's
+#: last three: the file and line, the statement, the exception).
+DRIVER_ERROR_LINES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,15 +108,84 @@ class _Request:
     on_progress: ProgressCallback | None
 
 
+class _DriverErrors:
+    """The driver process's standard error, read on the event loop: passed on line by line to
+    the server's own (Ray prints its replicas' log lines there), its last lines kept to say
+    why the driver ended.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.fd = connection.fileno()
+        os.set_blocking(self.fd, False)
+        #: The last lines read that say something (stripped).
+        self.last: collections.deque[str] = collections.deque(maxlen=DRIVER_ERROR_LINES)
+        self._partial = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self) -> None:
+        """Pass on each line as it comes (in the running event loop's thread)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.fd, self.read)
+
+    def read(self) -> None:
+        """Pass on what has arrived, without waiting."""
+        while not self.connection.closed:
+            try:
+                data = os.read(self.fd, 64 * 1024)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # every writer has closed it: nothing more can come
+                self._unwatch()
+                return
+            lines = (self._partial + data).split(b"\n")
+            self._partial = lines.pop()
+            self._pass_on(lines)
+
+    def _pass_on(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        text = b"\n".join(lines).decode(errors="replace")
+        self.last.extend(line.strip() for line in text.splitlines() if line.strip())
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def _unwatch(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.fd)
+            self._loop = None
+
+    def close(self) -> None:
+        """Pass on what is left (the driver has ended), then stop reading."""
+        if self.connection.closed:
+            return
+        self.read()
+        self._unwatch()
+        if self._partial:
+            self._pass_on([self._partial])
+            self._partial = b""
+        self.connection.close()
+
+    def tail(self) -> str:
+        """The last lines that say something, on one line (empty: none)."""
+        return " | ".join(self.last)
+
+
 class _Driver:
-    """The driver process and the server's end of its pipe."""
+    """The driver process and the server's end of its pipe (framed messages, see
+    :mod:`~deepaas_like.workers.framing`) and of its standard error.
+    """
 
     def __init__(self, options: ClusterOptions) -> None:
         self.connection, child = _SPAWN.Pipe()
+        errors, child_errors = _SPAWN.Pipe(duplex=False)
         self.process = _SPAWN.Process(
             target=ray_driver.main,
             args=(
                 child,
+                child_errors,
                 options.address,
                 options.head_timeout,
                 options.results_dir or tempfile.gettempdir(),
@@ -122,19 +198,48 @@ class _Driver:
         )
         self.process.start()
         child.close()
+        child_errors.close()
+        self.errors = _DriverErrors(errors)
+        self.fd = self.connection.fileno()
+        self.reader = framing.Reader()
+        self.writer = framing.Writer(self.fd)
+        #: Messages read but not yet delivered (after the first).
+        self.frames: collections.deque[bytes | memoryview] = collections.deque()
 
     def first_message(self) -> tuple[Any, ...] | None:
         """The driver's first message (blocking; None when it exits first)."""
         try:
-            return self.connection.recv()
-        except (EOFError, OSError):
+            while not self.frames:
+                data = os.read(self.fd, self.reader.read_size())
+                if not data:
+                    return None
+                self.frames.extend(self.reader.feed(data))
+        except OSError:
             return None
+        return framing.loads(self.frames.popleft())
+
+    def death(self, when: str = "") -> str:
+        """How the process ended (after it has), ``when`` (e.g. "before it connected"), with
+        its last lines on standard error.
+        """
+        code = self.process.exitcode
+        ended = f"exited with code {code}"
+        if code is not None and code < 0:
+            try:
+                ended = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                ended = f"was killed by signal {-code}"
+        tail = self.errors.tail()
+        if when:
+            ended += f" {when}"
+        return f"the Ray driver process {ended}" + (f"; its last lines on standard error: {tail}" if tail else "")
 
     def close(self) -> None:
         """Ask the driver to leave (it removes its replicas), kill it if it does not; blocking."""
         if self.process.is_alive():
             try:
-                self.connection.send(None)
+                self.writer.write(None)  # behind what is still pending, if anything
+                self.writer.drain(timeout=10)
             except OSError:
                 pass
             self.process.join(timeout=10)
@@ -197,11 +302,12 @@ class RayCluster:
         if importlib.util.find_spec("ray") is None:
             raise StartupError("--executor ray needs Ray, which is not installed: pip install 'deepaas_like[ray]'")
         driver = _Driver(self.options)
+        driver.errors.watch()
         try:
             message = await asyncio.wait_for(asyncio.to_thread(driver.first_message), self.options.connect_timeout)
         except BaseException as error:
             driver.process.kill()
-            await asyncio.to_thread(driver.close)
+            await self._stop(driver)
             if isinstance(error, TimeoutError):
                 raise StartupError(
                     f"cannot reach {self.where} (--ray-address): no answer within "
@@ -209,20 +315,49 @@ class RayCluster:
                 ) from None
             raise
         if message is None or message[0] != "hello":
-            await asyncio.to_thread(driver.close)
-            reason = message[1] if message else f"its driver process exited with code {driver.process.exitcode}"
+            await self._stop(driver)
+            if message is not None and message[0] == "broken":
+                raise StartupError(f"--executor ray: {message[1]}")
+            reason = message[1] if message else driver.death("before it connected")
             raise StartupError(f"cannot reach {self.where} (--ray-address): {reason}")
         LOG.info("connected to %s: %s", self.where, message[1])
         self._driver = driver
-        asyncio.get_running_loop().add_reader(driver.connection.fileno(), self._readable)
+        # Non-blocking whatever the loop (uvloop's add_reader makes it so, asyncio's does
+        # not): a read or a write finds what it finds, and the loop never waits on the driver.
+        os.set_blocking(driver.fd, False)
+        asyncio.get_running_loop().add_reader(driver.fd, self._readable)
+        for frame in driver.frames:
+            self._deliver(framing.loads(frame))
+        driver.frames.clear()
+
+    async def _stop(self, driver: _Driver) -> None:
+        """End ``driver`` (no longer watched by the loop) and read the last of its stderr."""
+        await asyncio.to_thread(driver.close)
+        driver.errors.close()
 
     def _readable(self) -> None:
-        assert self._driver is not None
+        # One read per readiness, which takes what has arrived: a message that has not fully
+        # arrived stays in the reader until the rest comes (a batch's answer may be megabytes).
+        driver = self._driver
+        assert driver is not None
         try:
-            message = self._driver.connection.recv()
-        except (EOFError, OSError):
+            data = os.read(driver.fd, driver.reader.read_size())
+        except BlockingIOError:
+            return  # nothing to read after all: not a lost connection
+        except OSError:
+            data = b""
+        if not data:
             self._connection_lost()
             return
+        for frame in driver.reader.feed(data):
+            try:
+                message = framing.loads(frame)
+            except Exception:  # noqa: BLE001 - one message that cannot be read here, not the connection
+                LOG.exception("a message of the Ray driver cannot be read")
+                continue
+            self._deliver(message)
+
+    def _deliver(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "died":
             pool = self._owners.get(message[1])
@@ -237,6 +372,34 @@ class RayCluster:
             if request is not None and not request.future.done():
                 request.future.set_result(message)
 
+    def _send(self, message: tuple[Any, ...]) -> None:
+        """Write ``message`` to the driver without waiting: what its socket cannot take now
+        is written when it can (in order). A connection found broken is lost. Raises what
+        pickling ``message`` raises.
+        """
+        driver = self._driver
+        if driver is None:
+            return
+        pending = driver.writer.pending
+        try:
+            written = driver.writer.write(message)
+        except OSError:
+            self._connection_lost()
+            return
+        if not written and not pending:  # the first message kept: watch for room
+            asyncio.get_running_loop().add_writer(driver.fd, self._writable)
+
+    def _writable(self) -> None:
+        driver = self._driver
+        assert driver is not None
+        try:
+            written = driver.writer.flush()
+        except OSError:
+            self._connection_lost()
+            return
+        if written:
+            asyncio.get_running_loop().remove_writer(driver.fd)
+
     async def request(self, kind: str, *args: Any, on_progress: ProgressCallback | None = None) -> tuple[Any, ...]:
         """Send a request to the driver and wait for its answer (see ``ray_driver.py``);
         ``on_progress`` receives the call's progress reports. Raises ``ClusterUnavailable``.
@@ -247,20 +410,14 @@ class RayCluster:
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         self._requests[number] = _Request(future, on_progress)
         try:
-            self._driver.connection.send((kind, number, *args))
+            self._send((kind, number, *args))  # a lost connection fails the future
             return await future
-        except OSError:
-            raise ClusterUnavailable(self.lost or f"{self.where} cannot be reached") from None
         finally:
             self._requests.pop(number, None)
 
     def kill(self, replica: str) -> None:
         """Kill ``replica`` (``ray.kill``), without waiting; its calls fail."""
-        if self._driver is not None:
-            try:
-                self._driver.connection.send(("kill", replica))
-            except OSError:
-                pass
+        self._send(("kill", replica))
 
     def own(self, replica: str, pool: RayWorkerPool | None) -> None:
         """``pool`` is told of the death of ``replica`` (None: nobody is any more)."""
@@ -269,17 +426,24 @@ class RayCluster:
         else:
             self._owners[replica] = pool
 
+    def _unwatch(self, driver: _Driver) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(driver.fd)
+        loop.remove_writer(driver.fd)
+
     def _connection_lost(self) -> None:
         driver, self._driver = self._driver, None
         assert driver is not None
-        asyncio.get_running_loop().remove_reader(driver.connection.fileno())
+        self._unwatch(driver)
         driver.process.join(timeout=1)
+        driver.errors.read()
         self.lost = (
             f"{self.where} cannot be reached: the connection was lost (the Ray driver process ended with "
             f"exit code {driver.process.exitcode}; a head silent for {self.options.head_timeout:g} s, "
             f"--ray-head-timeout, ends it); reconnecting every {self.options.reconnect_interval:g} s"
         )
-        LOG.error("%s", self.lost)
+        tail = driver.errors.tail()
+        LOG.error("%s%s", self.lost, f"; its last lines on standard error: {tail}" if tail else "")
         requests, self._requests = self._requests, {}
         for request in requests.values():
             if not request.future.done():
@@ -290,7 +454,7 @@ class RayCluster:
         self._reconnecting = asyncio.create_task(self._reconnect(driver))
 
     async def _reconnect(self, old: _Driver) -> None:
-        await asyncio.to_thread(old.close)
+        await self._stop(old)
         while self._pools:
             await asyncio.sleep(self.options.reconnect_interval)
             try:
@@ -310,8 +474,8 @@ class RayCluster:
             await asyncio.gather(self._reconnecting, return_exceptions=True)
         driver, self._driver = self._driver, None
         if driver is not None:
-            asyncio.get_running_loop().remove_reader(driver.connection.fileno())
-            await asyncio.to_thread(driver.close)
+            self._unwatch(driver)
+            await self._stop(driver)
 
 
 @dataclasses.dataclass(eq=False)

@@ -9,16 +9,22 @@ its replicas, not its life: the server answers 503 and starts a new driver until
 cluster is back. Ray also owns the actors of a driver: when this process ends, however it
 ends, Ray removes its replicas.
 
-The messages, as tuples (``req`` numbers a request; its answer carries it):
+The messages, as tuples (``req`` numbers a request; its answer carries it), framed as the
+process executor frames its workers' (:mod:`~deepaas_like.workers.framing`):
 
 server to driver: ``("place", req, replica, name, namespace, actor_options, settings)``,
 ``("call", req, replica, hook, kwargs, request_id, with_progress, save_to)``, ``("kill", replica)``,
 ``("check", req, actor_options)``, ``None`` (leave).
 
-driver to server: ``("hello", description)`` or ``("cannot", message)`` once at start;
+driver to server: ``("hello", description)``, or ``("cannot", message)`` (the cluster cannot be
+reached) or ``("broken", message)`` (this driver cannot serve it: a module it needs is missing)
+once at start;
 ``("placed", req, ready_pickle, placement)``, ``("outcome", req, wire)``, ``("progress", req,
 fraction, message, metrics, step)``, ``("done", req, value)``, ``("failed", req, message, replica_died)``;
 and ``("died", replica, message)`` when a replica dies between calls.
+
+The driver's standard error is a pipe the server reads: it passes each line on to its own, and
+names the last ones when the driver ends before it said ``hello`` (a crash, a missing module).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from urllib.parse import urlsplit
 
 from deepaas_like import logs
 from deepaas_like.model.files import UploadedFile
-from deepaas_like.workers import protocol
+from deepaas_like.workers import framing, protocol
 from deepaas_like.workers.process import die_with, store_result
 from deepaas_like.workers.protocol import BatchResult, Outcome, Result
 
@@ -51,6 +57,7 @@ RAY_LOG_LEVEL = logging.WARNING
 
 def main(
     connection: Connection,
+    errors: Connection,
     address: str,
     head_timeout: float,
     results_dir: str,
@@ -59,8 +66,11 @@ def main(
     server_pid: int,
 ) -> None:
     """Driver process main: connect to the cluster at ``address``, say ``hello`` (or
-    ``cannot``), then serve the server's requests until told to leave or the pipe closes.
+    ``cannot``, or ``broken``), then serve the server's requests until told to leave or the
+    pipe closes. Standard error goes to ``errors``, which the server reads.
     """
+    os.dup2(errors.fileno(), 2)
+    errors.close()
     die_with(server_pid)
     # A driver that has lost the head for this long is ended by Ray: the server notices
     # and reconnects (see the module's doc). Ray's log lines reach the server's log whole.
@@ -71,10 +81,20 @@ def main(
         description = _connect(address)
     except Exception as error:  # noqa: BLE001 - any failure to connect is told to the server
         with contextlib.suppress(OSError):
-            connection.send(("cannot", _one_line(error)))
+            framing.send(connection.fileno(), ("cannot", _one_line(error)))
         return
-    connection.send(("hello", description))
-    asyncio.run(_Driver(connection, results_dir).serve())
+    try:
+        driver = _Driver(connection, results_dir)
+    except Exception as error:  # noqa: BLE001 - told to the server (a module missing: an extra not installed)
+        LOG.exception("the Ray driver cannot start")
+        message = f"the Ray driver cannot start: {_one_line(error)}"
+        if isinstance(error, ImportError):
+            message += " (pip install 'deepaas_like[ray]' installs what it needs)"
+        with contextlib.suppress(OSError):
+            framing.send(connection.fileno(), ("broken", message))
+        return
+    driver._send(("hello", description))
+    asyncio.run(driver.serve())
 
 
 def _connect(address: str) -> str:
@@ -161,6 +181,8 @@ class _Driver:
         decorate: Any = ray.remote
         self.actor_class = decorate(max_restarts=0, concurrency_groups={"control": 2})(ray_replica.Replica)
         self.connection = connection
+        self.fd = connection.fileno()
+        self.reader = framing.Reader()
         self.results_dir = results_dir
         self.replicas: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -171,9 +193,9 @@ class _Driver:
 
     async def serve(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
-        loop.add_reader(self.connection.fileno(), self._readable)
+        loop.add_reader(self.fd, self._readable)
         await self.done.wait()
-        loop.remove_reader(self.connection.fileno())
+        loop.remove_reader(self.fd)
         for actor in self.replicas.values():
             with contextlib.suppress(Exception):
                 self.ray.kill(actor)
@@ -181,21 +203,33 @@ class _Driver:
             self.ray.shutdown()
 
     def _send(self, message: tuple[Any, ...]) -> None:
+        """Send ``message`` to the server (from any thread), waiting for room if need be."""
         try:
             with self.send_lock:
-                self.connection.send(message)
+                framing.send(self.fd, message)
         except OSError:
-            assert self.loop is not None
-            self.loop.call_soon_threadsafe(self.done.set)  # the server has gone
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self.done.set)  # the server has gone
 
     def _readable(self) -> None:
+        # One read per readiness: a message that has not fully arrived waits for the rest.
         try:
-            message = self.connection.recv()
-        except (EOFError, OSError):
-            message = None
-        if message is None:
-            self.done.set()
+            data = os.read(self.fd, self.reader.read_size())
+        except BlockingIOError:
             return
+        except OSError:
+            data = b""
+        if not data:
+            self.done.set()  # the server has gone
+            return
+        for frame in self.reader.feed(data):
+            message = framing.loads(frame)
+            if message is None:
+                self.done.set()  # the server asks us to leave
+                return
+            self._handle(message)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "kill":
             self._kill(message[1])

@@ -95,3 +95,52 @@ def test_marshmallow_missing_arrives_as_itself():
         framing.send(left.fileno(), {"load_default": marshmallow.missing})
         (message,) = _read_all(right, 1)
         assert message["load_default"] is marshmallow.missing  # type: ignore[index]
+
+
+def _read_in_thread(sock: socket.socket, count: int) -> tuple[threading.Thread, list[object]]:
+    received: list[object] = []
+    thread = threading.Thread(target=lambda: received.extend(_read_all(sock, count)))
+    thread.start()
+    return thread, received
+
+
+def test_send_waits_for_room_on_a_non_blocking_descriptor():
+    # uvloop's add_reader makes the descriptor non-blocking: a write past the socket's
+    # buffer must wait for the reader, not fail half-written with BlockingIOError.
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        big = os.urandom(8 * 1024 * 1024)
+        thread, received = _read_in_thread(right, 2)
+        framing.send(left.fileno(), ("ok", big))
+        framing.send(left.fileno(), "next")
+        thread.join(timeout=60)
+        assert received == [("ok", big), "next"]
+
+
+def test_a_writer_keeps_what_the_socket_cannot_take_and_writes_it_in_order():
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        writer = framing.Writer(left.fileno())
+        big = os.urandom(4 * 1024 * 1024)
+        assert writer.write(("ok", big)) is False, "the socket's buffer cannot hold 4 MiB"
+        assert writer.write("next") is False, "kept behind the first, not written before it"
+        assert writer.pending > 0
+        thread, received = _read_in_thread(right, 2)
+        assert writer.drain(timeout=60)
+        thread.join(timeout=60)
+        assert writer.pending == 0
+        assert received == [("ok", big), "next"]
+
+
+def test_a_writer_that_nobody_reads_does_not_wait():
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        writer = framing.Writer(left.fileno())
+        assert writer.write(os.urandom(4 * 1024 * 1024)) is False
+        assert writer.drain(timeout=0.2) is False, "drain gives up after its timeout"
+        right.close()
+        with pytest.raises(OSError):
+            writer.drain(timeout=10)
