@@ -104,7 +104,12 @@ class Messages:
         return response
 
     def training(self, document: dict[str, Any]) -> Message:
-        """A ``Training`` of the REST API's training object (keys the message lacks are skipped)."""
+        """A ``Training`` of the REST API's training object (keys the message lacks are skipped;
+        ``result.duration`` is in seconds, the REST object's ``result.duration_seconds``).
+        """
+        result = document.get("result")
+        if result is not None:
+            document = {**document, "result": {**result, "duration": result.get("duration_seconds")}}
         return json_format.ParseDict(document, self.of("Training")(), ignore_unknown_fields=True)
 
     def _fill(self, message: Message, values: dict[str, Any]) -> None:
