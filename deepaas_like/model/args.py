@@ -90,6 +90,11 @@ def _not_a_field(value: Any) -> str:
     return f"the value {value!r}, where a marshmallow field is expected, e.g. {example}"
 
 
+#: Fields whose reading of a value runs more than a type check: a nested Schema's whole
+#: load (its required fields), or the plugin's own functions. Their defaults are not checked.
+_UNCHECKED_DEFAULTS = (fields.Nested, fields.Method, fields.Function)
+
+
 def _unreadable_default(field: fields.Field) -> str | None:
     """Why ``field`` cannot read its own ``load_default`` (None if it can, or has none).
 
@@ -99,6 +104,8 @@ def _unreadable_default(field: fields.Field) -> str | None:
     """
     default = field.load_default
     if default is marshmallow.missing or default is None or callable(default):
+        return None
+    if isinstance(field, _UNCHECKED_DEFAULTS):
         return None
     problems = []
     for form in (lambda: default, lambda: field._serialize(default, None, None)):

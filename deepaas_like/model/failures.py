@@ -4,7 +4,7 @@ Plugins built from the ai4os module template (deephdc/demo_app, ai4os-yolov8-tor
 every error of a hook in an aiohttp ``HTTPException`` whose ``reason`` is the exception
 itself: ``raise HTTPBadRequest(reason=e)``. aiohttp before 3.10.6 builds that exception (its
 reason is then the exception object); since 3.10.6 (aiohttp PR 9167, which refuses a reason
-with a newline) building it raises ``TypeError: argument of type 'Exception' is not
+with a newline by testing ``"\n" in reason``) building it raises ``TypeError: argument of type 'Exception' is not
 iterable`` inside the plugin. Either way the plugin meant: "this exception, with this HTTP
 status". :func:`failure_of` recovers both.
 """
@@ -77,7 +77,7 @@ def _being_built(error: BaseException, http_exception: type[BaseException]) -> t
     """The ``HTTPException`` that ``error`` was raised while building (aiohttp's own code
     refused its arguments), and the reason it was given; ``(None, None)`` if none.
     """
-    aiohttp_dir = os.path.dirname(sys.modules[http_exception.__module__].__file__ or "")
+    aiohttp_dir = os.path.dirname(sys.modules[http_exception.__module__].__file__ or "") + os.sep
     found: tuple[Any, Any] = (None, None)
     for frame, _ in traceback.walk_tb(error.__traceback__):
         candidate = frame.f_locals.get("self")

@@ -49,6 +49,10 @@ def test_an_argument_that_is_not_a_usable_field_is_named(value, expected):
     assert raised.value.message.startswith(f"get_predict_args() of model 'm' {expected}")
 
 
+class Required(marshmallow.Schema):
+    name = fields.Str(required=True)
+
+
 def test_defaults_a_field_reads_are_kept():
     declared = {
         "when": fields.DateTime(load_default=datetime.datetime(2024, 1, 2)),  # loaded values, not text
@@ -58,6 +62,7 @@ def test_defaults_a_field_reads_are_kept():
         "choice": fields.Str(load_default="none", validate=validate.OneOf(["a"])),  # validators: not run
         "image": fields.Raw(metadata={"type": "file"}, load_default=None),
         "factory": fields.Dict(load_default=dict),
+        "nested": fields.Nested(Required, load_default={}),  # a nested load is more than a type check
     }
     assert list(args.checked_fields(declared, "get_train_args() of model 'm'")) == list(declared)
     with pytest.raises(PluginDeclarationError, match=r"the schema attribute gives 'score' as the Python type float"):
