@@ -167,16 +167,16 @@ def catch_error(module_server, tmp_path_factory):
 def test_a_get_metadata_raising_through_catch_error_is_served_and_answers_the_real_error(catch_error):
     # deephdc/demo_app beside an editable install: get_metadata raises "No package found."
     # through HTTPBadRequest(reason=<the exception>), which newer aiohttp refuses to build.
-    metadata = requests.get(catch_error + CATCH_ERROR)
-    assert metadata.status_code == 400, metadata.text
-    assert metadata.json() == {"message": "Exception: No package found."}
+    for _ in range(2):
+        metadata = requests.get(catch_error + CATCH_ERROR)
+        assert metadata.status_code == 400, metadata.text
+        assert metadata.json() == {"message": "Exception: No package found."}
     answer = requests.post(catch_error + CATCH_ERROR + "predict/", data={"fail": "none"})
     assert answer.status_code == 200 and answer.json() == {"status": "OK", "predictions": {"fail": "none"}}
     log = Path(catch_error.log).read_text()
-    at_start = log[: log.index('"POST /v2/models/catch_error/predict/')]
-    assert at_start.count("Traceback (most recent call last)") == 1, at_start
-    assert 'raise Exception("No package found.")' in at_start, "the plugin's own traceback"
-    assert "get_metadata() of model 'catch_error' failed" in at_start
+    # The plugin's own traceback, once: at start-up, not per request.
+    assert log.count('raise Exception("No package found.")') == 1, log
+    assert log.count("get_metadata() of model 'catch_error' failed") == 1, log
     assert "not iterable" not in log
 
 
