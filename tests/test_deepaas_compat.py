@@ -200,7 +200,11 @@ def test_a_hook_error_wrapped_in_an_aiohttp_exception_reaches_the_client_unwrapp
 def test_the_cli_answers_the_metadata_error_and_predicts(tmp_path):
     env = {**os.environ, **make_plugin_site(tmp_path / "site", TEST_PLUGINS)}
     metadata = subprocess.run(
-        ["deepaas-like-cli", "--model-name", "catch_error", "metadata"], env=env, capture_output=True, text=True
+        ["deepaas-like-cli", "--model-name", "catch_error", "metadata"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert metadata.returncode == 1 and "Exception: No package found." in metadata.stderr, metadata.stderr
     predicted = subprocess.run(
@@ -208,5 +212,6 @@ def test_the_cli_answers_the_metadata_error_and_predicts(tmp_path):
         env=env,
         capture_output=True,
         text=True,
+        timeout=120,
     )
     assert predicted.returncode == 0 and json.loads(predicted.stdout)["predictions"] == {"fail": "none"}
