@@ -4,9 +4,9 @@ Plugins built from the ai4os module template (deephdc/demo_app, ai4os-yolov8-tor
 every error of a hook in an aiohttp ``HTTPException`` whose ``reason`` is the exception
 itself: ``raise HTTPBadRequest(reason=e)``. aiohttp before 3.10.6 builds that exception (its
 reason is then the exception object); since 3.10.6 (aiohttp PR 9167, which refuses a reason
-with a newline by testing ``"\n" in reason``) building it raises ``TypeError: argument of type 'Exception' is not
-iterable`` inside the plugin. Either way the plugin meant: "this exception, with this HTTP
-status". :func:`failure_of` recovers both.
+holding a line break, tested with ``in``) building it raises ``TypeError: argument of type
+'Exception' is not iterable`` inside the plugin. Either way the plugin meant: "this
+exception, with this HTTP status". :func:`failure_of` recovers both.
 """
 
 from __future__ import annotations
