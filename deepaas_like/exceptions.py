@@ -107,14 +107,17 @@ class IdempotencyKeyReused(InvalidArguments):
 
 
 class PluginError(DeepaasLikeError):
-    """Plugin code raised; ``error_type`` is the exception's class name."""
+    """Plugin code raised; ``error_type`` is the exception's class name, ``status`` the HTTP
+    status the plugin chose (an aiohttp ``HTTPException`` it raised; else 500).
+    """
 
     status = 500
 
-    def __init__(self, error_type: str, message: str, traceback: str = "") -> None:
+    def __init__(self, error_type: str, message: str, traceback: str = "", status: int = 500) -> None:
         super().__init__(f"{error_type}: {message}")
         self.error_type = error_type
         self.traceback = traceback
+        self.status = status
 
 
 class InvalidPrediction(DeepaasLikeError):
@@ -208,6 +211,12 @@ class StartupError(DeepaasLikeError):
 
 class PluginLoadError(StartupError):
     """A plugin is not installed or failed to import; raised at start-up."""
+
+
+class PluginDeclarationError(PluginLoadError):
+    """A plugin declares its arguments or its ``schema`` wrongly (not marshmallow fields, a
+    default its field cannot read); raised at start-up, naming the hook and the field.
+    """
 
 
 def _text(messages: object) -> str:

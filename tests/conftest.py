@@ -177,6 +177,8 @@ TEST_PLUGINS = {
     "ai4os_style": "ai4os_style",
     "raw_png": "raw_png",
     "unruly": "unruly",
+    "catch_error": "catch_error",
+    "bad_arguments": "bad_arguments",
 }
 
 

@@ -6,6 +6,8 @@ ai4os-hub/phyto-plankton-classification), without the ``deepaas`` package instal
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urljoin
@@ -151,3 +153,65 @@ def test_trainings_survive_a_cancel_during_start_and_a_start_that_fails(run_serv
     assert failed["status"] == "error" and "weights not found" in failed["message"]
     flag.unlink()
     assert wait_for(trainings + requests.post(trainings, data=form).json()["uuid"])["status"] == "done"
+
+
+CATCH_ERROR = "/v2/models/catch_error/"
+
+
+@pytest.fixture(scope="module")
+def catch_error(module_server, tmp_path_factory):
+    env = make_plugin_site(tmp_path_factory.mktemp("site"), TEST_PLUGINS)
+    return module_server("catch_error", env=env)
+
+
+def test_a_get_metadata_raising_through_catch_error_is_served_and_answers_the_real_error(catch_error):
+    # deephdc/demo_app beside an editable install: get_metadata raises "No package found."
+    # through HTTPBadRequest(reason=<the exception>), which newer aiohttp refuses to build.
+    for _ in range(2):
+        metadata = requests.get(catch_error + CATCH_ERROR)
+        assert metadata.status_code == 400, metadata.text
+        assert metadata.json() == {"message": "Exception: No package found."}
+    answer = requests.post(catch_error + CATCH_ERROR + "predict/", data={"fail": "none"})
+    assert answer.status_code == 200 and answer.json() == {"status": "OK", "predictions": {"fail": "none"}}
+    log = Path(catch_error.log).read_text()
+    # The plugin's own traceback, once: at start-up, not per request.
+    assert log.count('raise Exception("No package found.")') == 1, log
+    assert log.count("get_metadata() of model 'catch_error' failed") == 1, log
+    assert "not iterable" not in log
+
+
+@pytest.mark.parametrize(
+    ("fail", "status", "message"),
+    [
+        # _catch_error: building HTTPBadRequest(reason=e) raises TypeError inside the plugin.
+        ("catch_error", 400, "ValueError: the input image is empty"),
+        # The same exception as aiohttp before 3.10.6 built it.
+        ("built", 400, "ValueError: the input image is empty"),
+        # ai4os-yolov8-torch: the base HTTPException has no status of its own.
+        ("yolov8", 500, "ValueError: the input image is empty"),
+        ("str_reason", 404, "HTTPNotFound: no such image: the input image is empty"),
+    ],
+)
+def test_a_hook_error_wrapped_in_an_aiohttp_exception_reaches_the_client_unwrapped(catch_error, fail, status, message):
+    answer = requests.post(catch_error + CATCH_ERROR + "predict/", data={"fail": fail})
+    assert (answer.status_code, answer.json()) == (status, {"message": message})
+
+
+def test_the_cli_answers_the_metadata_error_and_predicts(tmp_path):
+    env = {**os.environ, **make_plugin_site(tmp_path / "site", TEST_PLUGINS)}
+    metadata = subprocess.run(
+        ["deepaas-like-cli", "--model-name", "catch_error", "metadata"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert metadata.returncode == 1 and "Exception: No package found." in metadata.stderr, metadata.stderr
+    predicted = subprocess.run(
+        ["deepaas-like-cli", "--model-name", "catch_error", "predict", "--fail", "none"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert predicted.returncode == 0 and json.loads(predicted.stdout)["predictions"] == {"fail": "none"}

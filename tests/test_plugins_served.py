@@ -6,6 +6,7 @@ code fails, one with predict only; several models per server; start-up errors.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import zipfile
 
@@ -176,7 +177,7 @@ def test_start_up_stops_with_a_message_naming_the_model(tmp_path, plugin_env, mo
             "--listen-port=0",
             f"--database-url=sqlite+aiosqlite:///{tmp_path}/j.sqlite",
         ],
-        env={**__import__("os").environ, **plugin_env},
+        env={**os.environ, **plugin_env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -184,3 +185,60 @@ def test_start_up_stops_with_a_message_naming_the_model(tmp_path, plugin_env, mo
     assert process.returncode == 1
     for text in expected:
         assert text in process.stderr
+
+
+FIELD_EXPECTED = "where a marshmallow field is expected"
+BAD_ARGUMENTS = [
+    (
+        "predict_type",
+        f"get_predict_args() of model 'bad_arguments' gives 'factor' as the Python type float, {FIELD_EXPECTED}",
+    ),
+    ("train_type", f"get_train_args() of model 'bad_arguments' gives 'epochs' as the value 10, {FIELD_EXPECTED}"),
+    (
+        "schema_type",
+        f"the schema attribute of model 'bad_arguments' gives 'score' as the Python type float, {FIELD_EXPECTED}",
+    ),
+    (
+        "load_default",
+        "get_predict_args() of model 'bad_arguments' gives 'times' a load_default of 'five', "
+        "which fields.Integer cannot read (Not a valid integer.)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("defect", "expected"), BAD_ARGUMENTS)
+def test_arguments_that_are_not_marshmallow_fields_stop_start_up_naming_them(tmp_path, plugin_env, defect, expected):
+    # As a plugin that fails to load: the server does not start, and says why in one line.
+    process = subprocess.run(
+        [
+            "deepaas-like-run",
+            "--model-name=bad_arguments",
+            "--listen-port=0",
+            f"--database-url=sqlite+aiosqlite:///{tmp_path}/j.sqlite",
+        ],
+        env={**os.environ, **plugin_env, "BAD_ARGUMENTS": defect},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 1, process.stderr
+    assert expected in process.stderr and "Traceback" not in process.stderr
+
+
+@pytest.mark.parametrize(("defect", "expected"), BAD_ARGUMENTS)
+def test_the_cli_help_names_arguments_that_are_not_marshmallow_fields(plugin_env, defect, expected):
+    process = subprocess.run(
+        ["deepaas-like-cli", "--model-name", "bad_arguments", "predict", "--help"],
+        env={**os.environ, **plugin_env, "BAD_ARGUMENTS": defect},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 1 and f"deepaas-like-cli: {expected}" in process.stderr, process.stderr
+    assert "Traceback" not in process.stderr and process.stdout == ""
+
+
+def test_the_same_plugin_with_right_declarations_is_served(run_server, plugin_env):
+    server = run_server("bad_arguments", env=plugin_env)
+    answer = requests.post(server + "/v2/models/bad_arguments/predict/", data={"factor": "1.5"})
+    assert answer.status_code == 200 and answer.json() == {"score": 7.5}, answer.text

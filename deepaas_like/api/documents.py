@@ -4,6 +4,7 @@ predictions) as DEEPaaS 2.6 prints its training objects, and model versions.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, JobView
@@ -17,8 +18,9 @@ def job_document(job: JobView) -> dict[str, Any]:
     training that made a model version names it (``version``), one tracked in MLflow its
     ``mlflow_run_id``; a ``message`` on a done job says what went wrong beside it (MLflow
     tracking). Dates print as DEEPaaS prints them
-    (``str(datetime)``); ``result.duration`` is in seconds; a finished prediction's result
-    names its ``media_type``.
+    (``str(datetime)``); ``result.duration`` as DEEPaaS 2.6 gives it, ``str(timedelta)``
+    (``"0:00:03.040127"``), and ``result.duration_seconds`` the same time as a number of
+    seconds; a finished prediction's result names its ``media_type``.
     """
     document: dict[str, Any] = {
         "date": str(job.created),
@@ -39,7 +41,12 @@ def job_document(job: JobView) -> dict[str, Any]:
     if job.run_id is not None:
         document["mlflow_run_id"] = job.run_id
     if job.status == DONE:
-        document["result"] = {"output": job.output, "finish_date": str(job.finished), "duration": job.duration}
+        document["result"] = {
+            "output": job.output,
+            "finish_date": str(job.finished),
+            "duration": None if job.duration is None else str(datetime.timedelta(seconds=job.duration)),
+            "duration_seconds": job.duration,
+        }
         if job.media_type is not None:
             document["result"]["media_type"] = job.media_type
         if job.version is not None:

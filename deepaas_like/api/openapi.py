@@ -21,7 +21,7 @@ import deepaas_like
 from deepaas_like import exceptions
 from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge
 from deepaas_like.api.security import Access
-from deepaas_like.jobs.states import STATES
+from deepaas_like.jobs.states import OLDEST_FIRST, ORDERS, STATES
 from deepaas_like.media import is_json
 from deepaas_like.model.args import is_file_field
 from deepaas_like.serving.schemas import MAX_LIMIT, MAX_OFFSET
@@ -57,6 +57,12 @@ _JOB = {
 
 _LISTING = [
     {"in": "query", "name": "status", "schema": {"type": "string", "enum": list(STATES)}},
+    {
+        "in": "query",
+        "name": "order",
+        "schema": {"type": "string", "enum": list(ORDERS), "default": OLDEST_FIRST},
+        "description": "by creation: `asc`, oldest first (as DEEPaaS lists trainings), or `desc`, newest first",
+    },
     {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
 ]
@@ -442,7 +448,7 @@ def _events(summary: str) -> dict[str, Any]:
 
 @_served_for(PREDICT)
 def list_predictions(served: ServedModel) -> dict[str, Any]:
-    return {"summary": "Asynchronous predictions, newest first", **_listing("jobs")}
+    return {"summary": "Asynchronous predictions, oldest first unless `order=desc`", **_listing("jobs")}
 
 
 @_served_for(PREDICT)
@@ -482,7 +488,7 @@ def start_training(served: ServedModel) -> dict[str, Any]:
 
 @_served_for(TRAIN)
 def list_trainings(served: ServedModel) -> dict[str, Any]:
-    return {"summary": f"Trainings of {served.name}, newest first", **_listing("trainings")}
+    return {"summary": f"Trainings of {served.name}, oldest first unless `order=desc`", **_listing("trainings")}
 
 
 @_served_for(TRAIN)

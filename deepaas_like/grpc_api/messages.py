@@ -126,11 +126,15 @@ class Messages:
 
     def training(self, document: dict[str, Any]) -> Message:
         """A ``Training`` of the REST API's training object (keys the message lacks are
-        skipped). NaN and Infinity (a plugin's result or progress) are sent as null, as the
-        HTTP front sends them: unset ``progress``, ``null_value`` in ``args`` and ``result``;
-        protobuf's JSON mapping, which clients such as grpcurl print answers with, has no
-        NaN in a ``Value``, and ``ParseDict`` refuses one in a ``double``.
+        skipped; ``result.duration`` is in seconds, the REST object's
+        ``result.duration_seconds``). NaN and Infinity (a plugin's result or progress) are sent
+        as null, as the HTTP front sends them: unset ``progress``, ``null_value`` in ``args``
+        and ``result``; protobuf's JSON mapping, which clients such as grpcurl print answers
+        with, has no NaN in a ``Value``, and ``ParseDict`` refuses one in a ``double``.
         """
+        result = document.get("result")
+        if result is not None:
+            document = {**document, "result": {**result, "duration": result.get("duration_seconds")}}
         return json_format.ParseDict(_finite(document), self.of("Training")(), ignore_unknown_fields=True)
 
     def _fill(self, message: Message, values: dict[str, Any]) -> None:

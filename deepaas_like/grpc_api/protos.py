@@ -82,7 +82,7 @@ _METHOD_COMMENTS = {
     "file (`file`: PNG, ZIP, ...), as the `accept` argument chooses, where the model offers one.",
     "Train": 'Starts a training (a job) and answers at once with it, status "pending" or "running".',
     "GetTraining": "The training `uuid`.",
-    "ListTrainings": "Trainings of this model, newest first (of this API key, unless an admin key).",
+    "ListTrainings": "Trainings of this model, oldest first (of this API key, unless an admin key).",
     "CancelTraining": "Cancels a pending or running training (its worker is killed); returns the training.",
     "WatchTraining": "The training's changes as they happen, the events of the REST API's event stream: a \"job\"\n"
     'event with the training whenever it changes, then "end" once it has ended. The stream also\n'
@@ -372,7 +372,7 @@ class _Builder:
         )
         self._fixed(
             "ListTrainingsResponse",
-            "Trainings, newest first.",
+            "Trainings, oldest first.",
             ("trainings", MESSAGE, f"{package}.Training", True, False, ""),
         )
         self._fixed(

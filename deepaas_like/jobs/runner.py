@@ -33,7 +33,7 @@ from deepaas_like.exceptions import (
 )
 from deepaas_like.jobs.feed import Feed, JobFeeds, Render
 from deepaas_like.jobs.result_files import ResultFiles
-from deepaas_like.jobs.states import ACTIVE, CANCELLED, DONE, ERROR, PENDING, TRAIN, JobView
+from deepaas_like.jobs.states import ACTIVE, CANCELLED, DONE, ERROR, OLDEST_FIRST, PENDING, TRAIN, JobView
 from deepaas_like.jobs.store import (
     INTERRUPTED,
     MAX_EVENTS,
@@ -150,6 +150,8 @@ class JobRunner:
         self._loops: list[asyncio.Task[None]] = []
         #: Jobs whose outcome is known and being written (their plugin call has ended).
         self._recording: set[str] = set()
+        #: Running jobs this runner is stopping because they were cancelled.
+        self._cancelled: set[str] = set()
         self._give_up_at: float | None = None  # set by close(): when retries stop
         self._abandoned = 0  # jobs whose end could not be recorded before the server stopped
 
@@ -371,9 +373,13 @@ class JobRunner:
         limit: int | None = None,
         offset: int = 0,
         visible_to: str | None = None,
+        order: str = OLDEST_FIRST,
     ) -> list[JobView]:
-        """Jobs of ``model``, newest first (of one API key when ``visible_to``)."""
-        return [job.to_view() for job in await self.store.list(model, kind, status, limit, offset, visible_to)]
+        """Jobs of ``model`` in ``order`` of creation, oldest first unless :data:`NEWEST_FIRST`
+        (of one API key when ``visible_to``).
+        """
+        jobs = await self.store.list(model, kind, status, limit, offset, visible_to, order)
+        return [job.to_view() for job in jobs]
 
     async def cancel(self, model: Servable, uuid: str, kind: str, visible_to: str | None = None) -> JobView:
         """Cancel a pending or running job: it is marked ``cancelled`` and, if it runs here,
@@ -385,12 +391,15 @@ class JobRunner:
         if job.status in ACTIVE and await self.store.finish(uuid, CANCELLED, message=CANCELLED_BY_USER):
             self.feeds.changed(uuid)
             if uuid in self._running:
-                await self._stop_local(uuid)
+                await self._stop_local(uuid)  # its run logs the cancel once its worker stopped
             elif job.status == PENDING:
+                LOG.info("%s job %s of model %s cancelled before it started", kind, uuid, model.name)
                 _remove(job.upload_dir)
         return (await self.store.get(model.name, uuid, kind)).to_view()
 
     async def _stop_local(self, uuid: str) -> None:
+        """Stop cancelled job ``uuid`` running here: kill its worker (or cancel its task)."""
+        self._cancelled.add(uuid)
         model, task = self._running[uuid]
         if not await model.kill(uuid):
             task.cancel()
@@ -468,19 +477,21 @@ class JobRunner:
                     prediction = await model.predict(kwargs, job_id=job.uuid, on_progress=progress.add)
                     outcome = await self._prediction_outcome(job, prediction)
             except DeepaasLikeError as error:
-                LOG.error("%s job %s of model %s failed: %s", job.kind, job.uuid, model.name, error.message)
+                self._log_failure(job, model.name, error.message)
                 outcome = {"status": ERROR, "message": error.message}
             except asyncio.CancelledError:
                 # Cancelled by a DELETE whose worker could not be killed, or by close().
                 self._recording.add(job.uuid)
                 ending = (ERROR, INTERRUPTED) if self._give_up_at is not None else (CANCELLED, CANCELLED_BY_USER)
+                if ending[0] == CANCELLED:
+                    self._log_failure(job, model.name, "its task was cancelled")
                 if run is not None:
                     await asyncio.shield(run.finish(KILLED))
                 with contextlib.suppress(DatabaseUnavailable):
                     await asyncio.shield(self._end(job, ending[0], message=ending[1]))
                 raise
             except Exception as error:  # noqa: BLE001 - recorded on the job; the server keeps serving
-                LOG.exception("%s job %s of %s failed", job.kind, job.uuid, model.name)
+                self._log_failure(job, model.name, f"{type(error).__name__}: {error}", error)
                 outcome = {"status": ERROR, "message": f"{type(error).__name__}: {error}"}
             # The plugin call has ended: from here on the outcome is only written, and a
             # stopping server lets that write land (see close()).
@@ -505,10 +516,21 @@ class JobRunner:
         finally:
             progress.close()
             self._recording.discard(job.uuid)
+            self._cancelled.discard(job.uuid)
             self._running.pop(job.uuid, None)
             self._counts[(model.name, job.kind)] -= 1
             _remove(job.upload_dir)
             self._wake.set()
+
+    def _log_failure(self, job: Job, model: str, reason: str, error: BaseException | None = None) -> None:
+        """Log why ``job``'s call ended without a result: at INFO, as a cancel, for a job this
+        runner was stopping because it was cancelled (the "killed by SIGKILL" of its worker
+        is the cancel working), else at ERROR (with ``error``'s traceback when given).
+        """
+        if job.uuid in self._cancelled:
+            LOG.info("%s job %s of model %s cancelled: its call was stopped", job.kind, job.uuid, model)
+        else:
+            LOG.error("%s job %s of model %s failed: %s", job.kind, job.uuid, model, reason, exc_info=error)
 
     def _version_location(self, model: Servable, job: Job) -> str | None:
         """Where training ``job`` saves the version it makes, relative to the model store;

@@ -34,6 +34,10 @@ TRAIN, PREDICT = JobKind.TRAIN, JobKind.PREDICT
 STATES: tuple[JobStatus, ...] = tuple(JobStatus)
 #: The states of a job that has not ended.
 ACTIVE: tuple[JobStatus, ...] = (PENDING, RUNNING)
+#: Orders of a job listing, by creation: oldest first (DEEPaaS 2.6 lists its trainings in
+#: the order they were posted) or newest first.
+OLDEST_FIRST, NEWEST_FIRST = "asc", "desc"
+ORDERS = (OLDEST_FIRST, NEWEST_FIRST)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from deepaas_like.database import error_text, transient
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
-from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, PENDING, RUNNING
+from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, NEWEST_FIRST, OLDEST_FIRST, PENDING, RUNNING
 from deepaas_like.jobs.tables import Instance, Job, JobResult
 from deepaas_like.model.args import UploadedFile
 
@@ -479,16 +479,19 @@ class JobStore:
         limit: int | None = None,
         offset: int = 0,
         visible_to: str | None = None,
+        order: str = OLDEST_FIRST,
     ) -> builtins.list[Job]:
-        """Jobs of ``model`` and ``kind``, newest first, optionally of one ``status``; with
-        ``visible_to`` (an API key's hash), only those that key created.
+        """Jobs of ``model`` and ``kind`` in ``order`` of creation (:data:`OLDEST_FIRST` or
+        :data:`NEWEST_FIRST`; ties by uuid, so that pages never overlap), optionally of one
+        ``status``; with ``visible_to`` (an API key's hash), only those that key created.
         """
         query = select(Job).where(Job.model == model, Job.kind == kind)
         if visible_to is not None:
             query = query.where(Job.api_key_hash == visible_to)
         if status is not None:
             query = query.where(Job.status == status)
-        query = query.order_by(Job.created.desc(), Job.uuid.desc()).offset(offset).limit(limit)
+        keys = (Job.created.desc(), Job.uuid.desc()) if order == NEWEST_FIRST else (Job.created, Job.uuid)
+        query = query.order_by(*keys).offset(offset).limit(limit)
         async with self._session() as session:
             return list(await session.scalars(query))
 
@@ -550,24 +553,34 @@ class JobStore:
     ) -> None:
         """Record progress (0..1, or None to keep it), append log ``messages``
         (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`, and set the latest
-        value of each of ``metrics``.
+        value of each of ``metrics``. Nothing is written once the job has ended: a report
+        that arrives after a cancel must not change what the client was answered.
         """
         async with self._session.begin() as session:
             job = await session.get(Job, uuid, with_for_update=True, populate_existing=True)
-            if job is None:
+            if job is None or job.status not in ACTIVE:
                 return
+            values: dict[str, Any] = {}
             if progress is not None:
-                job.progress = progress
+                values["progress"] = progress
             if messages:
-                job.events = (list(job.events or []) + messages)[-MAX_EVENTS:]
+                values["events"] = (list(job.events or []) + messages)[-MAX_EVENTS:]
             if metrics:
-                job.metrics = {**(job.metrics or {}), **metrics}
+                values["metrics"] = {**(job.metrics or {}), **metrics}
+            if values:
+                # Conditional as finish() is: an end that landed since the read wins.
+                await session.execute(
+                    update(Job)
+                    .where(Job.uuid == uuid, Job.status.in_(ACTIVE))
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
 
     @_database_call(write=True)
     async def annotate(self, uuid: str, run_id: str) -> None:
-        """Record the MLflow run of job ``uuid``."""
+        """Record the MLflow run of job ``uuid`` (unless it has ended)."""
         async with self._session.begin() as session:
-            await session.execute(update(Job).where(Job.uuid == uuid).values(run_id=run_id))
+            await session.execute(update(Job).where(Job.uuid == uuid, Job.status.in_(ACTIVE)).values(run_id=run_id))
 
     @_database_call(write=False)
     async def result(self, uuid: str) -> bytes | None:

@@ -18,6 +18,7 @@ from deepaas_like.exceptions import HookNotImplemented
 from deepaas_like.model import args as model_args
 from deepaas_like.model import deepaas_compat
 from deepaas_like.model.base import BaseModel
+from deepaas_like.model.failures import HookFailure, failure_of
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import DEFAULT_NAMESPACE, load_plugin
 
@@ -41,6 +42,8 @@ class ModelDescription:
     """What the server needs to know of a plugin without importing it (it is pickled).
 
     ``predict_args``/``train_args`` are None when the plugin lacks ``predict``/``train``.
+    ``metadata_error`` is what ``get_metadata`` raised (the model is served; its metadata
+    answers that error).
     """
 
     name: str
@@ -51,6 +54,7 @@ class ModelDescription:
     batch: bool = False
     #: The plugin has ``save`` and ``load``: each successful training makes a model version.
     versions: bool = False
+    metadata_error: HookFailure | None = None
 
 
 class Plugin:
@@ -89,25 +93,40 @@ class Plugin:
             warm()
 
     def describe(self) -> ModelDescription:
-        """Metadata, argument fields and response fields, as :class:`ModelDescription`."""
-        get_metadata = self.hook("get_metadata")
-        metadata = dict(get_metadata() or {}) if get_metadata else {}
+        """Metadata, argument fields and response fields, as :class:`ModelDescription`.
+
+        A ``get_metadata`` that raises is described (``metadata_error``), not raised: the
+        model is served. Raises ``PluginDeclarationError`` for arguments or a ``schema``
+        that are not marshmallow fields (or have a default their field cannot read).
+        """
+        metadata, metadata_error = self._metadata()
+        where = f"the schema attribute of model {self.name!r}"
         return ModelDescription(
             name=self.name,
             metadata=metadata,
             predict_args=self._arguments("predict"),
             train_args=self._arguments("train"),
-            response_fields=model_args.schema_fields(getattr(self.target, "schema", None)),
+            response_fields=model_args.schema_fields(getattr(self.target, "schema", None), where),
             batch=self.hook("predict_batch") is not None,
             versions=self.hook("save") is not None and self.hook("load") is not None,
+            metadata_error=metadata_error,
         )
+
+    def _metadata(self) -> tuple[dict[str, Any], HookFailure | None]:
+        get_metadata = self.hook("get_metadata")
+        if get_metadata is None:
+            return {}, None
+        try:
+            return dict(get_metadata() or {}), None
+        except Exception as error:  # noqa: BLE001 - the model is served; its metadata answers the error
+            return {}, failure_of(error)[0]
 
     def _arguments(self, hook: str) -> dict[str, fields.Field] | None:
         if self.hook(hook) is None:
             return None
         get_args = self.hook(f"get_{hook}_args")
         arguments = (get_args() or {}) if get_args else {}
-        return {name: model_args.unbound(field) for name, field in arguments.items()}
+        return model_args.checked_fields(arguments, f"get_{hook}_args() of model {self.name!r}")
 
     def call(self, hook: str, kwargs: dict[str, Any]) -> Any:
         """Run ``hook(**kwargs)`` (``predict_batch`` takes the list of kwargs; ``save`` and

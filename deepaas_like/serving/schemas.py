@@ -14,7 +14,7 @@ import marshmallow
 from marshmallow import fields, validate
 
 from deepaas_like.exceptions import InvalidArguments
-from deepaas_like.jobs.states import STATES
+from deepaas_like.jobs.states import OLDEST_FIRST, ORDERS, STATES
 
 
 def camel_case(name: str) -> str:
@@ -102,8 +102,12 @@ MAX_LIMIT = 10_000  # jobs in one listing
 
 
 class ListingArgs(marshmallow.Schema):
-    """Arguments of job listings: filter by ``status``, page with ``limit``/``offset``."""
+    """Arguments of job listings: filter by ``status``, sort by creation in ``order``
+    (``asc``, oldest first, as DEEPaaS lists trainings; ``desc``, newest first), page with
+    ``limit``/``offset`` (counted in that order).
+    """
 
     status = fields.Str(validate=validate.OneOf([str(status) for status in STATES]))
+    order = fields.Str(load_default=OLDEST_FIRST, validate=validate.OneOf(ORDERS))
     limit = fields.Int(validate=validate.Range(min=1, max=MAX_LIMIT))
     offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import marshmallow
 
-from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction
+from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction, PluginError
 from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.results import FileResult, Prediction, render
 from deepaas_like.serving import schemas
@@ -24,6 +25,7 @@ from deepaas_like.serving.autoscaling import Autoscaler, Autoscaling
 from deepaas_like.serving.batching import Batcher
 from deepaas_like.workers.base import Placement, ProgressCallback, WorkerPool
 
+LOG = logging.getLogger(__name__)
 #: The kinds of calls a model may take (the hooks ``predict`` and ``train``).
 PREDICT, TRAIN = "predict", "train"
 
@@ -96,6 +98,16 @@ class ServedModel:
         """
         description = await self.predict_pool.start()
         self.description = description
+        failure = description.metadata_error
+        if failure is not None and self._trains:  # a version's base model said it already
+            LOG.error(
+                "get_metadata() of model %r failed; the model is served, its metadata answers %d: %s: %s\n%s",
+                self.name,
+                failure.status,
+                failure.error_type,
+                failure.message,
+                failure.traceback.rstrip(),
+            )
         prefix = schemas.camel_case(self.name)
         if description.predict_args is not None:
             self.predict_schema = schemas.build_schema(
@@ -184,8 +196,12 @@ class ServedModel:
         """The plugin's metadata merged over ``{"id": name, "name": name}``, and, when the
         predict workers run on GPUs or on a Ray cluster, ``"workers"``: where each live one
         runs, ``{"node": ..., "device": "cpu" or "gpu:ID"}`` (plain local CPU workers leave
-        the document as DEEPaaS has it).
+        the document as DEEPaaS has it). Raises ``PluginError`` with what the plugin's
+        ``get_metadata`` raised at start-up (and the HTTP status it chose).
         """
+        failure = self.description.metadata_error
+        if failure is not None:
+            raise PluginError(failure.error_type, failure.message, failure.traceback, failure.status)
         placements = self.predict_pool.placements()
         if all(p == Placement() for p in placements):
             return {"id": self.name, "name": self.name, **self.description.metadata}

@@ -15,7 +15,8 @@ from typing import Any
 
 import marshmallow
 
-from deepaas_like.exceptions import PredictionNotJSON, ResultTooLarge
+from deepaas_like.exceptions import PluginLoadError, PredictionNotJSON, ResultTooLarge
+from deepaas_like.model.failures import failure_of
 from deepaas_like.model.plugin import Plugin
 from deepaas_like.results import check_prediction, to_transport
 from deepaas_like.versions import storage
@@ -29,19 +30,25 @@ def start_plugin(name: str, namespace: str, warm: bool = True, load_from: str | 
     (when ``warm``), then, for a worker serving a model version, its ``load(path)`` with the
     version's directory (``load_from``, a path or URL; fetched first when remote).
 
-    Raises ``PluginLoadError``, and whatever ``warm`` or ``load`` raise (``load``'s errors
-    say so), ``FileNotFoundError`` for a version directory that is missing.
+    Raises ``PluginLoadError`` (also when ``warm`` raises: the message says what it raised,
+    unwrapped as :func:`~deepaas_like.model.failures.failure_of` does), ``RuntimeError`` when
+    ``load`` raises, ``FileNotFoundError`` for a version directory that is missing.
     """
     plugin = Plugin.load(name, namespace)
     if warm:
-        plugin.warm()
+        try:
+            plugin.warm()
+        except Exception as error:
+            failure, cause = failure_of(error)
+            raise PluginLoadError(f"warm() failed: {failure.error_type}: {failure.message}") from cause
     if load_from is not None:
         path = storage.local_copy(load_from)
         try:
             plugin.call("load", {"path": path})
         except Exception as error:
-            reason = f"{type(error).__name__}: {error}"
-            raise RuntimeError(f"load() of the version in {load_from} failed: {reason}") from error
+            failure, cause = failure_of(error)
+            reason = f"{failure.error_type}: {failure.message}"
+            raise RuntimeError(f"load() of the version in {load_from} failed: {reason}") from cause
     return plugin
 
 
@@ -63,8 +70,7 @@ def execute(
     except marshmallow.ValidationError as error:
         return _invalid(error)
     except Exception as error:  # noqa: BLE001 - plugin errors go back to the caller
-        LOG.exception("%s() of model %r failed: %s: %s", hook, plugin.name, type(error).__name__, error)
-        return Error(type(error).__name__, str(error), traceback.format_exc())
+        return _error(plugin, hook, error)
     if save_to is not None:
         try:
             storage.publish(save_to, lambda path: plugin.call("save", {"path": path}))
@@ -75,6 +81,17 @@ def execute(
     if hook != "predict":
         return Result(result)
     return _checked(plugin.name, result, max_result_size)
+
+
+def _error(plugin: Plugin, hook: str, error: BaseException) -> Error:
+    """What the plugin raised, unwrapped (an aiohttp ``HTTPException`` built around the real
+    exception, see :func:`~deepaas_like.model.failures.failure_of`), logged with the real
+    exception's traceback.
+    """
+    failure, cause = failure_of(error)
+    name, message = failure.error_type, failure.message
+    LOG.error("%s() of model %r failed: %s: %s", hook, plugin.name, name, message, exc_info=cause)
+    return Error(name, message, failure.traceback, failure.status)
 
 
 def out_of_memory(outcome: Outcome) -> bool:
@@ -128,10 +145,14 @@ def _batch(plugin: Plugin, batch: list[dict[str, Any]], max_result_size: int) ->
         if isinstance(result, marshmallow.ValidationError):  # this request's own bad input: 422
             outcomes.append(_invalid(result))
         elif isinstance(result, Exception):
+            failure = failure_of(result)[0]
             LOG.error(
-                "predict_batch() of model %r failed for one request: %s: %s", plugin.name, type(result).__name__, result
+                "predict_batch() of model %r failed for one request: %s: %s",
+                plugin.name,
+                failure.error_type,
+                failure.message,
             )
-            outcomes.append(Error(type(result).__name__, str(result), ""))
+            outcomes.append(Error(failure.error_type, failure.message, "", failure.status))
         else:
             outcomes.append(_checked(plugin.name, to_transport(result), max_result_size))
     return outcomes

@@ -94,11 +94,14 @@ class Invalid:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Error:
-    """The plugin raised ``error_type``."""
+    """The plugin raised ``error_type``; ``status`` is the HTTP status it chose (500 unless
+    it raised an aiohttp ``HTTPException``).
+    """
 
     error_type: str
     message: str
     traceback: str = ""
+    status: int = 500
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -137,7 +140,7 @@ def encode(message: Call | Message) -> tuple[Any, ...]:
     if isinstance(message, BatchResult):
         return ("batch", [encode(outcome) for outcome in message.outcomes])
     if isinstance(message, Error):
-        return ("error", message.error_type, message.message, message.traceback)
+        return ("error", message.error_type, message.message, message.traceback, message.status)
     if isinstance(message, Invalid):
         return ("invalid", message.messages)
     if isinstance(message, NotJSON):
@@ -163,7 +166,7 @@ def decode(wire: tuple[Any, ...]) -> Call | Message:
     if kind == "batch":
         return BatchResult([decode(one) for one in wire[1]])  # type: ignore[misc]
     if kind == "error":
-        return Error(wire[1], wire[2], wire[3])
+        return Error(wire[1], wire[2], wire[3], wire[4])
     if kind == "invalid":
         return Invalid(wire[1])
     if kind == "not_json":
@@ -180,7 +183,8 @@ def decode(wire: tuple[Any, ...]) -> Call | Message:
 def value(outcome: Outcome) -> Any:
     """The result an outcome carries, or the project exception it stands for: raises
     ``InvalidArguments`` (422), ``PredictionNotJSON`` (500), ``ResultTooLarge`` (507) or
-    ``PluginError`` (500). A :class:`BatchResult` gives its list of outcomes.
+    ``PluginError`` (500, or the status the plugin chose). A :class:`BatchResult` gives its
+    list of outcomes.
     """
     if isinstance(outcome, Result):
         return outcome.value
@@ -193,5 +197,5 @@ def value(outcome: Outcome) -> Any:
     if isinstance(outcome, TooLarge):
         raise ResultTooLarge(outcome.message)
     if isinstance(outcome, Error):
-        raise PluginError(outcome.error_type, outcome.message, outcome.traceback)
+        raise PluginError(outcome.error_type, outcome.message, outcome.traceback, outcome.status)
     raise TypeError(f"not an outcome: {outcome!r}")

@@ -129,7 +129,7 @@ def test_training_life(run_server):
     assert training["status"] == "running" and training["args"]["epochs"] == 3
     done = wait_for(demo + TRAIN + training["uuid"], "done")
     assert done["result"]["output"]["final_loss"] < done["result"]["output"]["epochs"][0]["loss"]
-    assert done["result"]["duration"] > 0 and done["finish_date"] == done["result"]["finish_date"]
+    assert done["result"]["duration_seconds"] > 0 and done["finish_date"] == done["result"]["finish_date"]
     listing = requests.get(demo + TRAIN).json()
     assert isinstance(listing, list) and [t["uuid"] for t in listing] == [training["uuid"]]
 

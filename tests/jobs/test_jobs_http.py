@@ -6,6 +6,7 @@ several instances sharing one database.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import time
 
@@ -94,12 +95,49 @@ def test_listing_filters_and_pages(slow):
     for uuid in uuids:
         wait_for(slow + SLOW + f"/train/{uuid}", {"done"})
     listing = requests.get(slow + SLOW + "/train/").json()
-    assert [job["uuid"] for job in listing] == uuids[::-1], "newest first, a bare array"
+    assert [job["uuid"] for job in listing] == uuids, "oldest first, as DEEPaaS lists them; a bare array"
+    newest = requests.get(slow + SLOW + "/train/", params={"order": "desc"}).json()
+    assert [job["uuid"] for job in newest] == uuids[::-1]
     page = requests.get(slow + SLOW + "/train/", params={"limit": 2, "offset": 1, "status": "done"}).json()
+    assert [job["uuid"] for job in page] == uuids[1:3]
+    page = requests.get(slow + SLOW + "/train/", params={"limit": 2, "offset": 1, "order": "desc"}).json()
     assert [job["uuid"] for job in page] == uuids[::-1][1:3]
     assert requests.get(slow + SLOW + "/train/", params={"status": "running"}).json() == []
-    bad = requests.get(slow + SLOW + "/train/", params={"status": "sleeping", "limit": "0"})
-    assert bad.status_code == 422 and set(bad.json()) == {"status", "limit"}
+    bad = requests.get(slow + SLOW + "/train/", params={"status": "sleeping", "limit": "0", "order": "newest"})
+    assert bad.status_code == 422 and set(bad.json()) == {"status", "limit", "order"}
+
+
+def test_a_done_training_gives_its_duration_as_deepaas_does_and_in_seconds(slow):
+    job = requests.post(slow + SLOW + "/train/", data={"seconds": "0.3", "steps": "1"}).json()
+    result = wait_for(slow + SLOW + f"/train/{job['uuid']}", {"done"})["result"]
+    hours, minutes, seconds = result["duration"].split(":")  # str(timedelta): "0:00:00.301234"
+    parsed = datetime.timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+    assert parsed.total_seconds() == pytest.approx(result["duration_seconds"], abs=1e-6)
+    assert result["duration_seconds"] >= 0.3, "it slept 0.3 s"
+
+
+def test_a_cancel_is_logged_as_a_cancel_and_freezes_the_job(slow):
+    # 6000 reports in 60 s: the plugin keeps reporting until its worker is killed.
+    job = requests.post(slow + SLOW + "/train/", data={"seconds": "60", "steps": "6000"}).json()
+    url = slow + SLOW + f"/train/{job['uuid']}"
+    deadline = time.monotonic() + 60
+    while not requests.get(url).json().get("progress"):
+        assert time.monotonic() < deadline, "the training never reported progress"
+        time.sleep(0.05)
+    cancelled = requests.delete(url).json()
+    assert cancelled["status"] == "cancelled"
+    # The next training runs once the cancelled one's run has ended (one training worker):
+    # every write of that run is behind us then.
+    after = requests.post(slow + SLOW + "/train/", data={"seconds": "0"}).json()
+    wait_for(slow + SLOW + f"/train/{after['uuid']}", {"done"})
+    now = requests.get(url).json()
+    assert (now["progress"], now["events"]) == (cancelled["progress"], cancelled["events"])
+    cancel_line = f"train job {job['uuid']} of model slow cancelled"
+    lines = [
+        line for line in slow.log.read_text().splitlines() if job["uuid"] in line and "deepaas_like.access" not in line
+    ]
+    assert any(" INFO " in line and cancel_line in line for line in lines), lines
+    assert not [line for line in lines if " ERROR " in line or "failed" in line], lines
 
 
 def test_progress_streams_as_server_sent_events(slow):

@@ -3,6 +3,7 @@ listing, progress, stored results, retention and interrupted jobs.
 """
 
 import asyncio
+import dataclasses
 import datetime
 import re
 
@@ -10,7 +11,7 @@ import pytest
 
 from deepaas_like.api.documents import job_document
 from deepaas_like.exceptions import JobNotFound
-from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, PENDING, PREDICT, RUNNING, TRAIN
+from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, NEWEST_FIRST, PENDING, PREDICT, RUNNING, TRAIN, JobView
 from deepaas_like.jobs.store import JobStore, decode_kwargs, encode_kwargs
 from deepaas_like.jobs.tables import JobResult
 from deepaas_like.model.args import UploadedFile
@@ -35,7 +36,7 @@ async def test_create_claim_finish(store):
     assert not await store.finish(job.uuid, CANCELLED), "a job ends once"
     done = job_document((await store.get("demo", job.uuid)).to_view())
     assert done["status"] == DONE and done["result"]["output"] == {"loss": 0.1}
-    assert done["result"]["duration"] >= 0 and "message" not in done
+    assert done["result"]["duration_seconds"] >= 0 and "message" not in done
 
 
 async def test_claims_are_first_in_first_out_and_never_shared(store):
@@ -68,13 +69,42 @@ async def test_get_checks_model_and_kind(store):
         await store.get("demo", "f" * 32)
 
 
-async def test_list_newest_first_with_filters(store):
+async def test_list_oldest_first_or_newest_first_with_filters(store):
     uuids = [(await store.create("demo", TRAIN, {}, {})).uuid for _ in range(5)]
     await store.create("other", TRAIN, {}, {})
     await store.claim("demo", TRAIN, "a")
-    assert [j.uuid for j in await store.list("demo", TRAIN)] == uuids[::-1]
+    assert [j.uuid for j in await store.list("demo", TRAIN)] == uuids, "as DEEPaaS lists trainings"
+    assert [j.uuid for j in await store.list("demo", TRAIN, order=NEWEST_FIRST)] == uuids[::-1]
     assert [j.uuid for j in await store.list("demo", TRAIN, status=RUNNING)] == [uuids[0]]
-    assert [j.uuid for j in await store.list("demo", TRAIN, limit=2, offset=1)] == uuids[::-1][1:3]
+    assert [j.uuid for j in await store.list("demo", TRAIN, limit=2, offset=1)] == uuids[1:3]
+    newest = await store.list("demo", TRAIN, limit=2, offset=1, order=NEWEST_FIRST)
+    assert [j.uuid for j in newest] == uuids[::-1][1:3]
+
+
+def test_a_finished_training_gives_its_duration_as_deepaas_does_and_in_seconds():
+    created = datetime.datetime(2026, 1, 2, 3, 4, 5, 123456)
+    view = JobView(
+        "a" * 32, "demo", TRAIN, DONE, {}, created, created + datetime.timedelta(seconds=3.040127), duration=3.040127
+    )
+    result = job_document(view)["result"]
+    # DEEPaaS 2.6 (deepaas/api/v2/train.py): str(end - start), a datetime.timedelta.
+    assert result["duration"] == str(datetime.timedelta(seconds=3.040127)) == "0:00:03.040127"
+    assert result["duration_seconds"] == 3.040127
+    long = job_document(dataclasses.replace(view, duration=90061.5))["result"]["duration"]
+    assert long == "1 day, 1:01:01.500000"
+
+
+async def test_nothing_is_written_to_a_job_after_it_ended(store):
+    job = await store.create("demo", TRAIN, {}, {})
+    await store.claim("demo", TRAIN, "a")
+    await store.report(job.uuid, 0.25, [{"time": "t", "message": "epoch 1"}], {"loss": 0.5})
+    assert await store.finish(job.uuid, CANCELLED, message="cancelled by a DELETE request")
+    answered = job_document((await store.get("demo", job.uuid)).to_view())
+    # A plugin that keeps reporting: its reports after the cancel change nothing.
+    await store.report(job.uuid, 0.5, [{"time": "t", "message": "epoch 2"}], {"loss": 0.4})
+    await store.annotate(job.uuid, "run-after-the-end")
+    assert job_document((await store.get("demo", job.uuid)).to_view()) == answered
+    assert answered["progress"] == 0.25 and answered["metrics"] == {"loss": 0.5}
 
 
 async def test_progress_events_and_binary_results(store):

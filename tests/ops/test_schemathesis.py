@@ -199,7 +199,7 @@ def test_a_training_from_start_to_delete_matches_the_document(api_schema, model,
     assert job["status"] == ("error" if body.get("sleep", 0) < 0 else "done")
     events = call(api_schema, "GET", trainings + "{uuid}/events", path_parameters={"uuid": uuid})
     assert events.status_code == 200
-    listed = call(api_schema, "GET", trainings, query={"status": job["status"], "limit": 5})
+    listed = call(api_schema, "GET", trainings, query={"status": job["status"], "order": "desc", "limit": 5})
     assert uuid in [training["uuid"] for training in listed.json()]
     cancelled = call(api_schema, "DELETE", trainings + "{uuid}", path_parameters={"uuid": uuid})
     assert cancelled.status_code == 200

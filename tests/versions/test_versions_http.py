@@ -170,7 +170,7 @@ def test_a_plugin_without_save_behaves_as_before(run_server, plugin_env, tmp_pat
         started = requests.get(f"{server}/v2/models/jobs_probe/train/{started['uuid']}", timeout=30).json()
     assert started["status"] == "done"
     assert set(started) == {"date", "args", "uuid", "status", "finish_date", "progress", "events", "result"}
-    assert set(started["result"]) == {"output", "finish_date", "duration"}
+    assert set(started["result"]) == {"output", "finish_date", "duration", "duration_seconds"}
     [model] = requests.get(f"{server}/v2/models/", timeout=30).json()["models"]
     assert set(model) == {"id", "name", "links"}
     refused = requests.get(f"{server}/v2/models/jobs_probe/versions/", timeout=30)
