@@ -97,13 +97,14 @@ async def test_calls_behind_a_crash_reach_plugin_code_once_on_another_worker(plu
 async def test_a_timeout_counts_from_the_moment_a_call_runs(plugin_path, tmp_path, monkeypatch):
     log = tmp_path / "calls.txt"
     monkeypatch.setenv("CRASHY_CALLS", str(log))
-    pool = ProcessWorkerPool("crashy", "deepaas.v2.model", size=1, depth=3, timeout=1.0)
+    pool = ProcessWorkerPool("crashy", "deepaas.v2.model", size=1, depth=3, timeout=3.0)
     await pool.start()
     try:
-        # 0.7 s each, queued together: the second ends 1.4 s after it was sent, within its own
-        # 1 s; then one that never ends is killed, and the call behind it runs on a new worker.
+        # 2 s each, queued together: the second ends 4 s after it was sent, within its own
+        # 3 s (a second to spare on a busy machine); then one that never ends is killed, and
+        # the call behind it runs on a new worker.
         calls = [
-            asyncio.create_task(pool.run("predict", {"how": how, "seconds": 0.7, "tag": tag}))
+            asyncio.create_task(pool.run("predict", {"how": how, "seconds": 2.0, "tag": tag}))
             for how, tag in (("sleep", "a"), ("sleep", "b"), ("loop", "c"))
         ]
         await settle(pool, [3])
