@@ -10,9 +10,11 @@ tree atomically, the version's record, written after, is what makes it exist).
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 
 import fsspec
@@ -91,7 +93,20 @@ class ModelStore:
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self._fs, self._root = _filesystem(self.url)
+
+    @functools.cached_property
+    def _location(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        # Made on first use, not here: some filesystems connect as they are made (ftp://),
+        # and a server whose plugins make no versions never uses its store.
+        return _filesystem(self.url)
+
+    @property
+    def _fs(self) -> fsspec.AbstractFileSystem:
+        return self._location[0]
+
+    @property
+    def _root(self) -> str:
+        return self._location[1]
 
     def location(self, model: str, job: str) -> str:
         """Where the version made by training ``job`` goes, relative to the store."""
@@ -102,8 +117,9 @@ class ModelStore:
         return f"{self.url}/{location}"
 
     def check(self) -> None:
-        """Make sure the store can be used: a local one is created if missing. Raises
-        :class:`StartupError` naming the store and the reason.
+        """Make sure versions can be written into the store: a local one is created if
+        missing, into another a file is written and removed. Raises :class:`StartupError`
+        naming the store, its option (``--model-store``) and the reason.
         """
         try:
             if _local(self._fs):
@@ -111,11 +127,15 @@ class ModelStore:
                 if not os.access(self._root, os.W_OK | os.X_OK):
                     raise PermissionError(f"{self._root} is not writable")
             else:
-                self._fs.ls(self._root)
-        except FileNotFoundError:
-            return  # an object store makes prefixes as it writes
+                # Reaching the store is not enough: an archive (zip://) is read-only.
+                probe = f"{self._root}/.deepaas-like-probe-{uuid.uuid4().hex}"
+                self._fs.pipe_file(probe, b"")
+                self._fs.rm_file(probe)
         except Exception as error:  # noqa: BLE001 - any failure here means: no model store
-            raise StartupError(f"cannot use the model store {self.url}: {type(error).__name__}: {error}") from error
+            raise StartupError(
+                f"cannot use the model store {self.url} (--model-store): versions cannot be written there: "
+                f"{type(error).__name__}: {error}"
+            ) from error
 
     def exists(self, location: str) -> bool:
         """Whether a version's directory is there."""
