@@ -621,7 +621,7 @@ class Settings:
         "max-loaded-versions",
         2,
         "Most model versions with workers at once on this server; past it the least recently used "
-        "idle version is unloaded (its next call loads it again). 0: no bound.",
+        "idle version is unloaded (its next call loads it again), never a promoted one. 0: no bound.",
         min=0,
     )
     version_load_timeout: float = option(

@@ -116,6 +116,10 @@ class ModelStore:
         """The full URL (or path) of a version's directory."""
         return f"{self.url}/{location}"
 
+    def path_of(self, location: str) -> str:
+        """A version directory's path on the store's filesystem (absolute for a local store)."""
+        return f"{self._root}/{location}"
+
     def check(self) -> None:
         """Make sure versions can be written into the store: a local one is created if
         missing, into another a file is written and removed. Raises :class:`StartupError`
