@@ -27,7 +27,8 @@ class VersionNotFound(ModelNotFound):
 
 class VersionConflict(DeepaasLikeError):
     """The model's versions are not in a state that allows this (a promoted version cannot
-    be deleted; there is no promotion to roll back).
+    be deleted; there is no promotion to roll back; a version that cannot load cannot be
+    promoted).
     """
 
     status = 409
@@ -63,6 +64,12 @@ class Unauthorized(DeepaasLikeError):
 
     status = 401
     headers = {"WWW-Authenticate": 'Bearer realm="deepaas_like"'}
+
+
+class Forbidden(DeepaasLikeError):
+    """The API key is valid but may not do this (changing what a model serves needs an admin key)."""
+
+    status = 403
 
 
 class EndpointDisabled(DeepaasLikeError):

@@ -145,6 +145,21 @@ def _pairs(number: Callable[[str], float]) -> Callable[[dict[str, str]], dict[st
     return read
 
 
+def _model_store(url: str | None) -> str | None:
+    """A ``model-store`` value, refused (``ValueError``) where versions could never load: an
+    in-memory filesystem (``memory://``, also in a chain such as ``simplecache::memory://``)
+    lives in one process, and a version is saved by a training worker and loaded by others.
+    """
+    for part in (url or "").split("::"):
+        protocol, separator, _ = part.partition("://")
+        if separator and protocol.strip().lower() == "memory":
+            raise ValueError(
+                f"{url!r} is in memory, which each worker process has of its own: the versions a training "
+                "worker saves there could never be loaded by another; use a local path or a shared store (s3://...)"
+            )
+    return url
+
+
 def _networks(values: list[str]) -> tuple[str, ...]:
     networks = _names(values)
     for network in networks:
@@ -596,7 +611,9 @@ class Settings:
         None,
         "Where the versions that trainings make are stored, one directory each: a local path or an "
         "fsspec URL (s3://bucket/models, a shared mount). Instances sharing a database need a shared one. "
-        "Default: model-store beside a SQLite database file, else $XDG_STATE_HOME/deepaas_like/model-store.",
+        "Default: model-store beside a SQLite database file, else $XDG_STATE_HOME/deepaas_like/model-store. "
+        "Not memory://: each worker process has a memory of its own.",
+        read=_model_store,
         sample_default="<the SQLite database's directory>/model-store",
     )
     max_loaded_versions: int = option(
@@ -604,7 +621,7 @@ class Settings:
         "max-loaded-versions",
         2,
         "Most model versions with workers at once on this server; past it the least recently used "
-        "idle version is unloaded (its next call loads it again). 0: no bound.",
+        "idle version is unloaded (its next call loads it again), never a promoted one. 0: no bound.",
         min=0,
     )
     version_load_timeout: float = option(

@@ -282,7 +282,8 @@ _MODEL_VERSION = {
         "mlflow_run_id": {"type": "string"},
         "links": _LINKS,
     },
-    "required": ["id", "model", "version", "training", "created", "state", "promoted"],
+    # training, arguments and mlflow_run_id only for the training's API key and admin keys.
+    "required": ["id", "model", "version", "created", "state", "promoted"],
 }
 _SERVING: dict[str, Any] = {
     "type": "object",
@@ -326,7 +327,7 @@ def delete_version(served: ServedModel) -> dict[str, Any]:
         "summary": "Delete a version (its record, workers and directory; its number is not used again)",
         "responses": {
             "200": _json(_MODEL_VERSION, "the deleted version"),
-            **errors(*_VERSION_ERRORS, exceptions.VersionConflict),
+            **errors(*_VERSION_ERRORS, exceptions.VersionConflict, exceptions.Forbidden),
         },
     }
 
@@ -334,8 +335,11 @@ def delete_version(served: ServedModel) -> dict[str, Any]:
 @_versioned
 def promote_version(served: ServedModel) -> dict[str, Any]:
     return {
-        "summary": f"Have {served.name} serve this version (on every instance)",
-        "responses": {"200": _json(_SERVING, "what the model's name serves now"), **errors(*_VERSION_ERRORS)},
+        "summary": f"Have {served.name} serve this version (on every instance), once it loads here",
+        "responses": {
+            "200": _json(_SERVING, "what the model's name serves now"),
+            **errors(*_VERSION_ERRORS, exceptions.VersionConflict, exceptions.Forbidden, exceptions.VersionUnavailable),
+        },
     }
 
 
@@ -345,7 +349,7 @@ def rollback(served: ServedModel) -> dict[str, Any]:
         "summary": f"Undo the latest promotion of {served.name}",
         "responses": {
             "200": _json(_SERVING, "what the model's name serves now"),
-            **errors(*_VERSION_ERRORS, exceptions.VersionConflict),
+            **errors(*_VERSION_ERRORS, exceptions.VersionConflict, exceptions.Forbidden),
         },
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from deepaas_like.api.keys import JOBS, MODELS
+from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
 from deepaas_like.api.responses import json_response
 from deepaas_like.serving.served import ServedModel
 
@@ -15,10 +15,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: every model has a live, warmed worker and the job database answers (and
-    takes writes); 503 naming the models that have no worker, and the database's problem.
+    """Readiness: every model has a live, warmed worker, no model's name serves a promoted
+    version that failed to load here, and the job database answers (and takes writes);
+    503 naming the models that cannot serve, and the database's problem.
     """
     problems = {name: model.unavailable() for name, model in request.app[MODELS].items() if model.unavailable()}
+    versions = request.app.get(VERSIONS)
+    if versions is not None:
+        problems.update(versions.unservable())
     database = await request.app[JOBS].database_problem()
     if problems or database:
         body = {"status": "unavailable", "models": problems}

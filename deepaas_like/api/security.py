@@ -7,6 +7,7 @@ otherwise. The check itself, shared with gRPC, is :mod:`deepaas_like.api_keys`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
 import aiohttp_cors
@@ -15,6 +16,7 @@ from aiohttp.typedefs import Handler
 
 from deepaas_like.api.keys import SETTINGS
 from deepaas_like.api_keys import NOBODY, Caller, authenticate, presented_key
+from deepaas_like.exceptions import Unauthorized
 from deepaas_like.logs import new_request_id, request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -70,12 +72,18 @@ def _protected(request: web.Request) -> bool:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the API key on protected routes when API keys are configured, and note who
-    the caller is (:data:`CALLER`) for job ownership.
+    the caller is (:data:`CALLER`) for job ownership. On the other routes a valid key
+    presented still names the caller (a version's document shows its training to the
+    training's key); a wrong one counts as none.
     """
     settings = request.app[SETTINGS]
-    if (settings.auth_tokens or settings.admin_tokens) and _protected(request):
+    if settings.auth_tokens or settings.admin_tokens:
         presented = presented_key(request.headers.get("Authorization"), request.headers.get("X-API-Key"))
-        request[CALLER] = authenticate(presented, settings.auth_tokens, settings.admin_tokens)
+        if _protected(request):
+            request[CALLER] = authenticate(presented, settings.auth_tokens, settings.admin_tokens)
+        elif presented:
+            with contextlib.suppress(Unauthorized):
+                request[CALLER] = authenticate(presented, settings.auth_tokens, settings.admin_tokens)
     return await handler(request)
 
 

@@ -545,7 +545,7 @@ class JobRunner:
     ) -> VersionRecord:
         """Record the version training ``job`` saved at ``location`` (retried while the
         database is away): its metrics are the latest reported and the numbers ``train``
-        returned.
+        returned; it belongs to the training's API key.
         """
         records = self.version_records
         assert records is not None
@@ -553,7 +553,9 @@ class JobRunner:
         run_id = run.run_id if run is not None else None
         version = await self._write(
             f"the version made by job {job.uuid}",
-            lambda: records.add(model.name, job.uuid, location, model.name, job.args, metrics, run_id),
+            lambda: records.add(
+                model.name, job.uuid, location, model.name, job.args, metrics, run_id, job.api_key_hash
+            ),
         )
         LOG.info("training %s of %s made version %s", job.uuid, model.name, version.id)
         if self.on_version is not None:

@@ -5,18 +5,20 @@ started on its first call (lazy loading) and stopped again when more than
 The versions and what each model's name serves (promotions) are rows of the server's
 database, shared by every instance: a version made or promoted on one instance is seen by
 the others at their next look (every ``poll_interval`` seconds; a version asked for by id
-is looked up at once).
+is looked up at once). A promoted version is loaded as soon as it is seen, and stays
+loaded while promoted: it is what its model's name answers with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from deepaas_like.exceptions import (
@@ -143,8 +145,23 @@ class ModelVersions:
         self.known = known
         for gone in [vid for vid, entry in self._loaded.items() if vid not in known and entry.in_flight == 0]:
             self._unload(gone)
+        self._load_promoted()
         if changed and self.on_change is not None:
             self.on_change()
+
+    def _load_promoted(self) -> None:
+        """Start loading every promoted version that is not loaded here, unless its last
+        load failed less than :data:`RETRY_LOAD_AFTER` seconds ago: a model's name serves
+        it, so its first call should not wait, and a failure shows in :meth:`unservable`.
+        """
+        for vid in self._promoted_ids():
+            record = self.known.get(vid)
+            if record is not None and vid not in self._loaded:
+                with contextlib.suppress(VersionUnavailable):  # failed recently: tried again later
+                    self._entry(record)
+
+    def _promoted_ids(self) -> set[str]:
+        return {version_id(model, number) for model, number in self._promoted.items()}
 
     def added(self, record: VersionRecord) -> None:
         """A training here made version ``record``: known at once, without waiting for a look."""
@@ -210,6 +227,17 @@ class ModelVersions:
             return VersionState.UNAVAILABLE, failure[0]
         return VersionState.UNLOADED, None
 
+    def unservable(self) -> dict[str, str]:
+        """The models whose name cannot serve here because the last load of their promoted
+        version failed (model -> why), until a load of it succeeds or the promotion changes.
+        """
+        failed = {}
+        for model, number in self._promoted.items():
+            failure = self._failures.get(version_id(model, number))
+            if failure is not None:
+                failed[model] = f"{model} serves its promoted version, which cannot serve here: {failure[0]}"
+        return failed
+
     def loaded(self) -> dict[str, ServedModel]:
         """The versions with workers here (id -> served model)."""
         return {vid: entry.served for vid, entry in self._loaded.items() if entry.ready.done()}
@@ -240,9 +268,22 @@ class ModelVersions:
 
     async def promote(self, model: str, number: int) -> VersionRecord:
         """Have ``model``'s name serve version ``number`` from now on (every instance, at
-        its next look).
+        its next look), once it is loaded here. Raises ``VersionConflict`` (409) naming the
+        load error when it cannot load (the previous promotion stays), and
+        ``VersionUnavailable`` (503) when it is still loading after ``load_timeout``.
         """
         record = await self.find(model, number)
+        try:
+            async with self._serving(record):
+                pass
+        except VersionUnavailable as error:
+            loading = self._loaded.get(record.id)
+            if loading is not None and not loading.ready.done():
+                raise  # still loading: the client tries again
+            serves = self.promoted(model) or "its plugin"
+            raise VersionConflict(
+                f"{record.id} cannot be promoted, {model} still serves {serves}: {error.message}"
+            ) from None
         await self.records.promote(model, number)
         await self.refresh()
         LOG.info("%s now serves %s", model, record.id)
@@ -276,13 +317,21 @@ class ModelVersions:
         if parsed is None:
             raise VersionNotFound(f"{vid!r} is not a model version id")
         record = await self.find(*parsed)
+        async with self._serving(record) as served:
+            return await served.predict(kwargs, job_id, on_progress)
+
+    @contextlib.asynccontextmanager
+    async def _serving(self, record: VersionRecord) -> AsyncIterator[ServedModel]:
+        """The version's served model once loaded here (loading it if need be), kept
+        loaded while the block runs. Raises ``VersionUnavailable``.
+        """
         entry = self._entry(record)
         entry.in_flight += 1
         self._loaded.move_to_end(record.id)
         try:
             self._trim()
             await self._ready(record.id, entry)
-            return await entry.served.predict(kwargs, job_id, on_progress)
+            yield entry.served
         finally:
             entry.in_flight -= 1
             self._trim()
@@ -298,10 +347,8 @@ class ModelVersions:
         if entry is not None:
             return entry
         failure = self._failures.get(record.id)
-        if failure is not None:
-            if time.monotonic() - failure[1] < RETRY_LOAD_AFTER:
-                raise VersionUnavailable(failure[0])
-            del self._failures[record.id]
+        if failure is not None and time.monotonic() - failure[1] < RETRY_LOAD_AFTER:
+            raise VersionUnavailable(failure[0])
         url = self.store.url_of(record.location)
         served = self.make(record, url)
         entry = _Loaded(served, asyncio.create_task(self._load(record, served, url)), time.monotonic())
@@ -325,15 +372,26 @@ class ModelVersions:
             if not reason.startswith(f"model version {record.id}"):
                 reason = f"model version {record.id} is unavailable: {reason}"
             LOG.error("%s", reason)
+            reason = self._told(reason, record)
             self._failures[record.id] = (reason, time.monotonic())
             if self._loaded.get(record.id) is not None and self._loaded[record.id].served is served:
                 del self._loaded[record.id]
             await asyncio.shield(served.stop())
             raise VersionUnavailable(reason) from None
+        self._failures.pop(record.id, None)
         seconds = time.monotonic() - started
         LOG.info("model version %s loaded in %.2f s", record.id, seconds)
         if self.on_load is not None:
             self.on_load(record.model, seconds)
+
+    def _told(self, reason: str, record: VersionRecord) -> str:
+        """``reason`` as clients read it: the version's directory written as ``<version
+        directory>``, since its path names the training's uuid, which only the version's
+        API key may learn (the log keeps the path).
+        """
+        for place in (self.store.url_of(record.location), self.store.path_of(record.location)):
+            reason = reason.replace(place, "<version directory>")
+        return reason.replace(record.job, "<training>")
 
     async def _ready(self, vid: str, entry: _Loaded) -> None:
         done, _ = await asyncio.wait({entry.ready}, timeout=self.load_timeout)
@@ -345,11 +403,17 @@ class ModelVersions:
         entry.ready.result()  # raises VersionUnavailable when the load failed
 
     def _trim(self) -> None:
-        """Unload the least recently used idle versions beyond ``max_loaded``."""
+        """Unload the least recently used idle versions beyond ``max_loaded``, never a
+        promoted one (so promoted versions alone may exceed it).
+        """
         if not self.max_loaded:
             return
         while len(self._loaded) > self.max_loaded:
-            idle = next((vid for vid, e in self._loaded.items() if e.in_flight == 0 and e.ready.done()), None)
+            promoted = self._promoted_ids()  # what the models' names serve stays loaded
+            idle = next(
+                (vid for vid, e in self._loaded.items() if e.in_flight == 0 and e.ready.done() and vid not in promoted),
+                None,
+            )
             if idle is None:
                 return  # every loaded version is busy: the next call that ends unloads one
             LOG.info("unloading model version %s (least recently used; max-loaded-versions %d)", idle, self.max_loaded)

@@ -53,7 +53,8 @@ def parse_number(text: str) -> int | None:
 
 class ModelVersion(Base):
     """One version: made by training job ``job``, stored at ``location`` (relative to the
-    model store), with the training's ``arguments`` and ``metrics`` (numbers).
+    model store), with the training's ``arguments`` and ``metrics`` (numbers); it belongs
+    to the API key hashed as ``api_key_hash`` (the training's; NULL without API keys).
     """
 
     __tablename__ = "model_versions"
@@ -66,6 +67,7 @@ class ModelVersion(Base):
     arguments: Mapped[dict[str, Any]] = mapped_column(JSON)
     metrics: Mapped[dict[str, float]] = mapped_column(JSON)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created: Mapped[datetime.datetime] = mapped_column(DateTime)
     deleted: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
 
@@ -87,7 +89,8 @@ class Promotion(Base):
 @dataclasses.dataclass(frozen=True)
 class VersionRecord:
     """A version as the server hands it out. ``location`` is its directory relative to the
-    model store; ``parent`` the model it was trained from; ``job`` the training's uuid.
+    model store; ``parent`` the model it was trained from; ``job`` the training's uuid;
+    ``api_key_hash`` the key that owned the training (None: made without API keys).
     """
 
     model: str
@@ -99,6 +102,7 @@ class VersionRecord:
     metrics: dict[str, float]
     created: datetime.datetime
     run_id: str | None = None
+    api_key_hash: str | None = None
 
     @property
     def id(self) -> str:
@@ -116,6 +120,7 @@ def _record(row: ModelVersion) -> VersionRecord:
         metrics=dict(row.metrics or {}),
         created=row.created,
         run_id=row.run_id,
+        api_key_hash=row.api_key_hash,
     )
 
 
@@ -157,9 +162,11 @@ class VersionRecords:
         arguments: dict[str, Any],
         metrics: dict[str, float],
         run_id: str | None = None,
+        api_key_hash: str | None = None,
     ) -> VersionRecord:
-        """Record a new version of ``model`` under the next number; returns it. Two
-        instances recording at once get two numbers (the loser of the insert tries again).
+        """Record a new version of ``model`` under the next number, owned by the API key
+        hashed as ``api_key_hash``; returns it. Two instances recording at once get two
+        numbers (the loser of the insert tries again).
         """
         while True:
             try:
@@ -175,6 +182,7 @@ class VersionRecords:
                         arguments=arguments,
                         metrics=metrics,
                         run_id=run_id,
+                        api_key_hash=api_key_hash,
                         created=datetime.datetime.now(),
                     )
                     session.add(row)

@@ -48,6 +48,50 @@ def test_a_failed_save_leaves_nothing(tmp_path, url):
     assert not fs.exists(path) or fs.ls(path) == []
 
 
+def test_a_save_that_writes_outside_its_directory_fails_and_leaves_no_version(tmp_path):
+    store = tmp_path / "store"
+    target = f"{store}/model/{'e' * 32}"
+
+    def escape(path: str) -> None:
+        write_weights(path)
+        Path(path, "..", "x").write_text("beside the version")
+        os.makedirs(os.path.join(path, "..", "..", "elsewhere"))
+        Path(path, "..", "..", "elsewhere", "y").write_text("at the store's top")
+
+    with pytest.raises(storage.SavedOutside, match=r"wrote outside its version directory.*: elsewhere/y, model/x \("):
+        storage.publish(target, escape)
+    assert sorted(p.name for p in (store / "model").iterdir()) == ["x"], "no version, the stray file left"
+
+
+def test_a_save_that_writes_beside_its_directory_fails_on_a_remote_store_too():
+    def escape(path: str) -> None:
+        write_weights(path)
+        Path(path, "..", "x").write_text("beside the version")
+
+    with pytest.raises(storage.SavedOutside, match=r"wrote outside its version directory.*: x \("):
+        storage.publish("memory://escapes/model/" + "e" * 32, escape)
+    fs, _ = fsspec.core.url_to_fs("memory://escapes")
+    assert not fs.exists("/escapes/model")
+
+
+def test_versions_saved_beside_each_other_are_not_taken_for_strays(tmp_path):
+    """Another training's version appearing meanwhile, files left from before, and files in
+    other versions are not written outside by this save.
+    """
+    store = tmp_path / "store"
+    (store / "model").mkdir(parents=True)
+    (store / "README").write_text("left by the operator")
+    storage.publish(f"{store}/model/{'a' * 32}", write_weights)
+
+    def another_training_meanwhile(path: str) -> None:
+        write_weights(path)
+        storage.publish(f"{store}/model/{'b' * 32}", write_weights)
+        storage.publish(f"{store}/other_model/{'c' * 32}", write_weights)
+
+    storage.publish(f"{store}/model/{'d' * 32}", another_training_meanwhile)
+    assert sorted(p.name for p in (store / "model").iterdir()) == ["a" * 32, "b" * 32, "d" * 32]
+
+
 def test_a_version_goes_through_a_remote_store_and_back(tmp_path):
     url = "memory://models/model/" + "c" * 32
     storage.publish(url, write_weights)

@@ -179,3 +179,17 @@ def test_a_plugin_without_save_behaves_as_before(run_server, plugin_env, tmp_pat
     assert not (tmp_path / "model-store").exists()
     paths = requests.get(f"{server}/openapi.json", timeout=30).json()["paths"]
     assert not [path for path in paths if "versions" in path or "rollback" in path]
+
+
+def test_a_save_that_writes_outside_its_directory_makes_no_version(run_server, versioned_env, tmp_path):
+    server = run_server(MODEL, env=versioned_env, args=FAST)
+    store = tmp_path / "model-store" / MODEL
+    failed = train(server, value=5, failure="escape")
+    assert failed["status"] == "error", failed
+    message = failed["message"]
+    assert "save() failed, no version was made" in message and "wrote outside its version directory" in message
+    assert f"{MODEL}/x" in message, message
+    assert [path.name for path in store.iterdir()] == ["x"], "the stray file is left, and no version"
+    assert versions(server)["versions"] == []
+    # The file left from before is no reason to refuse the next version.
+    assert train(server, value=6)["result"]["version"] == f"{MODEL}@1"

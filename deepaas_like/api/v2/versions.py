@@ -1,6 +1,10 @@
 """Handlers of the model version routes: list, read and delete the versions trainings made,
 promote one to be what the model's name serves, and roll back. A version is named in the
 path by its number (``3``) or its id (``text_classifier@3``).
+
+With API keys configured, a version belongs to the key that owned the training that made
+it: only that key and admin keys see the training's uuid and arguments in its document.
+Promoting, rolling back and deleting change what every client gets: they take an admin key.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from deepaas_like.api.documents import version_document
-from deepaas_like.api.keys import LINKS, VERSIONS
+from deepaas_like.api.keys import LINKS, SETTINGS, VERSIONS
 from deepaas_like.api.responses import json_response
-from deepaas_like.exceptions import VersionNotFound
+from deepaas_like.api.security import caller
+from deepaas_like.exceptions import Forbidden, VersionNotFound
 from deepaas_like.versions.records import VersionRecord, parse_number, parse_version_id
 
 
@@ -22,7 +27,8 @@ def described(request: web.Request, record: VersionRecord) -> dict[str, Any]:
     """
     versions = request.app[VERSIONS]
     state, message = versions.state(record.id)
-    document = version_document(record, str(state), versions.promoted(record.model) == record.id, message)
+    promoted = versions.promoted(record.model) == record.id
+    document = version_document(record, str(state), promoted, message, training=_sees_training(request, record))
     links = request.app[LINKS]
     document["links"] = [
         {
@@ -34,6 +40,30 @@ def described(request: web.Request, record: VersionRecord) -> dict[str, Any]:
         {"rel": "predict", "href": links.url_for(request, "predict", model_name=record.id)},
     ]
     return document
+
+
+def _keys(request: web.Request) -> bool:
+    settings = request.app[SETTINGS]
+    return bool(settings.auth_tokens or settings.admin_tokens)
+
+
+def _sees_training(request: web.Request, record: VersionRecord) -> bool:
+    """Whether the caller may see the training that made ``record`` (as it may see that
+    training's job): anyone without API keys; with them, its key and admin keys only.
+    """
+    if not _keys(request):
+        return True
+    who = caller(request)
+    return who.admin or (who.key_hash is not None and who.key_hash == record.api_key_hash)
+
+
+def _require_admin(request: web.Request, action: str) -> None:
+    """Raise ``Forbidden`` (403) unless the caller may change what a model serves: with
+    API keys configured, only an admin key may.
+    """
+    if _keys(request) and not caller(request).admin:
+        model = request.match_info["model_name"]
+        raise Forbidden(f"{action} changes what every client of {model} gets: it needs an admin key (--admin-token)")
 
 
 def _number(request: web.Request) -> int:
@@ -71,17 +101,23 @@ async def get_version(request: web.Request) -> web.Response:
 
 async def delete_version(request: web.Request) -> web.Response:
     """Delete the version (its workers, record and directory); answers what it was."""
+    _require_admin(request, "deleting a version")
     record = await request.app[VERSIONS].delete(request.match_info["model_name"], _number(request))
     return json_response({**version_document(record, "deleted", False), "links": []})
 
 
 async def promote_version(request: web.Request) -> web.Response:
+    """Have the model's name serve the version, once it loads here (409 naming the load
+    error when it cannot); answers what the name serves now.
+    """
+    _require_admin(request, "promoting a version")
     model = request.match_info["model_name"]
     await request.app[VERSIONS].promote(model, _number(request))
     return json_response(_serving(request, model))
 
 
 async def rollback(request: web.Request) -> web.Response:
+    _require_admin(request, "rolling back a promotion")
     model = request.match_info["model_name"]
     await request.app[VERSIONS].rollback(model)
     return json_response(_serving(request, model))
