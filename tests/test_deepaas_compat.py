@@ -161,7 +161,7 @@ CATCH_ERROR = "/v2/models/catch_error/"
 @pytest.fixture(scope="module")
 def catch_error(module_server, tmp_path_factory):
     env = make_plugin_site(tmp_path_factory.mktemp("site"), TEST_PLUGINS)
-    return module_server("catch_error", env=env)
+    return module_server("catch_error", "predict_only", env=env)
 
 
 def test_a_get_metadata_raising_through_catch_error_is_served_and_answers_the_real_error(catch_error):
@@ -173,6 +173,12 @@ def test_a_get_metadata_raising_through_catch_error_is_served_and_answers_the_re
         assert metadata.json() == {"message": "Exception: No package found."}
     answer = requests.post(catch_error + CATCH_ERROR + "predict/", data={"fail": "none"})
     assert answer.status_code == 200 and answer.json() == {"status": "OK", "predictions": {"fail": "none"}}
+    # The listing shows the other models, and this one with its error (DEEPaaS: 500 for all).
+    listing = requests.get(catch_error + "/v2/models/")
+    assert listing.status_code == 200, listing.text
+    models = {model["id"]: model for model in listing.json()["models"]}
+    assert models["catch_error"]["error"] == {"status": 400, "message": "Exception: No package found."}
+    assert len(models) >= 2 and all("error" not in m for name, m in models.items() if name != "catch_error")
     log = Path(catch_error.log).read_text()
     # The plugin's own traceback, once: at start-up, not per request.
     assert log.count('raise Exception("No package found.")') == 1, log

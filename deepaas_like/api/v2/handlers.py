@@ -17,7 +17,7 @@ from deepaas_like.api.negotiation import JSON, best_match, is_json
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
 from deepaas_like.api.v2.versions import described
-from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound
+from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound, PluginError
 from deepaas_like.jobs.states import DONE, PREDICT, TRAIN
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import Uploads
@@ -103,7 +103,24 @@ async def list_models(request: web.Request) -> web.Response:
     versions = request.app[VERSIONS]
     served: list[Model] = list(request.app[MODELS].values())
     served += [ServedVersion(versions, request.app[MODELS][v.model], v) for v in versions.known.values()]
-    return json_response({"models": [_metadata(request, m) for m in served]})
+    return json_response({"models": [_listed(request, m) for m in served]})
+
+
+def _listed(request: web.Request, model: Model) -> dict[str, Any]:
+    """The model's metadata in the listing; for one whose ``get_metadata`` failed, its id,
+    name and links with ``error``: ``{"status", "message"}`` as its own route answers them
+    (DEEPaaS answers 500 for the whole list then, hiding every other model).
+    """
+    try:
+        return _metadata(request, model)
+    except PluginError as error:
+        href = request.app[LINKS].url_for(request, "model", model_name=model.name)
+        return {
+            "id": model.name,
+            "name": model.name,
+            "links": [{"rel": "self", "type": "application/json", "href": href}],
+            "error": {"status": error.status, "message": error.message},
+        }
 
 
 async def get_model(request: web.Request) -> web.Response:
