@@ -12,17 +12,20 @@ A descriptor an event loop watches may be non-blocking (uvloop's ``add_reader`` 
 then a read or a write may find the socket empty or full, which ``Connection.recv`` and
 ``Connection.send`` take for an error (``BlockingIOError``). Here a would-block is never an
 error: :class:`Reader` keeps a message that has not fully arrived, :func:`send` waits for room,
-and :class:`Writer` keeps what the socket could not take for later.
+and :class:`Writer` keeps what the socket could not take for later (:class:`LoopWriter`: until
+the event loop sees room).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import pickle
 import select
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 HEADER = struct.Struct("<Q")
@@ -110,8 +113,19 @@ class Writer:
         would-block when the other end is gone.
         """
         header, payload = _frame(message)
+        if self._pending:
+            self._pending += (memoryview(header), memoryview(payload))
+            return self.flush()
+        # Nothing pending (the common case): one writev, and nothing kept if it takes all.
+        try:
+            written = os.writev(self._fd, [header, payload])
+        except BlockingIOError:
+            written = 0
+        if written == len(header) + len(payload):
+            return True
         self._pending += (memoryview(header), memoryview(payload))
-        return self.flush()
+        _consume(self._pending, written)
+        return False
 
     def flush(self) -> bool:
         """Write what is pending as far as the socket takes it now; True when all is written.
@@ -136,6 +150,51 @@ class Writer:
             if left <= 0 or not _wait_writable(self._fd, left):
                 return False
         return True
+
+
+class LoopWriter(Writer):
+    """A :class:`Writer` that an event loop flushes, for the loop's thread: :meth:`send`
+    never waits, and while anything is pending ``loop.add_writer`` watches the descriptor
+    (non-blocking) and writes more as the reader takes it. ``on_lost()`` is called when such
+    a later write finds the other end gone.
+    """
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], None]) -> None:
+        super().__init__(fd)
+        self._loop = loop
+        self._on_lost = on_lost
+
+    def send(self, message: Any) -> None:
+        """Write ``message`` (after what is pending) as far as the socket takes it now, and
+        the rest when it can. Raises what pickling raises (nothing is kept) and ``OSError``
+        when the other end is gone (nothing is kept or watched any more).
+        """
+        watched = bool(self._pending)
+        try:
+            written = self.write(message)
+        except OSError:
+            self._drop()
+            raise
+        if not written and not watched:
+            self._loop.add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        try:
+            written = self.flush()
+        except OSError:
+            self._drop()
+            self._on_lost()
+            return
+        if written:
+            self._loop.remove_writer(self._fd)
+
+    def _drop(self) -> None:
+        self.unwatch()
+        self._pending.clear()
+
+    def unwatch(self) -> None:
+        """Stop writing from the loop (what is pending stays pending)."""
+        self._loop.remove_writer(self._fd)
 
 
 class Reader:

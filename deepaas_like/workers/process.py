@@ -361,14 +361,24 @@ class _Worker:
         # The pipe stays registered with the event loop for the worker's whole life (one
         # epoll registration, not two system calls per message).
         self._fd = self.connection.fileno()
+        # Non-blocking whatever the loop (uvloop's add_reader makes it so, asyncio's does
+        # not): a large call sent behind a running one waits in the writer, not the loop.
+        os.set_blocking(self._fd, False)
         self._reader = framing.Reader()
+        self._writer = framing.LoopWriter(self._fd, self._loop, self._write_failed)
         self._loop.add_reader(self._fd, self._readable)
 
     def send(self, message: Any) -> None:
-        """Write one message to the worker (blocking). Raises ``OSError`` when it is gone,
-        and what pickling ``message`` raises.
+        """Write one message to the worker without waiting (in the event loop's thread):
+        what its pipe cannot take now (a large call behind a running one) is written, in
+        order, as the worker reads. Raises ``OSError`` when it is gone, and what pickling
+        ``message`` raises.
         """
-        framing.send(self._fd, message)
+        self._writer.send(message)
+
+    def _write_failed(self) -> None:
+        # The worker is gone; the end of its pipe settles the calls it owes.
+        self.exited = True
 
     def expect(self, on_progress: ProgressCallback | None = None, timeout: float | None = None) -> _Pending:
         """Owe one more answer (for a call just sent); :meth:`answer` awaits it."""
@@ -436,6 +446,8 @@ class _Worker:
         # One read per readiness: it cannot block, and takes every message that has arrived.
         try:
             data = os.read(self._fd, self._reader.read_size())
+        except BlockingIOError:
+            return  # nothing to read after all: not the end of the pipe
         except OSError:
             data = b""
         if not data:
@@ -454,7 +466,8 @@ class _Worker:
 
     def _unregister(self) -> None:
         if not self.connection.closed:
-            self._loop.remove_reader(self.connection.fileno())
+            self._loop.remove_reader(self._fd)
+            self._writer.unwatch()
 
     def death(self) -> str:
         """How the process ended, for error messages."""
@@ -498,9 +511,11 @@ class _Worker:
         """Ask the worker to stop, kill it if it does not, reap it (blocking; call it in a
         thread, after :meth:`detach` in the event loop's thread).
         """
-        if not self.exited:
+        # A worker that has not read all its calls yet is busy: it is killed, and None is
+        # never written into the middle of a call.
+        if not self.exited and not self._writer.pending:
             with contextlib.suppress(OSError):
-                self.send(None)
+                framing.send(self._fd, None)  # waits for room, in this thread
             self.process.join(timeout=5)
         if self.process.is_alive():
             self.kill()

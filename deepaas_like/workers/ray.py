@@ -30,7 +30,7 @@ import pickle
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -178,7 +178,7 @@ class _Driver:
     :mod:`~deepaas_like.workers.framing`) and of its standard error.
     """
 
-    def __init__(self, options: ClusterOptions) -> None:
+    def __init__(self, options: ClusterOptions, on_lost: Callable[[], None]) -> None:
         self.connection, child = _SPAWN.Pipe()
         errors, child_errors = _SPAWN.Pipe(duplex=False)
         self.process = _SPAWN.Process(
@@ -202,7 +202,8 @@ class _Driver:
         self.errors = _DriverErrors(errors)
         self.fd = self.connection.fileno()
         self.reader = framing.Reader()
-        self.writer = framing.Writer(self.fd)
+        # Flushed by the loop once connected; ``on_lost`` when a write finds the pipe closed.
+        self.writer = framing.LoopWriter(self.fd, asyncio.get_running_loop(), on_lost)
         #: Messages read but not yet delivered (after the first).
         self.frames: collections.deque[bytes | memoryview] = collections.deque()
 
@@ -301,7 +302,7 @@ class RayCluster:
     async def _connect(self) -> None:
         if importlib.util.find_spec("ray") is None:
             raise StartupError("--executor ray needs Ray, which is not installed: pip install 'deepaas_like[ray]'")
-        driver = _Driver(self.options)
+        driver = _Driver(self.options, self._connection_lost)
         driver.errors.watch()
         try:
             message = await asyncio.wait_for(asyncio.to_thread(driver.first_message), self.options.connect_timeout)
@@ -380,25 +381,10 @@ class RayCluster:
         driver = self._driver
         if driver is None:
             return
-        pending = driver.writer.pending
         try:
-            written = driver.writer.write(message)
+            driver.writer.send(message)
         except OSError:
             self._connection_lost()
-            return
-        if not written and not pending:  # the first message kept: watch for room
-            asyncio.get_running_loop().add_writer(driver.fd, self._writable)
-
-    def _writable(self) -> None:
-        driver = self._driver
-        assert driver is not None
-        try:
-            written = driver.writer.flush()
-        except OSError:
-            self._connection_lost()
-            return
-        if written:
-            asyncio.get_running_loop().remove_writer(driver.fd)
 
     async def request(self, kind: str, *args: Any, on_progress: ProgressCallback | None = None) -> tuple[Any, ...]:
         """Send a request to the driver and wait for its answer (see ``ray_driver.py``);
@@ -427,9 +413,8 @@ class RayCluster:
             self._owners[replica] = pool
 
     def _unwatch(self, driver: _Driver) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(driver.fd)
-        loop.remove_writer(driver.fd)
+        asyncio.get_running_loop().remove_reader(driver.fd)
+        driver.writer.unwatch()
 
     def _connection_lost(self) -> None:
         driver, self._driver = self._driver, None

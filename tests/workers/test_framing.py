@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import socket
 import threading
 
 import pytest
+import uvloop
 
 from deepaas_like.workers import framing
 
@@ -144,3 +146,57 @@ def test_a_writer_that_nobody_reads_does_not_wait():
         right.close()
         with pytest.raises(OSError):
             writer.drain(timeout=10)
+
+
+def _on(loop: str, main) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None) as runner:
+        runner.run(main())
+
+
+async def _until(condition, what: str) -> None:
+    for _ in range(6000):  # a liveness bound of a minute, for a busy machine
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{what} did not happen")
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_loop_writer_returns_at_once_and_the_loop_writes_the_rest_in_order(loop):
+    async def main() -> None:
+        left, right = socket.socketpair()
+        with left, right:
+            left.setblocking(False)
+            writer = framing.LoopWriter(left.fileno(), asyncio.get_running_loop(), lambda: lost.append(True))
+            big = os.urandom(4 * 1024 * 1024)
+            writer.send(("ok", big))  # nobody reads yet: it must not wait
+            writer.send("next")
+            assert writer.pending > 0
+            thread, received = _read_in_thread(right, 2)
+            await _until(lambda: not writer.pending, "writing what was pending")
+            thread.join(timeout=60)
+            assert received == [("ok", big), "next"]
+            assert not asyncio.get_running_loop().remove_writer(left.fileno()), "still watched with nothing to write"
+
+    lost: list[bool] = []
+    _on(loop, main)
+    assert lost == []
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_loop_writer_says_when_the_reader_is_gone(loop):
+    async def main() -> None:
+        left, right = socket.socketpair()
+        with left:
+            left.setblocking(False)
+            writer = framing.LoopWriter(left.fileno(), asyncio.get_running_loop(), lambda: lost.append(True))
+            writer.send(os.urandom(4 * 1024 * 1024))
+            right.close()
+            await _until(lambda: lost, "telling that the reader is gone")
+            assert writer.pending == 0, "what nobody can read is dropped"
+            with pytest.raises(OSError):
+                writer.send("more")
+
+    lost: list[bool] = []
+    _on(loop, main)
+    assert lost == [True]

@@ -2,13 +2,21 @@
 
 What must hold: the calls queued behind one whose worker dies never reach plugin code twice
 (they go to another worker), a timeout counts from the moment a call runs, progress goes to
-the call that reports it, a training takes an idle worker alone, and predictions go to the
-worker holding the fewest calls, of those the one taken last.
+the call that reports it, a training takes an idle worker alone, predictions go to the
+worker holding the fewest calls, of those the one taken last, and a call larger than the
+pipe's buffer, sent to a worker that is not reading, never stops the server's event loop.
 """
 
 import asyncio
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import uvloop
 
 from deepaas_like.exceptions import PredictTimeout, WorkerDied
 from deepaas_like.workers.process import ProcessWorkerPool
@@ -152,6 +160,104 @@ async def test_a_training_takes_an_idle_worker_alone(plugin_path):
         assert (await later)["slept"] == 0.0
     finally:
         await pool.stop()
+
+
+#: A call's size in bytes: far more than a socket's buffer (Linux: a few hundred kB at most
+#: by default), so that the worker must read it before it is all written.
+LARGE = 4 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def stopped(pid: int, resume_after: float = 30.0) -> Iterator[threading.Event]:
+    """Process ``pid`` stopped (SIGSTOP) inside the block, so that it reads nothing. A
+    watchdog thread resumes it after ``resume_after`` seconds (a liveness bound: a loop that
+    waits for the worker would otherwise wait for ever) and sets the event it yields.
+    """
+    fired = threading.Event()
+
+    def resume() -> None:
+        fired.set()
+        with contextlib.suppress(ProcessLookupError):  # it died and was reaped meanwhile
+            os.kill(pid, signal.SIGCONT)
+
+    watchdog = threading.Timer(resume_after, resume)
+    os.kill(pid, signal.SIGSTOP)
+    watchdog.start()
+    try:
+        yield fired
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+async def ticks(count: int = 20) -> None:
+    """Let the event loop run other work ``count`` times (a ticker, as a health check would)."""
+    for _ in range(count):
+        await asyncio.sleep(0.01)
+
+
+def run_on(loop: str, main) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None) as runner:
+        runner.run(main())
+
+
+async def _a_large_call_behind_a_slow_one(log: Path) -> None:
+    pool = ProcessWorkerPool("crashy", "deepaas.v2.model", size=1, depth=2)
+    await pool.start()
+    try:
+        (worker,) = pool.workers
+        first = asyncio.create_task(pool.run("predict", {"how": "sleep", "seconds": 1.0, "tag": "first"}))
+        while not log.exists():  # the slow prediction runs in plugin code
+            await asyncio.sleep(0.01)
+        large = os.urandom(LARGE // 2).hex()
+        with stopped(worker.process.pid) as watchdog:
+            second = asyncio.create_task(pool.run("predict", {"how": "ok", "seconds": 0.0, "tag": large}))
+            await ticks()
+            assert not watchdog.is_set(), "the event loop stopped until the busy worker read the call"
+            assert worker.calls == 2 and not second.done()
+            assert worker._writer.pending > 0, "the call fit in the pipe: nothing was tested"
+        assert await first == {"ok": True, "tag": "first"}
+        assert await second == {"ok": True, "tag": large}
+        assert pool.restarts == 0
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_large_call_sent_to_a_busy_worker_leaves_the_event_loop_running(loop, plugin_path, tmp_path, monkeypatch):
+    # The call waits in the worker's writer until the worker reads it: under uvloop a
+    # blocking send stopped the loop until the running call ended, or failed half-written.
+    log = tmp_path / "calls.txt"
+    monkeypatch.setenv("CRASHY_CALLS", str(log))
+    run_on(loop, lambda: _a_large_call_behind_a_slow_one(log))
+
+
+async def _a_large_call_behind_a_crash() -> None:
+    pool = ProcessWorkerPool("crashy", "deepaas.v2.model", size=1, depth=2)
+    await pool.start()
+    try:
+        (worker,) = pool.workers
+        large = os.urandom(LARGE // 2).hex()
+        with stopped(worker.process.pid) as watchdog:
+            crash = asyncio.create_task(pool.run("predict", {"how": "exit", "seconds": 0.0, "tag": "crash"}))
+            await settle(pool, [1])
+            second = asyncio.create_task(pool.run("predict", {"how": "ok", "seconds": 0.0, "tag": large}))
+            await ticks()
+            assert not watchdog.is_set(), "the event loop stopped until the worker read the call"
+            assert worker._writer.pending > 0, "the call fit in the pipe: nothing was tested"
+        with pytest.raises(WorkerDied, match="exited with code 7"):
+            await crash
+        # Never read by the worker that died: it runs on the one that replaced it.
+        assert await second == {"ok": True, "tag": large}
+        assert pool.restarts == 1
+    finally:
+        await pool.stop()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_large_call_kept_for_a_worker_that_dies_goes_to_another(loop, plugin_path):
+    run_on(loop, _a_large_call_behind_a_crash)
 
 
 async def test_a_call_that_stops_waiting_leaves_the_line(plugin_path):
