@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -85,9 +86,10 @@ async def read_arguments(
 
     Returns a MultiDict for query/form requests, a dict for JSON bodies. Raises
     :class:`InvalidArguments` (``{"_body": [...]}`` or ``{"<part>": [...]}``) for a body that
-    cannot be read as its headers say (malformed, undecodable, nested too deeply),
-    :class:`BodyTooLarge` past ``max_size`` bytes (0: no limit) and :class:`BodyTimeout`
-    when the client stops sending for ``body_timeout`` seconds (None: no limit).
+    cannot be read as its headers say (malformed, undecodable, nested too deeply, a JSON
+    number that is NaN or infinite), :class:`BodyTooLarge` past ``max_size`` bytes (0: no
+    limit) and :class:`BodyTimeout` when the client stops sending for ``body_timeout``
+    seconds (None: no limit).
     """
     raw: MultiDict = MultiDict(request.query)
     content_type = request.content_type
@@ -121,22 +123,47 @@ def _json_object(data: bytes) -> dict[str, Any]:
         raise InvalidArguments({"_body": [f"invalid JSON: {error}"]}) from None
     if not isinstance(body, dict):
         raise InvalidArguments({"_body": ["the JSON body must be an object of arguments"]})
-    if _depth(body) > MAX_JSON_DEPTH:
+    depth, finite = _measure(body)
+    if depth > MAX_JSON_DEPTH:
         # Deep values would recurse in validation, pickling and storage later on.
         raise InvalidArguments({"_body": [f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"]})
+    if not finite:
+        # Python reads NaN, Infinity and numbers past a float's range (1e999); stored, they
+        # would make every listing of the job invalid JSON for strict parsers (JSON.parse).
+        raise InvalidArguments(_not_finite(body))
     return body
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
-    deepest, pending = 0, [(value, 0)]
+def _measure(value: Any) -> tuple[int, bool]:
+    """Nesting depth of a JSON value (a scalar is 0), and whether every number in it is
+    finite; without recursion.
+    """
+    deepest, finite, pending = 0, True, [(value, 0)]
     while pending:
         item, depth = pending.pop()
         if isinstance(item, (dict, list)):
             children = item.values() if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children)
             deepest = max(deepest, depth + 1)
-    return deepest
+        elif isinstance(item, float) and not math.isfinite(item):
+            finite = False
+    return deepest, finite
+
+
+def _not_finite(body: dict[str, Any]) -> dict[str, list[str]]:
+    """``{"<argument>": ["... is NaN ..."]}`` for the first argument of ``body`` holding a
+    number that is not finite, naming where in it (``["a"][0]``)."""
+    pending: list[tuple[Any, str, str]] = [(value, name, "") for name, value in reversed(body.items())]
+    while pending:
+        item, name, where = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            number = json.dumps(item)  # NaN, Infinity or -Infinity, as Python's JSON writes it
+            return {name: [f"{where or 'the value'} is {number}: JSON numbers must be finite"]}
+        if isinstance(item, dict):
+            pending.extend((child, name, f"{where}[{json.dumps(key)}]") for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            pending.extend((child, name, f"{where}[{index}]") for index, child in reversed(list(enumerate(item))))
+    return {"_body": ["a number is not finite"]}  # not reached: _measure found one
 
 
 async def _within(seconds: float | None, awaitable: Awaitable[T]) -> T:
