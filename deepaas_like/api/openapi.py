@@ -19,7 +19,7 @@ from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like import exceptions
-from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge
+from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge, TooManyParts
 from deepaas_like.api.security import Access
 from deepaas_like.jobs.states import STATES
 from deepaas_like.media import is_json
@@ -159,6 +159,7 @@ _PREDICT_ERRORS = (
     exceptions.InvalidIdempotencyKey,
     BodyTimeout,
     BodyTooLarge,
+    TooManyParts,
     exceptions.InvalidArguments,
     exceptions.PluginError,
     exceptions.ModelUnavailable,
@@ -174,6 +175,7 @@ _TRAIN_ERRORS = (
     exceptions.InvalidIdempotencyKey,
     BodyTimeout,
     BodyTooLarge,
+    TooManyParts,
     exceptions.InvalidArguments,
     exceptions.HookNotImplemented,
     exceptions.DatabaseUnavailable,

@@ -99,6 +99,31 @@ def test_a_malformed_body_is_422_naming_the_problem(server, content_type, body, 
     assert "Traceback" not in Path(server.log).read_text()
 
 
+def many_parts(count: int, boundary: bytes = b"XX") -> bytes:
+    one = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n'
+    return one * count + b"--" + boundary + b"--\r\n"
+
+
+def test_a_form_of_more_parts_than_max_form_parts_is_413_naming_the_option(server):
+    """The default, 1000, as Werkzeug's max_form_parts and Starlette's max_fields."""
+    for content_type, body in [
+        (MULTIPART, many_parts(1001)),
+        (b"application/x-www-form-urlencoded", b"&".join([b"x=1"] * 1001)),
+        # A nested multipart's parts count too (they are read to be dropped).
+        (
+            MULTIPART,
+            b'--XX\r\nContent-Disposition: form-data; name="files"\r\n'
+            b"Content-Type: multipart/mixed; boundary=YY\r\n\r\n" + many_parts(1000, b"YY") + b"\r\n--XX--\r\n",
+        ),
+    ]:
+        status, answer = post(server, content_type, body)
+        assert status == 413, answer
+        assert "1000" in answer["message"] and "max-form-parts" in answer["message"]
+    sleep = b'--XX\r\nContent-Disposition: form-data; name="sleep"\r\n\r\n0\r\n'
+    status, answer = post(server, MULTIPART, sleep + many_parts(999))
+    assert status == 200, "1000 parts are accepted"
+
+
 def test_a_client_that_never_finishes_its_headers_is_disconnected(server):
     port = int(server.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # recv raises past 30 s

@@ -52,7 +52,7 @@ async def _callable(request: web.Request, kind: str) -> Model:
 
 def _limits(request: web.Request) -> Limits:
     settings = request.app[SETTINGS]
-    return Limits(settings.client_max_size, settings.body_timeout or None)
+    return Limits(settings.client_max_size, settings.body_timeout or None, settings.max_form_parts)
 
 
 def _uploads(request: web.Request) -> Uploads:
