@@ -8,6 +8,8 @@ held whole in memory; the caller deletes that directory when the call ends.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
 import json
 import math
@@ -47,6 +49,17 @@ class TooManyParts(DeepaasLikeError):
     """The form has more parts (multipart) or fields (urlencoded) than ``max-form-parts``."""
 
     status = 413
+
+
+class UnsupportedEncoding(DeepaasLikeError):
+    """The body's ``Content-Encoding`` is none the server decodes (only gzip and deflate).
+
+    RFC 9110 section 15.5.16: 415, with ``Accept-Encoding`` naming the codings the server
+    does decode (section 12.5.3).
+    """
+
+    status = 415
+    headers = {hdrs.ACCEPT_ENCODING: "gzip, deflate"}
 
 
 class UnreadableBody(InvalidArguments):
@@ -97,15 +110,22 @@ class Limits:
     max_parts: int = 0
 
 
+#: Content codings of a request body that aiohttp decodes (``br`` and ``zstd`` only with
+#: packages the server does not install: its HTTP parser refuses those itself).
+DECODED_CODINGS = ("identity", "gzip", "deflate")
+
+
 async def read_arguments(request: web.Request, uploads: Uploads, limits: Limits) -> MultiDict | dict[str, Any]:
     """Collect the raw arguments of ``request``: query string plus body.
 
     Returns a MultiDict for query/form requests, a dict for JSON bodies. Raises
     :class:`InvalidArguments` (``{"_body": [...]}`` or ``{"<part>": [...]}``) for a body that
     cannot be read as its headers say (malformed, undecodable, nested too deeply, a JSON
-    number that is NaN or infinite), and, past ``limits``, :class:`BodyTooLarge`,
+    number that is NaN or infinite), :class:`UnsupportedEncoding` for a ``Content-Encoding``
+    the server does not decode, and, past ``limits``, :class:`BodyTooLarge`,
     :class:`TooManyParts` and :class:`BodyTimeout`.
     """
+    _check_content_encoding(request)
     raw: MultiDict = MultiDict(request.query)
     content_type = request.content_type
     try:
@@ -127,6 +147,17 @@ async def read_arguments(request: web.Request, uploads: Uploads, limits: Limits)
         request.content.feed_eof()
         raise UnreadableBody({"_body": [f"the body cannot be read: {_cause(error)}"]}) from None
     return raw
+
+
+def _check_content_encoding(request: web.Request) -> None:
+    """Raise :class:`UnsupportedEncoding` for a body in a coding aiohttp would pass on
+    undecoded (it ignores codings it does not know, and lists of several)."""
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if coding and coding not in DECODED_CODINGS:
+        raise UnsupportedEncoding(
+            f"the body's Content-Encoding {coding!r} is not supported: send it unencoded, or in "
+            f"{' or '.join(DECODED_CODINGS[1:])} (one coding)"
+        )
 
 
 async def _read_form(request: web.Request, max_parts: int) -> Mapping[str, Any]:
@@ -273,12 +304,29 @@ async def _read_field(part: BodyPartReader, body_timeout: float | None) -> tuple
     """
     assert part.name is not None
     try:
-        value = await _within(body_timeout, part.read(decode=True))
+        data = await _within(body_timeout, part.read())
+        _check_base64(part, data)
+        value = bytearray()
+        async for chunk in part.decode_iter(data):
+            value.extend(chunk)
         return value.decode(part.get_charset(default="utf-8"), errors="replace"), len(value)
     except LookupError as error:  # an unknown charset
         raise InvalidArguments({part.name: [f"cannot decode the part: {error}"]}) from None
-    except (ValueError, RuntimeError) as error:  # bad base64, unknown transfer encoding
+    except (ValueError, RuntimeError) as error:  # unknown transfer encoding, bad compressed data
         raise InvalidArguments({part.name: [f"cannot decode the part: {type(error).__name__}: {error}"]}) from None
+
+
+def _check_base64(part: BodyPartReader, data: bytes | bytearray) -> None:
+    """Refuse a ``Content-Transfer-Encoding: base64`` part that is not base64: aiohttp's
+    decoder drops what is not base64 (``!!!`` decodes to nothing); line breaks are allowed,
+    as MIME writes base64 in lines of 76 (RFC 2045 section 6.8)."""
+    if part.headers.get(hdrs.CONTENT_TRANSFER_ENCODING, "").strip().lower() != "base64":
+        return
+    try:
+        base64.b64decode(b"".join(bytes(data).split()), validate=True)
+    except binascii.Error as error:
+        message = f"cannot decode the part: it is not valid base64 ({error})"
+        raise InvalidArguments({str(part.name): [message]}) from None
 
 
 def _check_size(received: int, max_size: int) -> None:
@@ -316,8 +364,8 @@ async def parse_arguments(
     ``negotiation`` is given (as the ``accept`` argument, which the server supplies when the
     client does not), and validate them against ``schema``.
 
-    Raises :class:`InvalidArguments`, :class:`BodyTooLarge`, :class:`TooManyParts` and
-    :class:`BodyTimeout`.
+    Raises :class:`InvalidArguments`, :class:`UnsupportedEncoding`, :class:`BodyTooLarge`,
+    :class:`TooManyParts` and :class:`BodyTimeout`.
     """
     raw = await read_arguments(request, uploads, limits)
     if negotiation is not None and negotiation.offered:

@@ -19,7 +19,7 @@ from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like import exceptions
-from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge, TooManyParts
+from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge, TooManyParts, UnsupportedEncoding
 from deepaas_like.api.security import Access
 from deepaas_like.jobs.states import STATES
 from deepaas_like.media import is_json
@@ -160,6 +160,7 @@ _PREDICT_ERRORS = (
     BodyTimeout,
     BodyTooLarge,
     TooManyParts,
+    UnsupportedEncoding,
     exceptions.InvalidArguments,
     exceptions.PluginError,
     exceptions.ModelUnavailable,
@@ -176,6 +177,7 @@ _TRAIN_ERRORS = (
     BodyTimeout,
     BodyTooLarge,
     TooManyParts,
+    UnsupportedEncoding,
     exceptions.InvalidArguments,
     exceptions.HookNotImplemented,
     exceptions.DatabaseUnavailable,
