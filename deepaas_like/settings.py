@@ -347,6 +347,16 @@ class Settings:
         "Largest request body accepted, in bytes; larger ones get 413. 0: no limit.",
         min=0,
     )
+    # 1000: the default of Werkzeug's max_form_parts (2.2.3, CVE-2023-25577), of Starlette's
+    # max_fields and max_files (0.25.0, GHSA-74m5-2c7w-9w3x) and of aiohttp's client_max_fields.
+    max_form_parts: int = option(
+        cfg.IntOpt,
+        "max-form-parts",
+        1000,
+        "Most parts (fields and files) of a multipart/form-data body, and most fields of a urlencoded "
+        "one; a body with more gets 413, as soon as the part past the limit arrives. 0: no limit.",
+        min=0,
+    )
     upload_dir: str | None = option(
         cfg.StrOpt,
         "upload-dir",

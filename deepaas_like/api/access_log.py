@@ -95,21 +95,36 @@ class AccessLogger(AbstractAccessLogger):
         return self.lines.enabled
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        version = request.version
-        self.lines.add(
-            (
-                request.remote or "-",
-                request.method,
-                request.path_qs,
-                version.major,
-                version.minor,
-                response.status,
-                response.body_length,
-                time,
-                request.headers.get(hdrs.USER_AGENT, "-"),
-                response.headers.get("X-Request-ID", "-"),
-            )
-        )
+        request_id = response.headers.get("X-Request-ID", "-")
+        self.lines.add(_values(request, response.status, response.body_length, time, request_id))
+
+
+def _values(request: BaseRequest, status: int, size: int, seconds: float, request_id: str) -> tuple[Any, ...]:
+    """One line's values, in the order of :data:`FIELDS`."""
+    version = request.version
+    return (
+        request.remote or "-",
+        request.method,
+        request.path_qs,
+        version.major,
+        version.minor,
+        status,
+        size,
+        seconds,
+        request.headers.get(hdrs.USER_AGENT, "-"),
+        request_id,
+    )
+
+
+def log_unanswered(request: BaseRequest, status: int, seconds: float, request_id: str) -> None:
+    """Keep the line of a request aiohttp logs none for: one whose handler was cancelled
+    because its client closed the connection (``status`` 499, see ``api/metrics.py``).
+    The size is what had been sent by then (an event stream's events). Nothing is logged
+    when the access log is off or is not this module's (aiohttp's test client).
+    """
+    logger = getattr(request.protocol, "access_logger", None)
+    if isinstance(logger, AccessLogger) and logger.enabled:
+        logger.lines.add(_values(request, status, request.writer.output_size, seconds, request_id))
 
 
 def access_logger_class(lines: AccessLines) -> type[AccessLogger]:

@@ -351,6 +351,7 @@ def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Appl
             normalize_path_middleware(append_slash=True, redirect_class=web.HTTPPermanentRedirect),
         ],
         client_max_size=settings.client_max_size or 1024**4,
+        client_max_fields=settings.max_form_parts,  # of urlencoded forms (0: none); multipart: api/arguments.py
     )
     app[SETTINGS] = settings
     app[_POOLS] = pools or default_pools(settings)

@@ -23,8 +23,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from deepaas_like.api.access_log import log_unanswered
 from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
 from deepaas_like.exceptions import DatabaseUnavailable
+from deepaas_like.logs import request_id
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: prometheus-client's variable for the folder of its multiprocess mode.
@@ -267,9 +269,18 @@ def _labels(request: web.Request) -> tuple[str, str]:
     return (name if known else ""), template
 
 
+#: The status of a request whose client closed the connection before it was answered, or
+#: while it was streamed (an event stream left by its client): nginx's 499 "client closed
+#: request". aiohttp has none: it cancels the handler (``handler_cancellation``) and logs nothing.
+CLIENT_CLOSED_REQUEST = 499
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request and time it, labelled by model, route template and status."""
+    """Count every request and time it, labelled by model, route template and status; a
+    request whose client went away is counted, and its access line logged, as
+    :data:`CLIENT_CLOSED_REQUEST`.
+    """
     started = time.perf_counter()
     status = 500
     try:
@@ -278,6 +289,11 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except web.HTTPException as error:
         status = error.status
+        raise
+    except asyncio.CancelledError:
+        if request.transport is None:  # the connection is lost: the client left
+            status = CLIENT_CLOSED_REQUEST
+            log_unanswered(request, status, time.perf_counter() - started, request_id.get())
         raise
     finally:
         metrics = request.app[METRICS]

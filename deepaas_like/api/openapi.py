@@ -19,7 +19,7 @@ from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like import exceptions
-from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge
+from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge, TooManyParts, UnsupportedEncoding
 from deepaas_like.api.security import Access
 from deepaas_like.jobs.states import OLDEST_FIRST, ORDERS, STATES
 from deepaas_like.media import is_json
@@ -165,6 +165,8 @@ _PREDICT_ERRORS = (
     exceptions.InvalidIdempotencyKey,
     BodyTimeout,
     BodyTooLarge,
+    TooManyParts,
+    UnsupportedEncoding,
     exceptions.InvalidArguments,
     exceptions.PluginError,
     exceptions.ModelUnavailable,
@@ -180,6 +182,8 @@ _TRAIN_ERRORS = (
     exceptions.InvalidIdempotencyKey,
     BodyTimeout,
     BodyTooLarge,
+    TooManyParts,
+    UnsupportedEncoding,
     exceptions.InvalidArguments,
     exceptions.HookNotImplemented,
     exceptions.DatabaseUnavailable,

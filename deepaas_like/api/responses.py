@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import os
 from collections.abc import Mapping
@@ -10,16 +9,19 @@ from typing import Any
 
 from aiohttp import web
 
+from deepaas_like import json_text
 from deepaas_like.exceptions import PredictionNotJSON
 from deepaas_like.results import Prediction
 
 
 def json_response(document: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """``document`` as ``application/json``, ending with a newline (so that a terminal's
-    prompt, after ``curl``, starts on a line of its own).
+    prompt, after ``curl``, starts on a line of its own). A float that is NaN or infinite
+    is written ``null`` (see :mod:`deepaas_like.json_text`): one such number must not make
+    a whole listing unparseable.
     """
     return web.Response(
-        text=json.dumps(document) + "\n", status=status, headers=headers, content_type="application/json"
+        text=json_text.dumps(document) + "\n", status=status, headers=headers, content_type="application/json"
     )
 
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from deepaas_like import json_text
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound
 from deepaas_like.jobs.states import ACTIVE, JobView
 from deepaas_like.jobs.store import JobStore
@@ -51,9 +52,10 @@ class _Watch:
 
     def update(self, job: Job) -> None:
         document = self.render(job.to_view())
-        if document == self.document:
+        text = json_text.dumps(document)
+        if text == self.text:  # the text: a NaN in a stored row never equals itself
             return
-        self.document, self.text, self.status = document, json.dumps(document), job.status
+        self.document, self.text, self.status = document, text, job.status
         self.version += 1
         self._wake()
 

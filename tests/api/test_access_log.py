@@ -1,10 +1,14 @@
-"""The access log's lines: kept by the request, logged in blocks within FLUSH_SECONDS."""
+"""The access log's lines: kept by the request, logged in blocks within FLUSH_SECONDS; a
+request whose client left gets one too."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+
+import requests
 
 from deepaas_like import logs
 from deepaas_like.api import access_log
@@ -77,3 +81,31 @@ def test_nothing_is_kept_when_the_logger_is_off():
     logger, _ = _logger("test.access.off")
     logger.setLevel(logging.WARNING)
     assert not AccessLines(logger).enabled  # aiohttp then never calls the access logger
+
+
+def test_a_client_that_leaves_an_event_stream_is_counted_and_logged_as_499(run_server, plugin_env):
+    """nginx's "client closed request" (issue 26, item 7): before, such a stream was counted
+    as a 500 and had no access line.
+    """
+    server = run_server("slow", env=plugin_env)
+    training = requests.post(server + "/v2/models/slow/train/", data={"seconds": "120"}, timeout=30).json()
+    path = f"/v2/models/slow/train/{training['uuid']}/events"
+    with requests.get(server + path, stream=True, timeout=30, headers={"X-Request-ID": "left-early"}) as stream:
+        assert stream.status_code == 200
+        assert next(stream.iter_lines()).startswith(b"event: job")
+    # The stream is closed: the server notices as the connection ends.
+    route = 'method="GET",model="slow",route="/v2/models/{model_name}/train/{uuid}/events"'
+    deadline = time.monotonic() + 60  # a liveness bound
+    while f'deepaas_like_requests_total{{{route},status="499"}} 1.0' not in (text := _metrics(server)):
+        assert time.monotonic() < deadline, f"never counted as 499:\n{text}"
+        time.sleep(0.1)
+    assert f'{route},status="500"' not in text
+    line = re.compile(rf'"GET {re.escape(path)} HTTP/1.1" 499 [1-9]\d* \d+\.\d+ "[^"]*" left-early')
+    while not line.search(server.log.read_text()):
+        assert time.monotonic() < deadline, "no access line for the stream"
+        time.sleep(0.1)
+    requests.delete(server + f"/v2/models/slow/train/{training['uuid']}", timeout=30)
+
+
+def _metrics(server: str) -> str:
+    return requests.get(server + "/metrics", timeout=30).text

@@ -36,6 +36,13 @@ def server(module_server, tmp_path_factory):
 
 def exchange(server: str, request: bytes, timeout: float = 20.0) -> tuple[int, bytes]:
     """Send raw bytes, read the answer until the server closes; its status and body."""
+    status, _, body = exchange_with_head(server, request, timeout)
+    return status, body
+
+
+def exchange_with_head(server: str, request: bytes, timeout: float = 20.0) -> tuple[int, bytes, bytes]:
+    """Send raw bytes, read the answer until the server closes; its status, head (ending
+    with a line break) and body."""
     port = int(server.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
@@ -43,7 +50,7 @@ def exchange(server: str, request: bytes, timeout: float = 20.0) -> tuple[int, b
         while chunk := sock.recv(65536):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
+    return int(head.split(b" ", 2)[1]), head + b"\r\n", body
 
 
 def post(server: str, content_type: bytes, body: bytes, extra: bytes = b"") -> tuple[int, dict]:
@@ -77,6 +84,7 @@ MULTIPART = b"multipart/form-data; boundary=XX"
         (b"application/x-www-form-urlencoded", b"sleep=\xff", b"", "_body", "not valid UTF-8"),
         (MULTIPART, part(b"Content-Type: text/plain; charset=nope\r\n", b"1"), b"", "sleep", "nope"),
         (MULTIPART, part(b"Content-Transfer-Encoding: base64\r\n", b"!!!not base64"), b"", "sleep", "cannot decode"),
+        (MULTIPART, part(b"Content-Transfer-Encoding: base64\r\n", b"!!!"), b"", "sleep", "not valid base64"),
         (MULTIPART, part(b"Content-Transfer-Encoding: x-weird\r\n", b"1"), b"", "sleep", "x-weird"),
         (b"application/json", b'{"sleep": 1}', b"Content-Encoding: gzip\r\n", "_body", "cannot be read"),
         (MULTIPART, part(b"", b"1"), b"Content-Encoding: gzip\r\n", "_body", "cannot be read"),
@@ -87,6 +95,7 @@ MULTIPART = b"multipart/form-data; boundary=XX"
         "urlencoded-not-utf8",
         "unknown-charset",
         "bad-base64",
+        "no-base64-at-all",
         "unknown-transfer-encoding",
         "fake-gzip-json",
         "fake-gzip-multipart",
@@ -97,6 +106,52 @@ def test_a_malformed_body_is_422_naming_the_problem(server, content_type, body, 
     assert status == 422, answer
     assert words in " ".join(answer[field])
     assert "Traceback" not in Path(server.log).read_text()
+
+
+def test_a_base64_part_across_lines_is_decoded(server):
+    """MIME writes base64 in lines (RFC 2045): the strict check allows line breaks."""
+    status, answer = post(server, MULTIPART, part(b"Content-Transfer-Encoding: base64\r\n", b"M\r\nA==\r\n"))
+    assert status == 200 and answer["args"]["sleep"] == 0, answer
+
+
+@pytest.mark.parametrize("coding", [b"x-unknown", b"compress", b"gzip, deflate"])
+def test_a_body_in_a_content_encoding_the_server_does_not_decode_is_415(server, coding):
+    """aiohttp passes such a body on undecoded (it decodes one coding of those it knows)."""
+    status, head, answer = exchange_with_head(
+        server,
+        b"POST " + TRAIN + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-API-Key: k3y\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 12\r\nContent-Encoding: " + coding + b"\r\n\r\n"
+        b'{"sleep": 0}',
+    )
+    assert status == 415
+    assert b"\r\naccept-encoding: gzip, deflate\r\n" in head.lower()
+    message = json.loads(answer)["message"]
+    assert coding.decode() in message and "Content-Encoding" in message
+
+
+def many_parts(count: int, boundary: bytes = b"XX") -> bytes:
+    one = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n'
+    return one * count + b"--" + boundary + b"--\r\n"
+
+
+def test_a_form_of_more_parts_than_max_form_parts_is_413_naming_the_option(server):
+    """The default, 1000, as Werkzeug's max_form_parts and Starlette's max_fields."""
+    for content_type, body in [
+        (MULTIPART, many_parts(1001)),
+        (b"application/x-www-form-urlencoded", b"&".join([b"x=1"] * 1001)),
+        # A nested multipart's parts count too (they are read to be dropped).
+        (
+            MULTIPART,
+            b'--XX\r\nContent-Disposition: form-data; name="files"\r\n'
+            b"Content-Type: multipart/mixed; boundary=YY\r\n\r\n" + many_parts(1000, b"YY") + b"\r\n--XX--\r\n",
+        ),
+    ]:
+        status, answer = post(server, content_type, body)
+        assert status == 413, answer
+        assert "1000" in answer["message"] and "max-form-parts" in answer["message"]
+    sleep = b'--XX\r\nContent-Disposition: form-data; name="sleep"\r\n\r\n0\r\n'
+    status, answer = post(server, MULTIPART, sleep + many_parts(999))
+    assert status == 200, "1000 parts are accepted"
 
 
 def test_a_client_that_never_finishes_its_headers_is_disconnected(server):

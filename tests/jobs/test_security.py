@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
 
 import pytest
 import requests
@@ -115,3 +116,42 @@ def test_a_post_retried_with_its_idempotency_key_returns_the_first_job(run_serve
     assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["message"]
     for job in requests.get(train, headers=alice).json() + requests.get(train, headers=bob).json():
         requests.delete(train + job["uuid"], headers=alice if job["uuid"] == posted.json()["uuid"] else bob)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"", "clé".encode(), b"k" * 256, b"a\tb"],
+    ids=["empty", "not-ascii", "256-characters", "control-character"],
+)
+def test_a_malformed_idempotency_key_is_400_and_leaves_no_upload(run_server, probe_env, key):
+    """The header is checked before the body is read (issue 26, item 4): before, the
+    uploads were handed to no one, and stayed until the next start.
+    """
+    server = run_server("jobs_probe", env=probe_env)
+    port = int(server.rsplit(":", 1)[1])
+    body = (
+        b'--XX\r\nContent-Disposition: form-data; name="data"; filename="x.csv"\r\n\r\n'
+        + b"x" * 1000
+        + b"\r\n--XX--\r\n"
+    )
+    for path, extra in [(PROBE + "/train/", b""), (PROBE + "/predict/", b"Prefer: respond-async\r\n")]:
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+            + b"Idempotency-Key: "
+            + key
+            + b"\r\n"
+            + extra
+            + b"Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(request)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, document = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+        assert "Idempotency-Key" in json.loads(document)["message"]
+        assert list(server.upload_dir.iterdir()) == [], f"{path}: the upload is gone once answered"

@@ -52,7 +52,7 @@ async def _callable(request: web.Request, kind: str) -> Model:
 
 def _limits(request: web.Request) -> Limits:
     settings = request.app[SETTINGS]
-    return Limits(settings.client_max_size, settings.body_timeout or None)
+    return Limits(settings.client_max_size, settings.body_timeout or None, settings.max_form_parts)
 
 
 def _uploads(request: web.Request) -> Uploads:
@@ -147,12 +147,13 @@ async def predict(request: web.Request) -> web.StreamResponse:
     negotiation = Negotiation(
         model.accept_choices, model.accept_default, None if as_job else request.headers.get(hdrs.ACCEPT)
     )
+    # Checked before the body is read: a malformed key must not leave an upload behind.
+    key = idempotency_key(request) if as_job else None
     with _uploads(request) as uploads:
         kwargs = await parse_arguments(request, model.predict_schema, uploads, _limits(request), negotiation)  # type: ignore[arg-type]
         if as_job:
-            job = await request.app[JOBS].submit(
-                model, PREDICT, kwargs, uploads.take(), caller(request).key_hash, idempotency_key(request)
-            )
+            owner = caller(request).key_hash
+            job = await request.app[JOBS].submit(model, PREDICT, kwargs, uploads.take(), owner, key)
             location = request.app[LINKS].url_for(request, "prediction", model_name=model.name, uuid=job.uuid)
             headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
             return json_response(job_document(job), status=202, headers=headers)
@@ -184,12 +185,12 @@ def _wants_async(request: web.Request) -> bool:
 
 async def start_training(request: web.Request) -> web.Response:
     model = await _callable(request, TRAIN)
+    key = idempotency_key(request)  # before the body: a malformed key must not leave an upload behind
     with _uploads(request) as uploads:
         kwargs = await parse_arguments(request, model.train_schema, uploads, _limits(request))  # type: ignore[arg-type]
+        owner = caller(request).key_hash
         # The job owns the uploads from here, and deletes them when it ends.
-        job = await request.app[JOBS].submit(
-            model, TRAIN, kwargs, uploads.take(), caller(request).key_hash, idempotency_key(request)
-        )
+        job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.take(), owner, key)
     return json_response(job_document(job))
 
 

@@ -1,0 +1,47 @@
+"""JSON text that every client can parse: what the server writes to HTTP clients (answers,
+event streams).
+
+Python's ``json`` writes a float that is NaN or infinite as a bare ``NaN`` or ``Infinity``,
+which is not JSON (RFC 8259 section 6): browsers' ``JSON.parse`` and most other parsers
+refuse the whole document. Such a number, from a plugin's result or metadata or from a job
+stored before requests were checked, is written as ``null`` instead, as JavaScript's
+``JSON.stringify`` and orjson write it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["dumps"]
+
+# No check for circular references: documents are trees, and a cycle fails as too deep.
+_STRICT = json.JSONEncoder(allow_nan=False, check_circular=False)
+
+
+def dumps(document: Any) -> str:
+    """``document`` as JSON text, with every float that is NaN or infinite as ``null``.
+
+    Raises ``TypeError`` for a value JSON lacks (a set, an object), as ``json.dumps`` does.
+    """
+    try:
+        return _STRICT.encode(document)  # in C; the walk below only when a number is not finite
+    except ValueError:
+        return _STRICT.encode(_finite(document))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinite float replaced by None; such a float as a
+    dict key becomes the string Python's ``json`` writes for it (``"NaN"``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_key(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _key(key: Any) -> Any:
+    return json.dumps(key) if isinstance(key, float) and not math.isfinite(key) else key
