@@ -33,7 +33,6 @@ import logging
 import multiprocessing
 import os
 import resource
-import select
 import signal
 import sys
 import tempfile
@@ -394,8 +393,11 @@ class _Worker:
             pending.timer = self._loop.call_later(pending.timeout, self._overran, pending)
 
     def _overran(self, pending: _Pending) -> None:
-        if select.select([self._fd], [], [], 0)[0]:
-            self._readable()  # its answer may have arrived just now
+        if not self.exited:
+            # Its answer may have arrived just now: one read of the non-blocking pipe says
+            # (select.select, used before, raised ValueError for a descriptor over 1023, so
+            # that a server with many connections never timed a call out).
+            self._readable()
             if pending.answer.done():
                 return
         self.kill()

@@ -146,3 +146,22 @@ async def test_a_replacement_worker_takes_the_gpu_its_predecessor_freed(plugin_p
         assert sorted(p.device for p in pool.placements()) == ["gpu:3", "gpu:5"]
     finally:
         await pool.stop()
+
+
+async def test_a_call_times_out_when_the_workers_pipe_is_descriptor_1024_or_more(plugin_path):
+    """A server holding many connections gives its workers' pipes high descriptor numbers."""
+    from deepaas_like.exceptions import PredictTimeout
+
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    pool = ProcessWorkerPool("crashy", "deepaas.v2.model", size=1, timeout=1.0)
+    try:
+        await pool.start()
+        assert next(iter(pool.workers)).connection.fileno() > 1023
+        with pytest.raises(PredictTimeout):
+            # Liveness bound: without the timeout firing, the call never ends.
+            await asyncio.wait_for(pool.run("predict", {"how": "loop", "seconds": 0, "tag": ""}), 120)
+        assert (await pool.run("predict", {"how": "ok", "seconds": 0, "tag": "after"}))["tag"] == "after"
+    finally:
+        await pool.stop()
+        for fd in filler:
+            os.close(fd)
