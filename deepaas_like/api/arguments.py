@@ -52,14 +52,14 @@ class TooManyParts(DeepaasLikeError):
 
 
 class UnsupportedEncoding(DeepaasLikeError):
-    """The body's ``Content-Encoding`` is none the server decodes (only gzip and deflate).
+    """The body's ``Content-Encoding`` is none the server decodes (see :data:`DECODED_CODINGS`).
 
     RFC 9110 section 15.5.16: 415, with ``Accept-Encoding`` naming the codings the server
     does decode (section 12.5.3).
     """
 
     status = 415
-    headers = {hdrs.ACCEPT_ENCODING: "gzip, deflate"}
+    headers = {hdrs.ACCEPT_ENCODING: "gzip, deflate, br, zstd"}
 
 
 class UnreadableBody(InvalidArguments):
@@ -110,9 +110,10 @@ class Limits:
     max_parts: int = 0
 
 
-#: Content codings of a request body that aiohttp decodes (``br`` and ``zstd`` only with
-#: packages the server does not install: its HTTP parser refuses those itself).
-DECODED_CODINGS = ("identity", "gzip", "deflate")
+#: Content codings of a request body that aiohttp decodes (``br`` with Brotli and ``zstd``
+#: with backports.zstd, both dependencies: without them its HTTP parser answers a plain-text
+#: 400 before any handler runs).
+DECODED_CODINGS = ("identity", "gzip", "deflate", "br", "zstd")
 
 
 async def read_arguments(request: web.Request, uploads: Uploads, limits: Limits) -> MultiDict | dict[str, Any]:
@@ -156,7 +157,7 @@ def _check_content_encoding(request: web.Request) -> None:
     if coding and coding not in DECODED_CODINGS:
         raise UnsupportedEncoding(
             f"the body's Content-Encoding {coding!r} is not supported: send it unencoded, or in "
-            f"{' or '.join(DECODED_CODINGS[1:])} (one coding)"
+            f"{', '.join(DECODED_CODINGS[1:])} (one coding)"
         )
 
 

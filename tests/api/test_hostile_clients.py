@@ -88,6 +88,8 @@ MULTIPART = b"multipart/form-data; boundary=XX"
         (MULTIPART, part(b"Content-Transfer-Encoding: x-weird\r\n", b"1"), b"", "sleep", "x-weird"),
         (b"application/json", b'{"sleep": 1}', b"Content-Encoding: gzip\r\n", "_body", "cannot be read"),
         (MULTIPART, part(b"", b"1"), b"Content-Encoding: gzip\r\n", "_body", "cannot be read"),
+        (b"application/json", b'{"sleep": 1}', b"Content-Encoding: br\r\n", "_body", "cannot be read"),
+        (b"application/json", b'{"sleep": 1}', b"Content-Encoding: zstd\r\n", "_body", "cannot be read"),
     ],
     ids=[
         "json-1000-deep",
@@ -99,6 +101,8 @@ MULTIPART = b"multipart/form-data; boundary=XX"
         "unknown-transfer-encoding",
         "fake-gzip-json",
         "fake-gzip-multipart",
+        "fake-br-json",
+        "fake-zstd-json",
     ],
 )
 def test_a_malformed_body_is_422_naming_the_problem(server, content_type, body, extra, field, words):
@@ -124,9 +128,24 @@ def test_a_body_in_a_content_encoding_the_server_does_not_decode_is_415(server, 
         b'{"sleep": 0}',
     )
     assert status == 415
-    assert b"\r\naccept-encoding: gzip, deflate\r\n" in head.lower()
+    assert b"\r\naccept-encoding: gzip, deflate, br, zstd\r\n" in head.lower()
     message = json.loads(answer)["message"]
     assert coding.decode() in message and "Content-Encoding" in message
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd"])
+def test_a_body_in_br_or_zstd_is_decoded(server, coding):
+    """aiohttp decodes them with Brotli and backports.zstd (without: a plain-text 400)."""
+    if coding == "br":
+        import brotli
+
+        body = brotli.compress(b'{"sleep": 0, "tag": "packed"}')
+    else:
+        from backports import zstd
+
+        body = zstd.compress(b'{"sleep": 0, "tag": "packed"}')
+    status, answer = post(server, b"application/json", body, b"Content-Encoding: " + coding.encode() + b"\r\n")
+    assert status == 200 and answer["args"]["sleep"] == 0, answer
 
 
 def many_parts(count: int, boundary: bytes = b"XX") -> bytes:
