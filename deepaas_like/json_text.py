@@ -1,5 +1,5 @@
 """JSON text that every client can parse: what the server writes to HTTP clients (answers,
-event streams).
+event streams) and to the job database (PostgreSQL's ``json`` type refuses ``NaN``).
 
 Python's ``json`` writes a float that is NaN or infinite as a bare ``NaN`` or ``Infinity``,
 which is not JSON (RFC 8259 section 6): browsers' ``JSON.parse`` and most other parsers
@@ -18,17 +18,22 @@ __all__ = ["dumps"]
 
 # No check for circular references: documents are trees, and a cycle fails as too deep.
 _STRICT = json.JSONEncoder(allow_nan=False, check_circular=False)
+_STRICT_OR_TEXT = json.JSONEncoder(allow_nan=False, check_circular=False, default=str)
 
 
-def dumps(document: Any) -> str:
-    """``document`` as JSON text, with every float that is NaN or infinite as ``null``.
+def dumps(document: Any, *, text_for_others: bool = False) -> str:
+    """``document`` as JSON text, with every float that is NaN or infinite as ``null``;
+    with ``text_for_others``, a value JSON lacks is written as its ``str()`` (as the job
+    database stores a date in a training's result).
 
-    Raises ``TypeError`` for a value JSON lacks (a set, an object), as ``json.dumps`` does.
+    Raises ``TypeError`` for a value JSON lacks (a set, an object) otherwise, as
+    ``json.dumps`` does.
     """
+    encoder = _STRICT_OR_TEXT if text_for_others else _STRICT
     try:
-        return _STRICT.encode(document)  # in C; the walk below only when a number is not finite
+        return encoder.encode(document)  # in C; the walk below only when a number is not finite
     except ValueError:
-        return _STRICT.encode(_finite(document))
+        return encoder.encode(_finite(document))
 
 
 def _finite(value: Any) -> Any:

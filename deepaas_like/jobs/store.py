@@ -10,7 +10,6 @@ import contextlib
 import datetime
 import fcntl
 import functools
-import json
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
+from deepaas_like import json_text
 from deepaas_like.database import error_text, transient
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
 from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, NEWEST_FIRST, OLDEST_FIRST, PENDING, RUNNING
@@ -139,6 +139,13 @@ def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Calla
     return decorate
 
 
+def _json_column(value: Any) -> str:
+    """What a JSON column holds: NaN and infinite floats as null (PostgreSQL's ``json`` type
+    refuses ``NaN``, and a stored one would break strict readers), any other value JSON
+    lacks as its text."""
+    return json_text.dumps(value, text_for_others=True)
+
+
 def _rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE or DELETE matched (``execute`` of one returns a ``CursorResult``)."""
     assert isinstance(result, CursorResult)
@@ -231,7 +238,7 @@ class JobStore:
             if parsed.get_backend_name() == "postgresql":
                 # A restarted server leaves dead connections in the pool: test each before use.
                 options = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
-            engine = create_async_engine(parsed, json_serializer=lambda obj: json.dumps(obj, default=str), **options)
+            engine = create_async_engine(parsed, json_serializer=_json_column, **options)
             if sqlite:
                 event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             store = cls(engine)

@@ -209,3 +209,17 @@ async def test_a_job_claimed_but_never_started_does_not_stay_running(store, tmp_
     lost = job_document((await store.get("demo", job.uuid)).to_view())
     assert lost["status"] == ERROR and "lost track" in lost["message"]
     assert (await store.get("demo", recent.uuid)).status == RUNNING, "a claim of a moment ago is left alone"
+
+
+async def test_nan_and_infinity_in_a_job_are_stored_as_null(store):
+    """PostgreSQL's json type has no NaN (a diverged training's loss); SQLite's JSON text
+    would hold one that strict readers refuse. Both store null."""
+    nan, inf = float("nan"), float("inf")
+    job = await store.create("demo", TRAIN, {"rate": nan}, {"rate": nan})
+    await store.claim("demo", TRAIN, "a")
+    await store.report(job.uuid, inf, [{"time": 0.0, "message": "diverged"}], {"loss": nan})
+    assert await store.finish(job.uuid, DONE, output={"loss": nan, "history": [1.0, -inf]})
+    done = job_document((await store.get("demo", job.uuid)).to_view())
+    assert done["args"] == {"rate": None}
+    assert done["result"]["output"] == {"loss": None, "history": [1.0, None]}
+    assert done["metrics"] == {"loss": None}
