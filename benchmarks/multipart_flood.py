@@ -8,8 +8,8 @@ Each body is a predict of the ``predict_only`` test plugin made of ``--parts`` o
 form fields (20,000 of them are 1.1 MB, as in the issue), sent at once on one connection.
 Meanwhile a second client asks ``/healthz`` on a keep-alive connection, pausing
 ``--probe-interval`` ms between answers. The server is whichever ``deepaas_like`` comes
-first on ``PYTHONPATH`` (``PYTHONPATH=/work/main python benchmarks/multipart_flood.py``
-measures that tree); ``--max-form-parts 0`` has a server parse every part (the event loop
+first on ``PYTHONPATH`` (``PYTHONPATH=/tmp/main-src python benchmarks/multipart_flood.py``
+measures an export of another branch: ``git archive main | tar -x -C /tmp/main-src``); ``--max-form-parts 0`` has a server parse every part (the event loop
 must stay free meanwhile). Prints a Markdown table.
 """
 
