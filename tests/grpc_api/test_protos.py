@@ -318,7 +318,11 @@ def test_a_training_with_nan_or_infinity_is_sent_with_nulls_as_over_http():
         "status": "done",
         "progress": NAN,
         "args": {"epochs": 2, "rate": INFINITY},
-        "result": {"output": {"loss": NAN, "history": [1.0, -INFINITY]}, "duration": 1.5},
+        "result": {
+            "output": {"loss": NAN, "history": [1.0, -INFINITY]},
+            "duration": "0:00:01.500000",
+            "duration_seconds": 1.5,
+        },
     }
     training = messages.training(document)
     assert not training.HasField("progress") and training.result.duration == 1.5
