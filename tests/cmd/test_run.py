@@ -15,19 +15,33 @@ import requests
 from tests.conftest import TEST_PLUGINS, free_port, make_plugin_site
 
 
-def start(tmp_path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = make_plugin_site(tmp_path / "site", TEST_PLUGINS)
+def start(
+    tmp_path,
+    *args: str,
+    model: str = "predict_only",
+    plugins: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess:
+    """Run ``deepaas-like-run`` serving ``model`` (of ``plugins``, default the test plugins)
+    on ``port`` (default a free one) until it exits; ``timeout`` is a liveness bound.
+    """
+    site = make_plugin_site(tmp_path / "run-site", plugins or TEST_PLUGINS)
     command = [
         "deepaas-like-run",
         "--listen-ip",
         "127.0.0.1",
         "--listen-port",
-        str(free_port()),
+        str(port or free_port()),
         "--model-name",
-        "predict_only",
+        model,
         *args,
     ]
-    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
+    state = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    return subprocess.run(
+        command, env={**os.environ, **state, **site, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_failure(process: subprocess.CompletedProcess, *words: str) -> None:
@@ -77,61 +91,25 @@ def test_an_unusable_upload_directory(tmp_path, directory, words):
     assert_one_line_failure(process, "upload directory", *words)
 
 
-def test_an_address_in_use_is_reported_before_any_model_starts(tmp_path):
+@pytest.mark.parametrize("port_option", ["--listen-port", "--grpc-port"])
+def test_a_port_in_use_is_reported_before_any_model_starts(tmp_path, port_option):
     warmed = tmp_path / "warmed"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = make_plugin_site(tmp_path / "site", {"lingering": "lingering"})
-        process = subprocess.run(
-            [
-                "deepaas-like-run",
-                "--listen-ip",
-                "127.0.0.1",
-                "--listen-port",
-                str(port),
-                "--model-name",
-                "lingering",
-                "--database-url",
-                f"sqlite:///{tmp_path / 'jobs.sqlite'}",
-            ],
-            env={**os.environ, **env, "LINGERING_WARMED": str(warmed)},
-            capture_output=True,
-            text=True,
-            timeout=60,
+        grpc = ["--grpc-port", str(port)] if port_option == "--grpc-port" else []
+        process = start(
+            tmp_path,
+            "--database-url",
+            f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+            *grpc,
+            model="lingering",
+            plugins={"lingering": "lingering"},
+            env={"LINGERING_WARMED": str(warmed)},
+            port=None if grpc else port,
         )
-    assert_one_line_failure(process, f"127.0.0.1:{port}")
-    assert not warmed.exists(), "the model was loaded and warmed before the port was tried"
-
-
-def test_a_grpc_port_in_use_is_reported_before_any_model_starts(tmp_path):
-    warmed = tmp_path / "warmed"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = make_plugin_site(tmp_path / "site", {"lingering": "lingering"})
-        process = subprocess.run(
-            [
-                "deepaas-like-run",
-                "--listen-ip",
-                "127.0.0.1",
-                "--listen-port",
-                str(free_port()),
-                "--grpc-port",
-                str(port),
-                "--model-name",
-                "lingering",
-                "--database-url",
-                f"sqlite:///{tmp_path / 'jobs.sqlite'}",
-            ],
-            env={**os.environ, **env, "LINGERING_WARMED": str(warmed)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert_one_line_failure(process, f"127.0.0.1:{port}", "--grpc-port")
+    assert_one_line_failure(process, f"127.0.0.1:{port}", *(["--grpc-port"] if grpc else []))
     assert not warmed.exists(), "the model was loaded and warmed before the port was tried"
 
 

@@ -4,34 +4,21 @@ live, naming the option and the real cause (not the listening address).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.cmd.test_run import start as start_server
 from tests.conftest import free_port
 from tests.versions.helpers import MODEL
 
 
 def start(tmp_path: Path, env: dict[str, str], store: str) -> subprocess.CompletedProcess:
-    command = [
-        "deepaas-like-run",
-        "--listen-ip",
-        "127.0.0.1",
-        "--listen-port",
-        str(free_port()),
-        "--model-name",
-        MODEL,
-        "--database-url",
-        f"sqlite:///{tmp_path / 'jobs.sqlite'}",
-        "--model-store",
-        store,
-    ]
-    state = {"XDG_STATE_HOME": str(tmp_path / "state")}
     # A liveness bound: the server must stop by itself, well before this.
-    return subprocess.run(command, env={**os.environ, **state, **env}, capture_output=True, text=True, timeout=180)
+    database = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    return start_server(tmp_path, "--database-url", database, "--model-store", store, model=MODEL, env=env, timeout=180)
 
 
 def read_only_archive(tmp_path: Path) -> str:
