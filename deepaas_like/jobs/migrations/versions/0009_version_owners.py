@@ -1,5 +1,5 @@
-"""A model version belongs to the API key that owned the training that made it (issue 26,
-item 3): ``api_key_hash`` is that key's SHA-256, NULL for versions made without API keys.
+"""A model version belongs to the API key that owned the training that made it:
+``api_key_hash`` is that key's SHA-256, NULL for versions made without API keys.
 Existing versions take it from their training's job while that job is still kept.
 
 Revision ID: 0009
