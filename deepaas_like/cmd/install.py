@@ -94,10 +94,8 @@ def _inspect(spec: str, editable: bool, pip_options: list[str]) -> list[dict]:
             return json.load(handle)["install"]
 
 
-def main(argv: list[str]) -> int:
-    """``deepaas-like-cli install [-e] [--dry-run] [--pip-option OPT] SPEC...``; exit code 0,
-    or 1 when pip fails or the server's dependencies end up out of range.
-    """
+def _parser() -> argparse.ArgumentParser:
+    """The options of ``deepaas-like-cli install``."""
     parser = argparse.ArgumentParser(
         prog="deepaas-like-cli install",
         description="Install model plugins (paths, names or URLs, as pip takes them) without letting their "
@@ -115,7 +113,14 @@ def main(argv: list[str]) -> int:
         metavar="OPT",
         help="passed to pip, e.g. --pip-option=--index-url=https://...; repeat for several",
     )
-    options = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """``deepaas-like-cli install [-e] [--dry-run] [--pip-option OPT] SPEC...``; exit code 0,
+    or 1 when pip fails or the server's dependencies end up out of range.
+    """
+    options = _parser().parse_args(argv)
     server = dependencies.installed_closure()
     plans: list[tuple[str, Plan]] = []
     for spec in options.specs:

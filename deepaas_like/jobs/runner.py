@@ -480,15 +480,7 @@ class JobRunner:
                 self._log_failure(job, model.name, error.message)
                 outcome = {"status": ERROR, "message": error.message}
             except asyncio.CancelledError:
-                # Cancelled by a DELETE whose worker could not be killed, or by close().
-                self._recording.add(job.uuid)
-                ending = (ERROR, INTERRUPTED) if self._give_up_at is not None else (CANCELLED, CANCELLED_BY_USER)
-                if ending[0] == CANCELLED:
-                    self._log_failure(job, model.name, "its task was cancelled")
-                if run is not None:
-                    await asyncio.shield(run.finish(KILLED))
-                with contextlib.suppress(DatabaseUnavailable):
-                    await asyncio.shield(self._end(job, ending[0], message=ending[1]))
+                await self._task_cancelled(model, job, run)
                 raise
             except Exception as error:  # noqa: BLE001 - recorded on the job; the server keeps serving
                 self._log_failure(job, model.name, f"{type(error).__name__}: {error}", error)
@@ -521,6 +513,19 @@ class JobRunner:
             self._counts[(model.name, job.kind)] -= 1
             _remove(job.upload_dir)
             self._wake.set()
+
+    async def _task_cancelled(self, model: Servable, job: Job, run: Run | None) -> None:
+        """Record the end of ``job`` whose task was cancelled: by a DELETE whose worker could
+        not be killed (cancelled), or by :meth:`close` (interrupted).
+        """
+        self._recording.add(job.uuid)
+        ending = (ERROR, INTERRUPTED) if self._give_up_at is not None else (CANCELLED, CANCELLED_BY_USER)
+        if ending[0] == CANCELLED:
+            self._log_failure(job, model.name, "its task was cancelled")
+        if run is not None:
+            await asyncio.shield(run.finish(KILLED))
+        with contextlib.suppress(DatabaseUnavailable):
+            await asyncio.shield(self._end(job, ending[0], message=ending[1]))
 
     def _log_failure(self, job: Job, model: str, reason: str, error: BaseException | None = None) -> None:
         """Log why ``job``'s call ended without a result: at INFO, as a cancel, for a job this
