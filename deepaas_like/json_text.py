@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["dumps"]
+__all__ = ["dumps", "finite"]
 
 # No check for circular references: documents are trees, and a cycle fails as too deep.
 _STRICT = json.JSONEncoder(allow_nan=False, check_circular=False)
@@ -33,18 +33,18 @@ def dumps(document: Any, *, text_for_others: bool = False) -> str:
     try:
         return encoder.encode(document)  # in C; the walk below only when a number is not finite
     except ValueError:
-        return encoder.encode(_finite(document))
+        return encoder.encode(finite(document))
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN and infinite float replaced by None; such a float as a
-    dict key becomes the string Python's ``json`` writes for it (``"NaN"``)."""
+def finite(value: Any) -> Any:
+    """JSON data ``value`` with every NaN and infinite float replaced by None (JSON null);
+    such a float as a dict key becomes the string Python's ``json`` writes for it (``"NaN"``)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {_key(key): _finite(item) for key, item in value.items()}
+        return {_key(key): finite(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [finite(item) for item in value]
     return value
 
 

@@ -58,12 +58,19 @@ EPILOG = (
 METHOD_OUTPUT = "--deepaas_method_output"
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser that takes no option by a prefix of its name (``allow_abbrev=False``): a
+    prefix of an option (``--model``) must stay free for a plugin's argument, not be taken
+    for the option (or answered "ambiguous option").
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    # allow_abbrev=False everywhere: a prefix of an option (``--model``) must stay free for a
-    # plugin's argument, not be taken for the option (or answered "ambiguous option").
-    parser = argparse.ArgumentParser(
-        prog="deepaas-like-cli", description=DESCRIPTION, epilog=EPILOG, add_help=add_help, allow_abbrev=False
-    )
+    parser = _Parser(prog="deepaas-like-cli", description=DESCRIPTION, epilog=EPILOG, add_help=add_help)
     parser.add_argument(
         "--model-name", default=None, help="model to call (default: $DEEPAAS_V2_MODEL, or the only one installed)"
     )
@@ -122,13 +129,11 @@ def _add_argument_flags(
 def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
     """The full parser once ``model``'s description is known (None: the commands only)."""
     parser = _base_parser()
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("metadata", help="print the model's metadata (JSON)", allow_abbrev=False)
-    commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)", allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    commands.add_parser("metadata", help="print the model's metadata (JSON)")
+    commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)")
     protos = commands.add_parser(
-        "protos",
-        help="write the .proto file of the model's gRPC service (needs deepaas_like[grpc])",
-        allow_abbrev=False,
+        "protos", help="write the .proto file of the model's gRPC service (needs deepaas_like[grpc])"
     )
     protos.add_argument("--output", required=True, metavar="DIR", help="directory to write it in (made if missing)")
     hooks = (
@@ -142,7 +147,6 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
         command = commands.add_parser(
             hook,
             help=f"run {hook}() with the model's arguments (--model-name M {hook} --help lists them)",
-            allow_abbrev=False,
             # The plugin's arguments come last and win: its --output, --help or
             # --deepaas_method_output takes that name from the CLI's option (-h stays help).
             conflict_handler="resolve",
@@ -160,9 +164,7 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
             command, arguments or {}, {"accept"} if hook == "predict" and model.accept_choices else set()
         )
     commands.add_parser(
-        "install",
-        help="install a plugin without letting its requirements change the server's (see install --help)",
-        allow_abbrev=False,
+        "install", help="install a plugin without letting its requirements change the server's (see install --help)"
     )
     return parser
 

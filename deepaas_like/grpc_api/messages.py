@@ -6,7 +6,6 @@ predictions and trainings as response messages.
 from __future__ import annotations
 
 import json
-import math
 import mimetypes
 import os
 from typing import Any, cast
@@ -15,6 +14,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory, struc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from deepaas_like import json_text
 from deepaas_like.exceptions import InvalidArguments, InvalidPrediction
 from deepaas_like.grpc_api.protos import JSON_TYPES, ModelProtos, Slot
 from deepaas_like.media import OCTET_STREAM, sniff
@@ -135,7 +135,7 @@ class Messages:
         result = document.get("result")
         if result is not None:
             document = {**document, "result": {**result, "duration": result.get("duration_seconds")}}
-        return json_format.ParseDict(_finite(document), self.of("Training")(), ignore_unknown_fields=True)
+        return json_format.ParseDict(json_text.finite(document), self.of("Training")(), ignore_unknown_fields=True)
 
     def _fill(self, message: Message, values: dict[str, Any]) -> None:
         for slot, field in self._fields(message):
@@ -193,17 +193,6 @@ def _not_json_number(constant: str) -> Any:
     """``json.loads``'s hook for ``NaN``, ``Infinity`` and ``-Infinity``: Python's parser takes
     them, JSON (RFC 8259, section 6) has no such numbers."""
     raise ValueError(f"{constant} is not a JSON number")
-
-
-def _finite(value: Any) -> Any:
-    """JSON data with NaN and Infinity replaced by None (JSON null)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _json_value(target: Any, value: Any) -> None:

@@ -408,8 +408,8 @@ class ModelVersions:
         """
         if not self.max_loaded:
             return
+        promoted = self._promoted_ids()  # what the models' names serve stays loaded
         while len(self._loaded) > self.max_loaded:
-            promoted = self._promoted_ids()  # what the models' names serve stays loaded
             idle = next(
                 (vid for vid, e in self._loaded.items() if e.in_flight == 0 and e.ready.done() and vid not in promoted),
                 None,

@@ -6,10 +6,23 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import signal
 from collections.abc import Callable
 from typing import Any
 
 from deepaas_like.model.plugin import ModelDescription
+
+
+def how_ended(exitcode: int | None) -> str:
+    """How a process with ``multiprocessing``'s ``exitcode`` ended: "exited with code N", or
+    "was killed by SIGNAME" for a negative one (a signal's number)."""
+    if exitcode is None or exitcode >= 0:
+        return f"exited with code {exitcode}"
+    try:
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    except ValueError:
+        return f"was killed by signal {-exitcode}"
+
 
 #: Called with (fraction done or None, message or None, metrics or None, step or None) when
 #: plugin code reports progress (see :func:`deepaas_like.progress.report`).

@@ -72,22 +72,9 @@ def send(fd: int, message: Any) -> None:
     Raises what pickling raises (before anything is written) and ``OSError`` when the other
     end is gone.
     """
-    header, payload = _frame(message)
-    try:
-        written = os.writev(fd, [header, payload])
-    except BlockingIOError:
-        written = 0
-    if written == len(header) + len(payload):
-        return
-    # A large message the socket's buffer could not take at once: the rest as room comes.
-    rest = collections.deque([memoryview(header), memoryview(payload)])
-    _consume(rest, written)
-    while rest:
-        _wait_writable(fd, None)
-        try:
-            _consume(rest, os.writev(fd, list(rest)))
-        except BlockingIOError:
-            pass
+    writer = Writer(fd)
+    if not writer.write(message):  # a large message the socket could not take at once
+        writer.drain(None)
 
 
 class Writer:
@@ -140,14 +127,15 @@ class Writer:
             _consume(self._pending, written)
         return True
 
-    def drain(self, timeout: float) -> bool:
-        """Write everything pending, waiting up to ``timeout`` seconds in all for room; True
-        when all is written. Raises ``OSError`` when the other end is gone.
+    def drain(self, timeout: float | None) -> bool:
+        """Write everything pending, waiting up to ``timeout`` seconds in all for room (None:
+        as long as needed); True when all is written. Raises ``OSError`` when the other end
+        is gone.
         """
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self.flush():
-            left = deadline - time.monotonic()
-            if left <= 0 or not _wait_writable(self._fd, left):
+            left = None if deadline is None else deadline - time.monotonic()
+            if (left is not None and left <= 0) or not _wait_writable(self._fd, left):
                 return False
         return True
 
@@ -209,6 +197,20 @@ class Reader:
     def read_size(self) -> int:
         """How many bytes to ask for in the next read."""
         return max(READ_SIZE, self._needed - len(self._buffer))
+
+    def read(self, fd: int) -> list[bytes | memoryview] | None:
+        """One read of ``fd`` (waiting for it when ``fd`` is blocking): the frames it
+        completes, none when a non-blocking ``fd`` had nothing after all (a would-block is
+        never an end), or None at the end of the stream (end of file, or an error: the other
+        end is gone).
+        """
+        try:
+            data = os.read(fd, self.read_size())
+        except BlockingIOError:
+            return []
+        except OSError:
+            return None
+        return self.feed(data) if data else None
 
     def feed(self, data: bytes) -> list[bytes | memoryview]:
         """The frames ``data`` completes, in order (none when it ends mid-message)."""

@@ -46,7 +46,7 @@ from deepaas_like import logs, progress
 from deepaas_like.exceptions import PluginLoadError, PredictTimeout, WorkerDied
 from deepaas_like.results import FileResult, not_json
 from deepaas_like.workers import framing, protocol
-from deepaas_like.workers.base import Placement, ProgressCallback
+from deepaas_like.workers.base import Placement, ProgressCallback, how_ended
 from deepaas_like.workers.execution import execute, out_of_memory, start_plugin
 from deepaas_like.workers.pooling import TIMED_HOOKS, CallNotDelivered, QueuedPool, discard
 from deepaas_like.workers.protocol import (
@@ -187,14 +187,11 @@ def serve(
     reader = framing.Reader()
     frames: collections.deque[bytes | memoryview] = collections.deque()
     while True:
-        try:
-            while not frames:
-                data = os.read(fd, reader.read_size())
-                if not data:
-                    return
-                frames.extend(reader.feed(data))
-        except OSError:
-            return
+        while not frames:
+            read = reader.read(fd)
+            if read is None:
+                return
+            frames.extend(read)
         message = framing.loads(frames.popleft())
         if message is None:
             return
@@ -446,19 +443,14 @@ class _Worker:
 
     def _readable(self) -> None:
         # One read per readiness: it cannot block, and takes every message that has arrived.
-        try:
-            data = os.read(self._fd, self._reader.read_size())
-        except BlockingIOError:
-            return  # nothing to read after all: not the end of the pipe
-        except OSError:
-            data = b""
-        if not data:
+        frames = self._reader.read(self._fd)
+        if frames is None:
             self.exited = True
             self._unregister()
             self._fail_owed()
             self._on_exit(self)
             return
-        for frame in self._reader.feed(data):
+        for frame in frames:
             try:
                 message = framing.loads(frame)
             except Exception as error:  # noqa: BLE001 - a message that cannot be unpickled here
@@ -473,18 +465,12 @@ class _Worker:
 
     def death(self) -> str:
         """How the process ended, for error messages."""
-        code = self.process.exitcode
-        if code is not None and code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            why = {
-                "SIGKILL": " (killed: a cancel, a timeout, or the out-of-memory killer)",
-                "SIGSEGV": " (a segmentation fault in plugin code)",
-            }.get(name, "")
-            return f"worker process {self.process.pid} was killed by {name}{why}"
-        return f"worker process {self.process.pid} exited with code {code}"
+        ended = how_ended(self.process.exitcode)
+        why = {
+            "SIGKILL": " (killed: a cancel, a timeout, or the out-of-memory killer)",
+            "SIGSEGV": " (a segmentation fault in plugin code)",
+        }.get(ended.rpartition(" ")[2], "")
+        return f"worker process {self.process.pid} {ended}{why}"
 
     @property
     def alive(self) -> bool:

@@ -27,7 +27,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import signal
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -44,7 +43,7 @@ from deepaas_like.exceptions import (
 )
 from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.workers import framing, protocol, ray_driver
-from deepaas_like.workers.base import Placement, ProgressCallback
+from deepaas_like.workers.base import Placement, ProgressCallback, how_ended
 from deepaas_like.workers.execution import out_of_memory
 from deepaas_like.workers.pooling import TIMED_HOOKS, QueuedPool
 from deepaas_like.workers.process import WorkerOptions
@@ -209,27 +208,18 @@ class _Driver:
 
     def first_message(self) -> tuple[Any, ...] | None:
         """The driver's first message (blocking; None when it exits first)."""
-        try:
-            while not self.frames:
-                data = os.read(self.fd, self.reader.read_size())
-                if not data:
-                    return None
-                self.frames.extend(self.reader.feed(data))
-        except OSError:
-            return None
+        while not self.frames:
+            read = self.reader.read(self.fd)
+            if read is None:
+                return None
+            self.frames.extend(read)
         return framing.loads(self.frames.popleft())
 
     def death(self, when: str = "") -> str:
         """How the process ended (after it has), ``when`` (e.g. "before it connected"), with
         its last lines on standard error.
         """
-        code = self.process.exitcode
-        ended = f"exited with code {code}"
-        if code is not None and code < 0:
-            try:
-                ended = f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                ended = f"was killed by signal {-code}"
+        ended = how_ended(self.process.exitcode)
         tail = self.errors.tail()
         if when:
             ended += f" {when}"
@@ -341,16 +331,11 @@ class RayCluster:
         # arrived stays in the reader until the rest comes (a batch's answer may be megabytes).
         driver = self._driver
         assert driver is not None
-        try:
-            data = os.read(driver.fd, driver.reader.read_size())
-        except BlockingIOError:
-            return  # nothing to read after all: not a lost connection
-        except OSError:
-            data = b""
-        if not data:
+        frames = driver.reader.read(driver.fd)  # a would-block is no frame, not a lost connection
+        if frames is None:
             self._connection_lost()
             return
-        for frame in driver.reader.feed(data):
+        for frame in frames:
             try:
                 message = framing.loads(frame)
             except Exception:  # noqa: BLE001 - one message that cannot be read here, not the connection

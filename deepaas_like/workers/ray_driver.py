@@ -213,16 +213,11 @@ class _Driver:
 
     def _readable(self) -> None:
         # One read per readiness: a message that has not fully arrived waits for the rest.
-        try:
-            data = os.read(self.fd, self.reader.read_size())
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
+        frames = self.reader.read(self.fd)
+        if frames is None:
             self.done.set()  # the server has gone
             return
-        for frame in self.reader.feed(data):
+        for frame in frames:
             message = framing.loads(frame)
             if message is None:
                 self.done.set()  # the server asks us to leave
