@@ -28,8 +28,8 @@ from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
 from deepaas_like.jobs.result_files import ResultFiles
 from deepaas_like.jobs.runner import JobRunner
-from deepaas_like.jobs.states import PREDICT, TRAIN
 from deepaas_like.jobs.store import JobStore
+from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.serving.autoscaling import Autoscaling
 from deepaas_like.serving.draining import Drain

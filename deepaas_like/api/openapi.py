@@ -22,10 +22,11 @@ from deepaas_like import exceptions
 from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge, TooManyParts, UnsupportedEncoding
 from deepaas_like.api.security import Access
 from deepaas_like.jobs.states import OLDEST_FIRST, ORDERS, STATES
+from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.media import is_json
 from deepaas_like.model.args import is_file_field
 from deepaas_like.serving.schemas import MAX_LIMIT, MAX_OFFSET
-from deepaas_like.serving.served import PREDICT, TRAIN, ServedModel
+from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 
 #: Writes the OpenAPI operation of one route (of ``model``, for model routes), or None when

@@ -33,7 +33,7 @@ from deepaas_like.exceptions import (
 )
 from deepaas_like.jobs.feed import Feed, JobFeeds, Render
 from deepaas_like.jobs.result_files import ResultFiles
-from deepaas_like.jobs.states import ACTIVE, CANCELLED, DONE, ERROR, OLDEST_FIRST, PENDING, TRAIN, JobView
+from deepaas_like.jobs.states import ACTIVE, CANCELLED, DONE, ERROR, OLDEST_FIRST, PENDING, JobView
 from deepaas_like.jobs.store import (
     INTERRUPTED,
     MAX_EVENTS,
@@ -44,6 +44,7 @@ from deepaas_like.jobs.store import (
     error_text,
 )
 from deepaas_like.jobs.tables import Job
+from deepaas_like.kinds import TRAIN
 from deepaas_like.media import JSON
 from deepaas_like.model.args import UploadedFile, json_arguments
 from deepaas_like.results import FileResult, Prediction

@@ -1,4 +1,4 @@
-"""What a job is, without SQL: its states, its kinds, and the frozen view that the job
+"""What a job is, without SQL: its states (its kinds are ``deepaas_like.kinds``), and the frozen view that the job
 runner hands out (the tables are ``jobs/tables.py``; the DEEPaaS wire format of a job is
 the HTTP layer's, ``api/documents.py``).
 """
@@ -21,15 +21,7 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class JobKind(enum.StrEnum):
-    """A training, or an asynchronous prediction."""
-
-    TRAIN = "train"
-    PREDICT = "predict"
-
-
 PENDING, RUNNING, DONE, ERROR, CANCELLED = (JobStatus(status) for status in JobStatus)
-TRAIN, PREDICT = JobKind.TRAIN, JobKind.PREDICT
 #: Every state, in the order above (listings filter on them).
 STATES: tuple[JobStatus, ...] = tuple(JobStatus)
 #: The states of a job that has not ended.

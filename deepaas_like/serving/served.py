@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import marshmallow
 
 from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction, PluginError
+from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.results import FileResult, Prediction, render
 from deepaas_like.serving import schemas
@@ -26,8 +27,6 @@ from deepaas_like.serving.batching import Batcher
 from deepaas_like.workers.base import Placement, ProgressCallback, WorkerPool
 
 LOG = logging.getLogger(__name__)
-#: The kinds of calls a model may take (the hooks ``predict`` and ``train``).
-PREDICT, TRAIN = "predict", "train"
 
 
 class Promotions(Protocol):

@@ -28,8 +28,9 @@ from deepaas_like.exceptions import (
     VersionNotFound,
     VersionUnavailable,
 )
+from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.results import Prediction
-from deepaas_like.serving.served import PREDICT, TRAIN, ServedModel
+from deepaas_like.serving.served import ServedModel
 from deepaas_like.versions.records import VersionRecord, VersionRecords, parse_version_id, version_id
 from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import ProgressCallback

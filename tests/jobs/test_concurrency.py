@@ -9,8 +9,9 @@ import concurrent.futures
 
 import requests
 
-from deepaas_like.jobs.states import CANCELLED, DONE, TRAIN
+from deepaas_like.jobs.states import CANCELLED, DONE
 from deepaas_like.jobs.store import JobStore
+from deepaas_like.kinds import TRAIN
 from tests.conftest import start_server
 from tests.jobs.helpers import SLOW, plugin_env
 

@@ -13,8 +13,8 @@ import time
 import pytest
 import requests
 
-from deepaas_like.jobs.states import TRAIN
 from deepaas_like.jobs.store import JobStore
+from deepaas_like.kinds import TRAIN
 
 SLOW = "/v2/models/slow"
 

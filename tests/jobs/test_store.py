@@ -11,9 +11,10 @@ import pytest
 
 from deepaas_like.api.documents import job_document
 from deepaas_like.exceptions import JobNotFound
-from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, NEWEST_FIRST, PENDING, PREDICT, RUNNING, TRAIN, JobView
+from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, NEWEST_FIRST, PENDING, RUNNING, JobView
 from deepaas_like.jobs.store import JobStore, decode_kwargs, encode_kwargs
 from deepaas_like.jobs.tables import JobResult
+from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.args import UploadedFile
 
 

@@ -18,7 +18,8 @@ from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
 from deepaas_like.api.v2.versions import described
 from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound, PluginError
-from deepaas_like.jobs.states import DONE, PREDICT, TRAIN
+from deepaas_like.jobs.states import DONE
+from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import Uploads
 from deepaas_like.serving.versions import ServedVersion
