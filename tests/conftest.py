@@ -282,7 +282,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def serve_in_process(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Factory: ``await serve_in_process(*model_names, **settings)`` -> an aiohttp
-    ``TestClient`` of :func:`deepaas_like.api.app.create_app` with the plugins running in
+    ``TestClient`` of :func:`deepaas_like.server.http_app` with the plugins running in
     this process (:class:`~deepaas_like.workers.inprocess.InProcessPool`): the whole HTTP
     side (routes, handlers, security, metrics, jobs on SQLite) without a server process.
     The test plugins of tests/fixtures/plugins (``jobs_probe`` too) are installed.
@@ -291,7 +291,7 @@ def serve_in_process(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.Mo
     for entry in reversed(env["PYTHONPATH"].split(os.pathsep)):
         monkeypatch.syspath_prepend(entry)
     _forget_entry_points(monkeypatch)
-    from deepaas_like.api.app import create_app
+    from deepaas_like.server import http_app
     from deepaas_like.settings import Settings
     from deepaas_like.workers.inprocess import InProcessPool
 
@@ -310,6 +310,6 @@ def serve_in_process(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.Mo
             model = settings.for_model(name)
             return InProcessPool(name, settings.namespace, warm=model.warm, max_result_size=model.max_result_size)
 
-        return await aiohttp_client(create_app(settings, pools))
+        return await aiohttp_client(http_app(settings, pools))
 
     return serve

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -14,9 +13,6 @@ from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import Settings
-
-if TYPE_CHECKING:  # the grpc extra may be missing: the key is only set when gRPC is on
-    from deepaas_like.grpc_api.server import GrpcServer
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", dict[str, ServedModel])
@@ -30,5 +26,3 @@ LINKS = web.AppKey("links", Links)
 DRAIN = web.AppKey("drain", Drain)
 #: Recent log lines, served at /debug.
 LOG_BUFFER = web.AppKey("log_buffer", collections.deque)
-#: The gRPC server beside HTTP (``--grpc-port``).
-GRPC: web.AppKey[GrpcServer] = web.AppKey("grpc")

@@ -18,10 +18,10 @@ from oslo_config import cfg
 import deepaas_like
 from deepaas_like import config, logs
 from deepaas_like.api.access_log import AccessLines, access_logger_class
-from deepaas_like.api.app import create_app
 from deepaas_like.api.listening import LimitedTCPSite, SharedSocket, default_connection_limit
 from deepaas_like.cmd.processes import ServerProcesses, bound_socket, port_free
 from deepaas_like.exceptions import DeepaasLikeError, StartupError
+from deepaas_like.server import http_app
 from deepaas_like.serving import draining as drain
 from deepaas_like.settings import Settings
 from deepaas_like.workers.process import kill_all_workers
@@ -76,7 +76,7 @@ def serve(settings: Settings, shared: SharedSocket | None = None, ready: int | N
             runner = stack.enter_context(
                 asyncio.Runner(loop_factory=loop_factory(settings.event_loop, settings.server_processes))
             )
-            runner.run(_serve(create_app(settings), settings, shared, ready, sock))
+            runner.run(_serve(http_app(settings), settings, shared, ready, sock))
     except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The HTTP side in this process: ``create_app`` with the plugins run by
+"""The HTTP side in this process: ``http_app`` (the server object and the aiohttp application) with the plugins run by
 :class:`~deepaas_like.workers.inprocess.InProcessPool` and aiohttp's test client. Routes,
 handlers, API keys, CORS, probes, metrics and the job runner on SQLite, without starting a
 server process (tests/ops and tests/jobs keep the process-level drills: faults, shutdown,

@@ -1,0 +1,240 @@
+"""The server object: from one :class:`~deepaas_like.settings.Settings`, the models' worker
+pools, the job database, the jobs, the model versions, MLflow tracking and the gRPC front,
+started in order and closed in the reverse order (``async with Server.open(settings)``).
+
+The fronts are built from it and import nothing of each other: the aiohttp application
+(:func:`http_app`, which opens the server when it starts) and the gRPC server (started here
+once everything it serves is up, stopped before it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from deepaas_like import grpc_api
+from deepaas_like.api.app import create_app
+from deepaas_like.api.documents import job_document
+from deepaas_like.api.metrics import Metrics
+from deepaas_like.jobs.result_files import ResultFiles
+from deepaas_like.jobs.runner import JobRunner
+from deepaas_like.jobs.store import JobStore
+from deepaas_like.kinds import PREDICT, TRAIN
+from deepaas_like.model.loading import resolve_model_names
+from deepaas_like.server.pools import PoolFactory, default_pools
+from deepaas_like.serving.autoscaling import Autoscaling
+from deepaas_like.serving.draining import Drain
+from deepaas_like.serving.served import ServedModel
+from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
+from deepaas_like.serving.versions import ModelVersions
+from deepaas_like.settings import Settings, default_model_store, default_results_dir
+from deepaas_like.tracking import Tracker
+from deepaas_like.versions.records import VersionRecord, VersionRecords
+from deepaas_like.versions.storage import ModelStore
+
+if TYPE_CHECKING:  # the grpc extra may be missing: imported only when --grpc-port is set
+    from deepaas_like.grpc_api.server import GrpcServer
+
+__all__ = ["Server", "http_app"]
+
+LOG = logging.getLogger(__name__)
+
+
+def http_app(settings: Settings, pools: PoolFactory | None = None) -> web.Application:
+    """The aiohttp application serving ``settings.model_names`` (every installed model if
+    empty), their workers made by ``pools`` (default: as ``--executor`` says; tests pass
+    in-process pools). It opens the :class:`Server` when it starts and closes it when it
+    stops; a model that is not installed or fails to load makes its start raise
+    ``PluginLoadError``.
+    """
+    metrics = Metrics()
+    return create_app(settings, lambda: Server.open(settings, pools, metrics), metrics)
+
+
+@dataclasses.dataclass
+class Server:
+    """What the fronts serve: the ``models`` by name, their ``versions``, the ``jobs``, the
+    shutdown ``drain`` (shared by every front) and the ``metrics``; ``grpc`` when
+    ``--grpc-port`` is set.
+    """
+
+    settings: Settings
+    metrics: Metrics
+    drain: Drain
+    models: dict[str, ServedModel]
+    versions: ModelVersions
+    jobs: JobRunner
+    grpc: GrpcServer | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, settings: Settings, pools: PoolFactory | None = None, metrics: Metrics | None = None
+    ) -> AsyncIterator[Server]:
+        """Start every model's workers and open the job database (side by side: both take a
+        while), then the model versions, the jobs and gRPC; on the way out stop them in the
+        reverse order. Raises ``PluginLoadError``, ``StartupError``, ``ExtraNotInstalled``.
+        """
+        if settings.grpc_port:
+            grpc_api.require("--grpc-port")
+        metrics = metrics or Metrics()
+        pools = pools or default_pools(settings)
+        check_upload_dir(settings.upload_dir)
+        results = ResultFiles(settings.results_dir or default_results_dir(settings.database_url))
+        results.check()
+        names = resolve_model_names(list(settings.model_names), settings.namespace)
+        models = {name: _served_model(name, settings, pools, metrics) for name in names}
+        async with contextlib.AsyncExitStack() as stack:
+            store = await _start(models, settings.database_url)
+            stack.push_async_callback(store.close)
+            stack.push_async_callback(_stop, models)
+            versions = await _versions(settings, store, models, pools, metrics)
+            stack.push_async_callback(versions.close)
+            jobs = _jobs(settings, store, models, versions, results)
+            await jobs.start()
+            stack.push_async_callback(jobs.close)
+            await _remove_orphaned_uploads(settings, jobs)
+            server = cls(settings, metrics, Drain(), models, versions, jobs)
+            if settings.grpc_port:
+                server.grpc = await _grpc(server)
+                stack.push_async_callback(server.grpc.stop)
+            LOG.info("serving %s", ", ".join(models))
+            yield server
+
+    def shutting_down(self) -> None:
+        """The server is stopping: predictions that cannot finish within ``shutdown-timeout``
+        are answered 503 before it ends, event streams end, gRPC stops taking calls.
+        """
+        self.drain.start(self.settings.shutdown_timeout)
+        self.jobs.end_feeds()
+        if self.grpc is not None:
+            self.grpc.shutting_down()
+
+
+async def _start(models: dict[str, ServedModel], database_url: str) -> JobStore:
+    """Start ``models`` and open the job database side by side; on a failure of either,
+    stop what started and raise it."""
+    started = await asyncio.gather(
+        JobStore.open(database_url), *(model.start() for model in models.values()), return_exceptions=True
+    )
+    failure = next((r for r in started if isinstance(r, BaseException)), None)
+    if failure is not None:
+        await _stop(models)
+        if isinstance(started[0], JobStore):
+            await started[0].close()
+        raise failure
+    assert isinstance(started[0], JobStore)
+    return started[0]
+
+
+async def _stop(models: dict[str, ServedModel]) -> None:
+    await asyncio.gather(*(model.stop() for model in models.values()), return_exceptions=True)
+
+
+def _served_model(name: str, settings: Settings, pools: PoolFactory, metrics: Metrics) -> ServedModel:
+    model = settings.for_model(name)
+    return ServedModel(
+        name,
+        pools(name, PREDICT, model.workers),
+        lambda: pools(name, TRAIN, model.train_workers),
+        max_batch_size=model.max_batch_size,
+        batch_wait=model.batch_wait_ms / 1000,
+        on_batch=metrics.batch_size.labels(name).observe,
+        autoscaling=Autoscaling(model.workers, model.max_workers, settings.scale_up_delay, settings.scale_down_delay)
+        if model.max_workers > model.workers
+        else None,
+    )
+
+
+def _served_version(settings: Settings, pools: PoolFactory, metrics: Metrics) -> Callable[..., ServedModel]:
+    """Makes the served model of a version: the base model's settings, ``version-workers``
+    workers that load the version's directory after warming.
+    """
+
+    def make(record: VersionRecord, url: str) -> ServedModel:
+        model = settings.for_model(record.model)
+        return ServedModel(
+            record.id,
+            pools(record.model, PREDICT, model.version_workers, load_from=url),
+            lambda: pools(record.model, TRAIN, 1),  # never called: versions do not train
+            max_batch_size=model.max_batch_size,
+            batch_wait=model.batch_wait_ms / 1000,
+            on_batch=metrics.batch_size.labels(record.id).observe,
+            trains=False,
+        )
+
+    return make
+
+
+async def _versions(
+    settings: Settings, store: JobStore, models: dict[str, ServedModel], pools: PoolFactory, metrics: Metrics
+) -> ModelVersions:
+    """The model versions of ``models`` (none unless a plugin has save and load), read from
+    the job database; their model store is checked only when some plugin makes versions.
+    """
+    model_store = ModelStore(settings.model_store or default_model_store(settings.database_url))
+    versions = ModelVersions(
+        models,
+        VersionRecords(store.engine),
+        model_store,
+        _served_version(settings, pools, metrics),
+        max_loaded=settings.max_loaded_versions,
+        load_timeout=settings.version_load_timeout,
+        poll_interval=settings.job_poll_interval,
+        on_load=lambda model, seconds: metrics.version_load_seconds.labels(model).observe(seconds),
+    )
+    if versions.bases:
+        await asyncio.to_thread(model_store.check)
+        await versions.start()
+    return versions
+
+
+def _jobs(
+    settings: Settings, store: JobStore, models: dict[str, ServedModel], versions: ModelVersions, results: ResultFiles
+) -> JobRunner:
+    capacity = {}
+    for name in models:
+        capacity[(name, str(TRAIN))] = settings.for_model(name).train_workers
+        capacity[(name, str(PREDICT))] = settings.for_model(name).workers
+    return JobRunner(
+        store,
+        models,  # type: ignore[arg-type]
+        settings.instance,
+        capacity,
+        poll_interval=settings.job_poll_interval,
+        retention=settings.job_retention_hours * 3600,
+        heartbeat_interval=settings.heartbeat_interval,
+        heartbeat_expiry=settings.heartbeat_expiry,
+        results=results,
+        render=job_document,
+        idempotency_window=settings.idempotency_key_hours * 3600,
+        model_store=versions.store if versions.bases else None,
+        version_records=versions.records,
+        on_version=versions.added,
+        tracker=Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None,
+    )
+
+
+async def _remove_orphaned_uploads(settings: Settings, jobs: JobRunner) -> None:
+    removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await jobs.upload_owners())
+    if removed:
+        LOG.warning("removed %d upload folder(s) left by stopped servers: %s", len(removed), ", ".join(removed))
+
+
+async def _grpc(server: Server) -> GrpcServer:
+    """The gRPC server (``--grpc-port``) on the same models, jobs, API keys, drain and
+    metrics as HTTP, listening."""
+    # The grpc extra: imported only when gRPC is on (open() checked it is installed).
+    from deepaas_like.grpc_api.server import GrpcServer
+    from deepaas_like.grpc_api.service import Shared
+
+    shared = Shared(server.settings, server.jobs, server.drain, server.metrics.grpc_call)
+    grpc = GrpcServer(server.models, shared)
+    await grpc.start()
+    return grpc
