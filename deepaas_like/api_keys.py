@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from deepaas_like.exceptions import Unauthorized
 
+__all__ = ["Caller", "HOW_TO_SEND", "NOBODY", "authenticate", "key_hash", "presented_key"]
+
 #: What a client is told when its key is missing or wrong.
 HOW_TO_SEND = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 

@@ -2,6 +2,39 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ClusterUnavailable",
+    "DatabaseUnavailable",
+    "DeepaasLikeError",
+    "EndpointDisabled",
+    "ExtraNotInstalled",
+    "Forbidden",
+    "HookNotImplemented",
+    "IdempotencyKeyReused",
+    "InvalidArguments",
+    "InvalidIdempotencyKey",
+    "InvalidPrediction",
+    "JobNotFound",
+    "JobResultMissing",
+    "MalformedRequest",
+    "ModelNotFound",
+    "ModelUnavailable",
+    "PluginDeclarationError",
+    "PluginError",
+    "PluginLoadError",
+    "PredictTimeout",
+    "PredictionNotJSON",
+    "QueueFull",
+    "ResultTooLarge",
+    "ShuttingDown",
+    "StartupError",
+    "Unauthorized",
+    "VersionConflict",
+    "VersionNotFound",
+    "VersionUnavailable",
+    "WorkerDied",
+]
+
 
 class DeepaasLikeError(Exception):
     """Base class: a message a user can act on, and the HTTP status that reports it."""

@@ -14,6 +14,8 @@ import uuid
 
 from pythonjsonlogger.json import JsonFormatter
 
+__all__ = ["JSON_FIELDS", "RepeatFilter", "RequestIdFilter", "TEXT_FORMAT", "new_request_id", "request_id", "setup"]
+
 #: The id of the request being handled ("-" outside a request).
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 TEXT_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s [%(request_id)s] %(message)s"

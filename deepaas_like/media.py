@@ -11,6 +11,8 @@ import mimetypes
 
 import filetype
 
+__all__ = ["JSON", "OCTET_STREAM", "compatible", "essence", "is_concrete", "is_json", "result_media_type", "sniff"]
+
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 

@@ -28,6 +28,8 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 
+__all__ = ["Sender", "begin_call", "ending_call", "install", "report"]
+
 LOG = logging.getLogger(__name__)
 #: Receives (progress, message, metrics, step) of each report.
 Sender = Callable[[float | None, str | None, "dict[str, float] | None", "int | None"], None]

@@ -20,6 +20,8 @@ from typing import Any
 from deepaas_like.exceptions import PredictionNotJSON, ResultTooLarge
 from deepaas_like.media import JSON, result_media_type
 
+__all__ = ["FileResult", "Prediction", "check_prediction", "not_json", "render", "to_transport"]
+
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:

@@ -12,6 +12,8 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 from deepaas_like.api.keys import LINKS, LOG_BUFFER
 from deepaas_like.api.responses import json_response
 
+__all__ = ["debug", "openapi_document", "redirect_to_ui"]
+
 
 async def openapi_document(request: web.Request) -> web.StreamResponse:
     return json_response(request.app[SWAGGER_DICT])

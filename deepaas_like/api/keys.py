@@ -14,6 +14,8 @@ from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import Settings
 
+__all__ = ["DRAIN", "JOBS", "LINKS", "LOG_BUFFER", "MODELS", "SETTINGS", "SHUTTING_DOWN", "VERSIONS"]
+
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", dict[str, ServedModel])
 JOBS = web.AppKey("jobs", JobRunner)

@@ -14,6 +14,8 @@ import ipaddress
 from aiohttp import web
 from yarl import URL
 
+__all__ = ["Links"]
+
 
 class Links:
     """Builds the URL of a path of this API (``path`` starts with ``/``, after ``base_path``)."""

@@ -8,6 +8,8 @@ from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
 from deepaas_like.api.responses import json_response
 from deepaas_like.serving.served import ServedModel
 
+__all__ = ["healthz", "readyz"]
+
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""

@@ -13,6 +13,8 @@ from deepaas_like import json_text
 from deepaas_like.exceptions import PredictionNotJSON
 from deepaas_like.results import Prediction
 
+__all__ = ["json_response", "prediction_response"]
+
 
 def json_response(document: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """``document`` as ``application/json``, ending with a newline (so that a terminal's

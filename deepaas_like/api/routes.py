@@ -21,6 +21,8 @@ from deepaas_like.api.security import Access
 from deepaas_like.api.v2 import handlers, versions
 from deepaas_like.settings import Settings
 
+__all__ = ["ACCESS", "MODEL", "PREDICTIONS", "ROUTES", "Route", "TRAININGS", "VERSIONS", "add_routes"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Route:

@@ -19,6 +19,17 @@ from deepaas_like.api_keys import NOBODY, Caller, authenticate, presented_key
 from deepaas_like.exceptions import Unauthorized
 from deepaas_like.logs import new_request_id, request_id
 
+__all__ = [
+    "Access",
+    "CALLER",
+    "REQUEST_ID_HEADER",
+    "ROUTE_ACCESS",
+    "auth_middleware",
+    "caller",
+    "request_id_middleware",
+    "setup_cors",
+]
+
 REQUEST_ID_HEADER = "X-Request-ID"
 
 

@@ -12,6 +12,8 @@ from importlib import metadata
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+__all__ = ["DISTRIBUTION", "installed_closure", "problems"]
+
 DISTRIBUTION = "deepaas_like"
 
 

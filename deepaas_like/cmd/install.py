@@ -33,6 +33,8 @@ from packaging.utils import canonicalize_name
 
 from deepaas_like.cmd import dependencies
 
+__all__ = ["PROVIDED", "Plan", "main", "plan"]
+
 PROVIDED = {"deepaas": "deepaas_like provides the deepaas.model.v2 modules plugins import (doc/migration.rst)"}
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the package imports without marshmallow (see cmd/run.py's start-up check)
     from marshmallow import fields
 
+__all__ = ["BaseModel"]
+
 
 class BaseModel(abc.ABC):
     """What a model plugin may define; the server calls these in worker processes."""

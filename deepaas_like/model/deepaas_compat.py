@@ -25,6 +25,8 @@ from typing import Any
 
 from deepaas_like.model.files import UploadedFile
 
+__all__ = ["SUBSTITUTE_PATH", "as_upload", "install", "upload_class"]
+
 LOG = logging.getLogger(__name__)
 SUBSTITUTE_PATH = os.path.join(os.path.dirname(__file__), "deepaas_substitute")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typing
 
+__all__ = ["ReturnedFile", "UploadedFile"]
+
 
 class UploadedFile(typing.NamedTuple):
     """A file uploaded with a request, as DEEPaaS V2 hands it to plugins.

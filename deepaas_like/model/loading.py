@@ -10,6 +10,8 @@ from stevedore import NamedExtensionManager
 from deepaas_like.exceptions import PluginLoadError
 from deepaas_like.model import deepaas_compat
 
+__all__ = ["DEFAULT_NAMESPACE", "installed_models", "load_plugin", "resolve_model_names"]
+
 DEFAULT_NAMESPACE = "deepaas.v2.model"
 
 

@@ -22,6 +22,8 @@ from deepaas_like.model.failures import HookFailure, failure_of
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import DEFAULT_NAMESPACE, load_plugin
 
+__all__ = ["HOOKS", "ModelDescription", "Plugin"]
+
 HOOKS = ("predict", "train", "predict_batch", "save", "load")
 #: Hooks a plugin module must define itself (not import): common names of other libraries.
 _OWN_HOOKS = ("save", "load")

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from deepaas_like.exceptions import DeepaasLikeError
 from deepaas_like.workers.base import WorkerPool
 
+__all__ = ["Autoscaler", "Autoscaling", "TICK"]
+
 LOG = logging.getLogger(__name__)
 #: Seconds between looks at the queue.
 TICK = 0.1

@@ -10,6 +10,8 @@ from types import TracebackType
 
 from deepaas_like.exceptions import ShuttingDown
 
+__all__ = ["ANSWER_TIME", "Drain"]
+
 #: Time kept, at the end of the shutdown timeout, to send the 503 answers: a tenth of the
 #: timeout, at most this many seconds.
 ANSWER_TIME = 1.0
