@@ -40,8 +40,8 @@ from deepaas_like.settings import ModelSettings, Settings, default_model_store, 
 from deepaas_like.tracking import Tracker
 from deepaas_like.versions.records import VersionRecord, VersionRecords
 from deepaas_like.versions.storage import ModelStore
-from deepaas_like.workers.base import WorkerPool
-from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
+from deepaas_like.workers.base import WorkerOptions, WorkerPool
+from deepaas_like.workers.process import ProcessWorkerPool
 from deepaas_like.workers.ray import ClusterOptions, RayCluster, RayResources, RayWorkerPool
 
 LOG = logging.getLogger(__name__)
