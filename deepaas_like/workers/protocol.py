@@ -177,7 +177,9 @@ class Connected:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Unreachable:
-    """The Ray driver cannot reach its cluster (``message`` says why, on one line), and exits."""
+    """The Ray driver cannot reach its cluster: nothing answers at its address, or
+    ``ray.init`` failed (``message`` says why, on one line). The driver exits.
+    """
 
     message: str
 

@@ -46,29 +46,6 @@ from deepaas_like.workers import framing, protocol, ray_driver
 from deepaas_like.workers.base import Placement, ProgressCallback, WorkerOptions, how_ended
 from deepaas_like.workers.execution import out_of_memory
 from deepaas_like.workers.pooling import TIMED_HOOKS, QueuedPool
-from deepaas_like.workers.protocol import (
-    Broken,
-    Call,
-    Check,
-    Checked,
-    Connected,
-    Died,
-    DriverAnswer,
-    DriverRequest,
-    Failed,
-    Kill,
-    Leave,
-    Message,
-    Numbered,
-    Outcome,
-    Place,
-    Placed,
-    Progress,
-    Ready,
-    ReplicaCall,
-    Unanswered,
-    Unreachable,
-)
 
 __all__ = ["ClusterOptions", "RayCluster", "RayResources", "RayWorkerPool"]
 
@@ -126,7 +103,7 @@ class ClusterOptions:
 
 @dataclasses.dataclass
 class _Request:
-    future: asyncio.Future[DriverAnswer]
+    future: asyncio.Future[protocol.DriverAnswer]
     on_progress: ProgressCallback | None
 
 
@@ -229,9 +206,9 @@ class _Driver:
         #: Messages read but not yet delivered (after the first).
         self.frames: collections.deque[bytes | memoryview] = collections.deque()
 
-    def first_message(self) -> Message | None:
-        """The driver's first message: :class:`Connected`, :class:`Unreachable` or
-        :class:`Broken` (blocking; None when it exits first).
+    def first_message(self) -> protocol.Message | None:
+        """The driver's first message: ``Connected``, ``Unreachable`` or ``Broken`` (see
+        :mod:`~deepaas_like.workers.protocol`; blocking; None when it exits first).
         """
         while not self.frames:
             read = self.reader.read(self.fd)
@@ -254,7 +231,7 @@ class _Driver:
         """Ask the driver to leave (it removes its replicas), kill it if it does not; blocking."""
         if self.process.is_alive():
             try:
-                self.writer.write(protocol.encode(Leave()))  # behind what is still pending, if anything
+                self.writer.write(protocol.encode(protocol.Leave()))  # behind what is still pending, if anything
                 self.writer.drain(timeout=10)
             except OSError:
                 pass
@@ -330,11 +307,13 @@ class RayCluster:
                     f"{self.options.connect_timeout:g} s (--ray-connect-timeout)"
                 ) from None
             raise
-        if not isinstance(message, Connected):
+        if not isinstance(message, protocol.Connected):
             await self._stop(driver)
-            if isinstance(message, Broken):
+            if isinstance(message, protocol.Broken):
                 raise StartupError(f"--executor ray: {message.message}")
-            reason = message.message if isinstance(message, Unreachable) else driver.death("before it connected")
+            reason = (
+                message.message if isinstance(message, protocol.Unreachable) else driver.death("before it connected")
+            )
             raise StartupError(f"cannot reach {self.where} (--ray-address): {reason}")
         LOG.info("connected to %s: %s", self.where, message.cluster)
         self._driver = driver
@@ -368,15 +347,15 @@ class RayCluster:
                 continue
             self._deliver(message)
 
-    def _deliver(self, message: Message) -> None:
-        if isinstance(message, Died):
+    def _deliver(self, message: protocol.Message) -> None:
+        if isinstance(message, protocol.Died):
             pool = self._owners.get(message.replica)
             if pool is not None:
                 pool.replica_died(message.replica, message.message)
             return
-        assert isinstance(message, Numbered), message
+        assert isinstance(message, protocol.Numbered), message
         answer = message.message
-        if isinstance(answer, Progress):
+        if isinstance(answer, protocol.Progress):
             request = self._requests.get(message.number)
             if request is not None and request.on_progress is not None:
                 request.on_progress(answer.fraction, answer.message, answer.metrics, answer.step)
@@ -385,7 +364,7 @@ class RayCluster:
         if request is not None and not request.future.done():
             request.future.set_result(answer)  # type: ignore[arg-type]
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: protocol.Message) -> None:
         """Write ``message`` to the driver without waiting: what its socket cannot take now
         is written when it can (in order). A connection found broken is lost. Raises what
         pickling ``message`` raises.
@@ -398,7 +377,9 @@ class RayCluster:
         except OSError:
             self._connection_lost()
 
-    async def request(self, request: DriverRequest, on_progress: ProgressCallback | None = None) -> DriverAnswer:
+    async def request(
+        self, request: protocol.DriverRequest, on_progress: ProgressCallback | None = None
+    ) -> protocol.DriverAnswer:
         """Send ``request`` to the driver and wait for its answer (see
         :mod:`~deepaas_like.workers.protocol`); ``on_progress`` receives a call's progress
         reports. Raises ``ClusterUnavailable``.
@@ -406,17 +387,17 @@ class RayCluster:
         if self._driver is None:
             raise ClusterUnavailable(self.lost or f"{self.where} is not connected")
         number = next(self._numbers)
-        future: asyncio.Future[DriverAnswer] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[protocol.DriverAnswer] = asyncio.get_running_loop().create_future()
         self._requests[number] = _Request(future, on_progress)
         try:
-            self._send(Numbered(number, request))  # a lost connection fails the future
+            self._send(protocol.Numbered(number, request))  # a lost connection fails the future
             return await future
         finally:
             self._requests.pop(number, None)
 
     def kill(self, replica: str) -> None:
         """Kill ``replica`` (``ray.kill``), without waiting; its calls fail."""
-        self._send(Kill(replica))
+        self._send(protocol.Kill(replica))
 
     def own(self, replica: str, pool: RayWorkerPool | None) -> None:
         """``pool`` is told of the death of ``replica`` (None: nobody is any more)."""
@@ -528,8 +509,8 @@ class RayWorkerPool(QueuedPool[_Replica]):
         could hold a replica (naming the resource or label missing) or one fails to load.
         """
         await self.cluster.attach(self)
-        checked = await self.cluster.request(Check(self.resources.actor_options()))
-        assert isinstance(checked, Checked), checked
+        checked = await self.cluster.request(protocol.Check(self.resources.actor_options()))
+        assert isinstance(checked, protocol.Checked), checked
         if checked.problem is not None:
             raise PluginLoadError(f"model {self.name!r} cannot run on the Ray cluster: {checked.problem}")
         return await super().start()
@@ -557,7 +538,7 @@ class RayWorkerPool(QueuedPool[_Replica]):
         self.cluster.own(replica_id, self)
         self.starting += 1
         try:
-            place = Place(replica_id, self.name, self.namespace, self.resources.actor_options(), self.options)
+            place = protocol.Place(replica_id, self.name, self.namespace, self.resources.actor_options(), self.options)
             placing = asyncio.ensure_future(self.cluster.request(place))
             done, _ = await asyncio.wait([placing], timeout=PLACEMENT_WARNING)
             if not done:
@@ -574,9 +555,9 @@ class RayWorkerPool(QueuedPool[_Replica]):
             raise
         finally:
             self.starting -= 1
-        assert isinstance(placed, Placed | Unanswered), placed
-        ready = pickle.loads(placed.ready) if isinstance(placed, Placed) else Failed(placed.message)
-        if not isinstance(placed, Placed) or not isinstance(ready, Ready):
+        assert isinstance(placed, protocol.Placed | protocol.Unanswered), placed
+        ready = pickle.loads(placed.ready) if isinstance(placed, protocol.Placed) else protocol.Failed(placed.message)
+        if not isinstance(placed, protocol.Placed) or not isinstance(ready, protocol.Ready):
             self.cluster.own(replica_id, None)
             self.cluster.kill(replica_id)
             raise PluginLoadError(f"model {self.name!r} failed to start: {ready.message}")
@@ -594,9 +575,10 @@ class RayWorkerPool(QueuedPool[_Replica]):
         save_to: str | None = None,
     ) -> Any:
         timeout = self.timeout if self.timeout and hook in TIMED_HOOKS else None
-        call = ReplicaCall(replica.id, Call(hook, kwargs, logs.request_id.get(), save_to), on_progress is not None)
+        call = protocol.Call(hook, kwargs, logs.request_id.get(), save_to)
+        request = protocol.ReplicaCall(replica.id, call, with_progress=on_progress is not None)
         try:
-            answer = await asyncio.wait_for(self.cluster.request(call, on_progress=on_progress), timeout)
+            answer = await asyncio.wait_for(self.cluster.request(request, on_progress=on_progress), timeout)
         except TimeoutError:
             self.kill_worker(replica)
             raise PredictTimeout(
@@ -605,11 +587,11 @@ class RayWorkerPool(QueuedPool[_Replica]):
         except ClusterUnavailable:
             replica.alive = False
             raise
-        if isinstance(answer, Unanswered):
+        if isinstance(answer, protocol.Unanswered):
             if answer.replica_died:
                 replica.alive = False
             raise WorkerDied(f"model {self.name!r}: {answer.message}")
-        outcome = cast(Outcome, answer)
+        outcome = cast(protocol.Outcome, answer)
         if out_of_memory(outcome):
             # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
             LOG.warning("model %s: replica %s ran out of memory; replacing it", self.name, replica.id)
