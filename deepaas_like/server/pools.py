@@ -11,8 +11,9 @@ from typing import Any
 
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.settings import ModelSettings, Settings
-from deepaas_like.workers.base import WorkerPool
-from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
+
+from deepaas_like.workers.base import WorkerOptions, WorkerPool
+from deepaas_like.workers.process import ProcessWorkerPool
 from deepaas_like.workers.ray import ClusterOptions, RayCluster, RayResources, RayWorkerPool
 
 __all__ = ["PoolFactory", "default_pools", "process_pools", "ray_pools"]

@@ -1,5 +1,7 @@
 """The interface every executor's worker pool implements (local processes, the calling
-process, Ray actors): what the serving layer calls, and what metrics and readiness read.
+process, Ray actors): what the serving layer calls, and what metrics and readiness read;
+and what the executors share: how workers are started (:class:`WorkerOptions`), where one
+runs (:class:`Placement`), how progress reaches the caller.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from deepaas_like.model.plugin import ModelDescription
+
+__all__ = ["Placement", "ProgressCallback", "WorkerOptions", "WorkerPool", "how_ended"]
 
 
 def how_ended(exitcode: int | None) -> str:
@@ -42,6 +46,35 @@ class Placement:
     def device(self) -> str:
         """``cpu``, or ``gpu:`` and the GPU ids, e.g. ``gpu:1`` or ``gpu:0,1``."""
         return "gpu:" + ",".join(self.gpus) if self.gpus else "cpu"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    """How an executor starts its workers (worker processes, Ray replicas).
+
+    ``warm``: call the plugin's ``warm()`` first. ``threads`` sets the math libraries' thread
+    pools (OpenMP, MKL, OpenBLAS: torch and numpy) in each worker (0: as the environment
+    says). ``gpus`` (device ids, each worker is given one as ``CUDA_VISIBLE_DEVICES``) and
+    ``memory_limit_mb`` (each worker's address space, RLIMIT_AS; 0: no cap; past it
+    allocations fail inside the plugin, and a worker whose plugin raised ``MemoryError`` is
+    replaced) and ``results_dir`` apply to worker processes only: on Ray, GPUs are Ray's to
+    assign, an address-space cap would count Ray's shared object store, and large results
+    go to the cluster's results directory (``ClusterOptions.results_dir``).
+    """
+
+    warm: bool = True
+    threads: int = 0
+    gpus: tuple[str, ...] = ()
+    memory_limit_mb: int = 0
+    debug: bool = False
+    log_json: bool = False
+    #: Largest prediction a worker sends back, in bytes (0: any size); see ``--max-result-size``.
+    max_result_size: int = 0
+    #: Where workers write large binary results (None: the system's temporary directory).
+    results_dir: str | None = None
+    #: A model version's directory (URL) whose state each worker loads after warming (the
+    #: plugin's ``load``): the workers then serve that version.
+    load_from: str | None = None
 
 
 class WorkerPool(abc.ABC):

@@ -22,6 +22,8 @@ from deepaas_like.results import check_prediction, to_transport
 from deepaas_like.versions import storage
 from deepaas_like.workers.protocol import BatchResult, Error, Invalid, NotJSON, Outcome, Result, TooLarge
 
+__all__ = ["execute", "out_of_memory", "start_plugin"]
+
 LOG = logging.getLogger(__name__)
 
 

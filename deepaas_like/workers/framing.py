@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+__all__ = ["HEADER", "READ_SIZE", "LoopWriter", "Reader", "Writer", "loads", "send"]
+
 HEADER = struct.Struct("<Q")
 #: Bytes asked of the kernel per read at least (a larger message asks for what it still needs).
 READ_SIZE = 256 * 1024

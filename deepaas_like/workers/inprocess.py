@@ -12,6 +12,8 @@ from deepaas_like.workers import protocol
 from deepaas_like.workers.base import ProgressCallback, WorkerPool
 from deepaas_like.workers.execution import execute, start_plugin
 
+__all__ = ["InProcessPool"]
+
 
 class InProcessPool(WorkerPool):
     """One plugin instance in this process; calls run one at a time in a thread.

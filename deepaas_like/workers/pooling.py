@@ -23,6 +23,8 @@ from deepaas_like.results import FileResult
 from deepaas_like.workers.base import ProgressCallback, WorkerPool
 from deepaas_like.workers.protocol import BatchResult, Outcome, Result
 
+__all__ = ["TIMED_HOOKS", "CallNotDelivered", "QueuedPool", "Worker", "discard", "discard_result"]
+
 LOG = logging.getLogger(__name__)
 #: The hooks a model's timeout bounds (``--predict-timeout``), and the only ones that may wait
 #: on a worker behind another call (a training holds its worker alone).

@@ -3,11 +3,11 @@
 A worker imports its plugin, calls ``warm()`` once, sends the plugin's description, then
 answers :class:`~deepaas_like.workers.protocol.Call` messages over a pipe (in the protocol's
 wire form, framed by :mod:`~deepaas_like.workers.framing`), in the order they came, until it
-reads ``None`` or the pipe closes. Up to the pool's ``depth`` calls are sent to a worker at
-once (see :class:`~deepaas_like.workers.pooling.QueuedPool`); each answer belongs to the
-first call still unanswered. Files travel as paths, never as
-contents: a binary result larger than :data:`RESULT_FILE_THRESHOLD` is written to a file by
-the worker and travels as its path.
+reads :class:`~deepaas_like.workers.protocol.Leave` or the pipe closes. Up to the pool's
+``depth`` calls are sent to a worker at once (see
+:class:`~deepaas_like.workers.pooling.QueuedPool`); each answer belongs to the first call
+still unanswered. Files travel as paths, never as contents: a binary result larger than
+:data:`RESULT_FILE_THRESHOLD` is written to a file by the worker and travels as its path.
 A worker that dies (segfault, ``os._exit``, the out-of-memory killer) or overruns its
 timeout fails only the call it held, and a fresh, warmed worker takes its place. So does a
 worker that dies while idle (its pipe's end of file is watched, so this is noticed at
@@ -28,7 +28,6 @@ import atexit
 import collections
 import contextlib
 import ctypes
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -46,7 +45,7 @@ from deepaas_like import logs, progress
 from deepaas_like.exceptions import PluginLoadError, PredictTimeout, WorkerDied
 from deepaas_like.results import FileResult, not_json
 from deepaas_like.workers import framing, protocol
-from deepaas_like.workers.base import Placement, ProgressCallback, how_ended
+from deepaas_like.workers.base import Placement, ProgressCallback, WorkerOptions, how_ended
 from deepaas_like.workers.execution import execute, out_of_memory, start_plugin
 from deepaas_like.workers.pooling import TIMED_HOOKS, CallNotDelivered, QueuedPool, discard
 from deepaas_like.workers.protocol import (
@@ -54,6 +53,7 @@ from deepaas_like.workers.protocol import (
     Call,
     Error,
     Failed,
+    Leave,
     NotJSON,
     Outcome,
     Progress,
@@ -61,6 +61,16 @@ from deepaas_like.workers.protocol import (
     Result,
     TooLarge,
 )
+
+__all__ = [
+    "RESULT_FILE_THRESHOLD",
+    "ProcessWorkerPool",
+    "die_with",
+    "kill_all_workers",
+    "serve",
+    "signal_on_parent_death",
+    "store_result",
+]
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -70,30 +80,6 @@ _EOF, _NOT_DELIVERED, _TIMED_OUT = object(), object(), object()
 #: Binary results larger than this (bytes) go from the worker to the server as a file: the
 #: pipe would carry them whole, and the event loop would read and unpickle them at once.
 RESULT_FILE_THRESHOLD = 1024 * 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerOptions:
-    """How worker processes are started. ``memory_limit_mb`` caps each worker's address
-    space (RLIMIT_AS; 0: no cap): past it allocations fail inside the plugin, and a worker
-    whose plugin raised ``MemoryError`` is replaced. ``threads`` sets the math libraries'
-    thread pools (OpenMP, MKL, OpenBLAS: torch and numpy) in each worker (0: as the
-    environment says).
-    """
-
-    warm: bool = True
-    threads: int = 0
-    gpus: tuple[str, ...] = ()
-    memory_limit_mb: int = 0
-    debug: bool = False
-    log_json: bool = False
-    #: Largest prediction a worker sends back, in bytes (0: any size); see ``--max-result-size``.
-    max_result_size: int = 0
-    #: Where workers write large binary results (None: the system's temporary directory).
-    results_dir: str | None = None
-    #: A model version's directory (URL) whose state each worker loads after warming (the
-    #: plugin's ``load``): the workers then serve that version.
-    load_from: str | None = None
 
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -192,10 +178,9 @@ def serve(
             if read is None:
                 return
             frames.extend(read)
-        message = framing.loads(frames.popleft())
-        if message is None:
+        call = protocol.decode(framing.loads(frames.popleft()))
+        if isinstance(call, Leave):
             return
-        call = protocol.decode(message)
         assert isinstance(call, Call), call
         token = logs.request_id.set(call.request_id)
         progress.begin_call()
@@ -424,7 +409,7 @@ class _Worker:
         for number, pending in enumerate(owed):
             pending.settle(_NOT_DELIVERED if number else _EOF)
 
-    async def answer(self, pending: _Pending) -> protocol.Message:
+    async def answer(self, pending: _Pending) -> protocol.WorkerMessage:
         """What the worker answered ``pending``, awaited without blocking the event loop.
 
         Raises :class:`WorkerDied` when the process exited first, ``CallNotDelivered`` when
@@ -499,11 +484,11 @@ class _Worker:
         """Ask the worker to stop, kill it if it does not, reap it (blocking; call it in a
         thread, after :meth:`detach` in the event loop's thread).
         """
-        # A worker that has not read all its calls yet is busy: it is killed, and None is
+        # A worker that has not read all its calls yet is busy: it is killed, and Leave is
         # never written into the middle of a call.
         if not self.exited and not self._writer.pending:
             with contextlib.suppress(OSError):
-                framing.send(self._fd, None)  # waits for room, in this thread
+                framing.send(self._fd, protocol.encode(Leave()))  # waits for room, in this thread
             self.process.join(timeout=5)
         if self.process.is_alive():
             self.kill()

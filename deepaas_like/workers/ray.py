@@ -31,7 +31,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 from deepaas_like import logs
 from deepaas_like.exceptions import (
@@ -43,11 +43,11 @@ from deepaas_like.exceptions import (
 )
 from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.workers import framing, protocol, ray_driver
-from deepaas_like.workers.base import Placement, ProgressCallback, how_ended
+from deepaas_like.workers.base import Placement, ProgressCallback, WorkerOptions, how_ended
 from deepaas_like.workers.execution import out_of_memory
 from deepaas_like.workers.pooling import TIMED_HOOKS, QueuedPool
-from deepaas_like.workers.process import WorkerOptions
-from deepaas_like.workers.protocol import Failed, Ready
+
+__all__ = ["ClusterOptions", "RayCluster", "RayResources", "RayWorkerPool"]
 
 LOG = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -103,7 +103,7 @@ class ClusterOptions:
 
 @dataclasses.dataclass
 class _Request:
-    future: asyncio.Future[tuple[Any, ...]]
+    future: asyncio.Future[protocol.DriverAnswer]
     on_progress: ProgressCallback | None
 
 
@@ -206,14 +206,16 @@ class _Driver:
         #: Messages read but not yet delivered (after the first).
         self.frames: collections.deque[bytes | memoryview] = collections.deque()
 
-    def first_message(self) -> tuple[Any, ...] | None:
-        """The driver's first message (blocking; None when it exits first)."""
+    def first_message(self) -> protocol.Message | None:
+        """The driver's first message: ``Connected``, ``Unreachable`` or ``Broken`` (see
+        :mod:`~deepaas_like.workers.protocol`; blocking; None when it exits first).
+        """
         while not self.frames:
             read = self.reader.read(self.fd)
             if read is None:
                 return None
             self.frames.extend(read)
-        return framing.loads(self.frames.popleft())
+        return protocol.decode(framing.loads(self.frames.popleft()))
 
     def death(self, when: str = "") -> str:
         """How the process ended (after it has), ``when`` (e.g. "before it connected"), with
@@ -229,7 +231,7 @@ class _Driver:
         """Ask the driver to leave (it removes its replicas), kill it if it does not; blocking."""
         if self.process.is_alive():
             try:
-                self.writer.write(None)  # behind what is still pending, if anything
+                self.writer.write(protocol.encode(protocol.Leave()))  # behind what is still pending, if anything
                 self.writer.drain(timeout=10)
             except OSError:
                 pass
@@ -305,20 +307,22 @@ class RayCluster:
                     f"{self.options.connect_timeout:g} s (--ray-connect-timeout)"
                 ) from None
             raise
-        if message is None or message[0] != "hello":
+        if not isinstance(message, protocol.Connected):
             await self._stop(driver)
-            if message is not None and message[0] == "broken":
-                raise StartupError(f"--executor ray: {message[1]}")
-            reason = message[1] if message else driver.death("before it connected")
+            if isinstance(message, protocol.Broken):
+                raise StartupError(f"--executor ray: {message.message}")
+            reason = (
+                message.message if isinstance(message, protocol.Unreachable) else driver.death("before it connected")
+            )
             raise StartupError(f"cannot reach {self.where} (--ray-address): {reason}")
-        LOG.info("connected to %s: %s", self.where, message[1])
+        LOG.info("connected to %s: %s", self.where, message.cluster)
         self._driver = driver
         # Non-blocking whatever the loop (uvloop's add_reader makes it so, asyncio's does
         # not): a read or a write finds what it finds, and the loop never waits on the driver.
         os.set_blocking(driver.fd, False)
         asyncio.get_running_loop().add_reader(driver.fd, self._readable)
         for frame in driver.frames:
-            self._deliver(framing.loads(frame))
+            self._deliver(protocol.decode(framing.loads(frame)))
         driver.frames.clear()
 
     async def _stop(self, driver: _Driver) -> None:
@@ -337,28 +341,30 @@ class RayCluster:
             return
         for frame in frames:
             try:
-                message = framing.loads(frame)
+                message = protocol.decode(framing.loads(frame))
             except Exception:  # noqa: BLE001 - one message that cannot be read here, not the connection
                 LOG.exception("a message of the Ray driver cannot be read")
                 continue
             self._deliver(message)
 
-    def _deliver(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "died":
-            pool = self._owners.get(message[1])
+    def _deliver(self, message: protocol.Message) -> None:
+        if isinstance(message, protocol.Died):
+            pool = self._owners.get(message.replica)
             if pool is not None:
-                pool.replica_died(message[1], message[2])
-        elif kind == "progress":
-            request = self._requests.get(message[1])
+                pool.replica_died(message.replica, message.message)
+            return
+        assert isinstance(message, protocol.Numbered), message
+        answer = message.message
+        if isinstance(answer, protocol.Progress):
+            request = self._requests.get(message.number)
             if request is not None and request.on_progress is not None:
-                request.on_progress(*message[2:])
-        else:
-            request = self._requests.pop(message[1], None)
-            if request is not None and not request.future.done():
-                request.future.set_result(message)
+                request.on_progress(answer.fraction, answer.message, answer.metrics, answer.step)
+            return
+        request = self._requests.pop(message.number, None)
+        if request is not None and not request.future.done():
+            request.future.set_result(answer)  # type: ignore[arg-type]
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: protocol.Message) -> None:
         """Write ``message`` to the driver without waiting: what its socket cannot take now
         is written when it can (in order). A connection found broken is lost. Raises what
         pickling ``message`` raises.
@@ -367,28 +373,31 @@ class RayCluster:
         if driver is None:
             return
         try:
-            driver.writer.send(message)
+            driver.writer.send(protocol.encode(message))
         except OSError:
             self._connection_lost()
 
-    async def request(self, kind: str, *args: Any, on_progress: ProgressCallback | None = None) -> tuple[Any, ...]:
-        """Send a request to the driver and wait for its answer (see ``ray_driver.py``);
-        ``on_progress`` receives the call's progress reports. Raises ``ClusterUnavailable``.
+    async def request(
+        self, request: protocol.DriverRequest, on_progress: ProgressCallback | None = None
+    ) -> protocol.DriverAnswer:
+        """Send ``request`` to the driver and wait for its answer (see
+        :mod:`~deepaas_like.workers.protocol`); ``on_progress`` receives a call's progress
+        reports. Raises ``ClusterUnavailable``.
         """
         if self._driver is None:
             raise ClusterUnavailable(self.lost or f"{self.where} is not connected")
         number = next(self._numbers)
-        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[protocol.DriverAnswer] = asyncio.get_running_loop().create_future()
         self._requests[number] = _Request(future, on_progress)
         try:
-            self._send((kind, number, *args))  # a lost connection fails the future
+            self._send(protocol.Numbered(number, request))  # a lost connection fails the future
             return await future
         finally:
             self._requests.pop(number, None)
 
     def kill(self, replica: str) -> None:
         """Kill ``replica`` (``ray.kill``), without waiting; its calls fail."""
-        self._send(("kill", replica))
+        self._send(protocol.Kill(replica))
 
     def own(self, replica: str, pool: RayWorkerPool | None) -> None:
         """``pool`` is told of the death of ``replica`` (None: nobody is any more)."""
@@ -500,9 +509,10 @@ class RayWorkerPool(QueuedPool[_Replica]):
         could hold a replica (naming the resource or label missing) or one fails to load.
         """
         await self.cluster.attach(self)
-        reply = await self.cluster.request("check", self.resources.actor_options())
-        if reply[2] is not None:
-            raise PluginLoadError(f"model {self.name!r} cannot run on the Ray cluster: {reply[2]}")
+        checked = await self.cluster.request(protocol.Check(self.resources.actor_options()))
+        assert isinstance(checked, protocol.Checked), checked
+        if checked.problem is not None:
+            raise PluginLoadError(f"model {self.name!r} cannot run on the Ray cluster: {checked.problem}")
         return await super().start()
 
     async def run(
@@ -528,11 +538,8 @@ class RayWorkerPool(QueuedPool[_Replica]):
         self.cluster.own(replica_id, self)
         self.starting += 1
         try:
-            placing = asyncio.ensure_future(
-                self.cluster.request(
-                    "place", replica_id, self.name, self.namespace, self.resources.actor_options(), self.options
-                )
-            )
+            place = protocol.Place(replica_id, self.name, self.namespace, self.resources.actor_options(), self.options)
+            placing = asyncio.ensure_future(self.cluster.request(place))
             done, _ = await asyncio.wait([placing], timeout=PLACEMENT_WARNING)
             if not done:
                 LOG.warning(
@@ -541,20 +548,21 @@ class RayWorkerPool(QueuedPool[_Replica]):
                     PLACEMENT_WARNING,
                     self.resources.actor_options(),
                 )
-            reply = await placing
+            placed = await placing
         except BaseException:
             self.cluster.own(replica_id, None)
             self.cluster.kill(replica_id)
             raise
         finally:
             self.starting -= 1
-        ready = pickle.loads(reply[2]) if reply[0] == "placed" else Failed(reply[2])
-        if not isinstance(ready, Ready):
+        assert isinstance(placed, protocol.Placed | protocol.Unanswered), placed
+        ready = pickle.loads(placed.ready) if isinstance(placed, protocol.Placed) else protocol.Failed(placed.message)
+        if not isinstance(placed, protocol.Placed) or not isinstance(ready, protocol.Ready):
             self.cluster.own(replica_id, None)
             self.cluster.kill(replica_id)
             raise PluginLoadError(f"model {self.name!r} failed to start: {ready.message}")
         self.description = ready.description
-        replica = _Replica(replica_id, reply[3])
+        replica = _Replica(replica_id, placed.placement)
         self.workers.add(replica)
         return replica
 
@@ -567,9 +575,10 @@ class RayWorkerPool(QueuedPool[_Replica]):
         save_to: str | None = None,
     ) -> Any:
         timeout = self.timeout if self.timeout and hook in TIMED_HOOKS else None
-        arguments = (replica.id, hook, kwargs, logs.request_id.get(), on_progress is not None, save_to)
+        call = protocol.Call(hook, kwargs, logs.request_id.get(), save_to)
+        request = protocol.ReplicaCall(replica.id, call, with_progress=on_progress is not None)
         try:
-            reply = await asyncio.wait_for(self.cluster.request("call", *arguments, on_progress=on_progress), timeout)
+            answer = await asyncio.wait_for(self.cluster.request(request, on_progress=on_progress), timeout)
         except TimeoutError:
             self.kill_worker(replica)
             raise PredictTimeout(
@@ -578,16 +587,16 @@ class RayWorkerPool(QueuedPool[_Replica]):
         except ClusterUnavailable:
             replica.alive = False
             raise
-        if reply[0] == "failed":
-            if reply[3]:
+        if isinstance(answer, protocol.Unanswered):
+            if answer.replica_died:
                 replica.alive = False
-            raise WorkerDied(f"model {self.name!r}: {reply[2]}")
-        outcome = protocol.decode(reply[2])
-        if out_of_memory(outcome):  # type: ignore[arg-type]
+            raise WorkerDied(f"model {self.name!r}: {answer.message}")
+        outcome = cast(protocol.Outcome, answer)
+        if out_of_memory(outcome):
             # Memory the plugin keeps (a cache, a leak) may stay exhausted: start afresh.
             LOG.warning("model %s: replica %s ran out of memory; replacing it", self.name, replica.id)
             self.kill_worker(replica)
-        return protocol.value(outcome)  # type: ignore[arg-type]
+        return protocol.value(outcome)
 
     def kill_worker(self, replica: _Replica) -> None:
         replica.alive = False

@@ -9,22 +9,13 @@ its replicas, not its life: the server answers 503 and starts a new driver until
 cluster is back. Ray also owns the actors of a driver: when this process ends, however it
 ends, Ray removes its replicas.
 
-The messages, as tuples (``req`` numbers a request; its answer carries it), framed as the
-process executor frames its workers' (:mod:`~deepaas_like.workers.framing`):
-
-server to driver: ``("place", req, replica, name, namespace, actor_options, settings)``,
-``("call", req, replica, hook, kwargs, request_id, with_progress, save_to)``, ``("kill", replica)``,
-``("check", req, actor_options)``, ``None`` (leave).
-
-driver to server: ``("hello", description)``, or ``("cannot", message)`` (the cluster cannot be
-reached) or ``("broken", message)`` (this driver cannot serve it: a module it needs is missing)
-once at start;
-``("placed", req, ready_pickle, placement)``, ``("outcome", req, wire)``, ``("progress", req,
-fraction, message, metrics, step)``, ``("done", req, value)``, ``("failed", req, message, replica_died)``;
-and ``("died", replica, message)`` when a replica dies between calls.
+The server and the driver speak the workers' protocol (:mod:`~deepaas_like.workers.protocol`,
+whose doc lists the driver's messages: :class:`~deepaas_like.workers.protocol.Numbered`
+requests to place, call and check replicas, and their answers), framed as the process
+executor frames its workers' (:mod:`~deepaas_like.workers.framing`).
 
 The driver's standard error is a pipe the server reads: it passes each line on to its own, and
-names the last ones when the driver ends before it said ``hello`` (a crash, a missing module).
+names the last ones when the driver ends before it said ``Connected`` (a crash, a missing module).
 """
 
 from __future__ import annotations
@@ -37,7 +28,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +37,29 @@ from deepaas_like import logs
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.workers import framing, protocol
 from deepaas_like.workers.process import die_with, store_result
-from deepaas_like.workers.protocol import BatchResult, Outcome, Result
+from deepaas_like.workers.protocol import (
+    BatchResult,
+    Broken,
+    Check,
+    Checked,
+    Connected,
+    Died,
+    DriverAnswer,
+    Kill,
+    Leave,
+    Message,
+    Numbered,
+    Outcome,
+    Place,
+    Placed,
+    Progress,
+    ReplicaCall,
+    Result,
+    Unanswered,
+    Unreachable,
+)
+
+__all__ = ["PROGRESS_INTERVAL", "RAY_LOG_LEVEL", "feasibility", "main"]
 
 LOG = logging.getLogger(__name__)
 #: Seconds between looks at the progress of a call that reports it.
@@ -65,9 +78,10 @@ def main(
     log_json: bool,
     server_pid: int,
 ) -> None:
-    """Driver process main: connect to the cluster at ``address``, say ``hello`` (or
-    ``cannot``, or ``broken``), then serve the server's requests until told to leave or the
-    pipe closes. Standard error goes to ``errors``, which the server reads.
+    """Driver process main: connect to the cluster at ``address``, say :class:`Connected`
+    (or :class:`Unreachable`, or :class:`Broken`), then serve the server's requests until
+    told to :class:`Leave` or the pipe closes. Standard error goes to ``errors``, which the
+    server reads.
     """
     os.dup2(errors.fileno(), 2)
     errors.close()
@@ -81,7 +95,7 @@ def main(
         description = _connect(address)
     except Exception as error:  # noqa: BLE001 - any failure to connect is told to the server
         with contextlib.suppress(OSError):
-            framing.send(connection.fileno(), ("cannot", _one_line(error)))
+            framing.send(connection.fileno(), protocol.encode(Unreachable(_one_line(error))))
         return
     try:
         driver = _Driver(connection, results_dir)
@@ -91,9 +105,9 @@ def main(
         if isinstance(error, ImportError):
             message += " (pip install 'deepaas_like[ray]' installs what it needs)"
         with contextlib.suppress(OSError):
-            framing.send(connection.fileno(), ("broken", message))
+            framing.send(connection.fileno(), protocol.encode(Broken(message)))
         return
-    driver._send(("hello", description))
+    driver._send(Connected(description))
     asyncio.run(driver.serve())
 
 
@@ -202,11 +216,12 @@ class _Driver:
         with contextlib.suppress(Exception):
             self.ray.shutdown()
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: Message) -> None:
         """Send ``message`` to the server (from any thread), waiting for room if need be."""
+        wire = protocol.encode(message)
         try:
             with self.send_lock:
-                framing.send(self.fd, message)
+                framing.send(self.fd, wire)
         except OSError:
             if self.loop is not None:
                 self.loop.call_soon_threadsafe(self.done.set)  # the server has gone
@@ -218,52 +233,56 @@ class _Driver:
             self.done.set()  # the server has gone
             return
         for frame in frames:
-            message = framing.loads(frame)
-            if message is None:
+            message = protocol.decode(framing.loads(frame))
+            if isinstance(message, Leave):
                 self.done.set()  # the server asks us to leave
                 return
             self._handle(message)
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "kill":
-            self._kill(message[1])
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, Kill):
+            self._kill(message.replica)
             return
-        if kind == "call" and not message[6] and message[7] is None and not _has_uploads(message[4]):
-            self._call_at_once(*message[1:6])
+        assert isinstance(message, Numbered), message
+        number, request = message.number, message.message
+        if isinstance(request, ReplicaCall) and _at_once(request):
+            self._call_at_once(number, request)
             return
-        handlers: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
-            "call": self._call,
-            "place": self._place,
-            "check": self._check,
+        handlers: dict[type, Callable[[int, Any], Awaitable[None]]] = {
+            ReplicaCall: self._call,
+            Place: self._place,
+            Check: self._check,
         }
-        handler = handlers[kind]
-        task = asyncio.create_task(handler(*message[1:]))
+        self._spawn(handlers[type(request)](number, request))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` as a task of the event loop, kept until it ends."""
+        task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _reply(self, number: int, message: DriverAnswer) -> None:
+        """Send ``message`` for the server's request ``number`` (from any thread)."""
+        self._send(Numbered(number, message))
 
     async def _result(self, ref: Any) -> Any:
         return await asyncio.wrap_future(ref.future())
 
-    async def _check(self, req: int, actor_options: dict[str, Any]) -> None:
+    async def _check(self, number: int, check: Check) -> None:
         nodes = await asyncio.to_thread(self.ray.nodes)
-        self._send(("done", req, feasibility(actor_options, nodes)))
+        self._reply(number, Checked(feasibility(check.actor_options, nodes)))
 
-    async def _place(
-        self, req: int, replica: str, name: str, namespace: str, actor_options: dict[str, Any], settings: Any
-    ) -> None:
-        actor = self.actor_class.options(**actor_options).remote(name, namespace, settings)
-        self.replicas[replica] = actor
+    async def _place(self, number: int, place: Place) -> None:
+        actor = self.actor_class.options(**place.actor_options).remote(place.name, place.namespace, place.options)
+        self.replicas[place.replica] = actor
         try:
             ready, placement = await self._result(actor.ready.remote())
         except Exception as error:  # noqa: BLE001 - it died while loading, or was killed
-            self.replicas.pop(replica, None)
-            self._send(("failed", req, _death(error, "while loading its plugin"), True))
+            self.replicas.pop(place.replica, None)
+            self._reply(number, Unanswered(_death(error, "while loading its plugin"), replica_died=True))
             return
-        self._send(("placed", req, ready, placement))
-        watch = asyncio.create_task(self._watch(replica, actor))
-        self.tasks.add(watch)
-        watch.add_done_callback(self.tasks.discard)
+        self._reply(number, Placed(ready, placement))
+        self._spawn(self._watch(place.replica, actor))
 
     async def _watch(self, replica: str, actor: Any) -> None:
         try:
@@ -271,7 +290,7 @@ class _Driver:
         except Exception as error:  # noqa: BLE001 - how it died
             if self.replicas.get(replica) is actor:  # not removed by the server
                 del self.replicas[replica]
-                self._send(("died", replica, _death(error)))
+                self._send(Died(replica, _death(error)))
 
     def _kill(self, replica: str) -> None:
         actor = self.replicas.pop(replica, None)
@@ -279,78 +298,73 @@ class _Driver:
             with contextlib.suppress(Exception):
                 self.ray.kill(actor)
 
-    async def _call(
-        self,
-        req: int,
-        replica: str,
-        hook: str,
-        kwargs: dict[str, Any],
-        request_id: str,
-        with_progress: bool,
-        save_to: str | None,
-    ) -> None:
-        actor = self.replicas.get(replica)
+    async def _call(self, number: int, request: ReplicaCall) -> None:
+        call = request.call
+        actor = self.replicas.get(request.replica)
         if actor is None:
-            self._send(("failed", req, "its replica is gone", True))
+            self._reply(number, Unanswered("its replica is gone", replica_died=True))
             return
         try:
-            kwargs = await self._uploads(kwargs)
-            reply = actor.call.remote(hook, kwargs, request_id, with_progress, save_to)
+            kwargs = await self._uploads(call.kwargs)
+            reply = actor.call.remote(call.hook, kwargs, call.request_id, request.with_progress, call.save_to)
             answer = asyncio.ensure_future(self._result(reply))
-            if with_progress:
+            if request.with_progress:
                 while not answer.done():
                     await asyncio.wait([answer], timeout=PROGRESS_INTERVAL)
                     if not answer.done():
                         for report in await self._result(actor.progress.remote()):
-                            self._send(("progress", req, *report))
+                            self._reply(number, Progress(*report))
             reports, outcome = await answer
-        except self.ray.exceptions.RayActorError as error:
-            self._kill(replica)  # dead, or unreachable: either way it is replaced
-            self._send(("failed", req, _death(error), True))
+        except Exception as error:  # noqa: BLE001 - the replica died, or Ray could not run the call
+            unanswered = self._unanswered(error)
+            if unanswered.replica_died:
+                self._kill(request.replica)  # dead, or unreachable: either way it is replaced
+            self._reply(number, unanswered)
             return
-        except Exception as error:  # noqa: BLE001 - Ray could not run it (an object lost...)
-            self._send(("failed", req, f"Ray could not run the call: {_one_line(error)}", False))
-            return
-        await self._answer(req, reports, outcome)
+        await self._answer(number, reports, outcome)
 
-    def _call_at_once(self, req: int, replica: str, hook: str, kwargs: dict[str, Any], request_id: str) -> None:
-        """A call without uploads or progress: its answer is sent from Ray's callback thread,
-        without a trip through the event loop (the hop every prediction pays).
+    def _unanswered(self, error: Exception) -> Unanswered:
+        """Why Ray gave no answer to a call: its replica died or cannot be reached (Ray's
+        ``RayActorError``), or Ray could not run it (an object lost...).
         """
-        actor = self.replicas.get(replica)
-        if actor is None:
-            self._send(("failed", req, "its replica is gone", True))
-            return
-        future = actor.call.remote(hook, kwargs, request_id, False).future()
-        future.add_done_callback(functools.partial(self._answered, req, replica))
+        if isinstance(error, self.ray.exceptions.RayActorError):
+            return Unanswered(_death(error), replica_died=True)
+        return Unanswered(f"Ray could not run the call: {_one_line(error)}", replica_died=False)
 
-    def _answered(self, req: int, replica: str, future: concurrent.futures.Future[Any]) -> None:
+    def _call_at_once(self, number: int, request: ReplicaCall) -> None:
+        """A call without uploads, progress or ``save_to`` (see :func:`_at_once`): its answer
+        is sent from Ray's callback thread, without a trip through the event loop (the hop
+        every prediction pays).
+        """
+        call = request.call
+        actor = self.replicas.get(request.replica)
+        if actor is None:
+            self._reply(number, Unanswered("its replica is gone", replica_died=True))
+            return
+        future = actor.call.remote(call.hook, call.kwargs, call.request_id, False).future()
+        future.add_done_callback(functools.partial(self._answered, number, request.replica))
+
+    def _answered(self, number: int, replica: str, future: concurrent.futures.Future[Any]) -> None:
         assert self.loop is not None
         try:
             reports, outcome = future.result()
-        except self.ray.exceptions.RayActorError as error:
-            self.loop.call_soon_threadsafe(self._kill, replica)  # dead, or unreachable: it is replaced
-            self._send(("failed", req, _death(error), True))
-            return
-        except Exception as error:  # noqa: BLE001 - Ray could not run it (an object lost...)
-            self._send(("failed", req, f"Ray could not run the call: {_one_line(error)}", False))
+        except Exception as error:  # noqa: BLE001 - the replica died, or Ray could not run the call
+            unanswered = self._unanswered(error)
+            if unanswered.replica_died:  # dead, or unreachable: it is replaced
+                self.loop.call_soon_threadsafe(self._kill, replica)
+            self._reply(number, unanswered)
             return
         if self._has_blob(outcome):  # written to a file: not in Ray's thread
-            self.loop.call_soon_threadsafe(self._answer_later, req, outcome)
+            self.loop.call_soon_threadsafe(self._spawn, self._answer(number, [], outcome))
             return
-        self._send(("outcome", req, protocol.encode(outcome)))
+        self._reply(number, outcome)
 
-    def _answer_later(self, req: int, outcome: Outcome) -> None:
-        task = asyncio.create_task(self._answer(req, [], outcome))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _answer(self, req: int, reports: list[tuple[Any, ...]], outcome: Outcome) -> None:
+    async def _answer(self, number: int, reports: list[tuple[Any, ...]], outcome: Outcome) -> None:
         for report in reports:
-            self._send(("progress", req, *report))
+            self._reply(number, Progress(*report))
         if self._has_blob(outcome):
             outcome = await asyncio.to_thread(self._stored, outcome)
-        self._send(("outcome", req, protocol.encode(outcome)))
+        self._reply(number, outcome)
 
     def _has_blob(self, outcome: Outcome) -> bool:
         if isinstance(outcome, BatchResult):
@@ -386,6 +400,13 @@ class _Driver:
         if isinstance(blob.data, bytes) and blob.media_type is None:
             return Result(blob.data)
         return store_result(memoryview(blob.data), self.results_dir, blob.media_type)
+
+
+def _at_once(request: ReplicaCall) -> bool:
+    """Whether a call can be answered straight from Ray's callback thread: it needs no
+    uploads put in the object store, no progress looked at, no version saved.
+    """
+    return not request.with_progress and request.call.save_to is None and not _has_uploads(request.call.kwargs)
 
 
 def _has_uploads(kwargs: dict[str, Any]) -> bool:

@@ -30,10 +30,11 @@ from deepaas_like.model import deepaas_compat
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.plugin import Plugin
 from deepaas_like.results import FileResult
-from deepaas_like.workers.base import Placement
+from deepaas_like.workers.base import Placement, WorkerOptions
 from deepaas_like.workers.execution import execute, start_plugin
-from deepaas_like.workers.process import WorkerOptions
 from deepaas_like.workers.protocol import BatchResult, Error, Failed, Outcome, Ready, Result
+
+__all__ = ["BLOB_THRESHOLD", "Blob", "Replica", "Upload", "as_array", "file_data"]
 
 #: Binary data larger than this (bytes) travels as an array: Ray keeps it out of the pickle
 #: and maps it from its object store instead of copying it (as the process executor's

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from deepaas_like.exceptions import InvalidArguments, PluginError, PluginLoadError, WorkerDied
-from deepaas_like.workers.process import ProcessWorkerPool, WorkerOptions
+from deepaas_like.workers.base import WorkerOptions
+from deepaas_like.workers.process import ProcessWorkerPool
 
 
 async def test_workers_warm_once_and_answer(plugin_path):
