@@ -26,8 +26,9 @@ from deepaas_like.api.responses import json_response
 from deepaas_like.api.routes import ACCESS, ROUTES, add_routes
 from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_middleware, setup_cors
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
+from deepaas_like.jobs.hooks import TrainingHook
 from deepaas_like.jobs.result_files import ResultFiles
-from deepaas_like.jobs.runner import JobRunner
+from deepaas_like.jobs.service import Jobs
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.loading import resolve_model_names
@@ -38,6 +39,8 @@ from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploa
 from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import ModelSettings, Settings, default_model_store, default_results_dir
 from deepaas_like.tracking import Tracker
+from deepaas_like.tracking_hook import TrackingHook
+from deepaas_like.versions.making import VersionMaking
 from deepaas_like.versions.records import VersionRecord, VersionRecords
 from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import WorkerPool
@@ -210,7 +213,7 @@ async def _versions(app: web.Application, store: JobStore, models: dict[str, Ser
     model_store = ModelStore(settings.model_store or default_model_store(settings.database_url))
     versions = ModelVersions(
         models,
-        VersionRecords(store.engine),
+        VersionRecords(store.database),
         model_store,
         _served_version(settings, app[_POOLS], app[METRICS]),
         max_loaded=settings.max_loaded_versions,
@@ -256,27 +259,12 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         raise
     if settings.doc_endpoint:
         openapi.document(app[_API_SPEC].spec, ROUTES, models, settings)
-    capacity = {}
-    for name in models:
-        capacity[(name, str(TRAIN))] = settings.for_model(name).train_workers
-        capacity[(name, str(PREDICT))] = settings.for_model(name).workers
-    app[JOBS] = JobRunner(
-        store,
-        models,  # type: ignore[arg-type]
-        settings.instance,
-        capacity,
-        poll_interval=settings.job_poll_interval,
-        retention=settings.job_retention_hours * 3600,
-        heartbeat_interval=settings.heartbeat_interval,
-        heartbeat_expiry=settings.heartbeat_expiry,
-        results=results,
-        render=job_document,
-        idempotency_window=settings.idempotency_key_hours * 3600,
-        model_store=versions.store if versions.bases else None,
-        version_records=versions.records,
-        on_version=versions.added,
-        tracker=Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None,
-    )
+    tracker = Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None
+    hooks: list[TrainingHook] = [
+        *([VersionMaking(versions.store, versions.records, versions.added)] if versions.bases else []),
+        *([TrackingHook(tracker)] if tracker is not None else []),
+    ]
+    app[JOBS] = Jobs.from_settings(store, models, settings, results=results, render=job_document, hooks=hooks)
     await app[JOBS].start()
     removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await app[JOBS].upload_owners())
     if removed:
