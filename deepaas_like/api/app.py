@@ -40,7 +40,7 @@ from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import ModelSettings, Settings, default_model_store, default_results_dir
 from deepaas_like.tracking import Tracker
 from deepaas_like.tracking_hook import TrackingHook
-from deepaas_like.versions.making import VersionMaking
+from deepaas_like.version_making import VersionMaking
 from deepaas_like.versions.records import VersionRecord, VersionRecords
 from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import WorkerPool

@@ -21,7 +21,7 @@ from deepaas_like.jobs.hooks import TrainingHook
 from deepaas_like.jobs.housekeeping import Housekeeping
 from deepaas_like.jobs.queue import Queue
 from deepaas_like.jobs.result_files import ResultFiles, remove_uploads
-from deepaas_like.jobs.states import ACTIVE, CANCELLED, OLDEST_FIRST, PENDING, JobView, view
+from deepaas_like.jobs.states import ACTIVE, CANCELLED, PENDING, JobView, view
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.media import JSON
@@ -154,21 +154,12 @@ class Jobs:
         """
         return view(await self.store.get(model, uuid, kind, visible_to))
 
-    async def list(
-        self,
-        model: str,
-        kind: str,
-        status: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-        visible_to: str | None = None,
-        order: str = OLDEST_FIRST,
-    ) -> builtins.list[JobView]:
-        """Jobs of ``model`` in ``order`` of creation, oldest first unless :data:`NEWEST_FIRST`
-        (of one API key when ``visible_to``).
+    async def list(self, model: str, kind: str, **query: Any) -> builtins.list[JobView]:
+        """Jobs of ``model`` and ``kind`` as :meth:`JobStore.list` selects them with
+        ``query`` (``status``, ``limit``, ``offset``, ``visible_to``: of one API key's hash,
+        ``order``: oldest first unless :data:`~deepaas_like.jobs.states.NEWEST_FIRST`).
         """
-        jobs = await self.store.list(model, kind, status, limit, offset, visible_to, order)
-        return [view(job) for job in jobs]
+        return [view(job) for job in await self.store.list(model, kind, **query)]
 
     async def cancel(self, model: Servable, uuid: str, kind: str, visible_to: str | None = None) -> JobView:
         """Cancel a pending or running job: it is marked ``cancelled`` and, if it runs here,
