@@ -32,7 +32,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 72050001  # PostgreSQL advisory lock id: one instance migrates at a time
 _MIGRATION_WAIT = 120.0  # seconds a start waits for another instance's migration (SQLite)
 #: Seconds a SQLite write waits for another writer before it fails as "database is locked"
-#: (the job runner then retries it; a request gets 503).
+#: (a job state write then retries it; a request gets 503).
 SQLITE_BUSY_TIMEOUT = 5.0
 #: Seconds to open a PostgreSQL connection before the database counts as unreachable.
 CONNECT_TIMEOUT = 5
