@@ -36,26 +36,6 @@ MAX_PARAM_LENGTH = 6000
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 
 
-def numbers_of(value: Any, prefix: str = "") -> dict[str, float]:
-    """The numbers in what ``train`` returned, as metrics: a dict's numeric values by key,
-    nested dicts' as ``outer.inner``; lists, strings and booleans are left out.
-    """
-    found: dict[str, float] = {}
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            name = f"{prefix}{key}"
-            if isinstance(item, Mapping):
-                found.update(numbers_of(item, name + "."))
-            elif (
-                isinstance(item, (int, float))
-                and not isinstance(item, bool)
-                and item == item
-                and abs(item) != float("inf")
-            ):
-                found[name] = float(item)
-    return found
-
-
 class Tracker:
     """Starts an MLflow run per training against the tracking server ``uri``, tagged with
     this server's ``instance`` name.

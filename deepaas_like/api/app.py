@@ -25,7 +25,7 @@ from deepaas_like.api.responses import json_response
 from deepaas_like.api.routes import ACCESS, ROUTES, add_routes
 from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_middleware, setup_cors
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
-from deepaas_like.jobs.runner import JobRunner
+from deepaas_like.jobs.service import Jobs
 from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.versions import ModelVersions
@@ -82,7 +82,7 @@ class Served(Protocol):
     def versions(self) -> ModelVersions: ...
 
     @property
-    def jobs(self) -> JobRunner: ...
+    def jobs(self) -> Jobs: ...
 
     @property
     def drain(self) -> Drain: ...

@@ -8,7 +8,7 @@ import collections
 from aiohttp import web
 
 from deepaas_like.api.links import Links
-from deepaas_like.jobs.runner import JobRunner
+from deepaas_like.jobs.service import Jobs
 from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.versions import ModelVersions
@@ -18,7 +18,7 @@ __all__ = ["DRAIN", "JOBS", "LINKS", "LOG_BUFFER", "MODELS", "SETTINGS", "SHUTTI
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", dict[str, ServedModel])
-JOBS = web.AppKey("jobs", JobRunner)
+JOBS = web.AppKey("jobs", Jobs)
 #: The versions trainings made, served lazily under their own ids.
 VERSIONS = web.AppKey("versions", ModelVersions)
 #: Set when the server starts shutting down, so that long-lived streams end.

@@ -29,7 +29,7 @@ from deepaas_like.exceptions import DeepaasLikeError, EndpointDisabled, JobNotFo
 from deepaas_like.grpc_api.messages import Messages
 from deepaas_like.grpc_api.protos import SIGNATURES, ModelProtos
 from deepaas_like.grpc_api.status import bounded, status_of
-from deepaas_like.jobs.runner import JobRunner
+from deepaas_like.jobs.service import Jobs
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.logs import new_request_id, request_id
 from deepaas_like.serving import schemas
@@ -56,7 +56,7 @@ class Shared:
     """
 
     settings: Settings
-    jobs: JobRunner
+    jobs: Jobs
     drain: Drain
     on_call: CallObserver | None = None
 

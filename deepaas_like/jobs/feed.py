@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from deepaas_like import json_text
+from deepaas_like.database.tables import Job
 from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound
-from deepaas_like.jobs.states import ACTIVE, JobView
+from deepaas_like.jobs.states import ACTIVE, JobView, view
 from deepaas_like.jobs.store import JobStore
-from deepaas_like.jobs.tables import Job
 
 #: Turns a job into the document its event streams send (the HTTP layer's wire format).
 Render = Callable[[JobView], dict[str, Any]]
@@ -51,7 +51,7 @@ class _Watch:
         return self.status not in ACTIVE
 
     def update(self, job: Job) -> None:
-        document = self.render(job.to_view())
+        document = self.render(view(job))
         text = json_text.dumps(document)
         if text == self.text:  # the text: a NaN in a stored row never equals itself
             return

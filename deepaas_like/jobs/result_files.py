@@ -1,6 +1,6 @@
 """Binary results of asynchronous predictions, as files in the results directory: one
 folder per job, ``<results dir>/<uuid>/prediction``. They never go through a SQL row and
-are served by streaming the file.
+are served by streaming the file. Also the removal of a job's upload folder.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 
 from deepaas_like.exceptions import StartupError
 from deepaas_like.results import FileResult
+
+__all__ = ["ResultFiles", "remove_uploads"]
 
 _NAME = "prediction"  # the file's name; a download is offered as prediction.<extension>
 
@@ -65,3 +67,9 @@ class ResultFiles:
         """Delete job ``uuid``'s stored result, if it has one."""
         if re.fullmatch(r"[0-9a-f]{32}", uuid):  # never anything but one job's folder
             shutil.rmtree(self.directory / uuid, ignore_errors=True)
+
+
+def remove_uploads(directory: str | None) -> None:
+    """Delete a job's upload folder ``directory`` (None: it has none), as the job ends."""
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)

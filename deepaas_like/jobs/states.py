@@ -1,6 +1,6 @@
-"""What a job is, without SQL: its states (its kinds are ``deepaas_like.kinds``), and the frozen view that the job
-runner hands out (the tables are ``jobs/tables.py``; the DEEPaaS wire format of a job is
-the HTTP layer's, ``api/documents.py``).
+"""What a job is, without SQL: its states (its kinds are ``deepaas_like.kinds``), and the
+frozen view that the jobs hand out (the table is ``database/tables.py``; the DEEPaaS wire
+format of a job is the HTTP layer's, ``api/documents.py``).
 """
 
 from __future__ import annotations
@@ -9,6 +9,24 @@ import dataclasses
 import datetime
 import enum
 from typing import Any
+
+from deepaas_like.database.tables import Job
+
+__all__ = [
+    "ACTIVE",
+    "CANCELLED",
+    "DONE",
+    "ERROR",
+    "NEWEST_FIRST",
+    "OLDEST_FIRST",
+    "ORDERS",
+    "PENDING",
+    "RUNNING",
+    "STATES",
+    "JobStatus",
+    "JobView",
+    "view",
+]
 
 
 class JobStatus(enum.StrEnum):
@@ -63,3 +81,26 @@ class JobView:
     @property
     def ended(self) -> bool:
         return self.status not in ACTIVE
+
+
+def view(job: Job) -> JobView:
+    """The job row ``job`` as its clients may see it."""
+    return JobView(
+        uuid=job.uuid,
+        model=job.model,
+        kind=job.kind,
+        status=job.status,
+        args=job.args,
+        created=job.created,
+        finished=job.finished,
+        duration=job.duration,
+        output=job.output,
+        media_type=job.media_type,
+        message=job.message,
+        progress=job.progress,
+        events=tuple(job.events or ()),
+        has_file=job.result_file is not None,
+        metrics=dict(job.metrics or {}),
+        version=job.version,
+        run_id=job.run_id,
+    )

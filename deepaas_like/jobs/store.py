@@ -1,77 +1,48 @@
-"""Job rows in a SQL database through SQLAlchemy's asyncio engine: SQLite by default,
-PostgreSQL at scale. The schema is migrated with alembic when the store opens.
+"""Job rows of the server's database (:mod:`deepaas_like.database`): create, claim,
+update and read jobs, and the heartbeats of the instances that run them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import contextlib
 import datetime
-import fcntl
-import functools
-import logging
-import os
-import time
 import uuid as uuid_module
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import Float, and_, delete, event, func, insert, or_, select, text, update
+from sqlalchemy import Float, and_, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, CursorResult, Result, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-from deepaas_like import json_text
-from deepaas_like.database import error_text, transient
-from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound, StartupError
+from deepaas_like.database import Database, guarded
+
+# async_url: serving/uploads.py still imports it from here until it uses database_identity.
+from deepaas_like.database import async_url as async_url  # noqa: F401
+from deepaas_like.database.tables import Instance, Job, JobResult
+from deepaas_like.exceptions import JobNotFound
 from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, NEWEST_FIRST, OLDEST_FIRST, PENDING, RUNNING
-from deepaas_like.jobs.tables import Instance, Job, JobResult
 from deepaas_like.model.args import UploadedFile
 
-LOG = logging.getLogger(__name__)
+__all__ = [
+    "INTERRUPTED",
+    "LOST",
+    "MAX_EVENTS",
+    "UNTRACKED",
+    "IdempotencyScopeTaken",
+    "JobStore",
+    "decode_kwargs",
+    "encode_kwargs",
+]
+
 INTERRUPTED = "interrupted: the server stopped while this job was running"
 #: The message of a job whose server stopped answering: its heartbeat expired.
 LOST = "interrupted: the server running this job stopped answering (its heartbeat expired)"
 #: The message of a job its server claimed but does not run (the claim's answer was lost).
 UNTRACKED = "interrupted: the server that took this job lost track of it (a database error while starting it)"
 MAX_EVENTS = 50  # progress messages kept per job
-_MIGRATIONS = Path(__file__).parent / "migrations"
-_MIGRATION_LOCK = 72050001  # PostgreSQL advisory lock id: one instance migrates at a time
-_MIGRATION_WAIT = 120.0  # seconds a start waits for another instance's migration (SQLite)
-#: Seconds a SQLite write waits for another writer before it fails as "database is locked"
-#: (the job runner then retries it; a request gets 503).
-SQLITE_BUSY_TIMEOUT = 5.0
-#: Seconds to open a PostgreSQL connection before the database counts as unreachable.
-CONNECT_TIMEOUT = 5
-T = TypeVar("T")
-
-
-# The asyncio driver used for the URL forms people write (SQLAlchemy's dialect names).
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+pysqlite": "sqlite+aiosqlite",
-    "postgres": "postgresql+psycopg",
-    "postgresql": "postgresql+psycopg",
-    "postgresql+psycopg2": "postgresql+psycopg",
-}
-
-
-def async_url(url: str) -> URL:
-    """``url`` with an asyncio driver: ``sqlite:///jobs.sqlite`` becomes
-    ``sqlite+aiosqlite:///jobs.sqlite``, ``postgresql://...`` becomes
-    ``postgresql+psycopg://...``; async URLs are kept. Raises :class:`StartupError` for a
-    URL SQLAlchemy cannot parse.
-    """
-    try:
-        parsed = make_url(url)
-    except ArgumentError as error:
-        raise StartupError(f"the job database URL {url!r} is not an SQLAlchemy URL: {error}") from error
-    return parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
 
 
 def encode_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
@@ -115,37 +86,6 @@ class IdempotencyScopeTaken(Exception):
     """A job with this ``idempotency_scope`` exists already (a concurrent twin request)."""
 
 
-def _database_call(write: bool) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
-    """Decorate a :class:`JobStore` method: a transient database error becomes
-    :class:`DatabaseUnavailable`, and the store's health follows each outcome.
-    """
-
-    def decorate(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        @functools.wraps(method)
-        async def call(self: "JobStore", *args: Any, **kwargs: Any) -> T:
-            try:
-                result = await method(self, *args, **kwargs)
-            except DatabaseUnavailable:
-                raise
-            except Exception as error:  # noqa: BLE001 - sorted: transient or not
-                if not transient(error):
-                    raise
-                raise self._failed(error, write) from error
-            self._succeeded(write)
-            return result
-
-        return call
-
-    return decorate
-
-
-def _json_column(value: Any) -> str:
-    """What a JSON column holds: NaN and infinite floats as null (PostgreSQL's ``json`` type
-    refuses ``NaN``, and a stored one would break strict readers), any other value JSON
-    lacks as its text."""
-    return json_text.dumps(value, text_for_others=True)
-
-
 def _rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE or DELETE matched (``execute`` of one returns a ``CursorResult``)."""
     assert isinstance(result, CursorResult)
@@ -153,139 +93,33 @@ def _rowcount(result: Result[Any]) -> int:
 
 
 class JobStore:
-    """Create, claim, update and read jobs; one instance per server process.
+    """Create, claim, update and read jobs of ``database``; one instance per server process.
 
     Every method raises :class:`DatabaseUnavailable` when the database is away or busy
-    (stopped, unreachable, locked); :attr:`problem` says why until it answers again.
+    (stopped, unreachable, locked): the database's one policy
+    (:func:`deepaas_like.database.guarded`); ``database.problem`` says why until it
+    answers again.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._session = async_sessionmaker(engine, expire_on_commit=False)
-        self._read_problem: str | None = None
-        self._write_problem: str | None = None
-        self._down_since: float | None = None
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._session = database.sessions
 
     @property
-    def problem(self) -> str | None:
-        """Why the last read or write failed (None once it works again)."""
-        return self._write_problem or self._read_problem
-
-    def _failed(self, error: BaseException, write: bool) -> DatabaseUnavailable:
-        reason = error_text(error)
-        if self.problem is None:
-            self._down_since = time.monotonic()
-            LOG.error(
-                "the job database is unavailable (%s); requests that need it get 503, "
-                "job state writes are retried until it is back",
-                reason,
-            )
-        if write:
-            self._write_problem = reason
-        else:
-            self._read_problem = reason
-        return DatabaseUnavailable(f"the job database is unavailable ({reason}); try again later")
-
-    def _succeeded(self, write: bool) -> None:
-        if self.problem is None:
-            return
-        if write:
-            self._write_problem = self._read_problem = None
-        else:
-            self._read_problem = None
-        if self.problem is None and self._down_since is not None:
-            LOG.warning("the job database is back after %.1f s", time.monotonic() - self._down_since)
-            self._down_since = None
-
-    @_database_call(write=False)
-    async def ping(self) -> None:
-        """One round trip to the database."""
-        async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-
-    async def health(self, timeout: float = 2.0) -> str | None:
-        """Why the database cannot serve jobs now, or None: a round trip within ``timeout``
-        seconds, and no write failing since the last that worked (a SQLite file locked by
-        another writer still answers reads).
-        """
-        try:
-            await asyncio.wait_for(self.ping(), timeout)
-        except TimeoutError:
-            return f"the job database did not answer within {timeout:g} s"
-        except DatabaseUnavailable as error:
-            return error.message
-        if self._write_problem:
-            return f"the job database refuses writes ({self._write_problem})"
-        return None
+    def engine(self) -> AsyncEngine:
+        return self.database.engine
 
     @classmethod
     async def open(cls, url: str) -> "JobStore":
-        """Connect to ``url`` (an SQLAlchemy URL, e.g. ``sqlite:///jobs.sqlite`` or
-        ``postgresql://user@host/db``; see :func:`async_url`), migrate the schema to the
-        latest revision and check that it can be written.
-
-        Raises :class:`StartupError` naming the database (password hidden) and the reason
-        when it is unreachable, unreadable, not a database or read-only.
+        """The jobs of the database at ``url``, opened (and migrated) by
+        :meth:`Database.open`; raises :class:`StartupError` as it does.
         """
-        parsed = async_url(url)
-        shown = parsed.render_as_string(hide_password=True)
-        sqlite = parsed.get_backend_name() == "sqlite"
-        engine = None
-        try:
-            if sqlite and parsed.database not in (None, "", ":memory:") and not parsed.database.startswith("file:"):
-                os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-            options: dict[str, Any] = {}
-            if parsed.get_backend_name() == "postgresql":
-                # A restarted server leaves dead connections in the pool: test each before use.
-                options = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
-            engine = create_async_engine(parsed, json_serializer=_json_column, **options)
-            if sqlite:
-                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            store = cls(engine)
-            async with _migration_lock(parsed if sqlite else None):
-                await store.migrate()
-                await store._check_writable()
-        except StartupError:
-            if engine is not None:
-                await engine.dispose()
-            raise
-        except Exception as error:  # noqa: BLE001 - any failure here means: no job database
-            if engine is not None:
-                await engine.dispose()
-            raise StartupError(f"cannot use the job database {shown}: {error_text(error)}") from error
-        return store
-
-    async def _check_writable(self) -> None:
-        # A read-only database (file mode, read-only mount, replica) would fail every job
-        # later; an insert that is rolled back finds out now.
-        async with self._session() as session:
-            session.add(
-                Job(uuid="0" * 32, model="", kind="", status=PENDING, args={}, kwargs={}, created=_now(), events=[])
-            )
-            await session.flush()
-            await session.rollback()
-
-    async def migrate(self, revision: str = "head") -> None:
-        """Apply the alembic migrations not yet applied, up to ``revision``."""
-        # Imported here: alembic is needed once, at start-up, beside the workers' start.
-        from alembic import command
-        from alembic.config import Config
-
-        def upgrade(connection: Any) -> None:
-            config = Config()
-            config.set_main_option("script_location", str(_MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-
-        async with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
-            await connection.run_sync(upgrade)
+        return cls(await Database.open(url))
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.database.close()
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def mark_interrupted(self, owner: str) -> int:
         """Turn the ``running`` jobs of ``owner`` into ``error`` with an "interrupted" message."""
         async with self._session.begin() as session:
@@ -296,7 +130,7 @@ class JobStore:
             )
             return _rowcount(result)
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def beat(self, name: str, host: str, pid: int) -> None:
         """Record that instance ``name`` (process ``pid`` on ``host``) is alive now."""
         async with self._session.begin() as session:
@@ -310,13 +144,13 @@ class JobStore:
                     )
                 )
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def leave(self, name: str) -> None:
         """Forget instance ``name`` (it stops cleanly)."""
         async with self._session.begin() as session:
             await session.execute(delete(Instance).where(Instance.name == name))
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def sweep(self, expiry: float, exclude: str) -> list[Job]:
         """Mark as ``error`` (:data:`LOST`) the running jobs of every instance other than
         ``exclude`` whose heartbeat is more than ``expiry`` seconds old, and of owners
@@ -344,28 +178,28 @@ class JobStore:
             )
             return jobs
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def running_of(self, owner: str, started_before: datetime.datetime) -> list[str]:
         """Uuids of the jobs ``owner`` claimed before ``started_before`` that still run."""
         query = select(Job.uuid).where(Job.status == RUNNING, Job.owner == owner, Job.started < started_before)
         async with self._session() as session:
             return list(await session.scalars(query))
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def live_processes(self, expiry: float) -> set[tuple[str, int]]:
         """``(host, pid)`` of the instances whose heartbeat is at most ``expiry`` seconds old."""
         query = select(Instance.host, Instance.pid).where(Instance.heartbeat >= database_clock() - expiry)
         async with self._session() as session:
             return {(host, pid) for host, pid in await session.execute(query)}
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def active_upload_dirs(self) -> set[str]:
         """Upload folders of the pending and running jobs."""
         query = select(Job.upload_dir).where(Job.status.in_(ACTIVE), Job.upload_dir.is_not(None))
         async with self._session() as session:
             return set(await session.scalars(query))
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def create(
         self,
         model: str,
@@ -405,19 +239,19 @@ class JobStore:
             raise IdempotencyScopeTaken(idempotency_scope) from error
         return job
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def find_idempotent(self, scope: str) -> Job | None:
         """The job created under idempotency ``scope``, if any."""
         async with self._session() as session:
             return (await session.scalars(select(Job).where(Job.idempotency_scope == scope))).first()
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def release_idempotency(self, uuid: str) -> None:
         """Free job ``uuid``'s idempotency key (it expired): the next request makes a new job."""
         async with self._session.begin() as session:
             await session.execute(update(Job).where(Job.uuid == uuid).values(idempotency_scope=None))
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def pending_queues(self, queues: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of ``queues`` ((model, kind) pairs) hold a ``pending`` job: one read for all
         of them (the ``ix_jobs_queue`` index), so that an instance serving many models asks
@@ -434,7 +268,7 @@ class JobStore:
         async with self._session() as session:
             return {(model, kind) for model, kind in await session.execute(query)}
 
-    @_database_call(write=False)  # most claims find nothing and write nothing
+    @guarded(write=False)  # most claims find nothing and write nothing
     async def claim(self, model: str, kind: str, owner: str) -> Job | None:
         """Take the oldest ``pending`` job of ``model`` and ``kind`` for ``owner`` (it becomes
         ``running``); None when there is none. Safe with several instances on one database.
@@ -460,7 +294,7 @@ class JobStore:
                     return await session.get(Job, uuid, populate_existing=True)
             # Another instance took that job between our read and our update: try the next.
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def get(self, model: str, uuid: str, kind: str | None = None, visible_to: str | None = None) -> Job:
         """The job ``uuid`` of ``model`` (and ``kind``); with ``visible_to`` (an API key's
         hash), only if that key created it. Raises :class:`JobNotFound`, also for a job of
@@ -477,7 +311,7 @@ class JobStore:
             raise JobNotFound(f"no {kind or 'job'} {uuid!r} for model {model!r}")
         return job
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def list(
         self,
         model: str,
@@ -502,7 +336,7 @@ class JobStore:
         async with self._session() as session:
             return list(await session.scalars(query))
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def finish(
         self,
         uuid: str,
@@ -550,7 +384,7 @@ class JobStore:
             )
             return _rowcount(ended) == 1
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def report(
         self,
         uuid: str,
@@ -583,13 +417,13 @@ class JobStore:
                     .execution_options(synchronize_session=False)
                 )
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def annotate(self, uuid: str, run_id: str) -> None:
         """Record the MLflow run of job ``uuid`` (unless it has ended)."""
         async with self._session.begin() as session:
             await session.execute(update(Job).where(Job.uuid == uuid, Job.status.in_(ACTIVE)).values(run_id=run_id))
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def result(self, uuid: str) -> bytes | None:
         """The bytes of a binary prediction stored in the database (before results became
         files), or None.
@@ -598,7 +432,7 @@ class JobStore:
             stored = await session.get(JobResult, uuid)
         return None if stored is None else stored.data
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def cancelled_among(self, uuids: builtins.list[str]) -> set[str]:
         """Which of ``uuids`` are ``cancelled`` (by any instance)."""
         if not uuids:
@@ -607,7 +441,7 @@ class JobStore:
             rows = await session.scalars(select(Job.uuid).where(Job.uuid.in_(uuids), Job.status == CANCELLED))
             return set(rows)
 
-    @_database_call(write=True)
+    @guarded(write=True)
     async def delete_finished_before(self, cutoff: datetime.datetime, batch: int = 1000) -> builtins.list[str]:
         """Delete up to ``batch`` jobs that ended before ``cutoff``, with the results stored
         in the database; returns their uuids (whose result files the caller deletes).
@@ -620,56 +454,12 @@ class JobStore:
                 await session.execute(delete(Job).where(Job.uuid.in_(uuids)))
             return uuids
 
-    @_database_call(write=False)
+    @guarded(write=False)
     async def counts(self) -> dict[tuple[str, str, str], int]:
         """Number of jobs per (model, kind, status)."""
         query = select(Job.model, Job.kind, Job.status, func.count()).group_by(Job.model, Job.kind, Job.status)
         async with self._session() as session:
             return {(model, kind, status): count for model, kind, status, count in await session.execute(query)}
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    # WAL lets readers work while a job is written; the timeout waits out a busy writer
-    # (set first: switching to WAL itself waits for a writer of another process).
-    cursor = connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
-
-
-@contextlib.asynccontextmanager
-async def _migration_lock(url: URL | None) -> AsyncIterator[None]:
-    """Hold an exclusive lock on ``<database file>.lock`` while the schema is migrated, so
-    that servers started together on one SQLite file migrate one after the other (on
-    PostgreSQL an advisory lock does this, see :meth:`JobStore.migrate`). Nothing is locked
-    for PostgreSQL (``url`` None) and in-memory databases.
-
-    Raises :class:`StartupError` after :data:`_MIGRATION_WAIT` seconds of waiting.
-    """
-    database = url.database if url is not None else None
-    if not database or database == ":memory:" or database.startswith("file:"):
-        yield
-        return
-    # fcntl.flock: an advisory lock the kernel drops when the process dies (kill -9
-    # included), so a crashed start never blocks the next one. POSIX only, as the workers are.
-    path = os.path.abspath(database) + ".lock"
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + _MIGRATION_WAIT
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StartupError(
-                        f"another server has been migrating the job database {database} for over "
-                        f"{_MIGRATION_WAIT:g} s (it holds {path}); stop it or wait for it to finish"
-                    ) from None
-                await asyncio.sleep(0.05)
-        yield
-    finally:
-        os.close(descriptor)  # closing releases the lock
 
 
 def _now() -> datetime.datetime:

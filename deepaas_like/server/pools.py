@@ -11,7 +11,6 @@ from typing import Any
 
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.settings import ModelSettings, Settings
-
 from deepaas_like.workers.base import WorkerOptions, WorkerPool
 from deepaas_like.workers.process import ProcessWorkerPool
 from deepaas_like.workers.ray import ClusterOptions, RayCluster, RayResources, RayWorkerPool

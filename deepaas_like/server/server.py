@@ -22,8 +22,9 @@ from deepaas_like import grpc_api
 from deepaas_like.api.app import create_app
 from deepaas_like.api.documents import job_document
 from deepaas_like.api.metrics import Metrics
+from deepaas_like.jobs.hooks import TrainingHook
 from deepaas_like.jobs.result_files import ResultFiles
-from deepaas_like.jobs.runner import JobRunner
+from deepaas_like.jobs.service import Jobs
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.loading import resolve_model_names
@@ -35,6 +36,8 @@ from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploa
 from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import Settings, default_model_store, default_results_dir
 from deepaas_like.tracking import Tracker
+from deepaas_like.tracking_hook import TrackingHook
+from deepaas_like.version_making import VersionMaking
 from deepaas_like.versions.records import VersionRecord, VersionRecords
 from deepaas_like.versions.storage import ModelStore
 
@@ -69,7 +72,7 @@ class Server:
     drain: Drain
     models: dict[str, ServedModel]
     versions: ModelVersions
-    jobs: JobRunner
+    jobs: Jobs
     grpc: GrpcServer | None = None
 
     @classmethod
@@ -181,7 +184,7 @@ async def _versions(
     model_store = ModelStore(settings.model_store or default_model_store(settings.database_url))
     versions = ModelVersions(
         models,
-        VersionRecords(store.engine),
+        VersionRecords(store.database),
         model_store,
         _served_version(settings, pools, metrics),
         max_loaded=settings.max_loaded_versions,
@@ -197,31 +200,18 @@ async def _versions(
 
 def _jobs(
     settings: Settings, store: JobStore, models: dict[str, ServedModel], versions: ModelVersions, results: ResultFiles
-) -> JobRunner:
-    capacity = {}
-    for name in models:
-        capacity[(name, str(TRAIN))] = settings.for_model(name).train_workers
-        capacity[(name, str(PREDICT))] = settings.for_model(name).workers
-    return JobRunner(
-        store,
-        models,  # type: ignore[arg-type]
-        settings.instance,
-        capacity,
-        poll_interval=settings.job_poll_interval,
-        retention=settings.job_retention_hours * 3600,
-        heartbeat_interval=settings.heartbeat_interval,
-        heartbeat_expiry=settings.heartbeat_expiry,
-        results=results,
-        render=job_document,
-        idempotency_window=settings.idempotency_key_hours * 3600,
-        model_store=versions.store if versions.bases else None,
-        version_records=versions.records,
-        on_version=versions.added,
-        tracker=Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None,
-    )
+) -> Jobs:
+    """The jobs of ``models``, with the training hooks: a version made after each training of a
+    model that makes versions, an MLflow run with ``--mlflow-tracking-uri``."""
+    tracker = Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None
+    hooks: list[TrainingHook] = [
+        *([VersionMaking(versions.store, versions.records, versions.added)] if versions.bases else []),
+        *([TrackingHook(tracker)] if tracker is not None else []),
+    ]
+    return Jobs.from_settings(store, models, settings, results=results, render=job_document, hooks=hooks)
 
 
-async def _remove_orphaned_uploads(settings: Settings, jobs: JobRunner) -> None:
+async def _remove_orphaned_uploads(settings: Settings, jobs: Jobs) -> None:
     removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await jobs.upload_owners())
     if removed:
         LOG.warning("removed %d upload folder(s) left by stopped servers: %s", len(removed), ", ".join(removed))

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from deepaas_like.database import Base, error_text, transient
-from deepaas_like.exceptions import DatabaseUnavailable
+from deepaas_like.database import Database, guarded
+from deepaas_like.database.tables import ModelVersion, Promotion
+
+__all__ = [
+    "MAX_NUMBER",
+    "SEPARATOR",
+    "VersionRecord",
+    "VersionRecords",
+    "parse_number",
+    "parse_version_id",
+    "version_id",
+]
 
 #: Between a model's name and a version's number in a version's id: ``text_classifier@3``.
 SEPARATOR = "@"
@@ -49,41 +56,6 @@ def parse_number(text: str) -> int | None:
     if not text.isdigit() or text.startswith("0") or len(text) > len(str(MAX_NUMBER)) or int(text) > MAX_NUMBER:
         return None
     return int(text)
-
-
-class ModelVersion(Base):
-    """One version: made by training job ``job``, stored at ``location`` (relative to the
-    model store), with the training's ``arguments`` and ``metrics`` (numbers); it belongs
-    to the API key hashed as ``api_key_hash`` (the training's; NULL without API keys).
-    """
-
-    __tablename__ = "model_versions"
-
-    model: Mapped[str] = mapped_column(String(200), primary_key=True)
-    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    job: Mapped[str] = mapped_column(String(32))
-    location: Mapped[str] = mapped_column(Text)
-    parent: Mapped[str] = mapped_column(String(250))
-    arguments: Mapped[dict[str, Any]] = mapped_column(JSON)
-    metrics: Mapped[dict[str, float]] = mapped_column(JSON)
-    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created: Mapped[datetime.datetime] = mapped_column(DateTime)
-    deleted: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
-
-
-class Promotion(Base):
-    """``model``'s name serves version ``number`` (None: the plugin itself) from ``created``
-    on, until a later promotion.
-    """
-
-    __tablename__ = "model_promotions"
-    __table_args__ = (Index("ix_model_promotions_model", "model", "id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    model: Mapped[str] = mapped_column(String(200))
-    number: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created: Mapped[datetime.datetime] = mapped_column(DateTime)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,25 +106,17 @@ async def _versions_of(session: AsyncSession, models: list[str]) -> list[Version
 
 
 class VersionRecords:
-    """Reads and writes version and promotion rows through ``engine`` (the job database's).
+    """Reads and writes version and promotion rows of ``database`` (the server's, shared
+    with the jobs).
 
-    Every method raises :class:`DatabaseUnavailable` while the database is away or busy.
+    Every method raises :class:`DatabaseUnavailable` while the database is away or busy
+    (the database's one policy, :func:`deepaas_like.database.guarded`).
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
-    @asynccontextmanager
-    async def _session(self, write: bool = False) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessions.begin() if write else self._sessions() as session:
-                yield session
-        except Exception as error:  # noqa: BLE001 - sorted: transient or not
-            if not transient(error):
-                raise
-            reason = error_text(error)
-            raise DatabaseUnavailable(f"the job database is unavailable ({reason}); try again later") from error
-
+    @guarded(write=True)
     async def add(
         self,
         model: str,
@@ -170,7 +134,7 @@ class VersionRecords:
         """
         while True:
             try:
-                async with self._session(write=True) as session:
+                async with self.database.sessions.begin() as session:
                     numbers = select(func.max(ModelVersion.number)).where(ModelVersion.model == model)
                     last = await session.scalar(numbers)
                     row = ModelVersion(
@@ -190,20 +154,23 @@ class VersionRecords:
             except sa_exc.IntegrityError:
                 continue  # another instance took that number
 
+    @guarded(write=False)
     async def get(self, model: str, number: int) -> VersionRecord | None:
         """Version ``number`` of ``model``; None when there is none (or it was deleted)."""
-        async with self._session() as session:
+        async with self.database.sessions() as session:
             row = await session.get(ModelVersion, (model, number))
         return None if row is None or row.deleted is not None else _record(row)
 
+    @guarded(write=False)
     async def versions_of(self, models: list[str]) -> list[VersionRecord]:
         """The versions of ``models`` that are not deleted, newest first."""
-        async with self._session() as session:
+        async with self.database.sessions() as session:
             return await _versions_of(session, models)
 
+    @guarded(write=True)
     async def delete(self, model: str, number: int) -> bool:
         """Mark a version deleted (its number is not used again); False if there was none."""
-        async with self._session(write=True) as session:
+        async with self.database.sessions.begin() as session:
             result = await session.execute(
                 update(ModelVersion)
                 .where(ModelVersion.model == model, ModelVersion.number == number, ModelVersion.deleted.is_(None))
@@ -211,16 +178,18 @@ class VersionRecords:
             )
             return result.rowcount == 1  # type: ignore[attr-defined]
 
+    @guarded(write=True)
     async def promote(self, model: str, number: int | None) -> None:
         """From now on ``model``'s name serves version ``number`` (None: the plugin)."""
-        async with self._session(write=True) as session:
+        async with self.database.sessions.begin() as session:
             session.add(Promotion(model=model, number=number, created=datetime.datetime.now()))
 
+    @guarded(write=True)
     async def rollback(self, model: str) -> bool:
         """Undo ``model``'s latest promotion, and those below it of versions deleted since,
         so that its name serves what it served before; False when there was none.
         """
-        async with self._session(write=True) as session:
+        async with self.database.sessions.begin() as session:
             latest = await session.scalar(select(func.max(Promotion.id)).where(Promotion.model == model))
             if latest is None:
                 return False
@@ -241,6 +210,7 @@ class VersionRecords:
                     return True
                 await session.execute(delete(Promotion).where(Promotion.id == below.id))
 
+    @guarded(write=False)
     async def catalog(self, models: list[str]) -> tuple[list[VersionRecord], dict[str, int]]:
         """The versions of ``models`` (as :meth:`versions_of`) and the version number each
         serves under its name, where one is promoted: both read in one session, as every
@@ -253,7 +223,7 @@ class VersionRecords:
             .subquery()
         )
         promotions = select(Promotion.model, Promotion.number).join(latest, Promotion.id == latest.c.id)
-        async with self._session() as session:
+        async with self.database.sessions() as session:
             versions = await _versions_of(session, models)
             promoted = {model: number for model, number in await session.execute(promotions) if number is not None}
         return versions, promoted

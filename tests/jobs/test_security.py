@@ -28,11 +28,12 @@ async def test_old_rows_keep_uploads_and_drop_forged_ones(database_url, tmp_path
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from deepaas_like.jobs.store import async_url
+    from deepaas_like.database import Database, async_url
 
+    # Rewritten for issue 27: the engine, async_url and migrate are the database room's.
     engine = create_async_engine(async_url(database_url))
-    store = JobStore(engine)
-    await store.migrate("0002")
+    store = JobStore(Database(engine))
+    await store.database.migrate("0002")
     folder = tmp_path / "deepaas-like-upload-old"
     genuine = {"__uploaded_file__": ["data", str(folder / "tmpab12.csv"), "text/csv", "in.csv"]}
     forged = {"__uploaded_file__": ["options", "/etc/shadow", "text/plain", "x"]}
@@ -57,7 +58,7 @@ async def test_old_rows_keep_uploads_and_drop_forged_ones(database_url, tmp_path
                     "created": "2026-01-01 00:00:00",
                 },
             )
-    await store.migrate()
+    await store.database.migrate()
     from deepaas_like.jobs.store import decode_kwargs
 
     decoded = {}

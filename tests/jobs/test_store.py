@@ -1,5 +1,8 @@
 """Job rows on real SQLite and real PostgreSQL: migrations, FIFO claims, finishing once,
 listing, progress, stored results, retention and interrupted jobs.
+
+Rewritten for issue 27: a job row's view is ``jobs.states.view`` (``Job.to_view`` went with
+the tables to the database room).
 """
 
 import asyncio
@@ -10,10 +13,10 @@ import re
 import pytest
 
 from deepaas_like.api.documents import job_document
+from deepaas_like.database.tables import JobResult
 from deepaas_like.exceptions import JobNotFound
-from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, NEWEST_FIRST, PENDING, RUNNING, JobView
+from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, NEWEST_FIRST, PENDING, RUNNING, JobView, view
 from deepaas_like.jobs.store import JobStore, decode_kwargs, encode_kwargs
-from deepaas_like.jobs.tables import JobResult
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.args import UploadedFile
 
@@ -27,7 +30,7 @@ async def store(database_url):
 
 async def test_create_claim_finish(store):
     job = await store.create("demo", TRAIN, {"epochs": 2}, {"epochs": 2})
-    document = job_document((await store.get("demo", job.uuid)).to_view())
+    document = job_document(view(await store.get("demo", job.uuid)))
     assert re.fullmatch(r"[0-9a-f]{32}", document["uuid"]) and document["status"] == PENDING
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+", document["date"])
     claimed = await store.claim("demo", TRAIN, "a")
@@ -35,7 +38,7 @@ async def test_create_claim_finish(store):
     assert await store.claim("demo", TRAIN, "a") is None
     assert await store.finish(job.uuid, DONE, output={"loss": 0.1})
     assert not await store.finish(job.uuid, CANCELLED), "a job ends once"
-    done = job_document((await store.get("demo", job.uuid)).to_view())
+    done = job_document(view(await store.get("demo", job.uuid)))
     assert done["status"] == DONE and done["result"]["output"] == {"loss": 0.1}
     assert done["result"]["duration_seconds"] >= 0 and "message" not in done
 
@@ -100,11 +103,11 @@ async def test_nothing_is_written_to_a_job_after_it_ended(store):
     await store.claim("demo", TRAIN, "a")
     await store.report(job.uuid, 0.25, [{"time": "t", "message": "epoch 1"}], {"loss": 0.5})
     assert await store.finish(job.uuid, CANCELLED, message="cancelled by a DELETE request")
-    answered = job_document((await store.get("demo", job.uuid)).to_view())
+    answered = job_document(view(await store.get("demo", job.uuid)))
     # A plugin that keeps reporting: its reports after the cancel change nothing.
     await store.report(job.uuid, 0.5, [{"time": "t", "message": "epoch 2"}], {"loss": 0.4})
     await store.annotate(job.uuid, "run-after-the-end")
-    assert job_document((await store.get("demo", job.uuid)).to_view()) == answered
+    assert job_document(view(await store.get("demo", job.uuid))) == answered
     assert answered["progress"] == 0.25 and answered["metrics"] == {"loss": 0.5}
 
 
@@ -113,13 +116,13 @@ async def test_progress_events_and_binary_results(store):
     await store.claim("demo", PREDICT, "a")
     await store.report(job.uuid, 0.5, [{"time": "t", "message": f"step {i}"} for i in range(60)])
     await store.report(job.uuid, None, [{"time": "t", "message": "last"}])
-    document = job_document((await store.get("demo", job.uuid)).to_view())
+    document = job_document(view(await store.get("demo", job.uuid)))
     assert document["progress"] == 0.5 and len(document["events"]) == 50
     assert document["events"][-1]["message"] == "last"
     await store.finish(job.uuid, DONE, media_type="image/png", result_file=f"{job.uuid}/prediction")
     stored = await store.get("demo", job.uuid)
     assert stored.result_file == f"{job.uuid}/prediction" and await store.result(job.uuid) is None
-    assert job_document(stored.to_view())["result"]["media_type"] == "image/png"
+    assert job_document(view(stored))["result"]["media_type"] == "image/png"
 
 
 async def test_retention_removes_finished_jobs_and_results(store):
@@ -153,8 +156,7 @@ async def test_only_the_owners_running_jobs_become_interrupted(database_url):
     reopened = await JobStore.open(database_url)  # migrations are idempotent
     assert await reopened.mark_interrupted("me") == 1
     states = {
-        uuid: job_document((await reopened.get("demo", uuid)).to_view())
-        for uuid in (mine.uuid, theirs.uuid, waiting.uuid)
+        uuid: job_document(view(await reopened.get("demo", uuid))) for uuid in (mine.uuid, theirs.uuid, waiting.uuid)
     }
     await reopened.close()
     assert states[mine.uuid]["status"] == ERROR and "interrupted" in states[mine.uuid]["message"]
@@ -174,7 +176,7 @@ async def test_migrations_bring_the_schema_to_the_models(database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from deepaas_like.jobs.tables import Base
+    from deepaas_like.database.tables import Base
 
     store = await JobStore.open(database_url)
     async with store.engine.connect() as connection:
@@ -191,9 +193,9 @@ async def test_a_job_claimed_but_never_started_does_not_stay_running(store, tmp_
     """
     from sqlalchemy import update
 
+    from deepaas_like.database.tables import Job
     from deepaas_like.jobs.result_files import ResultFiles
-    from deepaas_like.jobs.runner import JobRunner
-    from deepaas_like.jobs.tables import Job
+    from deepaas_like.jobs.service import JobOptions, Jobs
 
     job = await store.create("demo", TRAIN, {}, {})
     await store.claim("demo", TRAIN, "me")
@@ -205,9 +207,10 @@ async def test_a_job_claimed_but_never_started_does_not_stay_running(store, tmp_
             .where(Job.uuid == job.uuid)
             .values(started=datetime.datetime.now() - datetime.timedelta(minutes=2))
         )
-    runner = JobRunner(store, {}, "me", {}, results=ResultFiles(str(tmp_path / "results")), render=job_document)
-    await runner._untracked()
-    lost = job_document((await store.get("demo", job.uuid)).to_view())
+    # Rewritten for issue 27: the check of claims never started is the jobs' housekeeping.
+    jobs = Jobs(store, {}, JobOptions("me", {}), ResultFiles(str(tmp_path / "results")), job_document)
+    await jobs.housekeeping.untracked()
+    lost = job_document(view(await store.get("demo", job.uuid)))
     assert lost["status"] == ERROR and "lost track" in lost["message"]
     assert (await store.get("demo", recent.uuid)).status == RUNNING, "a claim of a moment ago is left alone"
 
@@ -220,7 +223,7 @@ async def test_nan_and_infinity_in_a_job_are_stored_as_null(store):
     await store.claim("demo", TRAIN, "a")
     await store.report(job.uuid, inf, [{"time": 0.0, "message": "diverged"}], {"loss": nan})
     assert await store.finish(job.uuid, DONE, output={"loss": nan, "history": [1.0, -inf]})
-    done = job_document((await store.get("demo", job.uuid)).to_view())
+    done = job_document(view(await store.get("demo", job.uuid)))
     assert done["args"] == {"rate": None}
     assert done["result"]["output"] == {"loss": None, "history": [1.0, None]}
     assert done["metrics"] == {"loss": None}

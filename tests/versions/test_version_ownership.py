@@ -10,7 +10,8 @@ import json
 
 import requests
 
-from deepaas_like.jobs.store import JobStore, async_url
+from deepaas_like.database import Database, async_url
+from deepaas_like.jobs.store import JobStore
 from deepaas_like.versions.records import VersionRecords
 from tests.versions.helpers import FAST, MODEL, auth, predict, train, until, versions
 
@@ -132,9 +133,10 @@ async def test_versions_made_before_owners_were_recorded_take_their_trainings_ke
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    # Rewritten for issue 27: the engine, async_url and migrate are the database room's.
     engine = create_async_engine(async_url(database_url))
-    store = JobStore(engine)
-    await store.migrate("0008")
+    store = JobStore(Database(engine))
+    await store.database.migrate("0008")
     async with engine.begin() as connection:
         await connection.execute(
             text(
@@ -151,7 +153,7 @@ async def test_versions_made_before_owners_were_recorded_take_their_trainings_ke
                 ),
                 {"number": number, "job": job, "location": f"m/{job}"},
             )
-    await store.migrate()
-    owners = {record.number: record.api_key_hash for record in await VersionRecords(engine).versions_of(["m"])}
+    await store.database.migrate()
+    owners = {record.number: record.api_key_hash for record in await VersionRecords(store.database).versions_of(["m"])}
     await store.close()
     assert owners == {1: "f" * 64, 2: None}

@@ -1,5 +1,7 @@
-"""The job tables (SQLAlchemy 2 declarative). Their schema is managed by alembic
-(``jobs/migrations``); change a table only together with a new migration.
+"""Every table of the server's database (SQLAlchemy 2 declarative): jobs, their stored
+results, the server instances sharing it, model versions and promotions. Their schema is
+managed by alembic (``database/migrations``); change a table only together with a new
+migration (a revision in ``database/migrations/revisions``).
 """
 
 from __future__ import annotations
@@ -8,14 +10,13 @@ import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from deepaas_like.database import Base
-from deepaas_like.jobs.states import JobView
-from deepaas_like.versions import records
+__all__ = ["Base", "Instance", "Job", "JobResult", "ModelVersion", "Promotion"]
 
-#: Every table of the server's database: the jobs' below, and the model versions' (``records``).
-__all__ = ["Base", "Instance", "Job", "JobResult", "records"]
+
+class Base(DeclarativeBase):
+    """Base of every table of the server's database (jobs, instances, model versions)."""
 
 
 class Job(Base):
@@ -56,7 +57,7 @@ class Job(Base):
     #: SHA-256 (hex) of the API key that created the job; None without API keys.
     api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: For a POST with an ``Idempotency-Key``: SHA-256 of (key hash, model, kind, that key),
-    #: and a fingerprint of the request's arguments (see ``JobRunner.submit``).
+    #: and a fingerprint of the request's arguments (see ``jobs.queue.Queue.submit``).
     idempotency_scope: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -67,28 +68,6 @@ class Job(Base):
     #: The model version a training made (``name@n``), and its MLflow run's id.
     version: Mapped[str | None] = mapped_column(String(250), nullable=True)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-
-    def to_view(self) -> JobView:
-        """The job as its clients may see it."""
-        return JobView(
-            uuid=self.uuid,
-            model=self.model,
-            kind=self.kind,
-            status=self.status,
-            args=self.args,
-            created=self.created,
-            finished=self.finished,
-            duration=self.duration,
-            output=self.output,
-            media_type=self.media_type,
-            message=self.message,
-            progress=self.progress,
-            events=tuple(self.events or ()),
-            has_file=self.result_file is not None,
-            metrics=dict(self.metrics or {}),
-            version=self.version,
-            run_id=self.run_id,
-        )
 
 
 class JobResult(Base):
@@ -114,3 +93,38 @@ class Instance(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started: Mapped[float] = mapped_column(Float)
     heartbeat: Mapped[float] = mapped_column(Float)
+
+
+class ModelVersion(Base):
+    """One version: made by training job ``job``, stored at ``location`` (relative to the
+    model store), with the training's ``arguments`` and ``metrics`` (numbers); it belongs
+    to the API key hashed as ``api_key_hash`` (the training's; NULL without API keys).
+    """
+
+    __tablename__ = "model_versions"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    job: Mapped[str] = mapped_column(String(32))
+    location: Mapped[str] = mapped_column(Text)
+    parent: Mapped[str] = mapped_column(String(250))
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created: Mapped[datetime.datetime] = mapped_column(DateTime)
+    deleted: Mapped[datetime.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Promotion(Base):
+    """``model``'s name serves version ``number`` (None: the plugin itself) from ``created``
+    on, until a later promotion.
+    """
+
+    __tablename__ = "model_promotions"
+    __table_args__ = (Index("ix_model_promotions_model", "model", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created: Mapped[datetime.datetime] = mapped_column(DateTime)

@@ -1,1 +1,0 @@
-"""Alembic migrations of the job database, applied at start-up (``store.migrate``)."""
