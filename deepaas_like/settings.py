@@ -361,13 +361,12 @@ class ModelSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything the server needs, one field per option; defaults are DEEPaaS's where it has
-    the option. Times are in seconds unless the name says otherwise, sizes in bytes, 0 means
-    "no limit" where the help says so. :meth:`for_model` gives a model's
-    :class:`ModelSettings`.
+    """Everything the server needs, one field per option (its section in its declaration:
+    ``HTTP.option(...)``); defaults are DEEPaaS's where it has the option. Times are in
+    seconds unless the name says otherwise, sizes in bytes, 0 means "no limit" where the
+    help says so. :meth:`for_model` gives a model's :class:`ModelSettings`.
     """
 
-    # Server
     listen_ip: str = HTTP.option(cfg.HostAddressOpt, "listen-ip", "127.0.0.1", "IP address the server listens on.")
     listen_port: int = HTTP.option(cfg.PortOpt, "listen-port", 5000, "Port the server listens on.")
     grpc_port: int = GRPC.option(
@@ -488,7 +487,6 @@ class Settings:
         "Log one line per HTTP request (client, request line, status, bytes, seconds, user agent, request id), "
         "in blocks: at most 0.01 s after the request ends.",
     )
-    # Security
     auth_tokens: tuple[str, ...] = SECURITY.option(
         cfg.MultiStrOpt,
         "auth-token",
@@ -519,7 +517,6 @@ class Settings:
         (),
         "Origin allowed to call the API from a browser (repeat; * for any).",
     )
-    # Models and workers (the per-model options are ModelSettings fields)
     model_names: tuple[str, ...] = MODELS.option(
         cfg.MultiStrOpt,
         "model-name",
@@ -597,12 +594,11 @@ class Settings:
         "Autoscaling (max-workers): seconds a worker must keep idling before one is removed.",
         min=0,
     )
-    #: The per-model options as the DEFAULT group sets them (every model's defaults).
+    #: The per-model options as the command line and the sections set them (every model's).
     model: ModelSettings = dataclasses.field(default_factory=lambda: ModelSettings())
     #: Model name -> its settings, where a ``[model:NAME]`` section (or the deprecated
     #: ``model-workers``, ``model-predict-timeout``) names it.
     models: dict[str, ModelSettings] = dataclasses.field(default_factory=dict)
-    # Jobs
     database_url: str = JOBS.option(
         cfg.StrOpt,
         "database-url",
@@ -667,7 +663,6 @@ class Settings:
         min=0.1,
     )
 
-    # Model versions and tracking
     model_store: str | None = VERSIONS.option(
         cfg.StrOpt,
         "model-store",
