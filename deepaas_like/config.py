@@ -138,8 +138,8 @@ class _Completion(argparse.Action):
         conf(["--shell_completion", values], prog=parser.prog, default_config_files=[], default_config_dirs=[])
 
 
-def _shown(opt: cfg.Opt) -> str:
-    """``opt``'s help, with its default where it has one worth showing."""
+def _help(opt: cfg.Opt) -> str:
+    """``opt``'s help for argparse (``%`` doubled), with its default where it has one worth showing."""
     default = opt.default
     if isinstance(opt, cfg.BoolOpt):
         shown: str | None = "on" if default else "off"
@@ -147,14 +147,15 @@ def _shown(opt: cfg.Opt) -> str:
         shown = None
     else:
         shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
-    return f"{opt.help} Default: {shown}." if shown is not None else str(opt.help)
+    text = f"{opt.help} Default: {shown}." if shown is not None else str(opt.help)
+    return text.replace("%", "%%")
 
 
 def _add_argument(container: Any, name: str, default: Any) -> None:
     opt = OPTS[name]
     if isinstance(opt, cfg.BoolOpt):
         container.add_argument(
-            f"--{name}", f"--no{name}", action=_Switch, dest=opt.dest, default=default, help=_shown(opt)
+            f"--{name}", f"--no{name}", action=_Switch, dest=opt.dest, default=default, help=_help(opt)
         )
         container.add_argument(
             f"--no-{name}", action="store_false", dest=opt.dest, default=default, help=argparse.SUPPRESS
@@ -165,7 +166,7 @@ def _add_argument(container: Any, name: str, default: Any) -> None:
         action="append" if opt.multi else "store",
         dest=opt.dest,
         default=default,
-        help=_shown(opt).replace("%", "%%"),
+        help=_help(opt),
         metavar=opt.dest.upper(),
     )
 
