@@ -283,10 +283,18 @@ def _settings(conf: cfg.ConfigOpts, given: dict[str, Any]) -> Settings:
     values = {field.name: _value(conf, given, option) for field, option in options(Settings)}
     model = ModelSettings(**{field.name: _value(conf, given, option) for field, option in options(ModelSettings)})
     models = _per_model(values, model)
+    known = {"DEFAULT", *(section.name for section in SECTIONS)}
     for section in conf.list_all_sections():
         if section.startswith(MODEL_SECTION):
             name = section[len(MODEL_SECTION) :]
             models[name] = dataclasses.replace(models.get(name, model), **_section(conf, section))
+        elif section not in known:
+            LOG.warning(
+                "[%s] is not a section of this server's options (%s, %sNAME): what it sets is ignored",
+                section,
+                ", ".join(sorted(known)),
+                MODEL_SECTION,
+            )
     for where, settings_of_model in [("", model), *((f"[{MODEL_SECTION}{name}] ", m) for name, m in models.items())]:
         problem = settings_of_model.problem()
         if problem:

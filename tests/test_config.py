@@ -293,3 +293,13 @@ def test_help_groups_the_options_by_section_and_documents_one_negative_spelling(
     http = text[text.index("\nhttp:") : text.index("\nsecurity:")]
     assert "\n  --listen-port LISTEN_PORT" in http and "\n  --workers WORKERS" not in http
     assert "\n  --workers WORKERS" in text[text.index("\nworkers:") :]
+
+
+def test_a_section_of_another_name_is_reported_as_ignored(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="deepaas_like"):
+        settings = read(written(tmp_path, "[htpp]\nlisten_port = 8080\n[http]\nbase_path = /a\n"))
+    assert (settings.listen_port, settings.base_path) == (5000, "/a")
+    assert [record.getMessage() for record in caplog.records] == [
+        "[htpp] is not a section of this server's options (DEFAULT, grpc, http, jobs, logging, models, ray, "
+        "security, versions, workers, model:NAME): what it sets is ignored"
+    ]
