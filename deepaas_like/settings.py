@@ -1,6 +1,8 @@
 """Settings the server runs with: every configuration option declared once, as a field of
-:class:`Settings` with its oslo.config type, help text and default. ``config.py`` turns the
-table into command-line and file options; ``cmd/`` reads them once and passes Settings down.
+:class:`Settings` or :class:`ModelSettings` with its section, oslo.config type, help text and
+default. :mod:`deepaas_like.config` turns this table into the command line, the
+configuration file's sections and the sample file; ``cmd/`` reads them once and passes
+Settings down.
 """
 
 from __future__ import annotations
@@ -15,6 +17,23 @@ from typing import Any
 from oslo_config import cfg
 
 from deepaas_like.model.loading import DEFAULT_NAMESPACE
+
+__all__ = [
+    "AUTH_ENV",
+    "MLFLOW_ENV",
+    "MODEL_ENV",
+    "SECTIONS",
+    "ModelSettings",
+    "Option",
+    "Section",
+    "Settings",
+    "default_database_url",
+    "default_model_store",
+    "default_results_dir",
+    "in_memory_database",
+    "model_names",
+    "options",
+]
 
 #: Models to serve when ``--model-name`` is not given (DEEPaaS's variable).
 MODEL_ENV = "DEEPAAS_V2_MODEL"
@@ -78,36 +97,64 @@ def _beside_database(database_url: str, folder: str) -> str:
 class Option:
     """How a :class:`Settings` field is configured: ``kind`` is the oslo.config option class,
     ``name`` the option's name (``--name`` on the command line, ``name`` with underscores
-    in a file), ``read`` turns the option's value into the field's (and raises
-    ``ValueError`` with the reason for a bad one), ``extra`` goes to the option (``min``,
-    ``secret``, ``sample_default``).
+    in a file), ``section`` the name of its :class:`Section`, ``read`` turns the option's
+    value into the field's (and raises ``ValueError`` with the reason for a bad one),
+    ``extra`` goes to the option (``min``, ``secret``, ``sample_default``).
     """
 
     kind: type[cfg.Opt]
     name: str
     help: str
+    section: str
     read: Callable[[Any], Any] | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def option(
-    kind: type[cfg.Opt],
-    name: str,
-    default: Any,
-    help: str,
-    *,
-    read: Callable[[Any], Any] | None = None,
-    **extra: Any,
-) -> Any:
-    """A :class:`Settings` field configured by the option ``name`` (see :class:`Option`);
-    a callable ``default`` is called for each Settings and when the options are registered.
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A group of options: a ``[name]`` section of the configuration file and a titled
+    group of ``--help``. ``help`` says what the options in it are about.
     """
-    metadata = {"option": Option(kind, name, help, read, extra)}
-    if callable(default):
-        return dataclasses.field(default_factory=default, metadata=metadata)
-    if isinstance(default, dict):
-        return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+
+    name: str
+    help: str
+
+    def option(
+        self,
+        kind: type[cfg.Opt],
+        name: str,
+        default: Any,
+        help: str,
+        *,
+        read: Callable[[Any], Any] | None = None,
+        **extra: Any,
+    ) -> Any:
+        """A :class:`Settings` field configured by the option ``name`` of this section (see
+        :class:`Option`); a callable ``default`` is called for each Settings and when the
+        options are registered.
+        """
+        metadata = {"option": Option(kind, name, help, self.name, read, extra)}
+        if callable(default):
+            return dataclasses.field(default_factory=default, metadata=metadata)
+        if isinstance(default, dict):
+            return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
+        return dataclasses.field(default=default, metadata=metadata)
+
+
+MODELS = Section("models", "Which model plugins are served.")
+HTTP = Section("http", "The HTTP server: address, routes, links, limits, shutdown.")
+SECURITY = Section("security", "API keys and browser access.")
+WORKERS = Section(
+    "workers",
+    "Where plugin code runs and how each model is served (a [model:NAME] section sets these for model NAME).",
+)
+JOBS = Section("jobs", "The job database: trainings and asynchronous predictions, shared by instances.")
+VERSIONS = Section("versions", "Model versions that trainings make, and MLflow tracking.")
+RAY = Section("ray", "The Ray cluster, with --executor ray.")
+GRPC = Section("grpc", "The gRPC server beside HTTP.")
+LOGGING = Section("logging", "Log lines.")
+#: Every section, in the order of ``--help`` and of the sample configuration file.
+SECTIONS: tuple[Section, ...] = (MODELS, HTTP, SECURITY, WORKERS, JOBS, VERSIONS, RAY, GRPC, LOGGING)
 
 
 def options(settings: type | None = None) -> list[tuple[dataclasses.Field[Any], Option]]:
@@ -169,47 +216,47 @@ def _networks(values: list[str]) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
-    """How one model is served. The options in the DEFAULT group set them for every model; a
-    ``[model:NAME]`` section of the configuration file sets them for model NAME (see
-    :func:`deepaas_like.config.settings`). Seconds and milliseconds as the names say.
+    """How one model is served. The options (of the workers, ray and versions sections) set them
+    for every model; a ``[model:NAME]`` section of the configuration file sets them for model
+    NAME (see :func:`deepaas_like.config.read`). Seconds and milliseconds as the names say.
     """
 
-    workers: int = option(cfg.IntOpt, "workers", 1, "Worker processes for predictions, per model.", min=1)
-    train_workers: int = option(
+    workers: int = WORKERS.option(cfg.IntOpt, "workers", 1, "Worker processes for predictions, per model.", min=1)
+    train_workers: int = WORKERS.option(
         cfg.IntOpt, "train-workers", 1, "Worker processes per model for trainings (started on first use).", min=1
     )
-    gpus: tuple[str, ...] = option(
+    gpus: tuple[str, ...] = WORKERS.option(
         cfg.ListOpt, "gpus", (), "GPU ids given to workers round-robin through CUDA_VISIBLE_DEVICES, e.g. 0,1."
     )
-    max_batch_size: int = option(
+    max_batch_size: int = WORKERS.option(
         cfg.IntOpt,
         "max-batch-size",
         8,
         "Most requests grouped into one predict_batch() call, for plugins that have it. 1: no batching.",
         min=1,
     )
-    batch_wait_ms: float = option(
+    batch_wait_ms: float = WORKERS.option(
         cfg.FloatOpt,
         "batch-wait-ms",
         5.0,
         "Longest a request waits for others to join its batch, in milliseconds.",
         min=0,
     )
-    predict_timeout: float = option(
+    predict_timeout: float = WORKERS.option(
         cfg.FloatOpt,
         "predict-timeout",
         0.0,
         "Seconds a prediction may take; past it the answer is 504 and the worker is replaced. 0: no limit.",
         min=0,
     )
-    max_queue: int = option(
+    max_queue: int = WORKERS.option(
         cfg.IntOpt,
         "max-queue",
         256,
         "Most requests waiting for a model's predict workers; more get 503 with Retry-After. 0: no bound.",
         min=0,
     )
-    pipeline_depth: int = option(
+    pipeline_depth: int = WORKERS.option(
         cfg.IntOpt,
         "pipeline-depth",
         2,
@@ -218,14 +265,14 @@ class ModelSettings:
         "while every worker is busy. 1: one at a time (calls of very different lengths, several workers).",
         min=1,
     )
-    worker_memory_limit_mb: int = option(
+    worker_memory_limit_mb: int = WORKERS.option(
         cfg.IntOpt,
         "worker-memory-limit",
         0,
         "Address-space limit of each worker process, in MiB (RLIMIT_AS); allocations past it fail. 0: none.",
         min=0,
     )
-    max_result_size: int = option(
+    max_result_size: int = WORKERS.option(
         cfg.IntOpt,
         "max-result-size",
         0,
@@ -233,7 +280,7 @@ class ModelSettings:
         "Binary results over 1 MiB travel from the worker as files in the upload directory. 0: no limit.",
         min=0,
     )
-    worker_threads: int = option(
+    worker_threads: int = WORKERS.option(
         cfg.IntOpt,
         "worker-threads",
         0,
@@ -241,8 +288,10 @@ class ModelSettings:
         "On shared CPUs, 1 avoids threads spin-waiting for each other. 0: as the environment says.",
         min=0,
     )
-    warm: bool = option(cfg.BoolOpt, "warm", True, "Call each plugin's warm() in every worker before it takes work.")
-    max_workers: int = option(
+    warm: bool = WORKERS.option(
+        cfg.BoolOpt, "warm", True, "Call each plugin's warm() in every worker before it takes work."
+    )
+    max_workers: int = WORKERS.option(
         cfg.IntOpt,
         "max-workers",
         0,
@@ -252,14 +301,14 @@ class ModelSettings:
         min=0,
     )
     # Where a worker runs on a Ray cluster (--executor ray): what Ray reserves for each.
-    ray_num_cpus: float = option(
+    ray_num_cpus: float = RAY.option(
         cfg.FloatOpt,
         "ray-num-cpus",
         1.0,
         "With --executor ray: CPUs reserved for each worker (fractions allowed).",
         min=0,
     )
-    ray_num_gpus: float = option(
+    ray_num_gpus: float = RAY.option(
         cfg.FloatOpt,
         "ray-num-gpus",
         0.0,
@@ -267,7 +316,7 @@ class ModelSettings:
         "one). Ray gives the worker its ids through CUDA_VISIBLE_DEVICES.",
         min=0,
     )
-    ray_memory_mb: int = option(
+    ray_memory_mb: int = RAY.option(
         cfg.IntOpt,
         "ray-memory",
         0,
@@ -275,7 +324,7 @@ class ModelSettings:
         "free). 0: none reserved.",
         min=0,
     )
-    ray_resources: dict[str, float] = option(
+    ray_resources: dict[str, float] = RAY.option(
         cfg.DictOpt,
         "ray-resources",
         {},
@@ -283,7 +332,7 @@ class ModelSettings:
         "declare them: ray start --resources).",
         read=_pairs(float),
     )
-    ray_node_labels: dict[str, str] = option(
+    ray_node_labels: dict[str, str] = RAY.option(
         cfg.DictOpt,
         "ray-node-labels",
         {},
@@ -291,7 +340,7 @@ class ModelSettings:
         "them: ray start --labels zone=b).",
         read=lambda values: dict(values or {}),
     )
-    version_workers: int = option(
+    version_workers: int = VERSIONS.option(
         cfg.IntOpt,
         "version-workers",
         1,
@@ -312,35 +361,34 @@ class ModelSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything the server needs, one field per option; defaults are DEEPaaS's where it has
-    the option. Times are in seconds unless the name says otherwise, sizes in bytes, 0 means
-    "no limit" where the help says so. :meth:`for_model` gives a model's
-    :class:`ModelSettings`.
+    """Everything the server needs, one field per option (its section in its declaration:
+    ``HTTP.option(...)``); defaults are DEEPaaS's where it has the option. Times are in
+    seconds unless the name says otherwise, sizes in bytes, 0 means "no limit" where the
+    help says so. :meth:`for_model` gives a model's :class:`ModelSettings`.
     """
 
-    # Server
-    listen_ip: str = option(cfg.HostAddressOpt, "listen-ip", "127.0.0.1", "IP address the server listens on.")
-    listen_port: int = option(cfg.PortOpt, "listen-port", 5000, "Port the server listens on.")
-    grpc_port: int = option(
+    listen_ip: str = HTTP.option(cfg.HostAddressOpt, "listen-ip", "127.0.0.1", "IP address the server listens on.")
+    listen_port: int = HTTP.option(cfg.PortOpt, "listen-port", 5000, "Port the server listens on.")
+    grpc_port: int = GRPC.option(
         cfg.PortOpt,
         "grpc-port",
         0,
         "Port of a gRPC server beside HTTP, on listen-ip, serving the same models, jobs and API keys "
         "(needs the grpc extra: pip install 'deepaas_like[grpc]'). 0: no gRPC.",
     )
-    base_path: str = option(
+    base_path: str = HTTP.option(
         cfg.StrOpt, "base-path", "", "Path prefix of every route, e.g. /deepaas.", read=lambda path: path.rstrip("/")
     )
-    predict_endpoint: bool = option(
+    predict_endpoint: bool = HTTP.option(
         cfg.BoolOpt, "predict-endpoint", True, "Serve the predict endpoints (402 when off)."
     )
-    train_endpoint: bool = option(cfg.BoolOpt, "train-endpoint", True, "Serve the train endpoints (402 when off).")
-    doc_endpoint: bool = option(
+    train_endpoint: bool = HTTP.option(cfg.BoolOpt, "train-endpoint", True, "Serve the train endpoints (402 when off).")
+    doc_endpoint: bool = HTTP.option(
         cfg.BoolOpt, "doc-endpoint", True, "Serve /swagger.json, /openapi.json and Swagger UI at /api."
     )
-    debug_endpoint: bool = option(cfg.BoolOpt, "debug-endpoint", False, "Serve recent log lines at /debug.")
-    debug: bool = option(cfg.BoolOpt, "debug", False, "Log at DEBUG and add tracebacks to error responses.")
-    client_max_size: int = option(
+    debug_endpoint: bool = HTTP.option(cfg.BoolOpt, "debug-endpoint", False, "Serve recent log lines at /debug.")
+    debug: bool = LOGGING.option(cfg.BoolOpt, "debug", False, "Log at DEBUG and add tracebacks to error responses.")
+    client_max_size: int = HTTP.option(
         cfg.IntOpt,
         "client-max-size",
         0,
@@ -349,7 +397,7 @@ class Settings:
     )
     # 1000: the default of Werkzeug's max_form_parts (2.2.3, CVE-2023-25577), of Starlette's
     # max_fields and max_files (0.25.0, GHSA-74m5-2c7w-9w3x) and of aiohttp's client_max_fields.
-    max_form_parts: int = option(
+    max_form_parts: int = HTTP.option(
         cfg.IntOpt,
         "max-form-parts",
         1000,
@@ -357,13 +405,13 @@ class Settings:
         "one; a body with more gets 413, as soon as the part past the limit arrives. 0: no limit.",
         min=0,
     )
-    upload_dir: str | None = option(
+    upload_dir: str | None = HTTP.option(
         cfg.StrOpt,
         "upload-dir",
         None,
         "Directory for uploaded files while a call runs (default: the system temp dir).",
     )
-    shutdown_timeout: float = option(
+    shutdown_timeout: float = HTTP.option(
         cfg.FloatOpt,
         "shutdown-timeout",
         30.0,
@@ -371,8 +419,10 @@ class Settings:
         "finish in time are answered 503 with Retry-After, then the server stops.",
         min=0,
     )
-    log_json: bool = option(cfg.BoolOpt, "log-json", False, "Write log lines as JSON objects (with the request id).")
-    keepalive_timeout: float = option(
+    log_json: bool = LOGGING.option(
+        cfg.BoolOpt, "log-json", False, "Write log lines as JSON objects (with the request id)."
+    )
+    keepalive_timeout: float = HTTP.option(
         cfg.FloatOpt,
         "keepalive-timeout",
         15.0,
@@ -380,7 +430,7 @@ class Settings:
         "request's headers (slow-header clients are disconnected).",
         min=1,
     )
-    max_connections: int = option(
+    max_connections: int = HTTP.option(
         cfg.IntOpt,
         "max-connections",
         0,
@@ -389,7 +439,7 @@ class Settings:
         "at most 10000.",
         min=0,
     )
-    event_loop: str = option(
+    event_loop: str = HTTP.option(
         cfg.StrOpt,
         "event-loop",
         "auto",
@@ -398,7 +448,7 @@ class Settings:
         "asyncio's with several (see doc/configuration.rst).",
         choices=("auto", "uvloop", "asyncio"),
     )
-    server_processes: int = option(
+    server_processes: int = HTTP.option(
         cfg.IntOpt,
         "server-processes",
         1,
@@ -407,14 +457,14 @@ class Settings:
         "uses more cores for HTTP. Not with --executor ray.",
         min=1,
     )
-    body_timeout: float = option(
+    body_timeout: float = HTTP.option(
         cfg.FloatOpt,
         "body-timeout",
         60.0,
         "Seconds a client may pause while sending a request body before the request is refused with 408. 0: no limit.",
         min=0,
     )
-    public_url: str | None = option(
+    public_url: str | None = HTTP.option(
         cfg.StrOpt,
         "public-url",
         None,
@@ -422,7 +472,7 @@ class Settings:
         "Location headers are built from it. Default: relative links (never the client's Host header).",
         read=lambda url: url.rstrip("/") if url else None,
     )
-    trusted_proxies: tuple[str, ...] = option(
+    trusted_proxies: tuple[str, ...] = HTTP.option(
         cfg.ListOpt,
         "trusted-proxies",
         (),
@@ -430,15 +480,14 @@ class Settings:
         "X-Forwarded-Prefix headers build links (when public-url is unset), e.g. 127.0.0.1,10.0.0.0/8.",
         read=_networks,
     )
-    access_log: bool = option(
+    access_log: bool = LOGGING.option(
         cfg.BoolOpt,
         "access-log",
         True,
         "Log one line per HTTP request (client, request line, status, bytes, seconds, user agent, request id), "
         "in blocks: at most 0.01 s after the request ends.",
     )
-    # Security
-    auth_tokens: tuple[str, ...] = option(
+    auth_tokens: tuple[str, ...] = SECURITY.option(
         cfg.MultiStrOpt,
         "auth-token",
         (),
@@ -447,7 +496,7 @@ class Settings:
         read=_tokens,
         secret=True,
     )
-    admin_tokens: tuple[str, ...] = option(
+    admin_tokens: tuple[str, ...] = SECURITY.option(
         cfg.MultiStrOpt,
         "admin-token",
         (),
@@ -456,45 +505,45 @@ class Settings:
         read=lambda values: tuple(token.strip() for token in values if token.strip()),
         secret=True,
     )
-    auth_docs: bool = option(
+    auth_docs: bool = SECURITY.option(
         cfg.BoolOpt,
         "auth-docs",
         False,
         "Also require the API key for metadata, docs and metrics (health stays open).",
     )
-    cors_origins: tuple[str, ...] = option(
+    cors_origins: tuple[str, ...] = SECURITY.option(
         cfg.MultiStrOpt,
         "cors-origin",
         (),
         "Origin allowed to call the API from a browser (repeat; * for any).",
     )
-    # Models and workers (the per-model options are ModelSettings fields)
-    model_names: tuple[str, ...] = option(
+    model_names: tuple[str, ...] = MODELS.option(
         cfg.MultiStrOpt,
         "model-name",
         (),
-        f"Model(s) to serve, by entry-point name; repeat or separate with commas. "
-        f"Default: ${MODEL_ENV}, else every installed model.",
+        f"Model(s) to serve (deepaas-like-cli: to call), by entry-point name; repeat or separate with "
+        f"commas. Default: ${MODEL_ENV}, else every installed model (deepaas-like-cli: the only one).",
         read=model_names,
     )
-    namespace: str = option(
+    namespace: str = MODELS.option(
         cfg.StrOpt, "model-namespace", DEFAULT_NAMESPACE, "Entry-point group that plugins are found in."
     )
-    model_workers: dict[str, int] = option(
+    model_workers: dict[str, int] = MODELS.option(
         cfg.DictOpt,
         "model-workers",
         {},
-        "Per-model predict workers, e.g. demo:2,other:1; overrides workers.",
+        "Deprecated: set workers in a [model:NAME] section instead. Per-model predict workers, e.g. demo:2,other:1.",
         read=_pairs(int),
     )
-    model_predict_timeouts: dict[str, float] = option(
+    model_predict_timeouts: dict[str, float] = MODELS.option(
         cfg.DictOpt,
         "model-predict-timeout",
         {},
-        "Per-model predict timeout in seconds, e.g. demo:5,slow:60.",
+        "Deprecated: set predict_timeout in a [model:NAME] section instead. Per-model predict "
+        "timeout in seconds, e.g. demo:5,slow:60.",
         read=_pairs(float),
     )
-    executor: str = option(
+    executor: str = WORKERS.option(
         cfg.StrOpt,
         "executor",
         "process",
@@ -502,21 +551,21 @@ class Settings:
         "a Ray cluster; pip install 'deepaas_like[ray]').",
         choices=("process", "ray"),
     )
-    ray_address: str = option(
+    ray_address: str = RAY.option(
         cfg.StrOpt,
         "ray-address",
         "",
         "With --executor ray: the cluster. auto (the one 'ray start' runs on this machine), HOST:PORT "
         "(its head's GCS address), ray://HOST:10001 (Ray Client), or empty: a Ray instance of this server's own.",
     )
-    ray_connect_timeout: float = option(
+    ray_connect_timeout: float = RAY.option(
         cfg.FloatOpt,
         "ray-connect-timeout",
         30.0,
         "With --executor ray: seconds to reach the cluster; at start, past it the server does not start.",
         min=1,
     )
-    ray_head_timeout: float = option(
+    ray_head_timeout: float = RAY.option(
         cfg.FloatOpt,
         "ray-head-timeout",
         10.0,
@@ -524,33 +573,33 @@ class Settings:
         "counts as lost: predictions get 503 with Retry-After while the server reconnects.",
         min=1,
     )
-    ray_reconnect_interval: float = option(
+    ray_reconnect_interval: float = RAY.option(
         cfg.FloatOpt,
         "ray-reconnect-interval",
         5.0,
         "With --executor ray: seconds between attempts to reconnect to a lost cluster.",
         min=0.1,
     )
-    scale_up_delay: float = option(
+    scale_up_delay: float = WORKERS.option(
         cfg.FloatOpt,
         "scale-up-delay",
         5.0,
         "Autoscaling (max-workers): seconds requests must keep waiting for a worker before one is added.",
         min=0,
     )
-    scale_down_delay: float = option(
+    scale_down_delay: float = WORKERS.option(
         cfg.FloatOpt,
         "scale-down-delay",
         60.0,
         "Autoscaling (max-workers): seconds a worker must keep idling before one is removed.",
         min=0,
     )
-    #: The per-model options as the DEFAULT group sets them (every model's defaults).
+    #: The per-model options as the command line and the sections set them (every model's).
     model: ModelSettings = dataclasses.field(default_factory=lambda: ModelSettings())
-    #: Model name -> its settings, where a section, ``model-workers`` or ``model-predict-timeout`` names it.
+    #: Model name -> its settings, where a ``[model:NAME]`` section (or the deprecated
+    #: ``model-workers``, ``model-predict-timeout``) names it.
     models: dict[str, ModelSettings] = dataclasses.field(default_factory=dict)
-    # Jobs
-    database_url: str = option(
+    database_url: str = JOBS.option(
         cfg.StrOpt,
         "database-url",
         default_database_url,
@@ -558,7 +607,7 @@ class Settings:
         "postgresql://USER:PASSWORD@HOST/DB; the asyncio drivers (aiosqlite, psycopg) are used for them.",
         sample_default="sqlite+aiosqlite:///$XDG_STATE_HOME/deepaas_like/jobs.sqlite",
     )
-    instance: str = option(
+    instance: str = JOBS.option(
         cfg.StrOpt,
         "instance-name",
         None,
@@ -566,21 +615,21 @@ class Settings:
         "when it stopped are reported as interrupted when it starts again. Default: host:port.",
         sample_default="<hostname>:<listen-port>",
     )
-    job_poll_interval: float = option(
+    job_poll_interval: float = JOBS.option(
         cfg.FloatOpt,
         "job-poll-interval",
         0.5,
         "Seconds between looks at the database for queued jobs and cancels from other instances.",
         min=0.01,
     )
-    job_retention_hours: float = option(
+    job_retention_hours: float = JOBS.option(
         cfg.FloatOpt,
         "job-retention-hours",
         0.0,
         "Finished jobs and their stored results are deleted after this many hours. 0: kept forever.",
         min=0,
     )
-    results_dir: str | None = option(
+    results_dir: str | None = JOBS.option(
         cfg.StrOpt,
         "results-dir",
         None,
@@ -589,7 +638,7 @@ class Settings:
         "$XDG_STATE_HOME/deepaas_like/job-results. Instances sharing a database need a shared one.",
         sample_default="<the SQLite database's directory>/job-results",
     )
-    idempotency_key_hours: float = option(
+    idempotency_key_hours: float = JOBS.option(
         cfg.FloatOpt,
         "idempotency-key-hours",
         24.0,
@@ -597,14 +646,14 @@ class Settings:
         "header by the same API key, returns the first job instead of making another.",
         min=0,
     )
-    heartbeat_interval: float = option(
+    heartbeat_interval: float = JOBS.option(
         cfg.FloatOpt,
         "heartbeat-interval",
         10.0,
         "Seconds between this instance's heartbeats in the job database.",
         min=0.05,
     )
-    heartbeat_expiry: float = option(
+    heartbeat_expiry: float = JOBS.option(
         cfg.FloatOpt,
         "heartbeat-expiry",
         60.0,
@@ -614,8 +663,7 @@ class Settings:
         min=0.1,
     )
 
-    # Model versions and tracking
-    model_store: str | None = option(
+    model_store: str | None = VERSIONS.option(
         cfg.StrOpt,
         "model-store",
         None,
@@ -626,7 +674,7 @@ class Settings:
         read=_model_store,
         sample_default="<the SQLite database's directory>/model-store",
     )
-    max_loaded_versions: int = option(
+    max_loaded_versions: int = VERSIONS.option(
         cfg.IntOpt,
         "max-loaded-versions",
         2,
@@ -634,7 +682,7 @@ class Settings:
         "idle version is unloaded (its next call loads it again), never a promoted one. 0: no bound.",
         min=0,
     )
-    version_load_timeout: float = option(
+    version_load_timeout: float = VERSIONS.option(
         cfg.FloatOpt,
         "version-load-timeout",
         120.0,
@@ -642,7 +690,7 @@ class Settings:
         "the answer is 503 with Retry-After (the load goes on).",
         min=0.1,
     )
-    mlflow_tracking_uri: str | None = option(
+    mlflow_tracking_uri: str | None = VERSIONS.option(
         cfg.StrOpt,
         "mlflow-tracking-uri",
         None,

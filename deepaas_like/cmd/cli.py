@@ -39,11 +39,13 @@ from deepaas_like.cmd import install
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
 from deepaas_like.model import args as model_args
 from deepaas_like.model.files import UploadedFile
-from deepaas_like.model.loading import DEFAULT_NAMESPACE, resolve_model_names
+from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.serving import schemas
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 from deepaas_like.workers.inprocess import InProcessPool
+
+__all__ = ["build_parser", "global_options", "load_arguments", "main", "result_stdout", "run"]
 
 DESCRIPTION = "Call a model plugin in this process, without a server, or install a plugin."
 EPILOG = (
@@ -69,15 +71,13 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+#: The server's options that the CLI reads, declared once in :mod:`deepaas_like.settings`.
+GLOBAL_OPTIONS = ("model-name", "model-namespace", "warm")
+
+
 def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(prog="deepaas-like-cli", description=DESCRIPTION, epilog=EPILOG, add_help=add_help)
-    parser.add_argument(
-        "--model-name", default=None, help="model to call (default: $DEEPAAS_V2_MODEL, or the only one installed)"
-    )
-    parser.add_argument(
-        "--model-namespace", default=DEFAULT_NAMESPACE, help="entry-point group of plugins (default: %(default)s)"
-    )
-    parser.add_argument("--no-warm", dest="warm", action="store_false", help="do not call warm() first")
+    config.add_arguments(parser, GLOBAL_OPTIONS)
     parser.add_argument(
         METHOD_OUTPUT,
         dest="method_output",
@@ -90,10 +90,15 @@ def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def global_options(argv: list[str]) -> argparse.Namespace:
     """The options before the command; ``command`` is the command and all that follows it,
-    which may repeat the names of these options (a plugin's arguments)."""
+    which may repeat the names of these options (a plugin's arguments). ``model_name`` is
+    the ``--model-name`` values joined by commas (None without one), ``model_namespace`` a
+    string, ``warm`` a bool.
+    """
     parser = _base_parser(add_help=False)
     parser.add_argument("command", nargs=argparse.REMAINDER)
-    return parser.parse_known_args(argv)[0]
+    options = parser.parse_known_args(argv)[0]
+    options.model_name = ",".join(options.model_name) or None
+    return options
 
 
 def _help(field: fields.Field) -> str:

@@ -36,17 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     start (bad options, a plugin that fails to load, an unusable job database or upload
     directory, an address in use).
     """
-    conf = cfg.ConfigOpts()
-    config.register(conf, show_defaults=True)
     try:
-        conf(
+        settings = config.read(
             argv if argv is not None else sys.argv[1:],
-            project="deepaas_like",
             version=deepaas_like.__version__,
             description="Serve DEEPaaS V2 model plugins over HTTP.",
-            epilog=config.EPILOG,
         )
-        settings = config.settings(conf)
     except cfg.Error as error:
         print(f"deepaas-like-run: {error}", file=sys.stderr)
         return 1

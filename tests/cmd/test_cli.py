@@ -215,3 +215,18 @@ def test_deepaas_method_output_writes_the_result_as_deepaas_cli_does(tmp_path):
     metadata = tmp_path / "metadata.json"
     assert json.loads(cli("--deepaas_method_output", str(metadata), "metadata").stdout)["id"] == "demo"
     assert json.loads(metadata.read_text())["id"] == "demo"
+
+
+@pytest.mark.parametrize("flag", ["--nowarm", "--no-warm"])
+def test_warm_is_skipped_with_either_negative_spelling(probe, flag):
+    ran = probe(flag, "metadata")
+    assert ran.returncode == 0, ran.stderr
+    assert "cli_probe: warm" not in ran.stderr
+    assert "cli_probe: warm" in probe("metadata").stderr, "warm by default"
+
+
+def test_the_global_options_are_the_servers_with_one_negative_spelling_documented():
+    top = subprocess.run(["deepaas-like-cli", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--model-name MODEL_NAME" in top and "--model-namespace MODEL_NAMESPACE" in top
+    assert "--warm, --nowarm" in top and "--no-warm" not in top
+    assert "Default: deepaas.v2.model." in " ".join(top.split())

@@ -12,6 +12,7 @@ import sys
 import pytest
 import requests
 
+from deepaas_like.settings import SECTIONS
 from tests.conftest import TEST_PLUGINS, free_port, make_plugin_site
 
 
@@ -140,3 +141,33 @@ def test_auto_is_uvloop_where_it_is_installed(monkeypatch):
     assert loop_factory("auto") is None
     with pytest.raises(StartupError, match="uvloop is not installed"):
         loop_factory("uvloop")
+
+
+def test_help_shows_the_options_under_their_section_titles_and_no_longer_than_before():
+    text = subprocess.run(["deepaas-like-run", "--help"], capture_output=True, text=True, timeout=60).stdout
+    for section in SECTIONS:
+        assert f"\n{section.name}:\n  {' '.join(section.help.split()[:4])}" in text
+    assert "\n  --listen-port LISTEN_PORT" in text[text.index("\nhttp:") : text.index("\nsecurity:")]
+    assert "--warm, --nowarm" in text and "--no-warm" not in text, "one negative spelling documented"
+    assert len(text.splitlines()) <= 361, "the flat list the sections replaced had 361 lines"
+
+
+@pytest.mark.parametrize("flag", ["--nowarm", "--no-warm"])
+def test_the_server_takes_either_negative_spelling(flag):
+    """A bad value after the flag is reported (exit 1), not the flag (exit 2: unrecognized)."""
+    process = subprocess.run(
+        ["deepaas-like-run", flag, "--nodoc-endpoint", "--no-access-log", "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 1 and process.stderr.startswith("deepaas-like-run: --workers: "), process.stderr
+
+
+def test_the_deprecated_per_model_options_say_what_replaces_them(tmp_path):
+    """Said before the server starts (here: refused for a later reason)."""
+    args = ["--model-workers", "predict_only:2", "--heartbeat-interval", "1", "--heartbeat-expiry", "1"]
+    process = start(tmp_path, *args)
+    assert_one_line_failure(process, "heartbeat-expiry")
+    assert "model-workers is deprecated: set workers in a [model:NAME] section" in process.stderr
+    assert "[model:predict_only] workers = 2" in process.stderr

@@ -154,11 +154,9 @@ def test_an_address_in_use_is_reported_by_the_supervisor(tmp_path, run_server, p
     ],
 )
 def test_combinations_that_cannot_work_are_refused(args, words):
-    conf = cfg.ConfigOpts()
-    config.register(conf)
-    conf(["--server-processes", "2", *args], default_config_files=[])
+    # Was config.register + conf(...) + config.settings(conf): config.read parses and reads now.
     with pytest.raises(cfg.Error, match=words):
-        config.settings(conf)
+        config.read(["--server-processes", "2", *args], default_config_files=[], default_config_dirs=[])
 
 
 def test_grpc_is_served_on_one_port_by_every_process(run_server, plugin_env):
