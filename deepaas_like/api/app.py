@@ -21,7 +21,7 @@ from deepaas_like.api import openapi
 from deepaas_like.api.documents import job_document
 from deepaas_like.api.keys import DRAIN, GRPC, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
 from deepaas_like.api.links import Links
-from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware, publishing
+from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
 from deepaas_like.api.routes import ACCESS, ROUTES, add_routes
 from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_middleware, setup_cors
@@ -363,7 +363,6 @@ def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Appl
     app[METRICS] = Metrics()
     app[METRICS].app = app
     app.cleanup_ctx.append(_serving)
-    app.cleanup_ctx.append(publishing)
     if settings.grpc_port:
         grpc_api.require("--grpc-port")
         app.cleanup_ctx.append(_grpc)
