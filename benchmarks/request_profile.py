@@ -40,7 +40,7 @@ REQUEST = harness.Request("/v2/models/trivial/predict/", b'{"n": 3}', "applicati
 #: Parts of the request path, by the start of a frame's file as py-spy names it (first match
 #: from the innermost frame out).
 PARTS = (
-    ("access log", ("deepaas_like/api/access_log.py", "aiohttp/web_log.py", "logging/")),
+    ("access log", ("deepaas_like/cmd/process_server/access_log.py", "aiohttp/web_log.py", "logging/")),
     ("worker call: pool, pipe, protocol", ("deepaas_like/workers/", "multiprocessing/")),
     ("arguments: webargs, marshmallow", ("deepaas_like/api/arguments.py", "webargs/", "marshmallow/")),
     ("response: render, JSON", ("deepaas_like/api/responses.py", "deepaas_like/results.py", "json/")),

@@ -20,7 +20,7 @@ from aiohttp.web_middlewares import normalize_path_middleware
 from deepaas_like.api import openapi
 from deepaas_like.api.keys import DRAIN, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
 from deepaas_like.api.links import Links
-from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware, publishing
+from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
 from deepaas_like.api.routes import ACCESS, ROUTES, add_routes
 from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_middleware, setup_cors
@@ -166,7 +166,6 @@ def create_app(settings: Settings, open_server: Opener, metrics: Metrics) -> web
     app[METRICS] = metrics
     metrics.app = app
     app.cleanup_ctx.append(_serving(open_server))
-    app.cleanup_ctx.append(publishing)
     add_routes(app, settings)
     if settings.debug_endpoint:
         app[LOG_BUFFER] = collections.deque(maxlen=2000)

@@ -1,36 +1,46 @@
-"""Prometheus metrics (prometheus-client), served at ``/metrics``.
+"""Prometheus metrics (prometheus-client) of one server process, served at ``/metrics``.
 
 Request counts and latency are recorded by :func:`metrics_middleware`; queue depth, worker
 restarts, live workers, jobs by state and which model versions are loaded are read when the
-metrics are scraped (a loaded version's workers count under its id, ``name@n``).
+metrics are scraped (a loaded version's workers count under its id, ``name@n``). When several
+server processes answer on one port, what adds their values up is set from above
+(:attr:`Metrics.gather`, by :mod:`deepaas_like.cmd.process_server.metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Literal, Protocol, runtime_checkable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from aiohttp.web_request import BaseRequest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from deepaas_like.api.access_log import log_unanswered
 from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
 from deepaas_like.exceptions import DatabaseUnavailable
 from deepaas_like.logs import request_id
 
+__all__ = [
+    "CLIENT_CLOSED_REQUEST",
+    "CONTENT_TYPE",
+    "METRICS",
+    "Metrics",
+    "Reading",
+    "UnansweredLog",
+    "database_readings",
+    "metrics_endpoint",
+    "metrics_middleware",
+    "pool_readings",
+]
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-#: prometheus-client's variable for the folder of its multiprocess mode.
-MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -79,28 +89,16 @@ class Metrics:
         self.job_counts: dict[tuple[str, str, str], int] = {}
         self.database_up = True
         self.app: web.Application | None = None
-        #: The multiprocess folder when this is one of several server processes, else None.
-        self.directory = os.environ.get(MULTIPROCESS_ENV) if values.ValueClass is not values.MutexValue else None
-        self._published = _PublishedReadings()
-        if self.directory is None:
-            self.registry.register(_ScrapeTimeCollector(self))
-
-    def publish(self) -> None:
-        """Write this server process's pool readings where the other processes add them up
-        (only when :attr:`directory` is set)."""
-        if self.directory is not None:
-            self._published.publish(_pool_readings(self.app))
+        #: Set from above when this is one of several server processes: makes the exposition
+        #: of every process's values added up. None: this process's alone.
+        self.gather: Callable[[], bytes] | None = None
+        self.registry.register(_ScrapeTimeCollector(self))
 
     def exposition(self) -> bytes:
-        """The metrics in Prometheus' text format: this process's, or, with
-        :attr:`directory`, every server process's added up."""
-        if self.directory is None:
-            return generate_latest(self.registry)
-        self.publish()
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.directory)
-        registry.register(_ScrapeTimeCollector(self, pools=False))
-        return generate_latest(registry)
+        """The metrics in Prometheus' text format: this process's, or what :attr:`gather` makes."""
+        if self.gather is not None:
+            return self.gather()
+        return generate_latest(self.registry)
 
     def grpc_call(self, model: str, method: str, code: str, seconds: float) -> None:
         """Count a gRPC call of ``model``'s ``method`` that ended with ``code`` (``OK``,
@@ -113,7 +111,7 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 @dataclasses.dataclass
-class _Reading:
+class Reading:
     """One metric's values read from the worker pools or the job database when scraped."""
 
     name: str
@@ -132,23 +130,23 @@ class _Reading:
         return family
 
 
-def _pool_readings(app: web.Application | None) -> list[_Reading]:
+def pool_readings(app: web.Application | None) -> list[Reading]:
     """Queue depth, workers, restarts and loaded versions of this process's models."""
     models = app.get(MODELS, {}) if app is not None else {}
-    queue = _Reading("deepaas_like_queue_depth", "Requests waiting for a predict worker", ("model",))
-    workers = _Reading("deepaas_like_workers", "Live predict workers (processes, or replicas on Ray)", ("model",))
-    target = _Reading(
+    queue = Reading("deepaas_like_queue_depth", "Requests waiting for a predict worker", ("model",))
+    workers = Reading("deepaas_like_workers", "Live predict workers (processes, or replicas on Ray)", ("model",))
+    target = Reading(
         "deepaas_like_workers_target", "Predict workers the model keeps (autoscaling changes it)", ("model",)
     )
-    starting = _Reading(
+    starting = Reading(
         "deepaas_like_workers_starting", "Predict workers being started or placed, not warmed yet", ("model",)
     )
-    devices = _Reading(
+    devices = Reading(
         "deepaas_like_workers_by_device",
         "Live predict workers by node (local: this machine) and device (cpu, or gpu:ID)",
         ("model", "node", "device"),
     )
-    restarts = _Reading(
+    restarts = Reading(
         "deepaas_like_worker_restarts",
         "Worker processes replaced after dying or being killed",
         ("model",),
@@ -166,7 +164,7 @@ def _pool_readings(app: web.Application | None) -> list[_Reading]:
         for (node, device), count in sorted(placed.items()):
             devices.values[(name, node, device)] = count
         restarts.values[(name,)] = served.worker_restarts
-    states = _Reading(
+    states = Reading(
         "deepaas_like_model_version_loaded",
         "1 when the model version has workers on this server, else 0 (loaded on its first call)",
         ("model", "version"),
@@ -177,87 +175,24 @@ def _pool_readings(app: web.Application | None) -> list[_Reading]:
     return [queue, workers, target, starting, devices, restarts, states]
 
 
-def _database_readings(metrics: Metrics) -> list[_Reading]:
+def database_readings(metrics: Metrics) -> list[Reading]:
     """Jobs by state and whether the job database answers: the same from every process."""
-    jobs = _Reading("deepaas_like_jobs", "Jobs in the database by state", ("model", "kind", "status"))
+    jobs = Reading("deepaas_like_jobs", "Jobs in the database by state", ("model", "kind", "status"))
     jobs.values.update(sorted(metrics.job_counts.items()))
-    database = _Reading("deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0")
+    database = Reading("deepaas_like_job_database_up", "1 when the job database's last read and write worked, else 0")
     database.values[()] = 1 if metrics.database_up else 0
     return [jobs, database]
 
 
 class _ScrapeTimeCollector(Collector):
-    """Values read from the job database and, with ``pools``, from this process's worker
-    pools when scraped (without: beside the pool readings gathered across server processes).
-    """
+    """Values read from the job database and this process's worker pools when scraped."""
 
-    def __init__(self, metrics: Metrics, pools: bool = True) -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self.pools = pools
 
     def collect(self) -> Iterator:
-        pools = _pool_readings(self.metrics.app) if self.pools else []
-        for reading in (*pools, *_database_readings(self.metrics)):
+        for reading in (*pool_readings(self.metrics.app), *database_readings(self.metrics)):
             yield reading.family()
-
-
-class _PublishedReadings:
-    """The pool readings of one of several server processes, kept in prometheus-client
-    metrics that its multiprocess mode adds up across the processes (gauges of live
-    processes: ``livesum``/``livemax``; counters: every process, ended ones included).
-    """
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, Gauge | Counter] = {}
-        self._last: dict[str, dict[tuple[str, ...], float]] = {}
-
-    def publish(self, readings: list[_Reading]) -> None:
-        for reading in readings:
-            metric = self._metrics.get(reading.name)
-            if metric is None:
-                if reading.counter:
-                    metric = Counter(reading.name, reading.documentation, reading.labels, registry=None)
-                else:
-                    metric = Gauge(
-                        reading.name,
-                        reading.documentation,
-                        reading.labels,
-                        registry=None,
-                        multiprocess_mode=reading.across_processes,
-                    )
-                self._metrics[reading.name] = metric
-            last = self._last.setdefault(reading.name, {})
-            for labels in last.keys() - reading.values.keys():  # a model version unloaded
-                if isinstance(metric, Gauge):
-                    metric.labels(*labels).set(0)
-            for labels, value in reading.values.items():
-                child = metric.labels(*labels) if labels else metric
-                if isinstance(child, Counter):
-                    if value > last.get(labels, 0):
-                        child.inc(value - last.get(labels, 0))
-                else:
-                    child.set(value)
-            self._last[reading.name] = dict(reading.values)
-
-
-#: Seconds between two publications of a server process's pool readings (``--server-processes``).
-PUBLISH_INTERVAL = 1.0
-
-
-def gather_across_processes(directory: str) -> None:
-    """Make this process one of several server processes whose metrics are added up:
-    prometheus-client's multiprocess mode, keeping values in ``directory`` (shared by the
-    processes, emptied of ended processes' gauges by the supervisor). Call before the
-    application is made.
-    """
-    os.environ[MULTIPROCESS_ENV] = directory
-    values.ValueClass = values.get_value_class()
-
-
-def forget_process(pid: int, directory: str) -> None:
-    """The server process ``pid`` ended: its live gauges in ``directory`` stop counting
-    (its counters and histograms stay, so that sums never go back)."""
-    mark_process_dead(pid, directory)
 
 
 def _labels(request: web.Request) -> tuple[str, str]:
@@ -273,6 +208,14 @@ def _labels(request: web.Request) -> tuple[str, str]:
 #: while it was streamed (an event stream left by its client): nginx's 499 "client closed
 #: request". aiohttp has none: it cancels the handler (``handler_cancellation``) and logs nothing.
 CLIENT_CLOSED_REQUEST = 499
+
+
+@runtime_checkable
+class UnansweredLog(Protocol):
+    """An access logger that also logs a request aiohttp logs none for (the process
+    server's, :class:`deepaas_like.cmd.process_server.access_log.AccessLogger`)."""
+
+    def log_unanswered(self, request: BaseRequest, status: int, seconds: float, request_id: str) -> None: ...
 
 
 @web.middleware
@@ -293,7 +236,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     except asyncio.CancelledError:
         if request.transport is None:  # the connection is lost: the client left
             status = CLIENT_CLOSED_REQUEST
-            log_unanswered(request, status, time.perf_counter() - started, request_id.get())
+            # Logged when the access log is on and is the process server's (not aiohttp's test client's).
+            logger = getattr(request.protocol, "access_logger", None)
+            if isinstance(logger, UnansweredLog):
+                logger.log_unanswered(request, status, time.perf_counter() - started, request_id.get())
         raise
     finally:
         metrics = request.app[METRICS]
@@ -314,21 +260,3 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     except (DatabaseUnavailable, TimeoutError):
         metrics.database_up = False
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
-
-
-async def publishing(app: web.Application) -> AsyncIterator[None]:
-    """Publish the pool readings every :data:`PUBLISH_INTERVAL` seconds while the
-    application runs, when it is one of several server processes (a cleanup context)."""
-    metrics = app[METRICS]
-
-    async def loop() -> None:
-        while True:
-            metrics.publish()
-            await asyncio.sleep(PUBLISH_INTERVAL)
-
-    task = asyncio.create_task(loop()) if metrics.directory is not None else None
-    yield
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -11,8 +11,8 @@ import time
 import requests
 
 from deepaas_like import logs
-from deepaas_like.api import access_log
-from deepaas_like.api.access_log import AccessLines
+from deepaas_like.cmd.process_server import access_log
+from deepaas_like.cmd.process_server.access_log import AccessLines
 
 VALUES = ("127.0.0.1", "POST", "/v2/models/demo/predict/", 1, 1, 200, 262, 0.0025, "curl/8.5.0", "req-7")
 

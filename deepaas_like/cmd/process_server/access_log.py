@@ -25,6 +25,8 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+__all__ = ["FIELDS", "FLUSH_SECONDS", "TEMPLATE", "AccessLines", "AccessLogger", "access_logger_class"]
+
 #: The line's template; its values in this order: :data:`FIELDS`.
 TEMPLATE = '%s "%s %s HTTP/%d.%d" %d %d %.6f "%s" %s'
 FIELDS = (
@@ -98,6 +100,15 @@ class AccessLogger(AbstractAccessLogger):
         request_id = response.headers.get("X-Request-ID", "-")
         self.lines.add(_values(request, response.status, response.body_length, time, request_id))
 
+    def log_unanswered(self, request: BaseRequest, status: int, seconds: float, request_id: str) -> None:
+        """Keep the line of a request aiohttp logs none for: one whose handler was cancelled
+        because its client closed the connection (``status`` 499, told by
+        :func:`deepaas_like.api.metrics.metrics_middleware`). The size is what had been sent
+        by then (an event stream's events).
+        """
+        if self.enabled:
+            self.lines.add(_values(request, status, request.writer.output_size, seconds, request_id))
+
 
 def _values(request: BaseRequest, status: int, size: int, seconds: float, request_id: str) -> tuple[Any, ...]:
     """One line's values, in the order of :data:`FIELDS`."""
@@ -114,17 +125,6 @@ def _values(request: BaseRequest, status: int, size: int, seconds: float, reques
         request.headers.get(hdrs.USER_AGENT, "-"),
         request_id,
     )
-
-
-def log_unanswered(request: BaseRequest, status: int, seconds: float, request_id: str) -> None:
-    """Keep the line of a request aiohttp logs none for: one whose handler was cancelled
-    because its client closed the connection (``status`` 499, see ``api/metrics.py``).
-    The size is what had been sent by then (an event stream's events). Nothing is logged
-    when the access log is off or is not this module's (aiohttp's test client).
-    """
-    logger = getattr(request.protocol, "access_logger", None)
-    if isinstance(logger, AccessLogger) and logger.enabled:
-        logger.lines.add(_values(request, status, request.writer.output_size, seconds, request_id))
 
 
 def access_logger_class(lines: AccessLines) -> type[AccessLogger]:

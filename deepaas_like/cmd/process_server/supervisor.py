@@ -1,14 +1,15 @@
-"""Several server processes on one listening socket (``--server-processes``).
+"""Several server processes on one port (``--server-processes``).
 
 One event loop parses, validates and answers every request of a server, so HTTP work is
 bounded by one core however many workers run the models. With ``server-processes`` N the
-first process, the supervisor, binds ``listen-port`` once and forks N server processes that
-accept on that socket; the kernel gives each new connection to one of them. Each is a
-whole server: its own workers (``--workers`` per model in each), job runner (instance
+first process, the supervisor, checks that ``listen-port`` is free and forks N server
+processes that each listen on it with ``SO_REUSEPORT`` (see
+:mod:`deepaas_like.cmd.process_server.listening`); the kernel gives each new connection to
+one of them. Each is a whole server: its own workers (``--workers`` per model in each), job runner (instance
 name ``NAME/i``, so heartbeats and interrupted jobs work as for separate instances), gRPC
 server (on ``grpc-port`` with ``SO_REUSEPORT``) and drain. Their metrics are gathered by
 prometheus-client's multiprocess mode in a temporary folder (see
-:func:`deepaas_like.api.metrics.gather_across_processes`).
+:mod:`deepaas_like.cmd.process_server.metrics`).
 
 The supervisor serves nothing: it forwards SIGINT/SIGTERM and waits for the processes to
 stop, starts a process again when one that had started dies (its jobs are reported
@@ -26,15 +27,15 @@ import os
 import select
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
 
-from deepaas_like.api.listening import SharedSocket
-from deepaas_like.api.metrics import forget_process, gather_across_processes
+from deepaas_like.cmd.process_server.metrics import forget_process, gather_across_processes
 from deepaas_like.settings import Settings
 from deepaas_like.workers.process import signal_on_parent_death
+
+__all__ = ["RESTART_DELAY", "Serve", "ServerProcess", "ServerProcesses"]
 
 LOG = logging.getLogger(__name__)
 
@@ -43,46 +44,30 @@ LOG = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 
-#: ``serve(settings, shared, ready)``: serve in this process until SIGINT/SIGTERM on the
-#: shared socket, writing one byte to the file descriptor ``ready`` once listening; returns
-#: the exit status.
-Serve = Callable[[Settings, SharedSocket, int], int]
+
+@dataclasses.dataclass(frozen=True)
+class ServerProcess:
+    """What the supervisor tells a server process it forks."""
+
+    #: Its place among the processes, 0 to ``server-processes`` - 1 (a restarted one keeps it).
+    index: int
+    #: A pipe's write end: one byte once the process listens.
+    ready: int
+    #: The folder where the processes' metrics are added up
+    #: (:class:`deepaas_like.cmd.process_server.metrics.Gathering`).
+    metrics_directory: str
 
 
-def bound_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host``:``port`` (its first address), not listening yet: the
-    server processes listen once they can answer, so that until then connections are
-    refused, as by one server starting, rather than left waiting.
-
-    Raises OSError when the address is in use or not one of this host's.
-    """
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def port_free(host: str, port: int) -> bool:
-    """Whether ``host``:``port`` can be listened on now."""
-    try:
-        with bound_socket(host, port) as sock:
-            sock.listen()
-    except OSError:
-        return False
-    return True
+#: ``serve(settings, process)``: serve in this process until SIGINT/SIGTERM, listening on
+#: ``listen-port`` with ``SO_REUSEPORT``; returns the exit status.
+Serve = Callable[[Settings, ServerProcess], int]
 
 
 class ServerProcesses:
-    """``settings.server_processes`` forks of this process, each running ``serve`` on ``shared``."""
+    """``settings.server_processes`` forks of this process, each running ``serve``."""
 
-    def __init__(self, settings: Settings, shared: SharedSocket, serve: Serve) -> None:
+    def __init__(self, settings: Settings, serve: Serve) -> None:
         self.settings = settings
-        self.shared = shared
         self.serve = serve
         self.children: dict[int, int] = {}  # pid -> index
         self._metrics_dir = ""
@@ -123,9 +108,7 @@ class ServerProcesses:
             os.close(self._ready[0])
             gather_across_processes(self._metrics_dir)
             settings = dataclasses.replace(self.settings, instance=f"{self.settings.instance}/{index}")
-            self.shared.index = index
-            self.shared.record(0)
-            status = self.serve(settings, self.shared, self._ready[1])
+            status = self.serve(settings, ServerProcess(index, self._ready[1], self._metrics_dir))
         except BaseException:  # noqa: BLE001 - reported here: nothing above this frame may run
             LOG.exception("server process %d failed", index)
         finally:
@@ -173,7 +156,6 @@ class ServerProcesses:
             index = self.children.pop(pid, None)
             if index is not None:
                 forget_process(pid, self._metrics_dir)
-                self.shared.gone(index)
                 ended.append((index, status))
         return ended
 
