@@ -1,5 +1,5 @@
 """Several server processes on one port: the kernel's SO_REUSEPORT against the mmap accept
-balancer it replaced (issue 27, item 6).
+balancer (issue 27, item 6).
 
 Both serve the trivial plugin (``benchmarks/plugins/trivial``) with ``--server-processes 2
 --workers 1``, taking turns round by round in one run; wrk keeps ``--concurrency`` keep-alive
@@ -7,8 +7,13 @@ connections busy. Per cell: requests/s, p50 and p99 (median of the rounds), and 
 two processes shared the work: their established connections (sampled with ``ss`` during the
 load) and the busier one's share of the two processes' CPU time::
 
-    python benchmarks/accept_balancing.py                    # mmap from git 85ac5e6, reuse_port from this tree
-    python benchmarks/accept_balancing.py --rounds 5 --seconds 10 --mmap-code /tmp/before
+    python benchmarks/accept_balancing.py                    # each from its git revision
+    python benchmarks/accept_balancing.py --rounds 10 --seconds 5 --mmap-code . --reuse-port-code DIR
+
+The mmap balancer is what this tree serves (``--mmap-code``, default: git ``85ac5e6``, the
+same code before it moved to ``cmd/process_server/``); ``SO_REUSEPORT`` (a socket of its own
+per process) was tried in git ``be7f434`` and not kept (``--reuse-port-code``). Each variant
+runs from its source tree on ``PYTHONPATH``.
 
 Prints Markdown; ``--out FILE`` also writes it there.
 """
@@ -33,7 +38,8 @@ import loadgen
 import serving
 
 ROOT = Path(__file__).resolve().parent.parent
-MMAP_REVISION = "85ac5e6"  # the last revision with the mmap accept balancer (deepaas_like/api/listening.py)
+MMAP_REVISION = "85ac5e6"  # the mmap accept balancer, then in deepaas_like/api/listening.py
+REUSE_PORT_REVISION = "be7f434"  # SO_REUSEPORT in deepaas_like/cmd/process_server/listening.py
 RUN = "import sys; from deepaas_like.cmd import run_main; sys.exit(run_main())"
 REQUEST = harness.form_request("/v2/models/trivial/predict/", n="3")
 
@@ -205,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mmap-code", type=Path, help=f"source tree with the mmap balancer (default: git {MMAP_REVISION})"
     )
-    parser.add_argument("--reuse-port-code", type=Path, default=ROOT, help="source tree with SO_REUSEPORT")
+    parser.add_argument(
+        "--reuse-port-code", type=Path, help=f"source tree with SO_REUSEPORT (default: git {REUSE_PORT_REVISION})"
+    )
     parser.add_argument("--concurrency", type=int, action="append", help="repeatable (default: 8 and 64)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
@@ -215,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="accept-balancing-") as temporary:
         workdir = Path(temporary)
         mmap_code = args.mmap_code or checkout(MMAP_REVISION, Path(tempfile.mkdtemp(dir=workdir)))
-        specs = [variant("mmap balancer", mmap_code), variant("SO_REUSEPORT", args.reuse_port_code)]
+        reuse_port_code = args.reuse_port_code or checkout(REUSE_PORT_REVISION, Path(tempfile.mkdtemp(dir=workdir)))
+        specs = [variant("mmap balancer", mmap_code), variant("SO_REUSEPORT", reuse_port_code)]
         try:
             cells = measure(specs, args.concurrency or [8, 64], args.rounds, args.seconds, args.warmup, workdir)
         finally:

@@ -18,7 +18,13 @@ from oslo_config import cfg
 import deepaas_like
 from deepaas_like import config, logs
 from deepaas_like.cmd.process_server.access_log import AccessLines, access_logger_class
-from deepaas_like.cmd.process_server.listening import LimitedTCPSite, bound_socket, default_connection_limit, port_free
+from deepaas_like.cmd.process_server.listening import (
+    LimitedTCPSite,
+    SharedSocket,
+    bound_socket,
+    default_connection_limit,
+    port_free,
+)
 from deepaas_like.cmd.process_server.metrics import Gathering
 from deepaas_like.cmd.process_server.supervisor import ServerProcess, ServerProcesses
 from deepaas_like.exceptions import DeepaasLikeError, StartupError
@@ -54,20 +60,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(settings: Settings, process: ServerProcess | None = None) -> int:
     """Serve until SIGINT/SIGTERM in this process: 0, or 1 after printing why it could not
-    start. ``process``: this is one of several server processes (``listen-port`` is shared
-    with ``SO_REUSEPORT``, the metrics added up, the supervisor told once it listens).
+    start. ``process``: this is one of several server processes, which accept on the socket
+    it shares instead of binding ``listen-port``, add up their metrics and tell the
+    supervisor once they listen.
     """
-    # Bound before any worker starts: a busy port is reported at once, not after every
-    # model has been loaded and warmed.
-    sock = _bind(settings, several=process is not None)
-    if sock is None:
-        return 1
+    sock = None
+    if process is None:
+        # Bound before any worker starts: a busy port is reported at once, not after every
+        # model has been loaded and warmed.
+        sock = _bind(settings)
+        if sock is None:
+            return 1
     try:
-        with sock, asyncio.Runner(loop_factory=loop_factory(settings.event_loop, settings.server_processes)) as runner:
+        with contextlib.ExitStack() as stack:
+            if sock is not None:
+                stack.enter_context(sock)
+            runner = stack.enter_context(
+                asyncio.Runner(loop_factory=loop_factory(settings.event_loop, settings.server_processes))
+            )
             app = http_app(settings)
             if process is not None:
                 Gathering.attach(app, process.metrics_directory)
-            runner.run(_serve(app, settings, sock, process.ready if process is not None else None))
+            shared, ready = (process.shared, process.ready) if process is not None else (None, None)
+            runner.run(_serve(app, settings, shared, ready, sock))
     except DeepaasLikeError as error:
         LOG.error("%s", error.message)
         print(f"deepaas-like-run: {error.message}", file=sys.stderr)
@@ -79,17 +94,16 @@ def serve(settings: Settings, process: ServerProcess | None = None) -> int:
     return 0
 
 
-def _bind(settings: Settings, several: bool = False) -> socket.socket | None:
+def _bind(settings: Settings) -> socket.socket | None:
     """``listen-port`` bound (not listening yet), after checking that ``grpc-port`` is free;
-    None after printing why not. ``several``: one of several server processes, which share
-    both ports (``SO_REUSEPORT``), checked free by the supervisor.
+    None after printing why not.
     """
     try:
-        sock = bound_socket(settings.listen_ip, settings.listen_port, reuse_port=several)
+        sock = bound_socket(settings.listen_ip, settings.listen_port)
     except OSError as error:
         print(f"deepaas-like-run: cannot listen on {_address(settings)}: {error.strerror or error}", file=sys.stderr)
         return None
-    if settings.grpc_port and not several and not port_free(settings.listen_ip, settings.grpc_port):
+    if settings.grpc_port and not port_free(settings.listen_ip, settings.grpc_port):
         sock.close()
         print(
             f"deepaas-like-run: cannot listen on {settings.listen_ip}:{settings.grpc_port} for gRPC "
@@ -123,23 +137,26 @@ def _address(settings: Settings) -> str:
 
 
 def supervise(settings: Settings) -> int:
-    """Serve with ``server-processes`` processes on one port (see
+    """Serve with ``server-processes`` processes on one listening socket (see
     :mod:`deepaas_like.cmd.process_server.supervisor`): 0 after SIGINT/SIGTERM, 1 when one
     of them could not start.
     """
-    # Checked here, without SO_REUSEPORT, so that a port another server listens on (one of
-    # several processes or not) is reported at once rather than shared with it.
     sock = _bind(settings)
     if sock is None:
         return 1
-    sock.close()
-    return ServerProcesses(settings, serve).run()
+    with sock:
+        return ServerProcesses(settings, SharedSocket(sock, settings.server_processes), serve).run()
 
 
-async def _serve(app: web.Application, settings: Settings, sock: socket.socket, ready: int | None = None) -> None:
+async def _serve(
+    app: web.Application,
+    settings: Settings,
+    shared: SharedSocket | None = None,
+    ready: int | None = None,
+    sock: socket.socket | None = None,
+) -> None:
     """aiohttp's ``run_app``, on a site that bounds open connections (``max-connections``),
-    listening on ``sock`` (bound already); one byte is written to the file descriptor
-    ``ready`` once it listens.
+    listening on ``sock`` (bound already) or on ``shared``.
 
     SIGINT and SIGTERM stop accepting, give in-flight requests ``shutdown-timeout`` seconds,
     then run the clean-up: running jobs are marked interrupted, workers stop. The whole
@@ -164,7 +181,7 @@ async def _serve(app: web.Application, settings: Settings, sock: socket.socket, 
         loop.add_signal_handler(signum, stop.set)
     try:
         limit = settings.max_connections or default_connection_limit()
-        site = LimitedTCPSite(runner, sock, settings.listen_ip, settings.listen_port, limit)
+        site = LimitedTCPSite(runner, settings.listen_ip, settings.listen_port, limit, shared=shared, sock=sock)
         # What start-up made lives as long as the server: out of the collector's sight, a full
         # collection no longer walks it (tens of ms here, a pause every request waits out).
         gc.collect()

@@ -182,20 +182,18 @@ def test_a_grpc_port_in_use_is_reported_by_the_supervisor(tmp_path):
     assert_one_line_failure(process, f"127.0.0.1:{port}", "gRPC")
 
 
-# Rewritten for issue 27 (item 6): the processes no longer share one socket and their
-# connection counts (SharedSocket, removed); each listens with SO_REUSEPORT. This checks what
-# the supervisor and the server processes rely on instead.
-def test_server_processes_share_a_port_that_no_other_server_can_take():
-    from deepaas_like.cmd.process_server.listening import bound_socket, port_free
+def test_connection_counts_are_shared_with_processes_forked_after():
+    from deepaas_like.cmd.process_server.listening import SharedSocket  # moved out of api/ (issue 27, item 6)
 
-    with bound_socket("127.0.0.1", 0, reuse_port=True) as first:
-        first.listen()
-        port = first.getsockname()[1]
-        with bound_socket("127.0.0.1", port, reuse_port=True) as second:  # a second server process
-            second.listen()
-            assert not port_free("127.0.0.1", port), "another server sees the port in use"
-            with pytest.raises(OSError):
-                bound_socket("127.0.0.1", port).listen()
-            for _ in range(20):  # connections are accepted by either process
-                with socket.create_connection(("127.0.0.1", port), timeout=10):
-                    pass
+    with socket.socket() as sock:
+        shared = SharedSocket(sock, 3)
+        pid = os.fork()
+        if pid == 0:  # a server process: records its count where the others read it
+            shared.index = 2
+            shared.record(5)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        shared.record(7, index=1)
+        assert shared.fewest_elsewhere() == 5  # this is index 0: processes 1 (7) and 2 (5)
+        shared.gone(2)
+        assert shared.fewest_elsewhere() == 7, "an ended process takes no connection"

@@ -1,13 +1,13 @@
-"""Several server processes on one port (``--server-processes``).
+"""Several server processes on one listening socket (``--server-processes``).
 
 One event loop parses, validates and answers every request of a server, so HTTP work is
 bounded by one core however many workers run the models. With ``server-processes`` N the
-first process, the supervisor, checks that ``listen-port`` is free and forks N server
-processes that each listen on it with ``SO_REUSEPORT`` (see
-:mod:`deepaas_like.cmd.process_server.listening`); the kernel gives each new connection to
-one of them. Each is a whole server: its own workers (``--workers`` per model in each), job runner (instance
-name ``NAME/i``, so heartbeats and interrupted jobs work as for separate instances), gRPC
-server (on ``grpc-port`` with ``SO_REUSEPORT``) and drain. Their metrics are gathered by
+first process, the supervisor, binds ``listen-port`` once and forks N server processes that
+accept on that socket, each new connection going to the one that holds the fewest (see
+:mod:`deepaas_like.cmd.process_server.listening`). Each is a whole server: its own workers
+(``--workers`` per model in each), job runner (instance name ``NAME/i``, so heartbeats and
+interrupted jobs work as for separate instances), gRPC server (on ``grpc-port`` with
+``SO_REUSEPORT``) and drain. Their metrics are gathered by
 prometheus-client's multiprocess mode in a temporary folder (see
 :mod:`deepaas_like.cmd.process_server.metrics`).
 
@@ -31,6 +31,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 
+from deepaas_like.cmd.process_server.listening import SharedSocket
 from deepaas_like.cmd.process_server.metrics import forget_process, gather_across_processes
 from deepaas_like.settings import Settings
 from deepaas_like.workers.process import signal_on_parent_death
@@ -49,8 +50,8 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 class ServerProcess:
     """What the supervisor tells a server process it forks."""
 
-    #: Its place among the processes, 0 to ``server-processes`` - 1 (a restarted one keeps it).
-    index: int
+    #: The listening socket shared by the processes, and their connection counts.
+    shared: SharedSocket
     #: A pipe's write end: one byte once the process listens.
     ready: int
     #: The folder where the processes' metrics are added up
@@ -58,16 +59,17 @@ class ServerProcess:
     metrics_directory: str
 
 
-#: ``serve(settings, process)``: serve in this process until SIGINT/SIGTERM, listening on
-#: ``listen-port`` with ``SO_REUSEPORT``; returns the exit status.
+#: ``serve(settings, process)``: serve in this process until SIGINT/SIGTERM on the shared
+#: socket, writing one byte to ``process.ready`` once listening; returns the exit status.
 Serve = Callable[[Settings, ServerProcess], int]
 
 
 class ServerProcesses:
-    """``settings.server_processes`` forks of this process, each running ``serve``."""
+    """``settings.server_processes`` forks of this process, each running ``serve`` on ``shared``."""
 
-    def __init__(self, settings: Settings, serve: Serve) -> None:
+    def __init__(self, settings: Settings, shared: SharedSocket, serve: Serve) -> None:
         self.settings = settings
+        self.shared = shared
         self.serve = serve
         self.children: dict[int, int] = {}  # pid -> index
         self._metrics_dir = ""
@@ -108,7 +110,9 @@ class ServerProcesses:
             os.close(self._ready[0])
             gather_across_processes(self._metrics_dir)
             settings = dataclasses.replace(self.settings, instance=f"{self.settings.instance}/{index}")
-            status = self.serve(settings, ServerProcess(index, self._ready[1], self._metrics_dir))
+            self.shared.index = index
+            self.shared.record(0)
+            status = self.serve(settings, ServerProcess(self.shared, self._ready[1], self._metrics_dir))
         except BaseException:  # noqa: BLE001 - reported here: nothing above this frame may run
             LOG.exception("server process %d failed", index)
         finally:
@@ -156,6 +160,7 @@ class ServerProcesses:
             index = self.children.pop(pid, None)
             if index is not None:
                 forget_process(pid, self._metrics_dir)
+                self.shared.gone(index)
                 ended.append((index, status))
         return ended
 
