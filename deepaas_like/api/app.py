@@ -16,10 +16,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_middlewares import normalize_path_middleware
 
-from deepaas_like import grpc_api
 from deepaas_like.api import openapi
 from deepaas_like.api.documents import job_document
-from deepaas_like.api.keys import DRAIN, GRPC, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
+from deepaas_like.api.keys import CALLS, DRAIN, GRPC, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
 from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware, publishing
 from deepaas_like.api.responses import json_response
@@ -31,11 +30,15 @@ from deepaas_like.jobs.runner import JobRunner
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.loading import resolve_model_names
+from deepaas_like.protos import require as require_grpc
 from deepaas_like.serving.autoscaling import Autoscaling
+from deepaas_like.serving.calls import CallService
 from deepaas_like.serving.draining import Drain
+from deepaas_like.serving.model_versions import ModelVersions
+from deepaas_like.serving.router import Router
+from deepaas_like.serving.schemas import ModelSchemas
 from deepaas_like.serving.served import ServedModel
-from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
-from deepaas_like.serving.versions import ModelVersions
+from deepaas_like.serving.uploads import check_upload_dir, database_tag, remove_orphaned_uploads
 from deepaas_like.settings import ModelSettings, Settings, default_model_store, default_results_dir
 from deepaas_like.tracking import Tracker
 from deepaas_like.versions.records import VersionRecord, VersionRecords
@@ -187,16 +190,15 @@ def _served_version(settings: Settings, pools: PoolFactory, metrics: Metrics) ->
     workers that load the version's directory after warming.
     """
 
-    def make(record: VersionRecord, url: str) -> ServedModel:
+    def make(record: VersionRecord, url: str, schemas: ModelSchemas) -> ServedModel:
         model = settings.for_model(record.model)
         return ServedModel(
             record.id,
             pools(record.model, PREDICT, model.version_workers, load_from=url),
-            lambda: pools(record.model, TRAIN, 1),  # never called: versions do not train
             max_batch_size=model.max_batch_size,
             batch_wait=model.batch_wait_ms / 1000,
             on_batch=metrics.batch_size.labels(record.id).observe,
-            trains=False,
+            schemas=schemas,
         )
 
     return make
@@ -260,9 +262,10 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
     for name in models:
         capacity[(name, str(TRAIN))] = settings.for_model(name).train_workers
         capacity[(name, str(PREDICT))] = settings.for_model(name).workers
+    router = Router(models, versions)
     app[JOBS] = JobRunner(
         store,
-        models,  # type: ignore[arg-type]
+        router.handles(),  # type: ignore[arg-type]
         settings.instance,
         capacity,
         poll_interval=settings.job_poll_interval,
@@ -278,6 +281,15 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         tracker=Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None,
     )
     await app[JOBS].start()
+    app[CALLS] = CallService(
+        router,
+        app[JOBS],
+        app[DRAIN],
+        settings.endpoint_on,
+        settings.upload_dir,
+        database_tag(settings.database_url),
+        keys=bool(settings.auth_tokens or settings.admin_tokens),
+    )
     removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await app[JOBS].upload_owners())
     if removed:
         LOG.warning("removed %d upload folder(s) left by stopped servers: %s", len(removed), ", ".join(removed))
@@ -297,7 +309,7 @@ async def _grpc(app: web.Application) -> AsyncIterator[None]:
     from deepaas_like.grpc_api.server import GrpcServer
     from deepaas_like.grpc_api.service import Shared
 
-    shared = Shared(app[SETTINGS], app[JOBS], app[DRAIN], app[METRICS].grpc_call)
+    shared = Shared(app[SETTINGS], app[CALLS], app[METRICS].grpc_call)
     app[GRPC] = GrpcServer(app[MODELS], shared)
     await app[GRPC].start()
     yield
@@ -365,7 +377,7 @@ def create_app(settings: Settings, pools: PoolFactory | None = None) -> web.Appl
     app.cleanup_ctx.append(_serving)
     app.cleanup_ctx.append(publishing)
     if settings.grpc_port:
-        grpc_api.require("--grpc-port")
+        require_grpc("--grpc-port")
         app.cleanup_ctx.append(_grpc)
     add_routes(app, settings)
     if settings.debug_endpoint:

@@ -65,9 +65,11 @@ T = TypeVar("T")
 
 
 class Servable(Protocol):
-    """What the runner needs of a served model (the serving layer's ``ServedModel``)."""
+    """What the runner needs of a served model (the serving layer's ``ModelHandle``)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The model's name."""
 
     @property
     def makes_versions(self) -> bool:

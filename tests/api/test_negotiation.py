@@ -2,8 +2,8 @@
 
 import pytest
 
-from deepaas_like.api.negotiation import best_match, choose_media_type, is_json, parse_accept, quality
 from deepaas_like.media import compatible, result_media_type
+from deepaas_like.negotiation import best_match, choose_media_type, is_json, parse_accept, quality
 
 OFFERED = ["application/json", "image/png", "application/zip"]
 
