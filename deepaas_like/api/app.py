@@ -228,6 +228,22 @@ async def _versions(app: web.Application, store: JobStore, models: dict[str, Ser
     return versions
 
 
+def _capacity(settings: Settings, models: dict[str, ServedModel]) -> dict[tuple[str, str], int]:
+    """How many jobs of each (model, kind) run at once here: its training or predict workers."""
+    capacity = {}
+    for name in models:
+        capacity[(name, str(TRAIN))] = settings.for_model(name).train_workers
+        capacity[(name, str(PREDICT))] = settings.for_model(name).workers
+    return capacity
+
+
+def _call_service(settings: Settings, router: Router, jobs: JobRunner, drain: Drain) -> CallService:
+    """The call service every front's calls go through (the upload owner tag computed once)."""
+    keys = bool(settings.auth_tokens or settings.admin_tokens)
+    upload_owner = database_tag(settings.database_url)
+    return CallService(router, jobs, drain, settings.endpoint_on, settings.upload_dir, upload_owner, keys)
+
+
 async def _serving(app: web.Application) -> AsyncIterator[None]:
     """Start every model's workers and open the job database (side by side: both take a
     while), then run jobs; on the way out stop jobs, then workers, then the database.
@@ -258,10 +274,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         raise
     if settings.doc_endpoint:
         openapi.document(app[_API_SPEC].spec, ROUTES, models, settings)
-    capacity = {}
-    for name in models:
-        capacity[(name, str(TRAIN))] = settings.for_model(name).train_workers
-        capacity[(name, str(PREDICT))] = settings.for_model(name).workers
+    capacity = _capacity(settings, models)
     router = Router(models, versions)
     app[JOBS] = JobRunner(
         store,
@@ -281,15 +294,7 @@ async def _serving(app: web.Application) -> AsyncIterator[None]:
         tracker=Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None,
     )
     await app[JOBS].start()
-    app[CALLS] = CallService(
-        router,
-        app[JOBS],
-        app[DRAIN],
-        settings.endpoint_on,
-        settings.upload_dir,
-        database_tag(settings.database_url),
-        keys=bool(settings.auth_tokens or settings.admin_tokens),
-    )
+    app[CALLS] = _call_service(settings, router, app[JOBS], app[DRAIN])
     removed = remove_orphaned_uploads(settings.upload_dir, settings.database_url, *await app[JOBS].upload_owners())
     if removed:
         LOG.warning("removed %d upload folder(s) left by stopped servers: %s", len(removed), ", ".join(removed))

@@ -159,9 +159,10 @@ class CallService:
         """
         schema = handle.schemas.require(call.kind)
         raw = dict(call.arguments)
-        if call.kind == PREDICT and handle.accept_choices and raw.get("accept") is None:
+        offered = handle.schemas.accept_choices
+        if call.kind == PREDICT and offered and raw.get("accept") is None:
             accept = None if call.mode == Mode.ASYNC else call.accept
-            raw["accept"] = choose_media_type(accept, None, handle.accept_choices, handle.accept_default)
+            raw["accept"] = choose_media_type(accept, None, offered, handle.schemas.accept_default)
         loaded = schemas.load(schema, raw)
         fields = schemas.instance(schema).fields
         not_files = {

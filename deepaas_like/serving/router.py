@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import marshmallow
-
 from deepaas_like.exceptions import HookNotImplemented, ModelNotFound
 from deepaas_like.kinds import PREDICT, TRAIN, Kind
 from deepaas_like.results import Prediction
@@ -47,22 +45,6 @@ class ModelHandle:
     def schemas(self) -> ModelSchemas:
         """The model's description, shared by its versions."""
         return self.model.schemas
-
-    @property
-    def predict_schema(self) -> type[marshmallow.Schema] | None:
-        return self.schemas.predict
-
-    @property
-    def train_schema(self) -> type[marshmallow.Schema] | None:
-        return self.model.train_schema if self.version is None else None
-
-    @property
-    def accept_choices(self) -> list[str]:
-        return self.schemas.accept_choices
-
-    @property
-    def accept_default(self) -> str | None:
-        return self.schemas.accept_default
 
     @property
     def makes_versions(self) -> bool:

@@ -133,9 +133,9 @@ async def predict(request: web.Request) -> web.StreamResponse:
     # Checked before the body is read: a malformed key must not leave an upload behind.
     key = idempotency_key(request) if mode == Mode.ASYNC else None
     with calls.uploads() as uploads:
-        assert model.predict_schema is not None  # target() checked the hook
+        assert model.schemas.predict is not None  # target() checked the hook
         arguments = await decode_arguments(
-            request, model.predict_schema, uploads, _limits(request), negotiated=bool(model.accept_choices)
+            request, model.schemas.predict, uploads, _limits(request), negotiated=bool(model.schemas.accept_choices)
         )
         # A job's POST answers with the job (JSON): its Accept header does not pick the result.
         call = Call(
@@ -183,8 +183,8 @@ async def start_training(request: web.Request) -> web.Response:
     model = await calls.target(_name(request), TRAIN)
     key = idempotency_key(request)  # before the body: a malformed key must not leave an upload behind
     with calls.uploads() as uploads:
-        assert model.train_schema is not None  # target() checked the hook
-        arguments = await decode_arguments(request, model.train_schema, uploads, _limits(request))
+        assert model.schemas.train is not None  # target() checked the hook
+        arguments = await decode_arguments(request, model.schemas.train, uploads, _limits(request))
         # The job owns the uploads from here, and deletes them when it ends.
         call = Call(_name(request), TRAIN, arguments, uploads, None, caller(request).key_hash, key, Mode.ASYNC)
         answer = await calls.call(call, model)
