@@ -149,12 +149,13 @@ async def predict(request: web.Request) -> web.StreamResponse:
             mode,
         )
         answer = await calls.call(call, model)
-    if answer.job is not None:
-        location = request.app[LINKS].url_for(request, "prediction", model_name=model.name, uuid=answer.job.uuid)
-        headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
-        return json_response(job_document(answer.job), status=202, headers=headers)
-    assert answer.prediction is not None
-    return prediction_response(answer.prediction)
+        if answer.job is not None:
+            location = request.app[LINKS].url_for(request, "prediction", model_name=model.name, uuid=answer.job.uuid)
+            headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
+            return json_response(job_document(answer.job), status=202, headers=headers)
+        assert answer.prediction is not None
+        # Encoded while the uploads exist: a plugin may return one of them.
+        return prediction_response(answer.prediction)
 
 
 _BOOLEAN = fields.Boolean()
