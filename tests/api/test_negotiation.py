@@ -1,4 +1,7 @@
-"""Accept header parsing and media-type choice (RFC 9110, section 12.5.1)."""
+"""Accept header parsing and media-type choice (RFC 9110, section 12.5.1). The module moved
+out of api/ to deepaas_like/negotiation.py (issue 27): the call service, under every front,
+chooses ``accept``; the tests stay with the HTTP ones, whose header it reads.
+"""
 
 import pytest
 
