@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_middlewares import normalize_path_middleware
 
 from deepaas_like.api import openapi
-from deepaas_like.api.keys import DRAIN, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
+from deepaas_like.api.keys import CALLS, DRAIN, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
 from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
@@ -26,9 +26,10 @@ from deepaas_like.api.routes import ACCESS, ROUTES, add_routes
 from deepaas_like.api.security import ROUTE_ACCESS, auth_middleware, request_id_middleware, setup_cors
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments, PluginError
 from deepaas_like.jobs.service import Jobs
+from deepaas_like.serving.calls import CallService
 from deepaas_like.serving.draining import Drain
+from deepaas_like.serving.model_versions import ModelVersions
 from deepaas_like.serving.served import ServedModel
-from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import Settings
 
 __all__ = ["Opener", "Served", "create_app", "error_middleware"]
@@ -87,6 +88,9 @@ class Served(Protocol):
     @property
     def drain(self) -> Drain: ...
 
+    @property
+    def calls(self) -> CallService: ...
+
     def shutting_down(self) -> None:
         """Stop taking calls; see :meth:`deepaas_like.server.Server.shutting_down`."""
 
@@ -96,8 +100,8 @@ Opener = Callable[[], AbstractAsyncContextManager[Served]]
 
 
 def _serving(open_server: Opener) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The cleanup context that opens the server: its models, versions, jobs and drain
-    become the application's for as long as it runs."""
+    """The cleanup context that opens the server: its models, versions, jobs, drain and
+    call service become the application's for as long as it runs."""
 
     async def serving(app: web.Application) -> AsyncIterator[None]:
         async with open_server() as server:
@@ -106,6 +110,7 @@ def _serving(open_server: Opener) -> Callable[[web.Application], AsyncIterator[N
             app[VERSIONS] = server.versions
             app[JOBS] = server.jobs
             app[DRAIN] = server.drain
+            app[CALLS] = server.calls
             settings = app[SETTINGS]
             server.versions.on_change = lambda: openapi.document_versions(app, server.versions, settings)
             if settings.doc_endpoint:

@@ -1,5 +1,6 @@
-"""Read a request's arguments (query string, multipart or urlencoded form, JSON body) and
-parse them with webargs against a model's argument schema.
+"""Read a request's arguments (query string, multipart or urlencoded form, JSON body) into
+the raw arguments of a call, which the call service validates
+(:class:`~deepaas_like.serving.calls.CallService`); parse a job listing's query with webargs.
 
 Uploaded files are streamed to disk in a temporary directory of the request's own, never
 held whole in memory; the caller deletes that directory when the call ends.
@@ -24,14 +25,27 @@ from multidict import MultiDict
 from webargs.aiohttpparser import AIOHTTPParser
 from webargs.multidictproxy import MultiDictProxy
 
-from deepaas_like.api.negotiation import choose_media_type
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
-from deepaas_like.model.args import UploadedFile, is_file_field
+from deepaas_like.model.args import UploadedFile
 from deepaas_like.serving import schemas
 from deepaas_like.serving.schemas import ListingArgs
 from deepaas_like.serving.uploads import Uploads
 
-_RAW = "deepaas_like.raw_arguments"
+__all__ = [
+    "DECODED_CODINGS",
+    "MAX_JSON_DEPTH",
+    "BodyTimeout",
+    "BodyTooLarge",
+    "Limits",
+    "TooManyParts",
+    "UnreadableBody",
+    "UnsupportedEncoding",
+    "decode_arguments",
+    "header_located",
+    "listing_arguments",
+    "read_arguments",
+]
+
 _CHUNK = 256 * 1024  # bytes read from the socket per step of an upload
 #: Deepest nesting accepted in a JSON body; deeper values would recurse in validation,
 #: pickling and storage (Python's recursion limit is 1000 frames).
@@ -88,14 +102,6 @@ class _Parser(AIOHTTPParser):
 
 
 parser = _Parser()
-
-
-@parser.location_loader("request")
-def _load_request(request: web.Request, schema: marshmallow.Schema) -> Any:
-    raw = request[_RAW]
-    if isinstance(raw, MultiDict):
-        return MultiDictProxy(raw, schema)
-    return raw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,70 +348,28 @@ def header_located(field: marshmallow.fields.Field) -> bool:
     return field.metadata.get("location") in ("headers", "header")
 
 
-@dataclasses.dataclass(frozen=True)
-class Negotiation:
-    """How a prediction's media type is chosen: among ``offered`` (the plugin's ``accept``
-    choices), by the ``accept`` argument, else the ``Accept`` header (``header``; None for
-    a job, whose POST answers with the job), else ``default``.
-    """
-
-    offered: list[str]
-    default: str | None
-    header: str | None
-
-
-async def parse_arguments(
-    request: web.Request,
-    schema: type[marshmallow.Schema],
-    uploads: Uploads,
-    limits: Limits,
-    negotiation: Negotiation | None = None,
+async def decode_arguments(
+    request: web.Request, schema: type[marshmallow.Schema], uploads: Uploads, limits: Limits, negotiated: bool = False
 ) -> dict[str, Any]:
-    """Read ``request``'s arguments (uploads into ``uploads``), choose the media type when a
-    ``negotiation`` is given (as the ``accept`` argument, which the server supplies when the
-    client does not), and validate them against ``schema``.
-
-    Raises :class:`InvalidArguments`, :class:`UnsupportedEncoding`, :class:`BodyTooLarge`,
-    :class:`TooManyParts` and :class:`BodyTimeout`.
+    """The raw arguments of ``request`` for a call (see :class:`~deepaas_like.serving.calls.Call`):
+    query string and body (uploads into ``uploads``), repeated form fields as lists for the
+    ``schema``'s list fields, and the arguments declared to come from a header read from the
+    request header of that name (``_`` may be written ``-``) when the query and body lack
+    them; ``accept`` never when ``negotiated`` (the call service chooses it from the
+    ``Accept`` header). Raises what :func:`read_arguments` raises.
     """
     raw = await read_arguments(request, uploads, limits)
-    if negotiation is not None and negotiation.offered:
-        sent = raw.get("accept")
-        chosen = choose_media_type(
-            negotiation.header, sent if isinstance(sent, str) else None, negotiation.offered, negotiation.default
-        )
-        if sent is None:
-            raw["accept"] = chosen
-    return await load_arguments(request, raw, schema)
+    instance = schemas.instance(schema)
+    for name, field in instance.fields.items():
+        if name not in raw and header_located(field) and not (negotiated and name == "accept"):
+            value = request.headers.get(name, request.headers.get(name.replace("_", "-")))
+            if value is not None:
+                raw[name] = value
+    if isinstance(raw, MultiDict):
+        return dict(MultiDictProxy(raw, instance))
+    return raw
 
 
 async def listing_arguments(request: web.Request) -> dict[str, Any]:
     """The query string of a job listing; raises :class:`InvalidArguments`."""
     return await parser.parse(ListingArgs(), request, location="query", unknown=marshmallow.EXCLUDE)
-
-
-async def load_arguments(
-    request: web.Request, raw: MultiDict | dict[str, Any], schema: type[marshmallow.Schema]
-) -> dict[str, Any]:
-    """Validate ``raw`` (from :func:`read_arguments`) against ``schema``.
-
-    Header-located arguments missing from the query and body are read from the request
-    header of that name (``_`` may be written ``-``). Returns the loaded arguments. Raises
-    :class:`InvalidArguments` with ``{"field": ["message", ...]}``.
-    """
-    instance = schemas.instance(schema)
-    for name, field in instance.fields.items():
-        if name not in raw and header_located(field):
-            value = request.headers.get(name, request.headers.get(name.replace("_", "-")))
-            if value is not None:
-                raw[name] = value
-    request[_RAW] = raw
-    loaded = await parser.parse(instance, request, location="request", unknown=marshmallow.EXCLUDE)
-    not_files = {
-        name: ["must be an uploaded file (multipart/form-data)"]
-        for name, field in instance.fields.items()
-        if is_file_field(field) and name in raw and not isinstance(loaded.get(name), UploadedFile)
-    }
-    if not_files:
-        raise InvalidArguments(not_files)
-    return loaded

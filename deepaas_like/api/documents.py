@@ -8,7 +8,9 @@ import datetime
 from typing import Any
 
 from deepaas_like.jobs.states import CANCELLED, DONE, ERROR, JobView
-from deepaas_like.versions.records import VersionRecord
+from deepaas_like.serving.model_versions import version_document
+
+__all__ = ["job_document", "version_document"]
 
 
 def job_document(job: JobView) -> dict[str, Any]:
@@ -51,31 +53,4 @@ def job_document(job: JobView) -> dict[str, Any]:
             document["result"]["media_type"] = job.media_type
         if job.version is not None:
             document["result"]["version"] = job.version
-    return document
-
-
-def version_document(
-    record: VersionRecord, state: str, promoted: bool, message: str | None = None, training: bool = True
-) -> dict[str, Any]:
-    """A model version: ``id`` (``name@n``, callable as a model name), ``model``,
-    ``version`` (its number), ``parent`` (the model trained), ``training`` (the job's
-    uuid), its ``arguments`` and ``metrics``, ``created`` (as job dates print), ``state``
-    here (``loaded``, ``loading``, ``unloaded``, ``unavailable`` with a ``message``),
-    whether the model's name serves it (``promoted``), and its ``mlflow_run_id``. Without
-    ``training`` (a caller that may not see the training: another API key's) the
-    training's uuid, arguments and MLflow run are left out.
-    """
-    document: dict[str, Any] = {
-        "id": record.id,
-        "model": record.model,
-        "version": record.number,
-        "parent": record.parent,
-    }
-    if training:
-        document.update(training=record.job, arguments=record.arguments)
-    document.update(metrics=record.metrics, created=str(record.created), state=state, promoted=promoted)
-    if message is not None:
-        document["message"] = message
-    if training and record.run_id is not None:
-        document["mlflow_run_id"] = record.run_id
     return document

@@ -9,16 +9,29 @@ from aiohttp import web
 
 from deepaas_like.api.links import Links
 from deepaas_like.jobs.service import Jobs
+from deepaas_like.serving.calls import CallService
 from deepaas_like.serving.draining import Drain
+from deepaas_like.serving.model_versions import ModelVersions
 from deepaas_like.serving.served import ServedModel
-from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import Settings
 
-__all__ = ["DRAIN", "JOBS", "LINKS", "LOG_BUFFER", "MODELS", "SETTINGS", "SHUTTING_DOWN", "VERSIONS"]
+__all__ = [
+    "CALLS",
+    "DRAIN",
+    "JOBS",
+    "LINKS",
+    "LOG_BUFFER",
+    "MODELS",
+    "SETTINGS",
+    "SHUTTING_DOWN",
+    "VERSIONS",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 MODELS = web.AppKey("models", dict[str, ServedModel])
 JOBS = web.AppKey("jobs", Jobs)
+#: The call service every handler of a model's call goes through.
+CALLS = web.AppKey("calls", CallService)
 #: The versions trainings made, served lazily under their own ids.
 VERSIONS = web.AppKey("versions", ModelVersions)
 #: Set when the server starts shutting down, so that long-lived streams end.

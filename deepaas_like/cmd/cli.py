@@ -32,20 +32,25 @@ from typing import Any, TextIO
 import marshmallow
 from marshmallow import fields
 
-from deepaas_like import config, grpc_api
+from deepaas_like import config
 from deepaas_like.api import openapi
 from deepaas_like.api.routes import ROUTES
 from deepaas_like.cmd import install
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
+from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model import args as model_args
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import resolve_model_names
+from deepaas_like.protos import proto_file
 from deepaas_like.serving import schemas
+from deepaas_like.serving.calls import Call, CallService
+from deepaas_like.serving.draining import Drain
+from deepaas_like.serving.router import Router
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 from deepaas_like.workers.inprocess import InProcessPool
 
-__all__ = ["build_parser", "global_options", "load_arguments", "main", "result_stdout", "run"]
+__all__ = ["build_parser", "decode_arguments", "global_options", "main", "result_stdout", "run"]
 
 DESCRIPTION = "Call a model plugin in this process, without a server, or install a plugin."
 EPILOG = (
@@ -194,10 +199,10 @@ def _flag_values(schema: type[marshmallow.Schema], namespace: argparse.Namespace
     return raw
 
 
-def load_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespace, workdir: str) -> dict[str, Any]:
-    """Validate the flags given against ``schema`` as the server validates a request; file
-    arguments are copied into ``workdir`` first, so the plugin never holds the user's file.
-    Raises ``InvalidArguments``.
+def decode_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    """The flags given as the raw arguments of a call (the call service validates them as
+    the server's); file arguments are copied into ``workdir`` first, so the plugin never
+    holds the user's file. Raises ``InvalidArguments``.
     """
     raw = _flag_values(schema, namespace)
     for name, value in raw.items():
@@ -208,7 +213,7 @@ def load_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespa
             shutil.copyfile(value, copy)
             content_type = mimetypes.guess_type(value)[0] or "application/octet-stream"
             raw[name] = UploadedFile(name, copy, content_type, os.path.basename(value))
-    return schemas.load(schema, raw)
+    return raw
 
 
 async def run(argv: list[str], result: TextIO) -> int:
@@ -228,8 +233,10 @@ async def run(argv: list[str], result: TextIO) -> int:
     await model.start()
     with contextlib.redirect_stdout(result):  # a command's --help is its answer
         options = build_parser(model).parse_args(argv)
+    # The same call path as the server's, without jobs: every endpoint is on, a training waited for.
+    calls = CallService(Router({model.name: model}), None, Drain(), lambda kind: True)
     if options.command == "protos":
-        file_name, text = grpc_api.proto_file(model)
+        file_name, text = proto_file(model)
         os.makedirs(options.output, exist_ok=True)
         path = os.path.join(options.output, file_name)
         with open(path, "w") as handle:
@@ -237,13 +244,13 @@ async def run(argv: list[str], result: TextIO) -> int:
         return _print({"status": "OK", "output": path}, result)
     if options.command == "predict":
         output = getattr(options, "output", None) or first.method_output
-        return _print(await _predict(model, options, output), result)
+        return _print(await _predict(calls, model, options, output), result)
     if options.command == "metadata":
         document = model.metadata()
     elif options.command == "openapi":
         document = _openapi(model)
     else:
-        document = await _train(model, options)
+        document = await _train(calls, model, options)
     if first.method_output:
         _write_json(first.method_output, document)
     return _print(document, result)
@@ -258,23 +265,23 @@ def _openapi(model: ServedModel) -> dict[str, Any]:
     return api_spec.swagger_dict()
 
 
-async def _train(model: ServedModel, options: argparse.Namespace) -> dict[str, Any]:
+async def _train(calls: CallService, model: ServedModel, options: argparse.Namespace) -> dict[str, Any]:
     assert model.train_schema is not None  # the parser offers train only then
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
-        kwargs = load_arguments(model.train_schema, options, workdir)
-        output = await model.train(kwargs, job_id="cli")
-    return {"status": "done", "args": model_args.json_arguments(kwargs), "result": {"output": output}}
+        raw = decode_arguments(model.train_schema, options, workdir)
+        answer = await calls.call(Call(model.name, TRAIN, raw))
+    assert answer.arguments is not None
+    return {"status": "done", "args": model_args.json_arguments(answer.arguments), "result": {"output": answer.output}}
 
 
-async def _predict(model: ServedModel, options: argparse.Namespace, output: str | None) -> Any:
+async def _predict(calls: CallService, model: ServedModel, options: argparse.Namespace, output: str | None) -> Any:
     """The prediction's JSON document (written to ``output`` too when given), or, for media,
     a summary of the file ``output`` it was written to."""
     assert model.predict_schema is not None  # the parser offers predict only then
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
-        kwargs = load_arguments(model.predict_schema, options, workdir)
-        if model.accept_choices and "accept" not in kwargs:
-            kwargs["accept"] = model.default_accept
-        prediction = await model.predict(kwargs)
+        raw = decode_arguments(model.predict_schema, options, workdir)
+        prediction = (await calls.call(Call(model.name, PREDICT, raw))).prediction
+        assert prediction is not None  # a synchronous prediction
         if not prediction.binary:
             if output:
                 _write_json(output, prediction.document)

@@ -1,52 +1,10 @@
 """The gRPC front (``--grpc-port``), beside the HTTP one: a service per model, generated from
-the plugin's schemas, with reflection and health. It needs the ``grpc`` extra; this module
-imports nothing of it, so that the rest of the server runs without.
+the plugin's schemas (:mod:`deepaas_like.protos`), with reflection and health. It needs the
+``grpc`` extra; this module imports nothing of it, so that the rest of the server runs without.
 """
 
 from __future__ import annotations
 
-import importlib.util
+from deepaas_like.protos import EXTRA, require
 
-from deepaas_like.exceptions import ExtraNotInstalled
-from deepaas_like.serving.served import ServedModel
-
-#: The modules of the ``grpc`` extra, and the package providing each.
-EXTRA = {
-    "grpc": "grpcio",
-    "grpc_reflection": "grpcio-reflection",
-    "grpc_health": "grpcio-health-checking",
-    "grpc_status": "grpcio-status",
-    "google.protobuf": "protobuf",
-    "google.rpc": "googleapis-common-protos",
-}
-
-
-def require(feature: str) -> None:
-    """Raise :class:`ExtraNotInstalled` naming ``feature`` and the install command unless
-    every package of the ``grpc`` extra is installed.
-    """
-    missing = [package for module, package in EXTRA.items() if not _installed(module)]
-    if missing:
-        raise ExtraNotInstalled(
-            f"{feature} needs the grpc extra ({', '.join(missing)} missing): pip install 'deepaas_like[grpc]'"
-        )
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ModuleNotFoundError, ValueError):  # its parent package is missing, or it was unloaded
-        return False
-
-
-def proto_file(model: ServedModel) -> tuple[str, str]:
-    """The ``.proto`` file of ``model``'s gRPC service: (file name, text), the same file the
-    gRPC server serves. Raises :class:`ExtraNotInstalled`.
-    """
-    require("the .proto files")
-    # Imported once the extra is known to be there: both need protobuf.
-    from deepaas_like.grpc_api.proto_text import proto_text
-    from deepaas_like.grpc_api.protos import ModelProtos
-
-    protos = ModelProtos.build(model)
-    return protos.file_name, proto_text(protos.file)
+__all__ = ["EXTRA", "require"]

@@ -16,9 +16,9 @@ from google.protobuf.message import Message
 
 from deepaas_like import json_text
 from deepaas_like.exceptions import InvalidArguments, InvalidPrediction
-from deepaas_like.grpc_api.protos import JSON_TYPES, ModelProtos, Slot
 from deepaas_like.media import OCTET_STREAM, sniff
 from deepaas_like.model.args import UploadedFile
+from deepaas_like.protos.model_protos import JSON_TYPES, ModelProtos, Slot
 from deepaas_like.results import Prediction
 from deepaas_like.serving.uploads import Uploads
 
@@ -124,8 +124,9 @@ class Messages:
         self._fill(response.prediction, prediction.document)
         return response
 
-    def training(self, document: dict[str, Any]) -> Message:
-        """A ``Training`` of the REST API's training object (keys the message lacks are
+    def job(self, document: dict[str, Any], name: str = "Training") -> Message:
+        """Message ``name`` of a REST API document: a ``Training`` or ``PredictionJob`` of
+        the REST API's job object, a ``ModelVersion``... (keys the message lacks are
         skipped; ``result.duration`` is in seconds, the REST object's
         ``result.duration_seconds``). NaN and Infinity (a plugin's result or progress) are sent
         as null, as the HTTP front sends them: unset ``progress``, ``null_value`` in ``args``
@@ -135,7 +136,7 @@ class Messages:
         result = document.get("result")
         if result is not None:
             document = {**document, "result": {**result, "duration": result.get("duration_seconds")}}
-        return json_format.ParseDict(json_text.finite(document), self.of("Training")(), ignore_unknown_fields=True)
+        return json_format.ParseDict(json_text.finite(document), self.of(name)(), ignore_unknown_fields=True)
 
     def _fill(self, message: Message, values: dict[str, Any]) -> None:
         for slot, field in self._fields(message):

@@ -21,9 +21,9 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from deepaas_like.exceptions import StartupError, Unauthorized
 from deepaas_like.grpc_api.messages import Messages, new_pool
-from deepaas_like.grpc_api.protos import ModelProtos
 from deepaas_like.grpc_api.service import ModelService, Shared, caller_of, metadata_of
 from deepaas_like.grpc_api.status import status_of
+from deepaas_like.protos.model_protos import ModelProtos
 from deepaas_like.serving.served import ServedModel
 
 LOG = logging.getLogger(__name__)
@@ -130,7 +130,9 @@ class GrpcServer:
         """Each model's service is SERVING while it has a live worker; the server (``""``)
         while every model does and the job database answers, as ``/readyz``."""
         statuses = {self.protos[name].service: model.unavailable() is None for name, model in self.models.items()}
-        statuses[""] = self.shared.jobs.database_up and all(statuses.values())
+        statuses[""] = (
+            self.shared.calls.jobs is not None and self.shared.calls.jobs.database_up and all(statuses.values())
+        )
         for service, serving in statuses.items():
             if self._serving.get(service) != serving:  # watchers hear of changes only
                 self._serving[service] = serving

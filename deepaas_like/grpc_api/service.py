@@ -1,5 +1,6 @@
-"""The gRPC service of one model: its handlers parse a request message, call the serving
-layer (or the job runner) as the HTTP handlers do, and answer with a message.
+"""The gRPC service of one model: its handlers decode a request message into a call of the
+call service (:class:`~deepaas_like.serving.calls.CallService`), as the HTTP handlers do,
+and encode its answer as a message.
 
 Every call checks the API key (metadata ``authorization: Bearer <key>`` or ``x-api-key``),
 carries a request id (``x-request-id``, else a fresh one) into the worker's log lines, is
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -25,18 +27,32 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from deepaas_like import api_keys
-from deepaas_like.exceptions import DeepaasLikeError, EndpointDisabled, JobNotFound, MalformedRequest, PluginError
+from deepaas_like.exceptions import DeepaasLikeError, JobNotFound, MalformedRequest, PluginError
 from deepaas_like.grpc_api.messages import Messages
-from deepaas_like.grpc_api.protos import SIGNATURES, ModelProtos
 from deepaas_like.grpc_api.status import bounded, status_of
-from deepaas_like.jobs.service import Jobs
-from deepaas_like.kinds import PREDICT, TRAIN
+from deepaas_like.kinds import PREDICT, TRAIN, Kind
 from deepaas_like.logs import new_request_id, request_id
+from deepaas_like.protos.model_protos import SIGNATURES, ModelProtos
 from deepaas_like.serving import schemas
-from deepaas_like.serving.draining import Drain
+from deepaas_like.serving.calls import Call, CallService, Mode
+from deepaas_like.serving.idempotency import idempotency_key
+from deepaas_like.serving.model_versions import version_document
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import Uploads
 from deepaas_like.settings import Settings
+from deepaas_like.versions.records import version_id
+
+__all__ = [
+    "ECHOED",
+    "IDEMPOTENCY_KEY",
+    "UUID",
+    "CallObserver",
+    "Incoming",
+    "ModelService",
+    "Shared",
+    "caller_of",
+    "metadata_of",
+]
 
 LOG = logging.getLogger(__name__)
 #: Called after each call with (model, method, gRPC code name, seconds).
@@ -45,19 +61,19 @@ CallObserver = Callable[[str, str, str, float], None]
 UUID = re.compile("[0-9a-f]{32}")
 #: Characters of a request's value that an error message repeats.
 ECHOED = 64
+#: The metadata that names a job-creating call (as the HTTP header ``Idempotency-Key``).
+IDEMPOTENCY_KEY = "idempotency-key"
 
 
 @dataclasses.dataclass(frozen=True)
 class Shared:
-    """What every model's service shares with the HTTP front: the settings (API keys, upload
-    folder, endpoints), the job runner, the shutdown drain (``with drain:`` around a
-    prediction; it answers :class:`~deepaas_like.exceptions.ShuttingDown` when the server
-    cannot wait for it) and the metrics' ``on_call``.
+    """What every model's service shares with the HTTP front: the settings (API keys,
+    listening), the call service (models, versions, jobs, uploads, the shutdown drain) and
+    the metrics' ``on_call``.
     """
 
     settings: Settings
-    jobs: Jobs
-    drain: Drain
+    calls: CallService
     on_call: CallObserver | None = None
 
 
@@ -74,6 +90,37 @@ def caller_of(metadata: dict[str, str], settings: Settings) -> api_keys.Caller:
     return api_keys.authenticate(presented, settings.auth_tokens, settings.admin_tokens)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Jobs:
+    """How a kind of jobs shows in a model's service: ``Get<method>``, ``List<method>s``...;
+    the job's ``message``, a listing's message and field, an event's field."""
+
+    method: str
+    message: str
+    listing: str
+    listed: str
+    field: str
+
+
+_JOBS = {
+    TRAIN: _Jobs("Training", "Training", "ListTrainingsResponse", "trainings", "training"),
+    PREDICT: _Jobs("Prediction", "PredictionJob", "ListPredictionJobsResponse", "predictions", "prediction"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Incoming:
+    """Who calls (``caller``), and the values of its ``idempotency-key`` metadata (``keys``)."""
+
+    caller: api_keys.Caller
+    keys: tuple[str, ...] = ()
+
+    def idempotency_key(self) -> str | None:
+        """The call's idempotency key, checked as the HTTP header is; raises
+        :class:`~deepaas_like.exceptions.InvalidIdempotencyKey` (INVALID_ARGUMENT)."""
+        return idempotency_key(list(self.keys), f"{IDEMPOTENCY_KEY} metadata")
+
+
 class ModelService:
     """The handlers of one model's service (see ``protos.SIGNATURES`` for its methods)."""
 
@@ -87,12 +134,20 @@ class ModelService:
         """The service's methods, for ``server.add_generic_rpc_handlers``."""
         behaviours: dict[str, Any] = {
             "Predict": self._predict,
+            "PredictVersion": self._predict_version,
             "Train": self._train,
-            "GetTraining": self._get_training,
-            "ListTrainings": self._list_trainings,
-            "CancelTraining": self._cancel_training,
-            "WatchTraining": self._watch_training,
+            "SubmitPrediction": self._submit_prediction,
+            "ListVersions": self._list_versions,
+            "GetVersion": self._get_version,
+            "PromoteVersion": self._promote_version,
+            "RollbackVersion": self._rollback_version,
+            "DeleteVersion": self._delete_version,
         }
+        for kind, jobs in _JOBS.items():
+            behaviours[f"Get{jobs.method}"] = functools.partial(self._get_job, kind)
+            behaviours[f"List{jobs.method}s"] = functools.partial(self._list_jobs, kind)
+            behaviours[f"Cancel{jobs.method}"] = functools.partial(self._cancel_job, kind)
+            behaviours[f"Watch{jobs.method}"] = functools.partial(self._watch_job, kind)
         handlers: dict[str, grpc.RpcMethodHandler] = {}
         for method in self.protos.methods:
             request, response, streaming = SIGNATURES[method]
@@ -108,16 +163,15 @@ class ModelService:
 
     # The calls -------------------------------------------------------------------------
 
-    async def _predict(self, request: Message, caller: api_keys.Caller) -> Message:
-        self._check_endpoint(PREDICT)
-        settings = self.shared.settings
-        with Uploads(settings.upload_dir, settings.database_url) as uploads:
-            raw = self.messages.arguments(request, uploads)
-            if self.model.accept_choices and "accept" not in raw:
-                raw["accept"] = self.model.default_accept
-            kwargs = schemas.load(self.model.predict_schema, raw)  # type: ignore[arg-type]
-            with self.shared.drain:
-                prediction = await self.model.predict(kwargs)
+    async def _predict(self, request: Message, incoming: Incoming, name: str | None = None) -> Message:
+        """A synchronous prediction of the model, or of its version ``name`` (``name@n``)."""
+        calls = self.shared.calls
+        model = await calls.target(name or self.model.name, PREDICT)
+        with calls.uploads() as uploads:
+            arguments = self.messages.arguments(request, uploads)
+            call = Call(model.name, PREDICT, arguments, uploads, owner=incoming.caller.key_hash)
+            prediction = (await calls.call(call, model)).prediction
+            assert prediction is not None  # a synchronous prediction
             # Read while the uploads exist: a plugin may return one of them.
             try:
                 data = prediction.data
@@ -127,58 +181,103 @@ class ModelService:
                 prediction.discard()
             return self.messages.predict_response(prediction, data)
 
-    async def _train(self, request: Message, caller: api_keys.Caller) -> Message:
-        self._check_endpoint(TRAIN)
-        settings = self.shared.settings
-        with Uploads(settings.upload_dir, settings.database_url) as uploads:
-            kwargs = schemas.load(self.model.train_schema, self.messages.arguments(request, uploads))  # type: ignore[arg-type]
+    async def _predict_version(self, request: Message, incoming: Incoming) -> Message:
+        version = version_id(self.model.name, request.version)  # type: ignore[attr-defined]
+        return await self._predict(request.arguments, incoming, version)  # type: ignore[attr-defined]
+
+    async def _submit(self, kind: Kind, request: Message, incoming: Incoming) -> Message:
+        """A job (a training, an asynchronous prediction), or the first of its idempotency key."""
+        calls = self.shared.calls
+        model = await calls.target(self.model.name, kind)
+        key = incoming.idempotency_key()  # before the files: a malformed key leaves no upload behind
+        with calls.uploads() as uploads:
+            arguments = self.messages.arguments(request, uploads)
             # The job owns the uploads from here, and deletes them when it ends.
-            job = await self.shared.jobs.submit(self.model, TRAIN, kwargs, uploads.take(), caller.key_hash)
-        return self.messages.training(self.shared.jobs.document(job))
+            call = Call(model.name, kind, arguments, uploads, None, incoming.caller.key_hash, key, Mode.ASYNC)
+            answer = await calls.call(call, model)
+        assert answer.job is not None
+        return self.messages.job(calls.document(answer.job), _JOBS[kind].message)
 
-    async def _get_training(self, request: Message, caller: api_keys.Caller) -> Message:
-        self._check_endpoint(TRAIN)
-        job = await self.shared.jobs.get(self.model.name, self._uuid(request), TRAIN, caller.visible_to)
-        return self.messages.training(self.shared.jobs.document(job))
+    async def _train(self, request: Message, incoming: Incoming) -> Message:
+        return await self._submit(TRAIN, request, incoming)
 
-    async def _list_trainings(self, request: Message, caller: api_keys.Caller) -> Message:
-        self._check_endpoint(TRAIN)
+    async def _submit_prediction(self, request: Message, incoming: Incoming) -> Message:
+        return await self._submit(PREDICT, request, incoming)
+
+    async def _get_job(self, kind: Kind, request: Message, incoming: Incoming) -> Message:
+        calls = self.shared.calls
+        await calls.resolve(self.model.name, kind)  # a disabled endpoint before a malformed uuid
+        job = await calls.job(self.model.name, self._uuid(request, kind), kind, incoming.caller.visible_to)
+        return self.messages.job(calls.document(job), _JOBS[kind].message)
+
+    async def _list_jobs(self, kind: Kind, request: Message, incoming: Incoming) -> Message:
+        calls, jobs = self.shared.calls, _JOBS[kind]
+        await calls.resolve(self.model.name, kind)  # a disabled endpoint before invalid arguments
         query = schemas.load(schemas.ListingArgs, self.messages.arguments(request, Uploads()))
-        jobs = await self.shared.jobs.list(self.model.name, TRAIN, **query, visible_to=caller.visible_to)
-        response = self.messages.of("ListTrainingsResponse")()
-        response.trainings.extend(self.messages.training(self.shared.jobs.document(job)) for job in jobs)  # type: ignore[attr-defined]
+        found = await calls.jobs_of(self.model.name, kind, query, incoming.caller.visible_to)
+        response = self.messages.of(jobs.listing)()
+        getattr(response, jobs.listed).extend(self.messages.job(calls.document(job), jobs.message) for job in found)
         return response
 
-    async def _cancel_training(self, request: Message, caller: api_keys.Caller) -> Message:
-        self._check_endpoint(TRAIN)
-        job = await self.shared.jobs.cancel(self.model, self._uuid(request), TRAIN, caller.visible_to)
-        return self.messages.training(self.shared.jobs.document(job))
+    async def _cancel_job(self, kind: Kind, request: Message, incoming: Incoming) -> Message:
+        calls = self.shared.calls
+        await calls.resolve(self.model.name, kind)  # a disabled endpoint before a malformed uuid
+        job = await calls.cancel(self.model.name, self._uuid(request, kind), kind, incoming.caller.visible_to)
+        return self.messages.job(calls.document(job), _JOBS[kind].message)
 
-    async def _watch_training(self, request: Message, caller: api_keys.Caller) -> AsyncIterator[Message]:
-        """The events of the REST event stream: ``job`` with the training at each change,
-        then ``end`` with its status; the stream ends when the server stops."""
-        self._check_endpoint(TRAIN)
-        feed = await self.shared.jobs.follow(self.model.name, self._uuid(request), TRAIN, caller.visible_to)
-        event_class = self.messages.of("TrainingEvent")
+    async def _watch_job(self, kind: Kind, request: Message, incoming: Incoming) -> AsyncIterator[Message]:
+        """The events of the REST event stream: ``job`` with the job at each change, then
+        ``end`` with its status; the stream ends when the server stops."""
+        calls, jobs = self.shared.calls, _JOBS[kind]
+        await calls.resolve(self.model.name, kind)  # a disabled endpoint before a malformed uuid
+        feed = await calls.follow(self.model.name, self._uuid(request, kind), kind, incoming.caller.visible_to)
+        event_class = self.messages.of(f"{jobs.message}Event")
         async with feed:
             async for event, data in feed:
                 document = json.loads(data)
                 if event == "job":
-                    yield event_class(event=event, training=self.messages.training(document))
+                    yield event_class(event=event, **{jobs.field: self.messages.job(document, jobs.message)})
                 else:
                     yield event_class(event=event, status=document.get("status", ""))
 
-    def _check_endpoint(self, kind: str) -> None:
-        if not self.shared.settings.endpoint_on(kind):
-            raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
+    async def _list_versions(self, request: Message, incoming: Incoming) -> Message:
+        calls = self.shared.calls
+        records = await calls.versions.list(self.model.name)
+        versions = [calls.described(record, incoming.caller) for record in records]
+        document = {"promoted_version": calls.router.promoted(self.model.name), "versions": versions}
+        return self.messages.job(document, "ListVersionsResponse")
 
-    def _uuid(self, request: Message) -> str:
-        """The training's uuid a ``TrainingRequest`` names. Raises :class:`JobNotFound`,
-        repeating at most :data:`ECHOED` characters of it, when it is no uuid at all."""
+    async def _get_version(self, request: Message, incoming: Incoming) -> Message:
+        calls = self.shared.calls
+        record = await calls.versions.find(self.model.name, request.version)  # type: ignore[attr-defined]
+        return self.messages.job(calls.described(record, incoming.caller), "ModelVersion")
+
+    async def _promote_version(self, request: Message, incoming: Incoming) -> Message:
+        calls = self.shared.calls
+        await calls.promote(self.model.name, request.version, incoming.caller)  # type: ignore[attr-defined]
+        return self._serving()
+
+    async def _rollback_version(self, request: Message, incoming: Incoming) -> Message:
+        await self.shared.calls.rollback(self.model.name, incoming.caller)
+        return self._serving()
+
+    async def _delete_version(self, request: Message, incoming: Incoming) -> Message:
+        calls = self.shared.calls
+        record = await calls.delete_version(self.model.name, request.version, incoming.caller)  # type: ignore[attr-defined]
+        return self.messages.job(version_document(record, "deleted", False), "ModelVersion")
+
+    def _serving(self) -> Message:
+        promoted = self.shared.calls.router.promoted(self.model.name)
+        return self.messages.job({"model": self.model.name, "promoted_version": promoted}, "Serving")
+
+    def _uuid(self, request: Message, kind: Kind = TRAIN) -> str:
+        """The job's uuid a request names. Raises :class:`JobNotFound`, repeating at most
+        :data:`ECHOED` characters of it, when it is no uuid at all."""
         uuid: str = request.uuid  # type: ignore[attr-defined]
         if UUID.fullmatch(uuid) is None:
             shown = repr(bounded(uuid, ECHOED))
-            raise JobNotFound(f"no training {shown} for model {self.model.name!r}: a uuid is 32 hexadecimal digits")
+            what = "training" if kind == TRAIN else "prediction"
+            raise JobNotFound(f"no {what} {shown} for model {self.model.name!r}: a uuid is 32 hexadecimal digits")
         return uuid
 
     # What every call does ----------------------------------------------------------------
@@ -187,7 +286,7 @@ class ModelService:
         self,
         method: str,
         request_class: type[Message],
-        behaviour: Callable[[Message, api_keys.Caller], Awaitable[Message]],
+        behaviour: Callable[[Message, Incoming], Awaitable[Message]],
     ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
         async def call(data: bytes, context: grpc.aio.ServicerContext) -> Message:
             async with self._call(method, context) as caller:
@@ -200,7 +299,7 @@ class ModelService:
         self,
         method: str,
         request_class: type[Message],
-        behaviour: Callable[[Message, api_keys.Caller], AsyncIterator[Message]],
+        behaviour: Callable[[Message, Incoming], AsyncIterator[Message]],
     ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Message]]:
         async def call(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
             async with self._call(method, context) as caller:
@@ -210,7 +309,7 @@ class ModelService:
         return call
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[api_keys.Caller]:
+    async def _call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[Incoming]:
         """Check the API key, then run the call with its request id; map its error to a
         status, count it in the metrics."""
         metadata = metadata_of(context)
@@ -219,7 +318,10 @@ class ModelService:
         started = time.perf_counter()
         code = "OK"
         try:
-            yield caller_of(metadata, self.shared.settings)
+            keys = tuple(
+                v for k, v in context.invocation_metadata() or () if k.lower() == IDEMPOTENCY_KEY and isinstance(v, str)
+            )
+            yield Incoming(caller_of(metadata, self.shared.settings), keys)
         except DeepaasLikeError as error:
             status = status_of(error)
             code = status.code.name

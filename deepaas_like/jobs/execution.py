@@ -33,9 +33,11 @@ CANCELLED_BY_USER = "cancelled by a DELETE request"
 
 
 class Servable(Protocol):
-    """What the jobs need of a served model (the serving layer's ``ServedModel``)."""
+    """What the jobs need of a served model (the serving layer's ``ModelHandle``)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The model's name."""
 
     @property
     def makes_versions(self) -> bool:

@@ -18,9 +18,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from deepaas_like.database import Database, guarded
-
-# async_url: serving/uploads.py still imports it from here until it uses database_identity.
-from deepaas_like.database import async_url as async_url  # noqa: F401
 from deepaas_like.database.tables import Instance, Job, JobResult
 from deepaas_like.exceptions import JobNotFound
 from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, NEWEST_FIRST, OLDEST_FIRST, PENDING, RUNNING

@@ -18,22 +18,26 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from deepaas_like import grpc_api
 from deepaas_like.api.app import create_app
 from deepaas_like.api.documents import job_document
 from deepaas_like.api.metrics import Metrics
+from deepaas_like.database import database_identity
 from deepaas_like.jobs.hooks import TrainingHook
 from deepaas_like.jobs.result_files import ResultFiles
 from deepaas_like.jobs.service import Jobs
 from deepaas_like.jobs.store import JobStore
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.loading import resolve_model_names
+from deepaas_like.protos import require as require_grpc
 from deepaas_like.server.pools import PoolFactory, default_pools
 from deepaas_like.serving.autoscaling import Autoscaling
+from deepaas_like.serving.calls import CallService
 from deepaas_like.serving.draining import Drain
+from deepaas_like.serving.model_versions import ModelVersions
+from deepaas_like.serving.router import Router
+from deepaas_like.serving.schemas import ModelSchemas
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
-from deepaas_like.serving.versions import ModelVersions
 from deepaas_like.settings import Settings, default_model_store, default_results_dir
 from deepaas_like.tracking import Tracker
 from deepaas_like.tracking_hook import TrackingHook
@@ -62,18 +66,22 @@ def http_app(settings: Settings, pools: PoolFactory | None = None) -> web.Applic
 
 @dataclasses.dataclass
 class Server:
-    """What the fronts serve: the ``models`` by name, their ``versions``, the ``jobs``, the
-    shutdown ``drain`` (shared by every front) and the ``metrics``; ``grpc`` when
-    ``--grpc-port`` is set.
+    """What the fronts serve: the ``calls`` (the call service every front's calls go
+    through), the ``models`` by name, their ``versions``, the ``jobs``, the shutdown
+    ``drain`` and the ``metrics``; ``grpc`` when ``--grpc-port`` is set.
     """
 
     settings: Settings
     metrics: Metrics
-    drain: Drain
+    calls: CallService
     models: dict[str, ServedModel]
     versions: ModelVersions
     jobs: Jobs
     grpc: GrpcServer | None = None
+
+    @property
+    def drain(self) -> Drain:
+        return self.calls.drain
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -85,7 +93,7 @@ class Server:
         reverse order. Raises ``PluginLoadError``, ``StartupError``, ``ExtraNotInstalled``.
         """
         if settings.grpc_port:
-            grpc_api.require("--grpc-port")
+            require_grpc("--grpc-port")
         metrics = metrics or Metrics()
         pools = pools or default_pools(settings)
         check_upload_dir(settings.upload_dir)
@@ -99,11 +107,12 @@ class Server:
             stack.push_async_callback(_stop, models)
             versions = await _versions(settings, store, models, pools, metrics)
             stack.push_async_callback(versions.close)
-            jobs = _jobs(settings, store, models, versions, results)
+            router = Router(models, versions)
+            jobs = _jobs(settings, store, router, versions, results)
             await jobs.start()
             stack.push_async_callback(jobs.close)
             await _remove_orphaned_uploads(settings, jobs)
-            server = cls(settings, metrics, Drain(), models, versions, jobs)
+            server = cls(settings, metrics, _call_service(settings, router, jobs), models, versions, jobs)
             if settings.grpc_port:
                 server.grpc = await _grpc(server)
                 stack.push_async_callback(server.grpc.stop)
@@ -160,16 +169,15 @@ def _served_version(settings: Settings, pools: PoolFactory, metrics: Metrics) ->
     workers that load the version's directory after warming.
     """
 
-    def make(record: VersionRecord, url: str) -> ServedModel:
+    def make(record: VersionRecord, url: str, schemas: ModelSchemas) -> ServedModel:
         model = settings.for_model(record.model)
         return ServedModel(
             record.id,
             pools(record.model, PREDICT, model.version_workers, load_from=url),
-            lambda: pools(record.model, TRAIN, 1),  # never called: versions do not train
             max_batch_size=model.max_batch_size,
             batch_wait=model.batch_wait_ms / 1000,
             on_batch=metrics.batch_size.labels(record.id).observe,
-            trains=False,
+            schemas=schemas,
         )
 
     return make
@@ -198,17 +206,23 @@ async def _versions(
     return versions
 
 
-def _jobs(
-    settings: Settings, store: JobStore, models: dict[str, ServedModel], versions: ModelVersions, results: ResultFiles
-) -> Jobs:
-    """The jobs of ``models``, with the training hooks: a version made after each training of a
+def _jobs(settings: Settings, store: JobStore, router: Router, versions: ModelVersions, results: ResultFiles) -> Jobs:
+    """The jobs of the models ``router`` serves (their handles: an asynchronous prediction
+    follows promotions), with the training hooks: a version made after each training of a
     model that makes versions, an MLflow run with ``--mlflow-tracking-uri``."""
     tracker = Tracker(settings.mlflow_tracking_uri, settings.instance) if settings.mlflow_tracking_uri else None
     hooks: list[TrainingHook] = [
         *([VersionMaking(versions.store, versions.records, versions.added)] if versions.bases else []),
         *([TrackingHook(tracker)] if tracker is not None else []),
     ]
-    return Jobs.from_settings(store, models, settings, results=results, render=job_document, hooks=hooks)
+    return Jobs.from_settings(store, router.handles(), settings, results=results, render=job_document, hooks=hooks)
+
+
+def _call_service(settings: Settings, router: Router, jobs: Jobs) -> CallService:
+    """The call service every front's calls go through (the upload owner tag computed once)."""
+    keys = bool(settings.auth_tokens or settings.admin_tokens)
+    upload_owner = database_identity(settings.database_url)
+    return CallService(router, jobs, Drain(), settings.endpoint_on, settings.upload_dir, upload_owner, keys)
 
 
 async def _remove_orphaned_uploads(settings: Settings, jobs: Jobs) -> None:
@@ -224,7 +238,7 @@ async def _grpc(server: Server) -> GrpcServer:
     from deepaas_like.grpc_api.server import GrpcServer
     from deepaas_like.grpc_api.service import Shared
 
-    shared = Shared(server.settings, server.jobs, server.drain, server.metrics.grpc_call)
+    shared = Shared(server.settings, server.calls, server.metrics.grpc_call)
     grpc = GrpcServer(server.models, shared)
     await grpc.start()
     return grpc

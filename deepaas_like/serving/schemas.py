@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import re
 from typing import Any
@@ -13,8 +14,24 @@ from typing import Any
 import marshmallow
 from marshmallow import fields, validate
 
-from deepaas_like.exceptions import InvalidArguments
+from deepaas_like.exceptions import HookNotImplemented, InvalidArguments
 from deepaas_like.jobs.states import OLDEST_FIRST, ORDERS, STATES
+from deepaas_like.kinds import PREDICT, Kind
+from deepaas_like.model.plugin import ModelDescription
+
+__all__ = [
+    "MAX_LIMIT",
+    "MAX_OFFSET",
+    "ArgumentsSchema",
+    "ListingArgs",
+    "ModelSchemas",
+    "accept_choices",
+    "accept_default",
+    "build_schema",
+    "camel_case",
+    "instance",
+    "load",
+]
 
 
 def camel_case(name: str) -> str:
@@ -111,3 +128,65 @@ class ListingArgs(marshmallow.Schema):
     order = fields.Str(load_default=OLDEST_FIRST, validate=validate.OneOf(ORDERS))
     limit = fields.Int(validate=validate.Range(min=1, max=MAX_LIMIT))
     offset = fields.Int(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSchemas:
+    """A model's description as every front reads it, apart from its workers: the plugin's
+    ``description``, the Schemas of its ``predict`` and ``train`` arguments (None: no such
+    hook) and of its ``response`` (None: DEEPaaS's wrapping), and the media types its
+    ``accept`` argument offers (``accept_choices``, in the plugin's order; may be empty)
+    with their ``accept_default``. Built once per model; its versions share it.
+    """
+
+    name: str
+    description: ModelDescription
+    predict: type[marshmallow.Schema] | None
+    train: type[marshmallow.Schema] | None
+    response: type[marshmallow.Schema] | None
+    accept_choices: list[str]
+    accept_default: str | None
+
+    @classmethod
+    def build(cls, name: str, description: ModelDescription, trains: bool = True) -> ModelSchemas:
+        """The schemas of model ``name`` from its plugin's ``description``; ``trains=False``
+        leaves ``train`` out (a model served for predictions only).
+        """
+        prefix = camel_case(name)
+        predict = train = response = None
+        choices: list[str] = []
+        default = None
+        if description.predict_args is not None:
+            predict = build_schema(description.predict_args, f"{prefix}PredictArgs", ArgumentsSchema)
+            choices = accept_choices(description.predict_args)
+            default = accept_default(description.predict_args)
+            if choices:
+                # The server always supplies ``accept`` (negotiated from the Accept header
+                # when the client does not send it), as DEEPaaS reads it from that header.
+                predict._declared_fields["accept"].required = False
+        if description.train_args is not None and trains:
+            train = build_schema(description.train_args, f"{prefix}TrainArgs", ArgumentsSchema)
+        if description.response_fields is not None:
+            response = build_schema(description.response_fields, f"{prefix}Response")
+        return cls(name, description, predict, train, response, choices, default)
+
+    @property
+    def default_accept(self) -> str | None:
+        """The media type of a prediction whose client names none: the ``accept`` argument's
+        default when it is among the choices, else the first choice; None when the model
+        offers none (it answers JSON).
+        """
+        if not self.accept_choices:
+            return None
+        return self.accept_default if self.accept_default in self.accept_choices else self.accept_choices[0]
+
+    def of(self, kind: Kind | str) -> type[marshmallow.Schema] | None:
+        """The argument Schema of ``kind`` (None: the plugin lacks the hook)."""
+        return self.predict if kind == PREDICT else self.train
+
+    def require(self, kind: Kind | str) -> type[marshmallow.Schema]:
+        """The argument Schema of ``kind``; raises ``HookNotImplemented`` (501) without the hook."""
+        schema = self.of(kind)
+        if schema is None:
+            raise HookNotImplemented(f"model {self.name!r} does not implement {kind}()")
+        return schema

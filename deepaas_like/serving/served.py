@@ -1,10 +1,11 @@
 """The serving layer: one model as the server serves it, above the executors.
 
-A :class:`ServedModel` owns the model's argument schemas (built from the plugin's
-description), its worker pools (predictions; trainings, started on first use), dynamic
-batching, and turns what the plugin returns into what the client receives
-(:func:`deepaas_like.results.render`). It knows nothing of HTTP: handlers, the job runner
-and the CLI all call it.
+A :class:`ServedModel` owns the model's worker pools (predictions; trainings, started on
+first use), dynamic batching and autoscaling, and turns what the plugin returns into what
+the client receives (:func:`deepaas_like.results.render`). Its description (argument
+schemas, media types, metadata) is a :class:`~deepaas_like.serving.schemas.ModelSchemas`,
+built once and shared with its versions. It knows nothing of HTTP, of versions or of
+promotions: the router (:mod:`deepaas_like.serving.router`) decides what serves a call.
 """
 
 from __future__ import annotations
@@ -13,65 +14,49 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import marshmallow
 
 from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction, PluginError
-from deepaas_like.kinds import PREDICT, TRAIN
+from deepaas_like.kinds import PREDICT, TRAIN, Kind
 from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.results import FileResult, Prediction, render
-from deepaas_like.serving import schemas
 from deepaas_like.serving.autoscaling import Autoscaler, Autoscaling
 from deepaas_like.serving.batching import Batcher
+from deepaas_like.serving.schemas import ModelSchemas
 from deepaas_like.workers.base import Placement, ProgressCallback, WorkerPool
+
+__all__ = ["ServedModel"]
 
 LOG = logging.getLogger(__name__)
 
 
-class Promotions(Protocol):
-    """Where a model's name sends its predictions when a version of it is promoted (the
-    server's :class:`~deepaas_like.serving.versions.ModelVersions`).
-    """
-
-    def promoted(self, model: str) -> str | None:
-        """The id of the version ``model``'s name serves, or None for the plugin itself."""
-
-    async def predict(
-        self, version: str, kwargs: dict[str, Any], job_id: str | None, on_progress: ProgressCallback | None
-    ) -> Prediction:
-        """Predict with version ``version``; raises what :meth:`ServedModel.predict` raises."""
-
-    async def kill(self, job_id: str) -> bool:
-        """Kill the worker of a version running job ``job_id``; False if none is."""
-
-
 class ServedModel:
-    """A model as the server serves it: metadata, schemas, ``predict`` and ``train``.
+    """A model as the server serves it: its workers, ``predict`` and ``train``.
 
     Predictions run on ``predict_pool``; trainings on a second pool made by
     ``make_train_pool`` when the first training starts, so a long training never
     holds up predictions. A plugin with ``predict_batch`` gets dynamic batching when
     ``max_batch_size`` is 2 or more (``batch_wait`` in seconds). With ``autoscaling``, the
     predict workers follow the queue between its minimum and maximum. A model version is
-    served as a ServedModel named by its id, with ``trains=False``: it takes predictions only.
+    served as a ServedModel named by its id, without ``make_train_pool`` (it takes
+    predictions only) and with its model's ``schemas``.
     """
 
     def __init__(
         self,
         name: str,
         predict_pool: WorkerPool,
-        make_train_pool: Callable[[], WorkerPool],
+        make_train_pool: Callable[[], WorkerPool] | None = None,
         max_batch_size: int = 1,
         batch_wait: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
         autoscaling: Autoscaling | None = None,
-        trains: bool = True,
+        schemas: ModelSchemas | None = None,
     ) -> None:
         self.name = name
-        self._trains = trains
-        #: Set by the server for a model whose plugin makes versions: promotions it follows.
-        self.promotions: Promotions | None = None
+        self._trains = make_train_pool is not None
         self.predict_pool = predict_pool
         self._max_batch_size = max_batch_size
         self._batch_wait = batch_wait
@@ -82,21 +67,40 @@ class ServedModel:
         self._make_train_pool = make_train_pool
         self._train_pool: WorkerPool | None = None
         self._train_pool_start: asyncio.Task[WorkerPool] | None = None
-        self.description: ModelDescription
-        self.predict_schema: type[marshmallow.Schema] | None = None
-        self.train_schema: type[marshmallow.Schema] | None = None
-        self.response_schema: type[marshmallow.Schema] | None = None
-        #: Media types the ``accept`` argument offers, in the plugin's order (may be []),
-        #: and its default.
-        self.accept_choices: list[str] = []
-        self.accept_default: str | None = None
+        #: The model's description and argument schemas: given (a version's, its model's),
+        #: else built by :meth:`start` from what the workers report of the plugin.
+        self.schemas: ModelSchemas = schemas  # type: ignore[assignment]
+
+    @property
+    def description(self) -> ModelDescription:
+        return self.schemas.description
+
+    @property
+    def predict_schema(self) -> type[marshmallow.Schema] | None:
+        return self.schemas.predict
+
+    @property
+    def train_schema(self) -> type[marshmallow.Schema] | None:
+        return self.schemas.train if self._trains else None
+
+    @property
+    def response_schema(self) -> type[marshmallow.Schema] | None:
+        return self.schemas.response
+
+    @property
+    def accept_choices(self) -> list[str]:
+        """Media types the ``accept`` argument offers, in the plugin's order (may be [])."""
+        return self.schemas.accept_choices
+
+    @property
+    def accept_default(self) -> str | None:
+        return self.schemas.accept_default
 
     async def start(self) -> None:
         """Start and warm the predict workers and build the argument schemas from the
-        plugin's description. Raises ``PluginLoadError``.
+        plugin's description (unless given). Raises ``PluginLoadError``.
         """
         description = await self.predict_pool.start()
-        self.description = description
         failure = description.metadata_error
         if failure is not None and self._trains:  # a version's base model said it already
             LOG.error(
@@ -107,23 +111,8 @@ class ServedModel:
                 failure.message,
                 failure.traceback.rstrip(),
             )
-        prefix = schemas.camel_case(self.name)
-        if description.predict_args is not None:
-            self.predict_schema = schemas.build_schema(
-                description.predict_args, f"{prefix}PredictArgs", schemas.ArgumentsSchema
-            )
-            self.accept_choices = schemas.accept_choices(description.predict_args)
-            self.accept_default = schemas.accept_default(description.predict_args)
-            if self.accept_choices:
-                # The server always supplies ``accept`` (negotiated from the Accept header
-                # when the client does not send it), as DEEPaaS reads it from that header.
-                self.predict_schema._declared_fields["accept"].required = False
-        if description.train_args is not None and self._trains:
-            self.train_schema = schemas.build_schema(
-                description.train_args, f"{prefix}TrainArgs", schemas.ArgumentsSchema
-            )
-        if description.response_fields is not None:
-            self.response_schema = schemas.build_schema(description.response_fields, f"{prefix}Response")
+        if self.schemas is None:
+            self.schemas = ModelSchemas.build(self.name, description, self._trains)
         if description.batch and self._max_batch_size >= 2:
             # As many batches at once as the live workers hold: autoscaling changes them.
             self.batcher = Batcher(self.predict_pool, self._max_batch_size, self._batch_wait, self._on_batch)
@@ -172,21 +161,16 @@ class ServedModel:
         """
         return self._trains and self.description.versions
 
-    def accepts(self, kind: str) -> bool:
+    def accepts(self, kind: Kind | str) -> bool:
         """Whether the plugin has the hook for ``kind`` (``predict`` or ``train``)."""
         return (self.predict_schema if kind == PREDICT else self.train_schema) is not None
 
     @property
     def default_accept(self) -> str | None:
-        """The media type of a prediction whose client names none: the ``accept`` argument's
-        default when it is among the choices, else the first choice; None when the model
-        offers none (it answers JSON).
-        """
-        if not self.accept_choices:
-            return None
-        return self.accept_default if self.accept_default in self.accept_choices else self.accept_choices[0]
+        """See :attr:`ModelSchemas.default_accept`."""
+        return self.schemas.default_accept
 
-    def require(self, kind: str) -> None:
+    def require(self, kind: Kind | str) -> None:
         """Raise ``HookNotImplemented`` (501) unless the plugin has the hook for ``kind``."""
         if not self.accepts(kind):
             raise HookNotImplemented(f"model {self.name!r} does not implement {kind}()")
@@ -220,9 +204,6 @@ class ServedModel:
         raises.
         """
         self.require(PREDICT)
-        promoted = self.promotions.promoted(self.name) if self.promotions is not None else None
-        if promoted is not None:
-            return await self.promotions.predict(promoted, kwargs, job_id, on_progress)  # type: ignore[union-attr]
         if self.batcher is not None and job_id is None:
             result = await self.batcher.submit(kwargs)
         else:
@@ -260,6 +241,7 @@ class ServedModel:
         return await asyncio.shield(self._train_pool_start)
 
     async def _start_training_pool(self) -> WorkerPool:
+        assert self._make_train_pool is not None  # require(TRAIN) refused a model that does not train
         pool = self._make_train_pool()
         try:
             await pool.start()
@@ -275,7 +257,5 @@ class ServedModel:
         prediction); False if none is.
         """
         if await self.predict_pool.kill(job_id):
-            return True
-        if self.promotions is not None and await self.promotions.kill(job_id):
             return True
         return self._train_pool is not None and await self._train_pool.kill(job_id)

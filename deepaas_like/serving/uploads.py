@@ -17,8 +17,16 @@ import socket
 import tempfile
 from types import TracebackType
 
-from deepaas_like.exceptions import DeepaasLikeError, StartupError
-from deepaas_like.jobs.store import async_url
+from deepaas_like.database import database_identity
+from deepaas_like.exceptions import StartupError
+
+__all__ = [
+    "NO_DATABASE",
+    "UPLOAD_PREFIX",
+    "Uploads",
+    "check_upload_dir",
+    "remove_orphaned_uploads",
+]
 
 
 def check_upload_dir(directory: str | None) -> None:
@@ -46,41 +54,33 @@ def _tag(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _database_tag(database_url: str | None) -> str:
-    if not database_url:
-        return "0" * 8
-    try:
-        url = async_url(database_url)
-    except DeepaasLikeError:
-        return _tag(database_url)
-    if url.get_backend_name() == "sqlite" and url.database:
-        url = url.set(database=os.path.abspath(url.database))
-    return _tag(url.render_as_string(hide_password=True))
+#: The owner tag of uploads of a server without a job database (the CLI's local mode).
+NO_DATABASE = database_identity(None)
 
 
 @functools.lru_cache(maxsize=8)
-def _folder_prefix(database_url: str | None, pid: int) -> str:
-    return f"{UPLOAD_PREFIX}{_database_tag(database_url)}-{_tag(socket.gethostname())}-{pid}-"
+def _folder_prefix(owner: str, pid: int) -> str:
+    return f"{UPLOAD_PREFIX}{owner}-{_tag(socket.gethostname())}-{pid}-"
 
 
 class Uploads:
     """The temporary directory holding one request's uploaded files.
 
     Its name says whose it is, ``deepaas-like-upload-<database>-<host>-<pid>-<random>``
-    (tags are hashes of the job database's URL and of the host name), so that a server
-    starting later can tell an orphan, whose server died, from a live sibling's upload
-    (see :func:`remove_orphaned_uploads`).
+    (tags are hashes of the job database's URL, ``owner`` from :func:`~deepaas_like.database.database_identity`, and of
+    the host name), so that a server starting later can tell an orphan, whose server died,
+    from a live sibling's upload (see :func:`remove_orphaned_uploads`).
     """
 
-    def __init__(self, parent: str | None = None, database_url: str | None = None) -> None:
+    def __init__(self, parent: str | None = None, owner: str = NO_DATABASE) -> None:
         self.directory: str | None = None
         self._parent = parent
-        self._database_url = database_url
+        self._owner = owner
 
     def new_path(self, original_filename: str) -> str:
         """A fresh path for an upload; only the original name's extension is kept."""
         if self.directory is None:
-            prefix = _folder_prefix(self._database_url, os.getpid())
+            prefix = _folder_prefix(self._owner, os.getpid())
             self.directory = tempfile.mkdtemp(prefix=prefix, dir=self._parent)
         suffix = os.path.splitext(os.path.basename(original_filename or ""))[1]
         suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 16 else ""
@@ -123,7 +123,7 @@ def remove_orphaned_uploads(
     and when its name predates this scheme.
     """
     directory = parent or tempfile.gettempdir()
-    mine = _database_tag(database_url)
+    mine = database_identity(database_url)
     here = _tag(socket.gethostname())
     live_tags = {(_tag(host), pid) for host, pid in live}
     owned = {os.path.normpath(path) for path in owned}

@@ -1,9 +1,12 @@
-"""Accept header parsing and media-type choice (RFC 9110, section 12.5.1)."""
+"""Accept header parsing and media-type choice (RFC 9110, section 12.5.1). The module moved
+out of api/ to deepaas_like/negotiation.py (issue 27): the call service, under every front,
+chooses ``accept``; the tests stay with the HTTP ones, whose header it reads.
+"""
 
 import pytest
 
-from deepaas_like.api.negotiation import best_match, choose_media_type, is_json, parse_accept, quality
 from deepaas_like.media import compatible, result_media_type
+from deepaas_like.negotiation import best_match, choose_media_type, is_json, parse_accept, quality
 
 OFFERED = ["application/json", "image/png", "application/zip"]
 

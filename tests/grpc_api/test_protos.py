@@ -23,9 +23,9 @@ from webargs import fields as webargs_fields
 
 from deepaas_like.exceptions import InvalidArguments, PluginLoadError
 from deepaas_like.grpc_api.messages import Messages, new_pool
-from deepaas_like.grpc_api.proto_text import proto_text
-from deepaas_like.grpc_api.protos import ModelProtos, package_part
 from deepaas_like.model.plugin import ModelDescription
+from deepaas_like.protos.model_protos import ModelProtos, package_part
+from deepaas_like.protos.text import proto_text
 from deepaas_like.results import Prediction
 from deepaas_like.serving.schemas import ArgumentsSchema, build_schema
 from deepaas_like.serving.served import ServedModel
@@ -324,7 +324,8 @@ def test_a_training_with_nan_or_infinity_is_sent_with_nulls_as_over_http():
             "duration_seconds": 1.5,
         },
     }
-    training = messages.training(document)
+    # messages.training() became messages.job() (issue 27: one message builder per REST document)
+    training = messages.job(document)
     assert not training.HasField("progress") and training.result.duration == 1.5
     # Protobuf's JSON mapping (grpcurl prints answers with one) has no NaN in a Value.
     assert json_format.MessageToDict(training)["result"]["output"] == {"loss": None, "history": [1.0, None]}

@@ -1,4 +1,5 @@
-"""Handlers of the DEEPaaS V2 routes: parse, call the serving layer, respond."""
+"""Handlers of the DEEPaaS V2 routes: decode a request into a call of the call service
+(:class:`~deepaas_like.serving.calls.CallService`), encode its answer."""
 
 from __future__ import annotations
 
@@ -8,47 +9,42 @@ from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
 from marshmallow import ValidationError, fields
 
-from deepaas_like import grpc_api
-from deepaas_like.api.arguments import Limits, Negotiation, listing_arguments, parse_arguments
+from deepaas_like.api.arguments import Limits, decode_arguments, listing_arguments
 from deepaas_like.api.documents import job_document
 from deepaas_like.api.idempotency import idempotency_key
-from deepaas_like.api.keys import DRAIN, JOBS, LINKS, MODELS, SETTINGS, VERSIONS
-from deepaas_like.api.negotiation import JSON, best_match, is_json
+from deepaas_like.api.keys import CALLS, LINKS, SETTINGS
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
 from deepaas_like.api.v2.versions import described
-from deepaas_like.exceptions import EndpointDisabled, HookNotImplemented, InvalidArguments, ModelNotFound, PluginError
+from deepaas_like.exceptions import InvalidArguments, PluginError
 from deepaas_like.jobs.states import DONE
-from deepaas_like.kinds import PREDICT, TRAIN
-from deepaas_like.serving.served import ServedModel
-from deepaas_like.serving.uploads import Uploads
-from deepaas_like.serving.versions import ServedVersion
+from deepaas_like.kinds import PREDICT, TRAIN, Kind
+from deepaas_like.negotiation import JSON, best_match, is_json
+from deepaas_like.protos import proto_file
+from deepaas_like.serving.calls import Call, Mode
+from deepaas_like.serving.router import ModelHandle
 
-#: A model as the routes see it: a served model, or one of its versions (``name@n``).
-Model = ServedModel | ServedVersion
+__all__ = [
+    "cancel_prediction",
+    "cancel_training",
+    "get_model",
+    "get_prediction",
+    "get_training",
+    "list_models",
+    "list_predictions",
+    "list_trainings",
+    "predict",
+    "prediction_events",
+    "protos",
+    "start_training",
+    "training_events",
+    "version_v2",
+    "versions",
+]
 
 
-async def _model(request: web.Request, kind: str | None = None) -> Model:
-    """The model the path names (a model version by its id, ``name@n``); with a ``kind``,
-    one whose endpoint is on and that has the hook. Raises ``ModelNotFound`` (404, also for
-    a version that does not exist), ``EndpointDisabled`` (402) and ``HookNotImplemented`` (501).
-    """
-    name = request.match_info["model_name"]
-    models: dict[str, ServedModel] = request.app[MODELS]
-    model: Model | None = models.get(name)
-    if model is None:
-        model = await request.app[VERSIONS].resolve(name)
-    if model is None:
-        raise ModelNotFound(f"model {name!r} not found; served: {', '.join(models)}")
-    if kind is not None and not request.app[SETTINGS].endpoint_on(kind):
-        raise EndpointDisabled(f"the {kind} endpoint is disabled on this server")
-    return model
-
-
-async def _callable(request: web.Request, kind: str) -> Model:
-    model = await _model(request, kind)
-    model.require(kind)
-    return model
+def _name(request: web.Request) -> str:
+    return request.match_info["model_name"]
 
 
 def _limits(request: web.Request) -> Limits:
@@ -56,17 +52,12 @@ def _limits(request: web.Request) -> Limits:
     return Limits(settings.client_max_size, settings.body_timeout or None, settings.max_form_parts)
 
 
-def _uploads(request: web.Request) -> Uploads:
-    settings = request.app[SETTINGS]
-    return Uploads(settings.upload_dir, settings.database_url)
-
-
 def _version(request: web.Request) -> dict[str, Any]:
     href = request.app[LINKS].url_for(request, "version_v2")
     return {"version": "stable", "id": "v2", "links": [{"rel": "self", "type": "application/json", "href": href}]}
 
 
-def _metadata(request: web.Request, model: Model) -> dict[str, Any]:
+def _metadata(request: web.Request, model: ModelHandle) -> dict[str, Any]:
     """The model's metadata; a model that makes versions says which one its name serves
     (``promoted_version``, None: the plugin itself), a version describes itself
     (``model_version``, see :func:`version_document`).
@@ -74,10 +65,10 @@ def _metadata(request: web.Request, model: Model) -> dict[str, Any]:
     metadata = model.metadata()
     href = request.app[LINKS].url_for(request, "model", model_name=model.name)
     metadata.setdefault("links", [{"rel": "self", "type": "application/json", "href": href}])
-    if isinstance(model, ServedVersion):
-        metadata["model_version"] = described(request, model.record)
+    if model.version is not None:
+        metadata["model_version"] = described(request, model.version)
     elif model.makes_versions:
-        metadata["promoted_version"] = request.app[VERSIONS].promoted(model.name)
+        metadata["promoted_version"] = request.app[CALLS].router.promoted(model.name)
     return metadata
 
 
@@ -101,13 +92,11 @@ async def version_v2(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     """Every served model, then every version of them (as last read from the database)."""
-    versions = request.app[VERSIONS]
-    served: list[Model] = list(request.app[MODELS].values())
-    served += [ServedVersion(versions, request.app[MODELS][v.model], v) for v in versions.known.values()]
+    served = request.app[CALLS].router.listed()
     return json_response({"models": [_listed(request, m) for m in served]})
 
 
-def _listed(request: web.Request, model: Model) -> dict[str, Any]:
+def _listed(request: web.Request, model: ModelHandle) -> dict[str, Any]:
     """The model's metadata in the listing; for one whose ``get_metadata`` failed, its id,
     name and links with ``error``: ``{"status", "message"}`` as its own route answers them
     (DEEPaaS answers 500 for the whole list then, hiding every other model).
@@ -125,42 +114,48 @@ def _listed(request: web.Request, model: Model) -> dict[str, Any]:
 
 
 async def get_model(request: web.Request) -> web.Response:
-    return json_response(_metadata(request, await _model(request)))
+    return json_response(_metadata(request, await request.app[CALLS].resolve(_name(request))))
 
 
 async def protos(request: web.Request) -> web.Response:
     """The ``.proto`` file of the model's gRPC service (as ``--grpc-port`` serves it)."""
-    model = await _model(request)
-    name, text = grpc_api.proto_file(model.base if isinstance(model, ServedVersion) else model)
+    model = await request.app[CALLS].resolve(_name(request))
+    name, text = proto_file(model.model)
     headers = {hdrs.CONTENT_DISPOSITION: f'inline; filename="{name}"'}
     return web.Response(text=text, content_type="text/plain", headers=headers)
 
 
 async def predict(request: web.Request) -> web.StreamResponse:
-    model = await _callable(request, PREDICT)
-    as_job = _wants_async(request)
-    if as_job and isinstance(model, ServedVersion):
-        raise HookNotImplemented(
-            f"{model.name} is a model version: it answers synchronous predictions only "
-            f"(promote it to have {model.base.name} answer asynchronous ones)"
-        )
-    # A job's POST answers with the job (JSON): its Accept header does not pick the result.
-    negotiation = Negotiation(
-        model.accept_choices, model.accept_default, None if as_job else request.headers.get(hdrs.ACCEPT)
-    )
+    calls = request.app[CALLS]
+    model = await calls.target(_name(request), PREDICT)
+    mode = Mode.ASYNC if _wants_async(request) else Mode.SYNC
+    calls.check_mode(model, mode)
     # Checked before the body is read: a malformed key must not leave an upload behind.
-    key = idempotency_key(request) if as_job else None
-    with _uploads(request) as uploads:
-        kwargs = await parse_arguments(request, model.predict_schema, uploads, _limits(request), negotiation)  # type: ignore[arg-type]
-        if as_job:
-            owner = caller(request).key_hash
-            job = await request.app[JOBS].submit(model, PREDICT, kwargs, uploads.take(), owner, key)
-            location = request.app[LINKS].url_for(request, "prediction", model_name=model.name, uuid=job.uuid)
+    key = idempotency_key(request) if mode == Mode.ASYNC else None
+    with calls.uploads() as uploads:
+        assert model.schemas.predict is not None  # target() checked the hook
+        arguments = await decode_arguments(
+            request, model.schemas.predict, uploads, _limits(request), negotiated=bool(model.schemas.accept_choices)
+        )
+        # A job's POST answers with the job (JSON): its Accept header does not pick the result.
+        call = Call(
+            _name(request),
+            PREDICT,
+            arguments,
+            uploads,
+            request.headers.get(hdrs.ACCEPT),
+            caller(request).key_hash,
+            key,
+            mode,
+        )
+        answer = await calls.call(call, model)
+        if answer.job is not None:
+            location = request.app[LINKS].url_for(request, "prediction", model_name=model.name, uuid=answer.job.uuid)
             headers = {hdrs.LOCATION: location, "Preference-Applied": "respond-async"}
-            return json_response(job_document(job), status=202, headers=headers)
-        with request.app[DRAIN]:  # answered 503 if the server must stop first
-            prediction = await model.predict(kwargs)
-        return prediction_response(prediction)
+            return json_response(job_document(answer.job), status=202, headers=headers)
+        assert answer.prediction is not None
+        # Encoded while the uploads exist: a plugin may return one of them.
+        return prediction_response(answer.prediction)
 
 
 _BOOLEAN = fields.Boolean()
@@ -185,26 +180,29 @@ def _wants_async(request: web.Request) -> bool:
 
 
 async def start_training(request: web.Request) -> web.Response:
-    model = await _callable(request, TRAIN)
+    calls = request.app[CALLS]
+    model = await calls.target(_name(request), TRAIN)
     key = idempotency_key(request)  # before the body: a malformed key must not leave an upload behind
-    with _uploads(request) as uploads:
-        kwargs = await parse_arguments(request, model.train_schema, uploads, _limits(request))  # type: ignore[arg-type]
-        owner = caller(request).key_hash
+    with calls.uploads() as uploads:
+        assert model.schemas.train is not None  # target() checked the hook
+        arguments = await decode_arguments(request, model.schemas.train, uploads, _limits(request))
         # The job owns the uploads from here, and deletes them when it ends.
-        job = await request.app[JOBS].submit(model, TRAIN, kwargs, uploads.take(), owner, key)
-    return json_response(job_document(job))
+        call = Call(_name(request), TRAIN, arguments, uploads, None, caller(request).key_hash, key, Mode.ASYNC)
+        answer = await calls.call(call, model)
+    assert answer.job is not None
+    return json_response(job_document(answer.job))
 
 
 async def get_prediction(request: web.Request) -> web.StreamResponse:
     """The asynchronous prediction's job object; once done, its result in the media type
     the ``Accept`` header prefers when that is the stored result's type.
     """
-    model = await _model(request, PREDICT)
-    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], PREDICT, caller(request).visible_to)
+    calls = request.app[CALLS]
+    job = await calls.job(_name(request), request.match_info["uuid"], PREDICT, caller(request).visible_to)
     if job.status == DONE and job.media_type and not is_json(job.media_type):
         accept = request.headers.get(hdrs.ACCEPT, "")
         if accept and best_match(accept, [JSON, job.media_type]) == job.media_type:
-            stored = await request.app[JOBS].result(job)  # a file, streamed as it is read
+            stored = await calls.result(job)  # a file, streamed as it is read
             if stored is not None:
                 return prediction_response(stored)
     return json_response(job_document(job))
@@ -214,9 +212,8 @@ async def get_training(request: web.Request) -> web.Response:
     return await _get(request, TRAIN)
 
 
-async def _get(request: web.Request, kind: str) -> web.Response:
-    model = await _model(request, kind)
-    job = await request.app[JOBS].get(model.name, request.match_info["uuid"], kind, caller(request).visible_to)
+async def _get(request: web.Request, kind: Kind) -> web.Response:
+    job = await request.app[CALLS].job(_name(request), request.match_info["uuid"], kind, caller(request).visible_to)
     return json_response(job_document(job))
 
 
@@ -228,9 +225,9 @@ async def cancel_training(request: web.Request) -> web.Response:
     return await _cancel(request, TRAIN)
 
 
-async def _cancel(request: web.Request, kind: str) -> web.Response:
-    model = await _model(request, kind)
-    job = await request.app[JOBS].cancel(model, request.match_info["uuid"], kind, caller(request).visible_to)
+async def _cancel(request: web.Request, kind: Kind) -> web.Response:
+    calls = request.app[CALLS]
+    job = await calls.cancel(_name(request), request.match_info["uuid"], kind, caller(request).visible_to)
     return json_response(job_document(job))
 
 
@@ -242,10 +239,11 @@ async def list_trainings(request: web.Request) -> web.Response:
     return await _list(request, TRAIN)
 
 
-async def _list(request: web.Request, kind: str) -> web.Response:
-    model = await _model(request, kind)
+async def _list(request: web.Request, kind: Kind) -> web.Response:
+    calls = request.app[CALLS]
+    await calls.resolve(_name(request), kind)  # 404 and 402 before the query's 422
     query = await listing_arguments(request)
-    jobs = await request.app[JOBS].list(model.name, kind, **query, visible_to=caller(request).visible_to)
+    jobs = await calls.jobs_of(_name(request), kind, query, caller(request).visible_to)
     return json_response([job_document(job) for job in jobs])
 
 
@@ -257,15 +255,14 @@ async def prediction_events(request: web.Request) -> web.StreamResponse:
     return await _events(request, PREDICT)
 
 
-async def _events(request: web.Request, kind: str) -> web.StreamResponse:
+async def _events(request: web.Request, kind: Kind) -> web.StreamResponse:
     """Server-Sent Events: a ``job`` event with the job object whenever its status,
     progress or messages change, then an ``end`` event once it has ended. Streams end
     when the server stops (the client reconnects elsewhere).
     """
-    model = await _model(request, kind)
     uuid = request.match_info["uuid"]
     # 404 before the stream starts. Every stream of one job shares one reader of it.
-    feed = await request.app[JOBS].follow(model.name, uuid, kind, caller(request).visible_to)
+    feed = await request.app[CALLS].follow(_name(request), uuid, kind, caller(request).visible_to)
     async with feed, sse_response(request) as stream:
         async for event, data in feed:
             await stream.send(data, event=event)

@@ -14,21 +14,20 @@ from typing import Any
 from aiohttp import web
 
 from deepaas_like.api.documents import version_document
-from deepaas_like.api.keys import LINKS, SETTINGS, VERSIONS
+from deepaas_like.api.keys import CALLS, LINKS
 from deepaas_like.api.responses import json_response
 from deepaas_like.api.security import caller
-from deepaas_like.exceptions import Forbidden, VersionNotFound
+from deepaas_like.exceptions import VersionNotFound
 from deepaas_like.versions.records import VersionRecord, parse_number, parse_version_id
+
+__all__ = ["delete_version", "described", "get_version", "list_versions", "promote_version", "rollback"]
 
 
 def described(request: web.Request, record: VersionRecord) -> dict[str, Any]:
-    """The version's document (see :func:`version_document`) with its state on this server
-    and its links: itself as a model, and its predictions.
+    """The version's document (see :meth:`CallService.described`) with its links: itself as
+    a model, and its predictions.
     """
-    versions = request.app[VERSIONS]
-    state, message = versions.state(record.id)
-    promoted = versions.promoted(record.model) == record.id
-    document = version_document(record, str(state), promoted, message, training=_sees_training(request, record))
+    document = request.app[CALLS].described(record, caller(request))
     links = request.app[LINKS]
     document["links"] = [
         {
@@ -40,30 +39,6 @@ def described(request: web.Request, record: VersionRecord) -> dict[str, Any]:
         {"rel": "predict", "href": links.url_for(request, "predict", model_name=record.id)},
     ]
     return document
-
-
-def _keys(request: web.Request) -> bool:
-    settings = request.app[SETTINGS]
-    return bool(settings.auth_tokens or settings.admin_tokens)
-
-
-def _sees_training(request: web.Request, record: VersionRecord) -> bool:
-    """Whether the caller may see the training that made ``record`` (as it may see that
-    training's job): anyone without API keys; with them, its key and admin keys only.
-    """
-    if not _keys(request):
-        return True
-    who = caller(request)
-    return who.admin or (who.key_hash is not None and who.key_hash == record.api_key_hash)
-
-
-def _require_admin(request: web.Request, action: str) -> None:
-    """Raise ``Forbidden`` (403) unless the caller may change what a model serves: with
-    API keys configured, only an admin key may.
-    """
-    if _keys(request) and not caller(request).admin:
-        model = request.match_info["model_name"]
-        raise Forbidden(f"{action} changes what every client of {model} gets: it needs an admin key (--admin-token)")
 
 
 def _number(request: web.Request) -> int:
@@ -84,25 +59,26 @@ def _number(request: web.Request) -> int:
 
 def _serving(request: web.Request, model: str) -> dict[str, Any]:
     """What ``model``'s name serves: ``{"model", "promoted_version"}`` (None: the plugin)."""
-    return {"model": model, "promoted_version": request.app[VERSIONS].promoted(model)}
+    return {"model": model, "promoted_version": request.app[CALLS].router.promoted(model)}
 
 
 async def list_versions(request: web.Request) -> web.Response:
     """``{"model", "promoted_version", "versions": [version, ...]}``, newest first."""
     model = request.match_info["model_name"]
-    records = await request.app[VERSIONS].list(model)
+    records = await request.app[CALLS].versions.list(model)
     return json_response({**_serving(request, model), "versions": [described(request, r) for r in records]})
 
 
 async def get_version(request: web.Request) -> web.Response:
-    record = await request.app[VERSIONS].find(request.match_info["model_name"], _number(request))
+    record = await request.app[CALLS].versions.find(request.match_info["model_name"], _number(request))
     return json_response(described(request, record))
 
 
 async def delete_version(request: web.Request) -> web.Response:
     """Delete the version (its workers, record and directory); answers what it was."""
-    _require_admin(request, "deleting a version")
-    record = await request.app[VERSIONS].delete(request.match_info["model_name"], _number(request))
+    calls = request.app[CALLS]
+    calls.require_admin(request.match_info["model_name"], caller(request), "deleting a version")
+    record = await calls.delete_version(request.match_info["model_name"], _number(request), caller(request))
     return json_response({**version_document(record, "deleted", False), "links": []})
 
 
@@ -110,14 +86,13 @@ async def promote_version(request: web.Request) -> web.Response:
     """Have the model's name serve the version, once it loads here (409 naming the load
     error when it cannot); answers what the name serves now.
     """
-    _require_admin(request, "promoting a version")
     model = request.match_info["model_name"]
-    await request.app[VERSIONS].promote(model, _number(request))
+    request.app[CALLS].require_admin(model, caller(request), "promoting a version")
+    await request.app[CALLS].promote(model, _number(request), caller(request))
     return json_response(_serving(request, model))
 
 
 async def rollback(request: web.Request) -> web.Response:
-    _require_admin(request, "rolling back a promotion")
     model = request.match_info["model_name"]
-    await request.app[VERSIONS].rollback(model)
+    await request.app[CALLS].rollback(model, caller(request))
     return json_response(_serving(request, model))

@@ -2,7 +2,7 @@
 ``FileDescriptorProto``), built from the plugin's argument and response schemas.
 
 The server adds the file to a descriptor pool and serves it; ``.proto`` text is printed
-from the same descriptor (:mod:`deepaas_like.grpc_api.proto_text`), so the service and the
+from the same descriptor (:mod:`deepaas_like.protos.text`), so the service and the
 file a client compiles cannot disagree. How marshmallow fields map to protobuf is the
 table in doc/grpc.rst; :func:`ModelProtos.build` applies it.
 
@@ -28,6 +28,20 @@ from webargs.fields import DelimitedFieldMixin
 from deepaas_like.model.args import is_file_field
 from deepaas_like.serving.schemas import MAX_LIMIT, camel_case
 from deepaas_like.serving.served import ServedModel
+
+__all__ = [
+    "JSON_TYPES",
+    "JSON_VALUES",
+    "PACKAGE",
+    "PREDICT_METHODS",
+    "SCALARS",
+    "SIGNATURES",
+    "TRAIN_METHODS",
+    "VERSION_METHODS",
+    "ModelProtos",
+    "Slot",
+    "package_part",
+]
 
 PACKAGE = "deepaas_like.v2"
 STRUCT_FILE = "google/protobuf/struct.proto"
@@ -66,8 +80,17 @@ SCALARS: dict[type[fields.Field], int] = {
 JSON_VALUES: tuple[type[fields.Field], ...] = (fields.Raw, fields.Method, fields.Function)
 
 #: The RPCs of a model's service, by the hook they need.
-PREDICT_METHODS = ("Predict",)
+PREDICT_METHODS = (
+    "Predict",
+    "SubmitPrediction",
+    "GetPrediction",
+    "ListPredictions",
+    "CancelPrediction",
+    "WatchPrediction",
+)
 TRAIN_METHODS = ("Train", "GetTraining", "ListTrainings", "CancelTraining", "WatchTraining")
+#: The RPCs of a model whose trainings make versions (the plugin has save and load).
+VERSION_METHODS = ("PredictVersion", "ListVersions", "GetVersion", "PromoteVersion", "RollbackVersion", "DeleteVersion")
 #: RPC -> (request message, response message, server streaming).
 SIGNATURES = {
     "Predict": ("PredictRequest", "PredictResponse", False),
@@ -76,6 +99,17 @@ SIGNATURES = {
     "ListTrainings": ("ListTrainingsRequest", "ListTrainingsResponse", False),
     "CancelTraining": ("TrainingRequest", "Training", False),
     "WatchTraining": ("TrainingRequest", "TrainingEvent", True),
+    "SubmitPrediction": ("PredictRequest", "PredictionJob", False),
+    "GetPrediction": ("PredictionJobRequest", "PredictionJob", False),
+    "ListPredictions": ("ListPredictionJobsRequest", "ListPredictionJobsResponse", False),
+    "CancelPrediction": ("PredictionJobRequest", "PredictionJob", False),
+    "WatchPrediction": ("PredictionJobRequest", "PredictionJobEvent", True),
+    "PredictVersion": ("VersionPredictRequest", "PredictResponse", False),
+    "ListVersions": ("ListVersionsRequest", "ListVersionsResponse", False),
+    "GetVersion": ("VersionRequest", "ModelVersion", False),
+    "PromoteVersion": ("VersionRequest", "Serving", False),
+    "RollbackVersion": ("RollbackRequest", "Serving", False),
+    "DeleteVersion": ("VersionRequest", "ModelVersion", False),
 }
 _METHOD_COMMENTS = {
     "Predict": "Runs the model's predict() on the arguments. The answer is JSON data (`prediction`) or a\n"
@@ -87,6 +121,18 @@ _METHOD_COMMENTS = {
     "WatchTraining": "The training's changes as they happen, the events of the REST API's event stream: a \"job\"\n"
     'event with the training whenever it changes, then "end" once it has ended. The stream also\n'
     'ends, without "end", when the server stops: call again.',
+    "SubmitPrediction": "Starts an asynchronous prediction (a job) and answers at once with it, as the REST API's\n"
+    "`Prefer: respond-async`. Metadata `idempotency-key` names it: a retry gets the first job.",
+    "GetPrediction": "The asynchronous prediction `uuid`; once done, its JSON result in `result.output`.",
+    "ListPredictions": "Asynchronous predictions of this model, oldest first (of this API key, unless an admin key).",
+    "CancelPrediction": "Cancels a pending or running asynchronous prediction; returns it.",
+    "WatchPrediction": 'The asynchronous prediction\'s changes as they happen: "job" events, then "end".',
+    "PredictVersion": "Predict with the model version `version` (the REST API's model `name@version`).",
+    "ListVersions": "The versions trainings made, newest first, and the one the model's name serves.",
+    "GetVersion": "The model version `version`.",
+    "PromoteVersion": "Has the model's name serve the version from now on (with API keys: an admin key).",
+    "RollbackVersion": "Undoes the latest promotion (with API keys: an admin key).",
+    "DeleteVersion": "Deletes the version: its workers, record and directory (with API keys: an admin key).",
 }
 _KEYWORDS_OF_PYTHON = frozenset(("None", "True", "False"))  # protoc's Python output cannot name fields so
 
@@ -224,7 +270,12 @@ class _Builder:
         if description.train_args is not None:
             methods += TRAIN_METHODS
             self._arguments("TrainRequest", description.train_args, "Arguments of train().")
-            self._training_messages()
+            self._job_messages("Training", "training", "Trainings")
+        if description.predict_args is not None:
+            self._job_messages("PredictionJob", "asynchronous prediction", "Predictions")
+        if description.predict_args is not None and description.train_args is not None and description.versions:
+            methods += VERSION_METHODS
+            self._version_messages()
         service = camel_case(self.model.name) or "Model"
         if service[0].isdigit() or service in {message.name for message in self.file.message_type}:
             service = f"Model{service}"
@@ -330,24 +381,28 @@ class _Builder:
             response, "file", MESSAGE, type_name=f".{self.package}.File", oneof=0, comment="Binary data (PNG, ZIP...)."
         )
 
-    def _training_messages(self) -> None:
+    def _job_messages(self, name: str, what: str, plural: str) -> None:
+        """The messages of jobs ``name`` (``Training``, ``PredictionJob``): the job as the
+        REST API's job object, its result, a request naming one, a listing and an event."""
         package = f".{self.package}"
-        self._fixed(
-            "ProgressMessage",
-            "A message the training reported.",
-            ("time", STRING, "", False, False, "When, as DEEPaaS prints dates."),
-            ("message", STRING, "", False, False, ""),
-        )
-        self._fixed(
-            "TrainingResult",
-            "What a finished training returned.",
-            ("output", MESSAGE, VALUE, False, False, "The return value of train()."),
+        if not any(message.name == "ProgressMessage" for message in self.file.message_type):
+            self._fixed(
+                "ProgressMessage",
+                "A message a job reported.",
+                ("time", STRING, "", False, False, "When, as DEEPaaS prints dates."),
+                ("message", STRING, "", False, False, ""),
+            )
+        results = [
+            ("output", MESSAGE, VALUE, False, False, f"What the {what} returned (JSON)."),
             ("finish_date", STRING, "", False, False, ""),
-            ("duration", DOUBLE, "", False, False, "Seconds the training took."),
-        )
+            ("duration", DOUBLE, "", False, False, f"Seconds the {what} took."),
+        ]
+        if name != "Training":
+            results.append(("media_type", STRING, "", False, True, "A binary result's media type (GET it over REST)."))
+        self._fixed(f"{name}Result", f"What a finished {what} returned.", *results)
         self._fixed(
-            "Training",
-            "A training, as the REST API's training object.",
+            name,
+            f"A{'n' if what[0] in 'aeiou' else ''} {what}, as the REST API's job object.",
             ("uuid", STRING, "", False, False, "32 hexadecimal digits."),
             ("date", STRING, "", False, False, "When it was created, as DEEPaaS prints dates."),
             ("status", STRING, "", False, False, "pending, running, done, error or cancelled."),
@@ -356,31 +411,72 @@ class _Builder:
             ("message", STRING, "", False, True, "Why it failed or was cancelled."),
             ("progress", DOUBLE, "", False, True, "Fraction done, 0 to 1, as the plugin reported it."),
             ("events", MESSAGE, f"{package}.ProgressMessage", True, False, "The latest messages it reported."),
-            ("result", MESSAGE, f"{package}.TrainingResult", False, False, "Once done."),
+            ("result", MESSAGE, f"{package}.{name}Result", False, False, "Once done."),
         )
         self._fixed(
-            "TrainingRequest",
-            "Names a training.",
-            ("uuid", STRING, "", False, False, "The training's uuid."),
+            f"{name}Request",
+            f"Names a{'n' if what[0] in 'aeiou' else ''} {what}.",
+            ("uuid", STRING, "", False, False, "Its uuid."),
         )
         self._fixed(
-            "ListTrainingsRequest",
-            "Which trainings to list.",
+            f"List{plural if name == 'Training' else 'PredictionJobs'}Request",
+            f"Which {what}s to list.",
             ("status", STRING, "", False, True, "Only those in this status."),
             ("limit", INT64, "", False, True, f"At most this many (1 to {MAX_LIMIT})."),
             ("offset", INT64, "", False, True, "Skip this many first."),
         )
         self._fixed(
-            "ListTrainingsResponse",
-            "Trainings, oldest first.",
-            ("trainings", MESSAGE, f"{package}.Training", True, False, ""),
+            f"List{plural if name == 'Training' else 'PredictionJobs'}Response",
+            f"{what[0].upper()}{what[1:]}s, oldest first.",
+            (plural.lower(), MESSAGE, f"{package}.{name}", True, False, ""),
         )
+        field = "training" if name == "Training" else "prediction"
         self._fixed(
-            "TrainingEvent",
-            "One event of WatchTraining.",
-            ("event", STRING, "", False, False, '"job" (the training changed) or "end" (it has ended).'),
-            ("training", MESSAGE, f"{package}.Training", False, False, 'With "job": the training.'),
+            f"{name}Event",
+            f"One event of Watch{'Training' if name == 'Training' else 'Prediction'}.",
+            ("event", STRING, "", False, False, f'"job" (the {what} changed) or "end" (it has ended).'),
+            (field, MESSAGE, f"{package}.{name}", False, False, f'With "job": the {what}.'),
             ("status", STRING, "", False, False, 'With "end": its last status.'),
+        )
+
+    def _version_messages(self) -> None:
+        package = f".{self.package}"
+        self._fixed(
+            "ModelVersion",
+            "A model version a training made (the REST API's version object).",
+            ("id", STRING, "", False, False, "name@number: callable as a model name over REST."),
+            ("model", STRING, "", False, False, ""),
+            ("version", INT64, "", False, False, "Its number."),
+            ("parent", STRING, "", False, False, "The model trained."),
+            ("training", STRING, "", False, True, "The training's uuid (its API key and admin keys only)."),
+            ("arguments", MESSAGE, STRUCT, False, False, "The training's arguments (idem)."),
+            ("metrics", MESSAGE, STRUCT, False, False, "The training's latest metrics."),
+            ("created", STRING, "", False, False, ""),
+            ("state", STRING, "", False, False, "loaded, loading, unloaded or unavailable (on this server)."),
+            ("promoted", BOOL, "", False, False, "Whether the model's name serves it."),
+            ("message", STRING, "", False, True, "Why it is unavailable."),
+            ("mlflow_run_id", STRING, "", False, True, ""),
+        )
+        self._fixed("VersionRequest", "Names a version.", ("version", INT64, "", False, False, "Its number."))
+        self._fixed(
+            "VersionPredictRequest",
+            "A prediction of a model version.",
+            ("version", INT64, "", False, False, "The version's number."),
+            ("arguments", MESSAGE, f"{package}.PredictRequest", False, False, "Arguments of predict()."),
+        )
+        self._fixed("ListVersionsRequest", "Lists the versions.")
+        self._fixed(
+            "ListVersionsResponse",
+            "The versions, newest first.",
+            ("promoted_version", STRING, "", False, True, "What the model's name serves (unset: the plugin)."),
+            ("versions", MESSAGE, f"{package}.ModelVersion", True, False, ""),
+        )
+        self._fixed("RollbackRequest", "Undoes the latest promotion.")
+        self._fixed(
+            "Serving",
+            "What the model's name serves.",
+            ("model", STRING, "", False, False, ""),
+            ("promoted_version", STRING, "", False, True, "A version id (unset: the plugin)."),
         )
 
     def _service(self, name: str, methods: list[str]) -> None:

@@ -3,7 +3,7 @@ same descriptor, with the comments kept in its ``source_code_info``.
 
 Protobuf's Python package prints no ``.proto`` text, and py-to-proto (Caikit's) drops
 comments; the generated files are the only documentation a gRPC client reads, so this
-printer keeps them. It covers what :mod:`deepaas_like.grpc_api.protos` builds: proto3
+printer keeps them. It covers what :mod:`deepaas_like.protos.model_protos` builds: proto3
 messages (nested messages, maps, ``optional``, oneofs) and services (server streaming).
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from google.protobuf import descriptor_pb2
+
+__all__ = ["proto_text"]
 
 _INDENT = "  "
 _Field = descriptor_pb2.FieldDescriptorProto

@@ -28,18 +28,21 @@ from deepaas_like.exceptions import (
     VersionNotFound,
     VersionUnavailable,
 )
-from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.results import Prediction
+from deepaas_like.serving.schemas import ModelSchemas
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.versions.records import VersionRecord, VersionRecords, parse_version_id, version_id
 from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import ProgressCallback
 
+__all__ = ["RETRY_LOAD_AFTER", "ModelVersions", "VersionFactory", "VersionState", "version_document"]
+
 LOG = logging.getLogger(__name__)
 #: Seconds a version that failed to load is answered 503 at once before a call tries again.
 RETRY_LOAD_AFTER = 30.0
-#: Makes the served model of a version, not yet started: (its record, its directory's URL).
-VersionFactory = Callable[[VersionRecord, str], ServedModel]
+#: Makes the served model of a version, not yet started: (its record, its directory's URL,
+#: its model's schemas, which the version shares).
+VersionFactory = Callable[[VersionRecord, str, ModelSchemas], ServedModel]
 
 
 class VersionState(enum.StrEnum):
@@ -105,13 +108,11 @@ class ModelVersions:
         return [name for name, model in self.models.items() if model.makes_versions]
 
     async def start(self) -> None:
-        """Read the versions, have the models' names follow their promotions, and keep
-        looking at the database every ``poll_interval`` seconds.
+        """Read the versions and promotions, and keep looking at the database every
+        ``poll_interval`` seconds (the router asks :meth:`promoted` what a name serves).
         """
         if not self.bases:
             return
-        for name in self.bases:
-            self.models[name].promotions = self
         await self.refresh()
         self._poll = asyncio.create_task(self._watch())
 
@@ -197,7 +198,7 @@ class ModelVersions:
             raise VersionNotFound(f"model {model!r} has no version {number} ({vid})")
         return record
 
-    async def resolve(self, name: str) -> ServedVersion | None:
+    async def resolve(self, name: str) -> VersionRecord | None:
         """The version a model name such as ``text_classifier@3`` names, or None when
         ``name`` is not a version id of a served model that makes versions. Raises
         ``VersionNotFound``.
@@ -205,8 +206,7 @@ class ModelVersions:
         parsed = parse_version_id(name)
         if parsed is None or parsed[0] not in self.models or not self.models[parsed[0]].makes_versions:
             return None  # as before versions: an unknown model
-        record = await self.find(*parsed)
-        return ServedVersion(self, self.models[record.model], record)
+        return await self.find(*parsed)
 
     async def list(self, model: str) -> list[VersionRecord]:
         """The versions of ``model``, newest first (read afresh)."""
@@ -351,7 +351,7 @@ class ModelVersions:
         if failure is not None and time.monotonic() - failure[1] < RETRY_LOAD_AFTER:
             raise VersionUnavailable(failure[0])
         url = self.store.url_of(record.location)
-        served = self.make(record, url)
+        served = self.make(record, url, self.models[record.model].schemas)
         entry = _Loaded(served, asyncio.create_task(self._load(record, served, url)), time.monotonic())
         # A failed load is reported to the calls waiting for it, and kept in _failures.
         entry.ready.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -428,55 +428,28 @@ class ModelVersions:
         task.add_done_callback(self._tasks.discard)
 
 
-class ServedVersion:
-    """A model version as handlers see a model: the base model's metadata and argument
-    schemas, its predictions run by the version's own workers (see :class:`ModelVersions`).
-    Versions take predictions only; trainings go to the base model.
+def version_document(
+    record: VersionRecord, state: str, promoted: bool, message: str | None = None, training: bool = True
+) -> dict[str, Any]:
+    """A model version: ``id`` (``name@n``, callable as a model name), ``model``,
+    ``version`` (its number), ``parent`` (the model trained), ``training`` (the job's
+    uuid), its ``arguments`` and ``metrics``, ``created`` (as job dates print), ``state``
+    here (``loaded``, ``loading``, ``unloaded``, ``unavailable`` with a ``message``),
+    whether the model's name serves it (``promoted``), and its ``mlflow_run_id``. Without
+    ``training`` (a caller that may not see the training: another API key's) the
+    training's uuid, arguments and MLflow run are left out.
     """
-
-    train_schema = None
-    makes_versions = False
-
-    def __init__(self, versions: ModelVersions, base: ServedModel, record: VersionRecord) -> None:
-        self.versions = versions
-        self.base = base
-        self.record = record
-        self.name = record.id
-        self.predict_schema = base.predict_schema
-        self.response_schema = base.response_schema
-        self.accept_choices = base.accept_choices
-        self.accept_default = base.accept_default
-
-    def accepts(self, kind: str) -> bool:
-        return kind == PREDICT and self.base.accepts(PREDICT)
-
-    def require(self, kind: str) -> None:
-        """Raise ``HookNotImplemented`` (501) for a training, or a plugin without predict."""
-        if kind != PREDICT:
-            raise HookNotImplemented(f"{self.name} is a model version: train its model, {self.base.name}")
-        self.base.require(kind)
-
-    def metadata(self) -> dict[str, Any]:
-        """The plugin's metadata with the version's id (and name, unless the plugin names itself)."""
-        metadata = self.base.metadata()
-        if metadata.get("name") == self.base.name:
-            metadata["name"] = self.name
-        metadata["id"] = self.name
-        return metadata
-
-    async def predict(
-        self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
-    ) -> Prediction:
-        return await self.versions.predict(self.name, kwargs, job_id, on_progress)
-
-    async def train(
-        self,
-        kwargs: dict[str, Any],
-        job_id: str,
-        on_progress: ProgressCallback | None = None,
-        save_to: str | None = None,
-    ) -> Any:
-        self.require(TRAIN)
-
-    async def kill(self, job_id: str) -> bool:
-        return await self.versions.kill(job_id)
+    document: dict[str, Any] = {
+        "id": record.id,
+        "model": record.model,
+        "version": record.number,
+        "parent": record.parent,
+    }
+    if training:
+        document.update(training=record.job, arguments=record.arguments)
+    document.update(metrics=record.metrics, created=str(record.created), state=state, promoted=promoted)
+    if message is not None:
+        document["message"] = message
+    if training and record.run_id is not None:
+        document["mlflow_run_id"] = record.run_id
+    return document
