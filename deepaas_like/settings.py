@@ -149,12 +149,12 @@ WORKERS = Section(
     "Where plugin code runs and how each model is served (a [model:NAME] section sets these for model NAME).",
 )
 JOBS = Section("jobs", "The job database: trainings and asynchronous predictions, shared by instances.")
-VERSIONS = Section("versions", "Model versions that trainings make, and MLflow tracking.")
+MODEL_VERSIONS = Section("versions", "Model versions that trainings make, and MLflow tracking.")
 RAY = Section("ray", "The Ray cluster, with --executor ray.")
 GRPC = Section("grpc", "The gRPC server beside HTTP.")
 LOGGING = Section("logging", "Log lines.")
 #: Every section, in the order of ``--help`` and of the sample configuration file.
-SECTIONS: tuple[Section, ...] = (MODELS, HTTP, SECURITY, WORKERS, JOBS, VERSIONS, RAY, GRPC, LOGGING)
+SECTIONS: tuple[Section, ...] = (MODELS, HTTP, SECURITY, WORKERS, JOBS, MODEL_VERSIONS, RAY, GRPC, LOGGING)
 
 
 def options(settings: type | None = None) -> list[tuple[dataclasses.Field[Any], Option]]:
@@ -340,7 +340,7 @@ class ModelSettings:
         "them: ray start --labels zone=b).",
         read=lambda values: dict(values or {}),
     )
-    version_workers: int = VERSIONS.option(
+    version_workers: int = MODEL_VERSIONS.option(
         cfg.IntOpt,
         "version-workers",
         1,
@@ -663,7 +663,7 @@ class Settings:
         min=0.1,
     )
 
-    model_store: str | None = VERSIONS.option(
+    model_store: str | None = MODEL_VERSIONS.option(
         cfg.StrOpt,
         "model-store",
         None,
@@ -674,7 +674,7 @@ class Settings:
         read=_model_store,
         sample_default="<the SQLite database's directory>/model-store",
     )
-    max_loaded_versions: int = VERSIONS.option(
+    max_loaded_versions: int = MODEL_VERSIONS.option(
         cfg.IntOpt,
         "max-loaded-versions",
         2,
@@ -682,7 +682,7 @@ class Settings:
         "idle version is unloaded (its next call loads it again), never a promoted one. 0: no bound.",
         min=0,
     )
-    version_load_timeout: float = VERSIONS.option(
+    version_load_timeout: float = MODEL_VERSIONS.option(
         cfg.FloatOpt,
         "version-load-timeout",
         120.0,
@@ -690,7 +690,7 @@ class Settings:
         "the answer is 503 with Retry-After (the load goes on).",
         min=0.1,
     )
-    mlflow_tracking_uri: str | None = VERSIONS.option(
+    mlflow_tracking_uri: str | None = MODEL_VERSIONS.option(
         cfg.StrOpt,
         "mlflow-tracking-uri",
         None,

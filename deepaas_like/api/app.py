@@ -18,7 +18,17 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_middlewares import normalize_path_middleware
 
 from deepaas_like.api import openapi
-from deepaas_like.api.keys import CALLS, DRAIN, JOBS, LINKS, LOG_BUFFER, MODELS, SETTINGS, SHUTTING_DOWN, VERSIONS
+from deepaas_like.api.app_keys import (
+    CALLS,
+    DRAIN,
+    JOBS,
+    LINKS,
+    LOG_BUFFER,
+    MODEL_VERSIONS,
+    MODELS,
+    SETTINGS,
+    SHUTTING_DOWN,
+)
 from deepaas_like.api.links import Links
 from deepaas_like.api.metrics import METRICS, Metrics, metrics_middleware
 from deepaas_like.api.responses import json_response
@@ -107,7 +117,7 @@ def _serving(open_server: Opener) -> Callable[[web.Application], AsyncIterator[N
         async with open_server() as server:
             app[SERVED] = server
             app[MODELS] = server.models
-            app[VERSIONS] = server.versions
+            app[MODEL_VERSIONS] = server.versions
             app[JOBS] = server.jobs
             app[DRAIN] = server.drain
             app[CALLS] = server.calls
@@ -121,7 +131,7 @@ def _serving(open_server: Opener) -> Callable[[web.Application], AsyncIterator[N
 
 
 async def _document_versions(app: web.Application) -> None:
-    openapi.document_versions(app, app[VERSIONS], app[SETTINGS])
+    openapi.document_versions(app, app[MODEL_VERSIONS], app[SETTINGS])
 
 
 async def _shutting_down(app: web.Application) -> None:

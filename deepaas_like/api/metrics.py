@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
+from deepaas_like.api.app_keys import JOBS, MODEL_VERSIONS, MODELS
 from deepaas_like.exceptions import DatabaseUnavailable
 from deepaas_like.logs import request_id
 
@@ -152,7 +152,7 @@ def pool_readings(app: web.Application | None) -> list[Reading]:
         ("model",),
         counter=True,
     )
-    versions = app.get(VERSIONS) if app is not None else None
+    versions = app.get(MODEL_VERSIONS) if app is not None else None
     loaded = versions.loaded() if versions is not None else {}
     for name, served in {**models, **loaded}.items():
         pool = served.predict_pool
@@ -199,7 +199,7 @@ def _labels(request: web.Request) -> tuple[str, str]:
     route = request.match_info.route.resource
     template = route.canonical if route is not None else "unmatched"
     name = request.match_info.get("model_name", "")
-    versions = request.app.get(VERSIONS)
+    versions = request.app.get(MODEL_VERSIONS)
     known = name in request.app[MODELS] or (versions is not None and name in versions.known)
     return (name if known else ""), template
 

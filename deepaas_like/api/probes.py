@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from deepaas_like.api.keys import JOBS, MODELS, VERSIONS
+from deepaas_like.api.app_keys import JOBS, MODEL_VERSIONS, MODELS
 from deepaas_like.api.responses import json_response
 from deepaas_like.serving.served import ServedModel
 
@@ -22,7 +22,7 @@ async def readyz(request: web.Request) -> web.Response:
     503 naming the models that cannot serve, and the database's problem.
     """
     problems = {name: model.unavailable() for name, model in request.app[MODELS].items() if model.unavailable()}
-    versions = request.app.get(VERSIONS)
+    versions = request.app.get(MODEL_VERSIONS)
     if versions is not None:
         problems.update(versions.unservable())
     database = await request.app[JOBS].database_problem()

@@ -14,14 +14,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from deepaas_like.api import handlers as server
 from deepaas_like.api import openapi, probes
+from deepaas_like.api import server_handlers as server
 from deepaas_like.api.metrics import metrics_endpoint
 from deepaas_like.api.security import Access
-from deepaas_like.api.v2 import handlers, versions
+from deepaas_like.api.v2 import handlers, model_versions
 from deepaas_like.settings import Settings
 
-__all__ = ["ACCESS", "MODEL", "PREDICTIONS", "ROUTES", "Route", "TRAININGS", "VERSIONS", "add_routes"]
+__all__ = ["ACCESS", "MODEL", "PREDICTIONS", "ROUTES", "Route", "TRAININGS", "MODEL_VERSIONS", "add_routes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +42,10 @@ class Route:
 MODEL = "/v2/models/{model_name}/"
 PREDICTIONS = MODEL + "predict/"
 TRAININGS = MODEL + "train/"
-VERSIONS = MODEL + "versions/"
+MODEL_VERSIONS = MODEL + "versions/"
 
 ROUTES: tuple[Route, ...] = (
-    Route("versions", "GET", "/", handlers.versions, doc=openapi.versions),
+    Route("versions", "GET", "/", handlers.api_versions, doc=openapi.versions),
     Route("version_v2", "GET", "/v2/", handlers.version_v2, doc=openapi.version_v2),
     Route("models", "GET", "/v2/models/", handlers.list_models, doc=openapi.list_models),
     Route("model", "GET", MODEL, handlers.get_model, doc=openapi.get_model),
@@ -83,20 +83,25 @@ ROUTES: tuple[Route, ...] = (
         Access.KEY,
         openapi.training_events,
     ),
-    Route("model_versions", "GET", VERSIONS, versions.list_versions, doc=openapi.list_versions),
-    Route("version", "GET", VERSIONS + "{version}", versions.get_version, doc=openapi.get_version),
+    Route("model_versions", "GET", MODEL_VERSIONS, model_versions.list_versions, doc=openapi.list_versions),
+    Route("version", "GET", MODEL_VERSIONS + "{version}", model_versions.get_version, doc=openapi.get_version),
     Route(
-        "delete_version", "DELETE", VERSIONS + "{version}", versions.delete_version, Access.KEY, openapi.delete_version
+        "delete_version",
+        "DELETE",
+        MODEL_VERSIONS + "{version}",
+        model_versions.delete_version,
+        Access.KEY,
+        openapi.delete_version,
     ),
     Route(
         "promote_version",
         "POST",
-        VERSIONS + "{version}/promote",
-        versions.promote_version,
+        MODEL_VERSIONS + "{version}/promote",
+        model_versions.promote_version,
         Access.KEY,
         openapi.promote_version,
     ),
-    Route("rollback", "POST", MODEL + "rollback", versions.rollback, Access.KEY, openapi.rollback),
+    Route("rollback", "POST", MODEL + "rollback", model_versions.rollback, Access.KEY, openapi.rollback),
     Route("healthz", "GET", "/healthz", probes.healthz, Access.OPEN, openapi.healthz),
     Route("readyz", "GET", "/readyz", probes.readyz, Access.OPEN, openapi.readyz),
     Route("metrics", "GET", "/metrics", metrics_endpoint, doc=openapi.metrics),

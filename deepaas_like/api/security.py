@@ -14,7 +14,7 @@ import aiohttp_cors
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from deepaas_like.api.keys import SETTINGS
+from deepaas_like.api.app_keys import SETTINGS
 from deepaas_like.api_keys import NOBODY, Caller, authenticate, presented_key
 from deepaas_like.exceptions import Unauthorized
 from deepaas_like.logs import new_request_id, request_id

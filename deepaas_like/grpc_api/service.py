@@ -33,6 +33,7 @@ from deepaas_like.grpc_api.status import bounded, status_of
 from deepaas_like.kinds import PREDICT, TRAIN, Kind
 from deepaas_like.logs import new_request_id, request_id
 from deepaas_like.protos.model_protos import SIGNATURES, ModelProtos
+from deepaas_like.registry.records import version_id
 from deepaas_like.serving import schemas
 from deepaas_like.serving.calls import Call, CallService, Mode
 from deepaas_like.serving.idempotency import idempotency_key
@@ -40,7 +41,6 @@ from deepaas_like.serving.model_versions import version_document
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import Uploads
 from deepaas_like.settings import Settings
-from deepaas_like.versions.records import version_id
 
 __all__ = [
     "ECHOED",

@@ -1,5 +1,5 @@
 """What attaches to a training's start and end without being part of running it: the
-making of model versions (``version_making.py``) and MLflow runs (``tracking_hook.py``).
+making of model versions (``serving/version_making.py``) and MLflow runs (``tracking.py``).
 The jobs are given a list of :class:`TrainingHook`; they know nothing else of either.
 """
 

@@ -29,6 +29,8 @@ from deepaas_like.jobs.store import JobStore
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.model.loading import resolve_model_names
 from deepaas_like.protos import require as require_grpc
+from deepaas_like.registry.records import VersionRecord, VersionRecords
+from deepaas_like.registry.storage import ModelStore
 from deepaas_like.server.pools import PoolFactory, default_pools
 from deepaas_like.serving.autoscaling import Autoscaling
 from deepaas_like.serving.calls import CallService
@@ -38,12 +40,9 @@ from deepaas_like.serving.router import Router
 from deepaas_like.serving.schemas import ModelSchemas
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.serving.uploads import check_upload_dir, remove_orphaned_uploads
+from deepaas_like.serving.version_making import VersionMaking
 from deepaas_like.settings import Settings, default_model_store, default_results_dir
-from deepaas_like.tracking import Tracker
-from deepaas_like.tracking_hook import TrackingHook
-from deepaas_like.version_making import VersionMaking
-from deepaas_like.versions.records import VersionRecord, VersionRecords
-from deepaas_like.versions.storage import ModelStore
+from deepaas_like.tracking import Tracker, TrackingHook
 
 if TYPE_CHECKING:  # the grpc extra may be missing: imported only when --grpc-port is set
     from deepaas_like.grpc_api.server import GrpcServer

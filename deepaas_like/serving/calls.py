@@ -28,13 +28,13 @@ from deepaas_like.jobs.states import JobView
 from deepaas_like.kinds import PREDICT, Kind
 from deepaas_like.model.args import UploadedFile, is_file_field
 from deepaas_like.negotiation import choose_media_type
+from deepaas_like.registry.records import VersionRecord
 from deepaas_like.results import Prediction
 from deepaas_like.serving import schemas
 from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.model_versions import ModelVersions, version_document
 from deepaas_like.serving.router import ModelHandle, Router
 from deepaas_like.serving.uploads import Uploads
-from deepaas_like.versions.records import VersionRecord
 
 __all__ = ["SYNC_TRAINING", "Answer", "Call", "CallService", "Mode"]
 

@@ -28,11 +28,11 @@ from deepaas_like.exceptions import (
     VersionNotFound,
     VersionUnavailable,
 )
+from deepaas_like.registry.records import VersionRecord, VersionRecords, parse_version_id, version_id
+from deepaas_like.registry.storage import ModelStore
 from deepaas_like.results import Prediction
 from deepaas_like.serving.schemas import ModelSchemas
 from deepaas_like.serving.served import ServedModel
-from deepaas_like.versions.records import VersionRecord, VersionRecords, parse_version_id, version_id
-from deepaas_like.versions.storage import ModelStore
 from deepaas_like.workers.base import ProgressCallback
 
 __all__ = ["RETRY_LOAD_AFTER", "ModelVersions", "VersionFactory", "VersionState", "version_document"]

@@ -14,11 +14,11 @@ from typing import Any
 
 from deepaas_like.exceptions import HookNotImplemented, ModelNotFound
 from deepaas_like.kinds import PREDICT, TRAIN, Kind
+from deepaas_like.registry.records import VersionRecord
 from deepaas_like.results import Prediction
 from deepaas_like.serving.model_versions import ModelVersions
 from deepaas_like.serving.schemas import ModelSchemas
 from deepaas_like.serving.served import ServedModel
-from deepaas_like.versions.records import VersionRecord
 from deepaas_like.workers.base import ProgressCallback
 
 __all__ = ["ModelHandle", "Router"]

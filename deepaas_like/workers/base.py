@@ -143,7 +143,7 @@ class WorkerPool(abc.ABC):
         ``job_id`` names the call so that :meth:`kill` can stop it; ``on_progress``
         receives what the plugin reports through :mod:`deepaas_like.progress`; with
         ``save_to`` (a version directory's URL) the same worker then calls the plugin's
-        ``save`` to make that version (see :func:`deepaas_like.versions.storage.publish`). Raises
+        ``save`` to make that version (see :func:`deepaas_like.registry.storage.publish`). Raises
         ``PluginError``, ``InvalidArguments`` (the plugin raised a marshmallow
         ValidationError), ``PredictionNotJSON``, ``ResultTooLarge``, ``WorkerDied`` or
         ``ModelUnavailable``. A binary result may come back as a temporary

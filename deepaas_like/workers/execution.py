@@ -18,8 +18,8 @@ import marshmallow
 from deepaas_like.exceptions import PluginLoadError, PredictionNotJSON, ResultTooLarge
 from deepaas_like.model.failures import failure_of
 from deepaas_like.model.plugin import Plugin
+from deepaas_like.registry import storage
 from deepaas_like.results import check_prediction, to_transport
-from deepaas_like.versions import storage
 from deepaas_like.workers.protocol import BatchResult, Error, Invalid, NotJSON, Outcome, Result, TooLarge
 
 __all__ = ["execute", "out_of_memory", "start_plugin"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from deepaas_like.versions import storage
-from deepaas_like.versions.records import parse_version_id, version_id
+from deepaas_like.registry import storage
+from deepaas_like.registry.records import parse_version_id, version_id
 
 
 def write_weights(path: str) -> None:

@@ -12,7 +12,7 @@ import requests
 
 from deepaas_like.database import Database, async_url
 from deepaas_like.jobs.store import JobStore
-from deepaas_like.versions.records import VersionRecords
+from deepaas_like.registry.records import VersionRecords
 from tests.versions.helpers import FAST, MODEL, auth, predict, train, until, versions
 
 ALICE, BOB, ROOT = "alice-key", "bob-key", "root-key"

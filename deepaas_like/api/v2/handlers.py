@@ -9,13 +9,13 @@ from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
 from marshmallow import ValidationError, fields
 
+from deepaas_like.api.app_keys import CALLS, LINKS, SETTINGS
 from deepaas_like.api.arguments import Limits, decode_arguments, listing_arguments
 from deepaas_like.api.documents import job_document
 from deepaas_like.api.idempotency import idempotency_key
-from deepaas_like.api.keys import CALLS, LINKS, SETTINGS
 from deepaas_like.api.responses import json_response, prediction_response
 from deepaas_like.api.security import caller
-from deepaas_like.api.v2.versions import described
+from deepaas_like.api.v2.model_versions import described
 from deepaas_like.exceptions import InvalidArguments, PluginError
 from deepaas_like.jobs.states import DONE
 from deepaas_like.kinds import PREDICT, TRAIN, Kind
@@ -39,7 +39,7 @@ __all__ = [
     "start_training",
     "training_events",
     "version_v2",
-    "versions",
+    "api_versions",
 ]
 
 
@@ -72,7 +72,7 @@ def _metadata(request: web.Request, model: ModelHandle) -> dict[str, Any]:
     return metadata
 
 
-async def versions(request: web.Request) -> web.Response:
+async def api_versions(request: web.Request) -> web.Response:
     links = []
     if request.app[SETTINGS].doc_endpoint:
         links = [

@@ -9,7 +9,7 @@ import collections
 from aiohttp import web
 from aiohttp_apigami.constants import SWAGGER_DICT
 
-from deepaas_like.api.keys import LINKS, LOG_BUFFER
+from deepaas_like.api.app_keys import LINKS, LOG_BUFFER
 from deepaas_like.api.responses import json_response
 
 __all__ = ["debug", "openapi_document", "redirect_to_ui"]

@@ -13,12 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
+from deepaas_like.api.app_keys import CALLS, LINKS
 from deepaas_like.api.documents import version_document
-from deepaas_like.api.keys import CALLS, LINKS
 from deepaas_like.api.responses import json_response
 from deepaas_like.api.security import caller
 from deepaas_like.exceptions import VersionNotFound
-from deepaas_like.versions.records import VersionRecord, parse_number, parse_version_id
+from deepaas_like.registry.records import VersionRecord, parse_number, parse_version_id
 
 __all__ = ["delete_version", "described", "get_version", "list_versions", "promote_version", "rollback"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from deepaas_like.jobs.hooks import Training, numbers_of
 from deepaas_like.jobs.states import DONE
-from deepaas_like.versions.records import VersionRecord, VersionRecords
-from deepaas_like.versions.storage import ModelStore
+from deepaas_like.registry.records import VersionRecord, VersionRecords
+from deepaas_like.registry.storage import ModelStore
 
 __all__ = ["VersionMaking"]
 

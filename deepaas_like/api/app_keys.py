@@ -24,7 +24,7 @@ __all__ = [
     "MODELS",
     "SETTINGS",
     "SHUTTING_DOWN",
-    "VERSIONS",
+    "MODEL_VERSIONS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -33,7 +33,7 @@ JOBS = web.AppKey("jobs", Jobs)
 #: The call service every handler of a model's call goes through.
 CALLS = web.AppKey("calls", CallService)
 #: The versions trainings made, served lazily under their own ids.
-VERSIONS = web.AppKey("versions", ModelVersions)
+MODEL_VERSIONS = web.AppKey("model_versions", ModelVersions)
 #: Set when the server starts shutting down, so that long-lived streams end.
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
 LINKS = web.AppKey("links", Links)
