@@ -28,6 +28,8 @@ from deepaas_like.jobs.hooks import Training, numbers_of
 from deepaas_like.jobs.states import CANCELLED, DONE
 from deepaas_like.registry import storage
 
+__all__ = ["FAILED", "FINISHED", "KILLED", "MAX_PARAM_LENGTH", "Run", "Tracker", "TrackingHook"]
+
 LOG = logging.getLogger(__name__)
 #: What the MLflow client retries by default (7 times, with growing pauses: minutes) would
 #: hold a training's end that long when the tracking server is away; a user's settings win.

@@ -29,6 +29,40 @@ from deepaas_like.serving.schemas import MAX_LIMIT, MAX_OFFSET
 from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 
+__all__ = [
+    "Documenter",
+    "add_attribute_functions",
+    "cancel_prediction",
+    "cancel_training",
+    "delete_version",
+    "document",
+    "document_versions",
+    "errors",
+    "exclusive_range_property",
+    "file_field_property",
+    "get_model",
+    "get_prediction",
+    "get_training",
+    "get_version",
+    "healthz",
+    "list_models",
+    "list_predictions",
+    "list_trainings",
+    "list_versions",
+    "metrics",
+    "predict",
+    "prediction_events",
+    "promote_version",
+    "protos",
+    "readyz",
+    "rollback",
+    "setup_openapi",
+    "start_training",
+    "training_events",
+    "version_v2",
+    "versions",
+]
+
 #: Writes the OpenAPI operation of one route (of ``model``, for model routes), or None when
 #: the route is not served for it.
 Documenter = Callable[[ServedModel | None, Settings], dict[str, Any] | None]

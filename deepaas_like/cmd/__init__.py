@@ -9,6 +9,8 @@ import sys
 
 from deepaas_like.cmd import dependencies
 
+__all__ = ["cli_main", "run_main"]
+
 
 def _dependencies_ok(program: str) -> bool:
     problems = dependencies.problems()

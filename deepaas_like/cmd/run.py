@@ -33,6 +33,8 @@ from deepaas_like.serving import draining as drain
 from deepaas_like.settings import Settings
 from deepaas_like.workers.process import kill_all_workers
 
+__all__ = ["loop_factory", "main", "serve", "supervise"]
+
 LOG = logging.getLogger("deepaas_like")
 
 

@@ -22,6 +22,8 @@ from deepaas_like.protos.model_protos import JSON_TYPES, ModelProtos, Slot
 from deepaas_like.results import Prediction
 from deepaas_like.serving.uploads import Uploads
 
+__all__ = ["Messages", "NOT_FINITE", "new_pool"]
+
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _INT64 = FieldDescriptor.TYPE_INT64
 

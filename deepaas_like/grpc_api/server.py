@@ -26,6 +26,8 @@ from deepaas_like.grpc_api.status import status_of
 from deepaas_like.protos.model_protos import ModelProtos
 from deepaas_like.serving.served import ServedModel
 
+__all__ = ["GrpcServer", "HEALTH_INTERVAL", "HEALTH_SERVICE"]
+
 LOG = logging.getLogger(__name__)
 HEALTH_SERVICE = "grpc.health.v1.Health"
 #: Seconds between updates of the health service from the models' workers and the database.

@@ -21,6 +21,16 @@ from grpc_status import rpc_status
 
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
 
+__all__ = [
+    "CODES",
+    "MAX_MESSAGE_BYTES",
+    "MAX_VIOLATIONS_BYTES",
+    "MAX_VIOLATION_BYTES",
+    "bounded",
+    "code_of",
+    "status_of",
+]
+
 #: HTTP status of a project exception -> gRPC code.
 CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,

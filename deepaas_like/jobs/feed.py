@@ -22,6 +22,8 @@ from deepaas_like.exceptions import DatabaseUnavailable, JobNotFound
 from deepaas_like.jobs.states import ACTIVE, JobView, view
 from deepaas_like.jobs.store import JobStore
 
+__all__ = ["Feed", "JobFeeds", "Render"]
+
 #: Turns a job into the document its event streams send (the HTTP layer's wire format).
 Render = Callable[[JobView], dict[str, Any]]
 

@@ -25,6 +25,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from deepaas_like.exceptions import StartupError
 
+__all__ = ["ModelStore", "PARTIAL", "SavedOutside", "local_copy", "publish"]
+
 #: Prefix of the directories a version is written into before it is renamed into place.
 PARTIAL = ".partial-"
 #: A version's directory in its model's folder is named by its training's uuid.

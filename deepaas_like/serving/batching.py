@@ -26,6 +26,8 @@ from deepaas_like.results import FileResult
 from deepaas_like.workers import protocol
 from deepaas_like.workers.base import WorkerPool
 
+__all__ = ["Batcher"]
+
 
 class Batcher:
     """Groups ``submit`` calls into batches run on ``pool``: as many at once as its live

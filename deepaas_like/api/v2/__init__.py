@@ -1,1 +1,3 @@
-"""DEEPaaS V2 compatible routes."""
+"""The DEEPaaS V2 compatible routes, and the model-version routes beside them."""
+
+__all__: list[str] = []
