@@ -85,6 +85,7 @@ def ray_pools(settings: Settings) -> PoolFactory:
             results_dir=settings.upload_dir,
             debug=settings.debug,
             log_json=settings.log_json,
+            namespace=settings.namespace,
         )
     )
 
@@ -95,10 +96,8 @@ def ray_pools(settings: Settings) -> PoolFactory:
         )
         options = _worker_options(settings, model, load_from)
         if kind == TRAIN:
-            return RayWorkerPool(cluster, name, settings.namespace, TRAIN, size, resources, options)
+            return RayWorkerPool(cluster, name, TRAIN, size, resources, options)
         options = dataclasses.replace(options, max_result_size=model.max_result_size)
-        return RayWorkerPool(
-            cluster, name, settings.namespace, PREDICT, size, resources, options, model.timeout(), model.max_queue
-        )
+        return RayWorkerPool(cluster, name, PREDICT, size, resources, options, model.timeout(), model.max_queue)
 
     return make

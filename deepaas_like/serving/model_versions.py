@@ -68,8 +68,8 @@ class ModelVersions:
     """The versions of the ``models`` whose plugin makes them, recorded in ``records``,
     stored in ``store``; ``make`` builds a version's served model. A first call waits at
     most ``load_timeout`` seconds for the version's workers; beyond ``max_loaded`` loaded
-    versions (0: no bound) the least recently used idle one is unloaded. ``on_change`` is
-    told when versions appear or go; ``on_load`` gets (model, seconds) of each load.
+    versions (0: no bound) the least recently used idle one is unloaded. ``on_load`` gets
+    (model, seconds) of each load; :attr:`on_change` is told when versions appear or go.
     """
 
     def __init__(
@@ -82,7 +82,6 @@ class ModelVersions:
         max_loaded: int = 0,
         load_timeout: float = 120.0,
         poll_interval: float = 0.5,
-        on_change: Callable[[], None] | None = None,
         on_load: Callable[[str, float], None] | None = None,
     ) -> None:
         self.models = models
@@ -92,7 +91,8 @@ class ModelVersions:
         self.max_loaded = max_loaded
         self.load_timeout = load_timeout
         self.poll_interval = poll_interval
-        self.on_change = on_change
+        #: Told when versions appear or go (the HTTP front redocuments them); set by the front.
+        self.on_change: Callable[[], None] | None = None
         self.on_load = on_load
         #: The versions known here (id -> record), as of the last look at the database.
         self.known: dict[str, VersionRecord] = {}

@@ -41,6 +41,7 @@ from deepaas_like.exceptions import (
     StartupError,
     WorkerDied,
 )
+from deepaas_like.model.loading import DEFAULT_NAMESPACE
 from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.workers import framing, protocol, ray_driver
 from deepaas_like.workers.base import Placement, ProgressCallback, WorkerOptions, how_ended
@@ -99,6 +100,8 @@ class ClusterOptions:
     results_dir: str | None = None
     debug: bool = False
     log_json: bool = False
+    #: The entry-point group the replicas load their plugins from (``--model-namespace``).
+    namespace: str = DEFAULT_NAMESPACE
 
 
 @dataclasses.dataclass
@@ -476,25 +479,22 @@ class RayWorkerPool(QueuedPool[_Replica]):
     object store); large results are written to ``cluster``'s results directory.
 
     ``timeout`` (seconds) bounds each prediction; past it the replica is killed and
-    replaced. ``max_queue`` and ``max_start_failures``: see :class:`QueuedPool`.
+    replaced. ``max_queue``: see :class:`QueuedPool`.
     """
 
     def __init__(
         self,
         cluster: RayCluster,
         name: str,
-        namespace: str,
         kind: str = "predict",
         size: int = 1,
         resources: RayResources | None = None,
         options: WorkerOptions | None = None,
         timeout: float | None = None,
         max_queue: int = 0,
-        max_start_failures: int = 3,
     ) -> None:
-        super().__init__(name, size, max_queue, max_start_failures)
+        super().__init__(name, size, max_queue)
         self.cluster = cluster
-        self.namespace = namespace
         self.kind = kind
         self.resources = resources or RayResources()
         self.options = options or WorkerOptions()
@@ -538,7 +538,9 @@ class RayWorkerPool(QueuedPool[_Replica]):
         self.cluster.own(replica_id, self)
         self.starting += 1
         try:
-            place = protocol.Place(replica_id, self.name, self.namespace, self.resources.actor_options(), self.options)
+            place = protocol.Place(
+                replica_id, self.name, self.cluster.options.namespace, self.resources.actor_options(), self.options
+            )
             placing = asyncio.ensure_future(self.cluster.request(place))
             done, _ = await asyncio.wait([placing], timeout=PLACEMENT_WARNING)
             if not done:
