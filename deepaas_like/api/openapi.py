@@ -442,12 +442,12 @@ def _served_for(kind: str) -> Callable[[Callable[[ServedModel], dict[str, Any]]]
 
 
 def _prediction_content(model: ServedModel) -> dict[str, Any]:
-    prediction: Any = model.response_schema or {
+    prediction: Any = model.schemas.response or {
         "type": "object",
         "properties": {"status": {"type": "string"}, "predictions": {}},
     }
     content = {"application/json": {"schema": prediction}}
-    for media_type in model.accept_choices:
+    for media_type in model.schemas.accept_choices:
         if not is_json(media_type):
             content[media_type] = {"schema": {"type": "string", "format": "binary"}}
     return content
@@ -459,7 +459,7 @@ def predict(served: ServedModel) -> dict[str, Any]:
         "summary": f"Predict with {served.name}",
         "description": "Media type: the `accept` argument if given, else the `Accept` header.",
         "parameters": _ASYNC,
-        "requestBody": _request_body(served.predict_schema, served.description.predict_args or {}),
+        "requestBody": _request_body(served.schemas.predict, served.schemas.description.predict_args or {}),
         "responses": {
             "200": {"description": "the prediction", "content": _prediction_content(served)},
             "202": {
@@ -524,7 +524,7 @@ def start_training(served: ServedModel) -> dict[str, Any]:
     return {
         "summary": f"Start a training of {served.name}",
         "parameters": [_IDEMPOTENCY_KEY],
-        "requestBody": _request_body(served.train_schema, served.description.train_args or {}),
+        "requestBody": _request_body(served.schemas.train, served.schemas.description.train_args or {}),
         "responses": {"200": _json(_JOB, "the training, pending or running"), **errors(*_TRAIN_ERRORS)},
     }
 

@@ -149,7 +149,7 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
     hooks = (
         (("predict", {}), ("train", {}))
         if model is None
-        else (("predict", model.description.predict_args), ("train", model.description.train_args))
+        else (("predict", model.schemas.description.predict_args), ("train", model.schemas.description.train_args))
     )
     for hook, arguments in hooks:
         if arguments is None:
@@ -171,7 +171,7 @@ def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
                 metavar="FILE",
             )
         _add_argument_flags(
-            command, arguments or {}, {"accept"} if hook == "predict" and model.accept_choices else set()
+            command, arguments or {}, {"accept"} if hook == "predict" and model.schemas.accept_choices else set()
         )
     commands.add_parser(
         "install", help="install a plugin without letting its requirements change the server's (see install --help)"
@@ -236,7 +236,7 @@ async def run(argv: list[str], result: TextIO) -> int:
     # The same call path as the server's, without jobs: every endpoint is on, a training waited for.
     calls = CallService(Router({model.name: model}), None, Drain(), lambda kind: True)
     if options.command == "protos":
-        file_name, text = proto_file(model)
+        file_name, text = proto_file(model.schemas)
         os.makedirs(options.output, exist_ok=True)
         path = os.path.join(options.output, file_name)
         with open(path, "w") as handle:
@@ -266,9 +266,9 @@ def _openapi(model: ServedModel) -> dict[str, Any]:
 
 
 async def _train(calls: CallService, model: ServedModel, options: argparse.Namespace) -> dict[str, Any]:
-    assert model.train_schema is not None  # the parser offers train only then
+    assert model.schemas.train is not None  # the parser offers train only then
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
-        raw = decode_arguments(model.train_schema, options, workdir)
+        raw = decode_arguments(model.schemas.train, options, workdir)
         answer = await calls.call(Call(model.name, TRAIN, raw))
     assert answer.arguments is not None
     return {"status": "done", "args": model_args.json_arguments(answer.arguments), "result": {"output": answer.output}}
@@ -277,9 +277,9 @@ async def _train(calls: CallService, model: ServedModel, options: argparse.Names
 async def _predict(calls: CallService, model: ServedModel, options: argparse.Namespace, output: str | None) -> Any:
     """The prediction's JSON document (written to ``output`` too when given), or, for media,
     a summary of the file ``output`` it was written to."""
-    assert model.predict_schema is not None  # the parser offers predict only then
+    assert model.schemas.predict is not None  # the parser offers predict only then
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
-        raw = decode_arguments(model.predict_schema, options, workdir)
+        raw = decode_arguments(model.schemas.predict, options, workdir)
         prediction = (await calls.call(Call(model.name, PREDICT, raw))).prediction
         assert prediction is not None  # a synchronous prediction
         if not prediction.binary:

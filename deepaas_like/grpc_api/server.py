@@ -48,7 +48,7 @@ class GrpcServer:
         self.pool = new_pool()
         for module in (health_pb2, reflection_pb2):  # reflection describes these services too
             self.pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
-        self.protos = {name: ModelProtos.build(model) for name, model in models.items()}
+        self.protos = {name: ModelProtos.build(model.schemas) for name, model in models.items()}
         for warning in (warning for protos in self.protos.values() for warning in protos.warnings):
             LOG.warning("gRPC: %s", warning)
         self.services = [

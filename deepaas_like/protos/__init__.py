@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 
 from deepaas_like.exceptions import ExtraNotInstalled
-from deepaas_like.serving.served import ServedModel
+from deepaas_like.serving.schemas import ModelSchemas
 
 __all__ = ["EXTRA", "proto_file", "require"]
 
@@ -41,7 +41,7 @@ def _installed(module: str) -> bool:
         return False
 
 
-def proto_file(model: ServedModel) -> tuple[str, str]:
+def proto_file(model: ModelSchemas) -> tuple[str, str]:
     """The ``.proto`` file of ``model``'s gRPC service: (file name, text), the same file the
     gRPC server serves. Raises :class:`ExtraNotInstalled`.
     """

@@ -26,8 +26,7 @@ from marshmallow import fields, validate
 from webargs.fields import DelimitedFieldMixin
 
 from deepaas_like.model.args import is_file_field
-from deepaas_like.serving.schemas import MAX_LIMIT, camel_case
-from deepaas_like.serving.served import ServedModel
+from deepaas_like.serving.schemas import MAX_LIMIT, ModelSchemas, camel_case
 
 __all__ = [
     "JSON_TYPES",
@@ -181,8 +180,9 @@ class ModelProtos:
         return self.file.name
 
     @classmethod
-    def build(cls, model: ServedModel) -> ModelProtos:
-        """The protocol buffers of ``model`` (started: its description is known). Types the
+    def build(cls, model: ModelSchemas) -> ModelProtos:
+        """The protocol buffers of the model ``model`` describes (its name and its plugin's
+        description). Types the
         mapping cannot express become JSON strings, named in ``warnings``; never an error.
         """
         return _Builder(model).build()
@@ -244,7 +244,7 @@ class _Message:
 
 
 class _Builder:
-    def __init__(self, model: ServedModel) -> None:
+    def __init__(self, model: ModelSchemas) -> None:
         self.model = model
         part = package_part(model.name)
         self.package = f"{PACKAGE}.{part}"

@@ -16,11 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import marshmallow
-
 from deepaas_like.exceptions import HookNotImplemented, InvalidPrediction, PluginError
 from deepaas_like.kinds import PREDICT, TRAIN, Kind
-from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.results import FileResult, Prediction, render
 from deepaas_like.serving.autoscaling import Autoscaler, Autoscaling
 from deepaas_like.serving.batching import Batcher
@@ -70,31 +67,6 @@ class ServedModel:
         #: The model's description and argument schemas: given (a version's, its model's),
         #: else built by :meth:`start` from what the workers report of the plugin.
         self.schemas: ModelSchemas = schemas  # type: ignore[assignment]
-
-    @property
-    def description(self) -> ModelDescription:
-        return self.schemas.description
-
-    @property
-    def predict_schema(self) -> type[marshmallow.Schema] | None:
-        return self.schemas.predict
-
-    @property
-    def train_schema(self) -> type[marshmallow.Schema] | None:
-        return self.schemas.train if self._trains else None
-
-    @property
-    def response_schema(self) -> type[marshmallow.Schema] | None:
-        return self.schemas.response
-
-    @property
-    def accept_choices(self) -> list[str]:
-        """Media types the ``accept`` argument offers, in the plugin's order (may be [])."""
-        return self.schemas.accept_choices
-
-    @property
-    def accept_default(self) -> str | None:
-        return self.schemas.accept_default
 
     async def start(self) -> None:
         """Start and warm the predict workers and build the argument schemas from the
@@ -159,16 +131,11 @@ class ServedModel:
         """Whether each successful training makes a model version (the plugin has
         ``save`` and ``load``).
         """
-        return self._trains and self.description.versions
+        return self._trains and self.schemas.description.versions
 
     def accepts(self, kind: Kind | str) -> bool:
         """Whether the plugin has the hook for ``kind`` (``predict`` or ``train``)."""
-        return (self.predict_schema if kind == PREDICT else self.train_schema) is not None
-
-    @property
-    def default_accept(self) -> str | None:
-        """See :attr:`ModelSchemas.default_accept`."""
-        return self.schemas.default_accept
+        return self.schemas.of(kind) is not None and (kind == PREDICT or self._trains)
 
     def require(self, kind: Kind | str) -> None:
         """Raise ``HookNotImplemented`` (501) unless the plugin has the hook for ``kind``."""
@@ -182,14 +149,15 @@ class ServedModel:
         the document as DEEPaaS has it). Raises ``PluginError`` with what the plugin's
         ``get_metadata`` raised at start-up (and the HTTP status it chose).
         """
-        failure = self.description.metadata_error
+        description = self.schemas.description
+        failure = description.metadata_error
         if failure is not None:
             raise PluginError(failure.error_type, failure.message, failure.traceback, failure.status)
         placements = self.predict_pool.placements()
         if all(p == Placement() for p in placements):
-            return {"id": self.name, "name": self.name, **self.description.metadata}
+            return {"id": self.name, "name": self.name, **description.metadata}
         workers = [{"node": p.node, "device": p.device} for p in placements]
-        return {"id": self.name, "name": self.name, "workers": workers, **self.description.metadata}
+        return {"id": self.name, "name": self.name, "workers": workers, **description.metadata}
 
     async def predict(
         self, kwargs: dict[str, Any], job_id: str | None = None, on_progress: ProgressCallback | None = None
@@ -208,11 +176,12 @@ class ServedModel:
             result = await self.batcher.submit(kwargs)
         else:
             result = await self.predict_pool.run("predict", kwargs, job_id=job_id, on_progress=on_progress)
-        if self.response_schema is not None and not isinstance(result, (bytes, FileResult)):
-            errors = self.response_schema().validate(result if isinstance(result, dict) else {"": result})
+        response = self.schemas.response
+        if response is not None and not isinstance(result, (bytes, FileResult)):
+            errors = response().validate(result if isinstance(result, dict) else {"": result})
             if errors:
                 raise InvalidPrediction(errors)
-        return render(result, kwargs.get("accept"), wrap=self.response_schema is None)
+        return render(result, kwargs.get("accept"), wrap=response is None)
 
     async def train(
         self,

@@ -385,14 +385,15 @@ def test_every_plugin_s_protos_compile_as_served(plugin_models, tmp_path):
     names = {model.name for model in plugin_models}
     assert {"demo", "text_classifier", "image_generation", "video_captioning", "deepaas_style", "ai4os_style"} <= names
     for model in plugin_models:
-        protos = ModelProtos.build(model)
+        protos = ModelProtos.build(model.schemas)  # protos are built from a model's schemas (issue 27)
         assert protos.warnings == [], model.name
         assert compiled(protos, tmp_path / model.name) == served(protos), model.name
         Messages(protos, new_pool())  # the pool takes it, message classes are made
 
 
 def test_plugins_nested_schemas_and_dicts_become_messages_and_structs(plugin_models):
-    by_name = {model.name: ModelProtos.build(model) for model in plugin_models}
+    # Protos are built from a model's schemas, not from its served model (issue 27).
+    by_name = {model.name: ModelProtos.build(model.schemas) for model in plugin_models}
     video = by_name["video_captioning"]
     assert field_of(video, "Prediction", "captions").type_name.endswith(".Prediction.Captions")
     assert field_of(video, "Prediction", "captions").label == F.LABEL_REPEATED

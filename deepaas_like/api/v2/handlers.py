@@ -120,7 +120,7 @@ async def get_model(request: web.Request) -> web.Response:
 async def protos(request: web.Request) -> web.Response:
     """The ``.proto`` file of the model's gRPC service (as ``--grpc-port`` serves it)."""
     model = await request.app[CALLS].resolve(_name(request))
-    name, text = proto_file(model.model)
+    name, text = proto_file(model.schemas)
     headers = {hdrs.CONTENT_DISPOSITION: f'inline; filename="{name}"'}
     return web.Response(text=text, content_type="text/plain", headers=headers)
 
