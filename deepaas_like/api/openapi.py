@@ -1,8 +1,11 @@
 """The OpenAPI 3 document, one operation per route of :mod:`deepaas_like.api.routes`: the
 function named after each route writes it (for model routes, once per model, from the
-plugin's own argument and response schemas). aiohttp-apigami serves the document and
-Swagger UI. The error answers of an operation are made from the exception classes it may
-raise: their ``status``, and the first line of their docstring.
+plugin's own argument and response schemas). aiohttp-apigami serves the document; Swagger
+UI is this server's page (:func:`deepaas_like.api.server_handlers.swagger_ui`) on the files
+aiohttp-apigami ships. The error answers of an operation are made from the exception classes
+it may raise: their ``status``, and the first line of their docstring. With API keys, the
+document declares how a key is sent (:data:`SECURITY_SCHEMES`) and which operations need
+one, so that Swagger UI's Authorize sends it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp_apigami import AiohttpApiSpec, OpenApiVersion
 from aiohttp_apigami.constants import SWAGGER_DICT
+from aiohttp_apigami.swagger_ui import NAME_SWAGGER_DOCS, NAME_SWAGGER_STATIC, SWAGGER_UI_STATIC_FILES
 from apispec import APISpec
 from marshmallow import fields, validate
 
 import deepaas_like
 from deepaas_like import exceptions
+from deepaas_like.api import server_handlers
 from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge, TooManyParts, UnsupportedEncoding
 from deepaas_like.api.security import Access
 from deepaas_like.jobs.states import OLDEST_FIRST, ORDERS, STATES
@@ -30,6 +35,8 @@ from deepaas_like.serving.served import ServedModel
 from deepaas_like.settings import Settings
 
 __all__ = [
+    "KEY_REQUIRED",
+    "SECURITY_SCHEMES",
     "Documenter",
     "add_attribute_functions",
     "cancel_prediction",
@@ -50,6 +57,7 @@ __all__ = [
     "list_trainings",
     "list_versions",
     "metrics",
+    "needs_key",
     "predict",
     "prediction_events",
     "promote_version",
@@ -66,6 +74,26 @@ __all__ = [
 #: Writes the OpenAPI operation of one route (of ``model``, for model routes), or None when
 #: the route is not served for it.
 Documenter = Callable[[ServedModel | None, Settings], dict[str, Any] | None]
+
+#: How a client sends an API key (``--auth-token``, ``--admin-token``), as
+#: :func:`deepaas_like.api_keys.presented_key` reads it: either header, the same key.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key of this server (`--auth-token` or `--admin-token`), sent as "
+        "`Authorization: Bearer <key>`.",
+    },
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "The same API key, sent as `X-API-Key: <key>` instead. Authorize one of the two "
+        "(with both, the bearer key is the one read).",
+    },
+}
+#: An operation's ``security``: either scheme (OpenAPI 3.0.3, Security Requirement Object).
+KEY_REQUIRED: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
 
 _FAILURE = {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
 _FIELD_ERRORS = {
@@ -157,13 +185,16 @@ def add_attribute_functions(api_spec: AiohttpApiSpec) -> None:
 
 
 def setup_openapi(app: web.Application, settings: Settings) -> AiohttpApiSpec:
-    """Serve the document at ``/swagger.json`` and ``/openapi.json`` and Swagger UI at ``/api``."""
+    """Serve the document at ``/swagger.json`` and ``/openapi.json`` and Swagger UI at
+    ``/api`` (its files under ``/static/swagger/``).
+    """
     prefix = settings.base_path
+    # aiohttp-apigami's own Swagger UI page takes no configuration: ours (same files) does.
+    app.router.add_static(f"{prefix}/static/swagger", SWAGGER_UI_STATIC_FILES, name=NAME_SWAGGER_STATIC)
+    app.router.add_get(f"{prefix}/api", server_handlers.swagger_ui, name=NAME_SWAGGER_DOCS)
     api_spec = AiohttpApiSpec(
         url=f"{prefix}/swagger.json",
         app=app,
-        swagger_path=f"{prefix}/api",
-        static_path=f"{prefix}/static/swagger",
         title="deepaas_like",
         version=deepaas_like.__version__,
         openapi_version=OpenApiVersion.V303,
@@ -559,11 +590,24 @@ _VERSION_PARAMETER = {
 }
 
 
+def needs_key(access: Access, settings: Settings) -> bool:
+    """Whether a route of ``access`` answers 401 without a valid key when the server has
+    keys: :attr:`Access.KEY` routes, and with ``--auth-docs`` the :attr:`Access.DOCS` ones
+    (as :func:`deepaas_like.api.security.auth_middleware` checks).
+    """
+    return access is Access.KEY or (settings.auth_docs and access is Access.DOCS)
+
+
 def document(spec: APISpec, routes: Any, models: dict[str, ServedModel], settings: Settings) -> None:
     """Add the operation of every documented, served route to ``spec``: model routes once
     per model. Routes that need an API key (or every route but the probes, with
-    ``--auth-docs``) also answer 401.
+    ``--auth-docs``) also answer 401; when the server has keys, the document declares
+    :data:`SECURITY_SCHEMES` and those operations :data:`KEY_REQUIRED` (the others none).
     """
+    keys = bool(settings.auth_tokens or settings.admin_tokens)
+    if keys:
+        for name, scheme in SECURITY_SCHEMES.items():
+            spec.components.security_scheme(name, scheme)
     for route in routes:
         if route.doc is None or not route.served(settings):
             continue
@@ -572,8 +616,10 @@ def document(spec: APISpec, routes: Any, models: dict[str, ServedModel], setting
             operation = route.doc(model, settings)
             if operation is None:
                 continue
-            if route.access is Access.KEY or (settings.auth_docs and route.access is Access.DOCS):
+            if needs_key(route.access, settings):
                 operation["responses"].update(errors(exceptions.Unauthorized))
+                if keys:
+                    operation["security"] = copy.deepcopy(KEY_REQUIRED)
             path = settings.base_path + (
                 route.path if model is None else route.path.replace("{model_name}", model.name)
             )
