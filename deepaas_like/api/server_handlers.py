@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import string
 
 from aiohttp import web
 from aiohttp_apigami.constants import SWAGGER_DICT
@@ -34,7 +35,7 @@ SWAGGER_UI_CONFIG: dict[str, object] = {
 # prediction: api/responses.py) as a "Download file" link, and shows image/* answers
 # inline only without it (its response-body.jsx); the response interceptor drops that
 # header from what the page shows of a raster image answer, so that Try-it-out shows it.
-_PAGE = r"""<!DOCTYPE html>
+_PAGE = string.Template(r"""<!DOCTYPE html>
 <html lang="en">
   <head>
     <meta charset="UTF-8">
@@ -49,7 +50,7 @@ _PAGE = r"""<!DOCTYPE html>
     <script src="static/swagger/swagger-ui-standalone-preset.js" charset="UTF-8"></script>
     <script>
     window.onload = function () {
-      window.ui = SwaggerUIBundle(Object.assign(CONFIG, {
+      window.ui = SwaggerUIBundle(Object.assign($config, {
         url: "swagger.json",
         dom_id: "#swagger-ui",
         presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
@@ -67,7 +68,7 @@ _PAGE = r"""<!DOCTYPE html>
     </script>
   </body>
 </html>
-""".replace("CONFIG", json.dumps(SWAGGER_UI_CONFIG))
+""").substitute(config=json.dumps(SWAGGER_UI_CONFIG))
 
 
 async def openapi_document(request: web.Request) -> web.StreamResponse:
