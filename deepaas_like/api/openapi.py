@@ -25,7 +25,7 @@ import deepaas_like
 from deepaas_like import exceptions
 from deepaas_like.api import server_handlers
 from deepaas_like.api.arguments import BodyTimeout, BodyTooLarge, TooManyParts, UnsupportedEncoding
-from deepaas_like.api.security import Access
+from deepaas_like.api.security import needs_key
 from deepaas_like.jobs.states import OLDEST_FIRST, ORDERS, STATES
 from deepaas_like.kinds import PREDICT, TRAIN
 from deepaas_like.media import is_json
@@ -57,7 +57,6 @@ __all__ = [
     "list_trainings",
     "list_versions",
     "metrics",
-    "needs_key",
     "predict",
     "prediction_events",
     "promote_version",
@@ -588,14 +587,6 @@ _VERSION_PARAMETER = {
     "schema": {"type": "string"},
     "description": "the version's number (3) or id (name@3)",
 }
-
-
-def needs_key(access: Access, settings: Settings) -> bool:
-    """Whether a route of ``access`` answers 401 without a valid key when the server has
-    keys: :attr:`Access.KEY` routes, and with ``--auth-docs`` the :attr:`Access.DOCS` ones
-    (as :func:`deepaas_like.api.security.auth_middleware` checks).
-    """
-    return access is Access.KEY or (settings.auth_docs and access is Access.DOCS)
 
 
 def document(spec: APISpec, routes: Any, models: dict[str, ServedModel], settings: Settings) -> None:

@@ -18,6 +18,7 @@ from deepaas_like.api.app_keys import SETTINGS
 from deepaas_like.api_keys import NOBODY, Caller, authenticate, presented_key
 from deepaas_like.exceptions import Unauthorized
 from deepaas_like.logs import new_request_id, request_id
+from deepaas_like.settings import Settings
 
 __all__ = [
     "Access",
@@ -26,6 +27,7 @@ __all__ = [
     "ROUTE_ACCESS",
     "auth_middleware",
     "caller",
+    "needs_key",
     "request_id_middleware",
     "setup_cors",
 ]
@@ -73,11 +75,19 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
+def needs_key(access: Access, settings: Settings) -> bool:
+    """Whether a route of ``access`` answers 401 without a valid key when the server has
+    keys: :attr:`Access.KEY` routes, and with ``--auth-docs`` the :attr:`Access.DOCS` ones.
+    The middleware checks by it and the OpenAPI document declares security by it.
+    """
+    return access is Access.KEY or (settings.auth_docs and access is Access.DOCS)
+
+
 def _protected(request: web.Request) -> bool:
     if request.method == "OPTIONS":  # CORS preflight
         return False
     access = request.app[ROUTE_ACCESS].get(request.match_info.route.name or "", Access.DOCS)
-    return access is Access.KEY or (access is Access.DOCS and request.app[SETTINGS].auth_docs)
+    return needs_key(access, request.app[SETTINGS])
 
 
 @web.middleware
