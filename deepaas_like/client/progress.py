@@ -78,7 +78,9 @@ class ProgressDisplay:
 
     def _draw(self, job: Mapping[str, Any], events: list[Mapping[str, Any]]) -> None:
         if self._bar is None:
-            self._bar = tqdm(total=100, file=self.stream, bar_format=BAR_FORMAT, dynamic_ncols=True, leave=True)
+            self._bar = tqdm(
+                total=100, desc=str(job.get("status")), file=self.stream, bar_format=BAR_FORMAT, dynamic_ncols=True
+            )
         for event in events:
             self._bar.write(str(event.get("message")), file=self.stream)
         progress = job.get("progress")
