@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
 
 from deepaas_like.client import ProgressDisplay
 
@@ -71,3 +73,20 @@ def test_tty_defaults_to_what_the_stream_says() -> None:
 
     assert ProgressDisplay(Terminal()).tty is True
     assert ProgressDisplay(io.StringIO()).tty is False
+
+
+def test_a_terminal_that_says_no_size_still_gets_a_bar() -> None:
+    """A pseudo-terminal made without a size (``script``, some CI runners) is 0 by 0: tqdm
+    would draw nothing there."""
+    leader, follower = pty.openpty()
+    try:
+        with os.fdopen(follower, "w", closefd=False) as terminal:
+            assert os.get_terminal_size(follower).columns == 0
+            with ProgressDisplay(terminal) as display:
+                assert display.tty
+                display.update(job("running", 0.5, [EPOCH_1]))
+        shown = os.read(leader, 65536).decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "epoch 1 of 2" in shown and "running:  50%|" in shown
