@@ -6,6 +6,9 @@ import io
 import json
 import os
 import pty
+import sys
+
+import pytest
 
 from deepaas_like.client import ProgressDisplay
 
@@ -75,14 +78,15 @@ def test_tty_defaults_to_what_the_stream_says() -> None:
     assert ProgressDisplay(io.StringIO()).tty is False
 
 
-def test_a_terminal_that_says_no_size_still_gets_a_bar() -> None:
+def test_a_terminal_that_says_no_size_still_gets_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pseudo-terminal made without a size (``script``, some CI runners) is 0 by 0: tqdm
-    would draw nothing there."""
+    would draw nothing on such a stderr."""
     leader, follower = pty.openpty()
     try:
         with os.fdopen(follower, "w", closefd=False) as terminal:
             assert os.get_terminal_size(follower).columns == 0
-            with ProgressDisplay(terminal) as display:
+            monkeypatch.setattr(sys, "stderr", terminal)
+            with ProgressDisplay() as display:
                 assert display.tty
                 display.update(job("running", 0.5, [EPOCH_1]))
         shown = os.read(leader, 65536).decode()
