@@ -14,7 +14,7 @@ import httpx
 import httpx_sse
 
 from deepaas_like.client import operations as ops
-from deepaas_like.client.following import Reconnects, Waiting
+from deepaas_like.client.following import Reconnects, Waiting, no_deadline, watched_async
 from deepaas_like.client.operations import Kind, Operation, Request
 from deepaas_like.client.progress import ProgressDisplay
 from deepaas_like.client.retries import delay_after_answer, delay_after_error
@@ -70,7 +70,8 @@ class AsyncJob:
                     if source.response.status_code >= 400:
                         await source.response.aread()
                         ops.answer(source.response)
-                    async for event in source.aiter_sse():
+                    check = waiting.check if waiting else no_deadline
+                    async for event in httpx_sse.EventSource(watched_async(source.response, check)).aiter_sse():
                         reconnects.received()
                         if event.event == "end":
                             return

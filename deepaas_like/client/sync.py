@@ -13,7 +13,7 @@ import httpx
 import httpx_sse
 
 from deepaas_like.client import operations as ops
-from deepaas_like.client.following import Reconnects, Waiting
+from deepaas_like.client.following import Reconnects, Waiting, no_deadline, watched
 from deepaas_like.client.operations import Kind, Operation, Request
 from deepaas_like.client.progress import ProgressDisplay
 from deepaas_like.client.retries import delay_after_answer, delay_after_error
@@ -69,7 +69,8 @@ class Job:
                     if source.response.status_code >= 400:
                         source.response.read()
                         ops.answer(source.response)
-                    for event in source.iter_sse():
+                    check = waiting.check if waiting else no_deadline
+                    for event in httpx_sse.EventSource(watched(source.response, check)).iter_sse():
                         reconnects.received()
                         if event.event == "end":
                             return
