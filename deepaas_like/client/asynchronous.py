@@ -30,7 +30,9 @@ class AsyncJob:
     last read (see doc/http-api.rst, Training object).
     """
 
-    def __init__(self, client: AsyncClient, model: str, uuid: str, kind: Kind, document: dict[str, Any] | None = None):
+    def __init__(
+        self, client: AsyncClient, model: str, uuid: str, kind: Kind, document: dict[str, Any] | None = None
+    ) -> None:
         self.client = client
         self.model = model
         self.uuid = uuid
@@ -224,7 +226,8 @@ class AsyncClient:
         self, model: str, *, accept: str | None = None, version: int | None = None, **arguments: Any
     ) -> AsyncJob:
         """Start an asynchronous prediction (arguments as :meth:`predict`); its result is
-        kept in the ``accept`` media type: read it with :meth:`Job.result`.
+        kept in the ``accept`` media type: read it with :meth:`Job.result`. A version
+        (``version``) answers synchronous predictions only: :class:`ServerError` 501.
         """
         document = await self.run(ops.start(model, "predict", arguments, accept, version))
         return AsyncJob(self, model if version is None else f"{model}@{version}", document["uuid"], "predict", document)

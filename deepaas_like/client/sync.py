@@ -29,7 +29,9 @@ class Job:
     last read (see doc/http-api.rst, Training object).
     """
 
-    def __init__(self, client: Client, model: str, uuid: str, kind: Kind, document: dict[str, Any] | None = None):
+    def __init__(
+        self, client: Client, model: str, uuid: str, kind: Kind, document: dict[str, Any] | None = None
+    ) -> None:
         self.client = client
         self.model = model
         self.uuid = uuid
@@ -223,7 +225,8 @@ class Client:
         self, model: str, *, accept: str | None = None, version: int | None = None, **arguments: Any
     ) -> Job:
         """Start an asynchronous prediction (arguments as :meth:`predict`); its result is
-        kept in the ``accept`` media type: read it with :meth:`Job.result`.
+        kept in the ``accept`` media type: read it with :meth:`Job.result`. A version
+        (``version``) answers synchronous predictions only: :class:`ServerError` 501.
         """
         document = self.run(ops.start(model, "predict", arguments, accept, version))
         return Job(self, model if version is None else f"{model}@{version}", document["uuid"], "predict", document)
