@@ -166,7 +166,7 @@ def test_grpc_is_served_on_one_port_by_every_process(run_server, plugin_env):
     port = free_port()
     server = run_server("slow", env=plugin_env, args=["--server-processes", "2", "--grpc-port", str(port)])
     assert eventually(lambda: "2 server processes answer" in server.log.read_text())
-    assert server.log.read_text().count(f"gRPC on 127.0.0.1:{port}") == 2
+    assert server.log.read_text().count(f", gRPC 127.0.0.1:{port}); job database") == 2  # each one's start line
     for _ in range(6):  # a channel, so a connection, each
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
