@@ -249,3 +249,24 @@ def test_the_shutdown_line_says_what_was_drained_and_interrupted():
         "stopped on SIGINT in 1.23 s: 3 request(s) answered while draining (1 with 503); "
         "jobs: 2 predict interrupted, 1 train interrupted, 4 pending left for the next server"
     )
+
+
+def test_the_shutdown_line_of_a_server_with_a_running_and_a_pending_training(run_server, plugin_env):
+    server = run_server("slow", env=plugin_env, args=["--job-poll-interval", "0.1"])
+    first = requests.post(server + "/v2/models/slow/train/", data={"seconds": "60"}, timeout=30).json()
+    second = requests.post(server + "/v2/models/slow/train/", data={"seconds": "60"}, timeout=30).json()
+    assert (first["status"], second["status"]) == ("running", "pending")
+    deadline = time.monotonic() + 60  # liveness bound: the training's worker starts
+    while time.monotonic() < deadline:
+        job = requests.get(server + f"/v2/models/slow/train/{first['uuid']}", timeout=30).json()
+        if any(event["message"] == "running train" for event in job.get("events", [])):
+            break
+        time.sleep(0.1)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0
+    last = server.log.read_text().splitlines()[-1]
+    assert re.search(
+        r"INFO deepaas_like \[-\] stopped on SIGTERM in \d+\.\d\d s: \d+ request\(s\) answered while draining "
+        r"\(0 with 503\); jobs: 1 train interrupted, 1 pending left for the next server$",
+        last,
+    ), last
