@@ -11,6 +11,7 @@ import re
 import sys
 import time
 import uuid
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -81,11 +82,11 @@ class RepeatFilter(logging.Filter):
         return count < self.burst
 
 
-def setup(debug: bool = False, json_lines: bool = False) -> None:
-    """Configure the root logger of this process (server or worker) to write to stderr,
-    with repeated warnings and errors rate-limited (:class:`RepeatFilter`).
+def setup(debug: bool = False, json_lines: bool = False, stream: TextIO | None = None) -> None:
+    """Configure the root logger of this process (server or worker) to write to ``stream``
+    (default: stderr), with repeated warnings and errors rate-limited (:class:`RepeatFilter`).
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestIdFilter())
     handler.addFilter(RepeatFilter())
     handler.setFormatter(JsonFormatter(JSON_FIELDS) if json_lines else logging.Formatter(TEXT_FORMAT))

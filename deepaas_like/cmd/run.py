@@ -17,6 +17,8 @@ from oslo_config import cfg
 
 import deepaas_like
 from deepaas_like import config, logs
+from deepaas_like.api.app_keys import JOBS, MODELS
+from deepaas_like.api.metrics import METRICS
 from deepaas_like.cmd.process_server.access_log import AccessLines, access_logger_class
 from deepaas_like.cmd.process_server.listening import (
     LimitedTCPSite,
@@ -26,6 +28,7 @@ from deepaas_like.cmd.process_server.listening import (
     port_free,
 )
 from deepaas_like.cmd.process_server.metrics import Gathering
+from deepaas_like.cmd.process_server.server_lines import Drained, start_line, stop_line
 from deepaas_like.cmd.process_server.supervisor import ServerProcess, ServerProcesses
 from deepaas_like.exceptions import DeepaasLikeError, StartupError
 from deepaas_like.server import http_app
@@ -179,8 +182,15 @@ async def _serve(
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stopped_by: list[str] = []
+
+    def stop_on(signum: int) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop_on, signum)
+    started = False
     try:
         limit = settings.max_connections or default_connection_limit()
         site = LimitedTCPSite(runner, settings.listen_ip, settings.listen_port, limit, shared=shared, sock=sock)
@@ -189,14 +199,33 @@ async def _serve(
         gc.collect()
         gc.freeze()
         await site.start()
+        started = True
         kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-        LOG.info("======== Running on %s (at most %d connections, %s event loop) ========", site.name, limit, kind)
+        served = app[MODELS]
+        LOG.info("%s", start_line(settings, list(served), site.name, limit, kind))
         if ready is not None:
             os.write(ready, b".")
         await stop.wait()
     finally:
+        began, before = loop.time(), _answered(app)
         await _stop_within(runner, settings.shutdown_timeout)
         lines.flush()
+        if started:
+            answered, refused = (after - earlier for after, earlier in zip(_answered(app), before, strict=True))
+            signal_name = stopped_by[0] if stopped_by else "request"
+            stopped = app[JOBS].stopped if JOBS in app else None
+            LOG.info("%s", stop_line(signal_name, loop.time() - began, Drained(answered, refused), stopped))
+
+
+def _answered(app: web.Application) -> tuple[int, int]:
+    """HTTP requests this process has answered, and those answered 503 (its metrics)."""
+    answered = refused = 0
+    for family in app[METRICS].requests.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                answered += int(sample.value)
+                refused += int(sample.value) if sample.labels.get("status") == "503" else 0
+    return answered, refused
 
 
 async def _stop_within(runner: web.AppRunner, seconds: float) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import hashlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +28,9 @@ from deepaas_like.database.policy import Health, error_text
 from deepaas_like.database.tables import Job
 from deepaas_like.exceptions import DatabaseUnavailable, DeepaasLikeError, StartupError
 
-__all__ = ["CONNECT_TIMEOUT", "SQLITE_BUSY_TIMEOUT", "Database", "async_url", "database_identity"]
+__all__ = ["CONNECT_TIMEOUT", "SQLITE_BUSY_TIMEOUT", "Database", "Migration", "async_url", "database_identity"]
+
+LOG = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 72050001  # PostgreSQL advisory lock id: one instance migrates at a time
@@ -45,6 +49,57 @@ _ASYNC_DRIVERS = {
     "postgresql": "postgresql+psycopg",
     "postgresql+psycopg2": "postgresql+psycopg",
 }
+
+
+class _AtDebug(logging.Handler):
+    """Passes alembic's records on to the root logger's handlers at DEBUG: its lines
+    ("Context impl SQLiteImpl.", "Running upgrade ...", a dozen at every start) say nothing
+    an operator needs; :meth:`Database.open` says in one INFO line what a migration changed.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        root = logging.getLogger()
+        if record.levelno <= logging.INFO:
+            if not root.isEnabledFor(logging.DEBUG):
+                return
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        root.handle(record)
+
+
+def _alembic_at_debug() -> None:
+    """Have alembic's INFO lines logged at DEBUG (once per process)."""
+    alembic = logging.getLogger("alembic")
+    if not any(isinstance(handler, _AtDebug) for handler in alembic.handlers):
+        alembic.addHandler(_AtDebug())
+        alembic.propagate = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    """What :meth:`Database.migrate` did: the schema revision ``before`` (None: a database
+    without tables) and ``after``, and the message of each revision applied, oldest first.
+    """
+
+    before: str | None
+    after: str | None
+    applied: tuple[str, ...] = ()
+
+    def describe(self, database: str) -> str | None:
+        """The INFO line saying what changed in ``database`` (its URL, password hidden),
+        or None when nothing did."""
+        if not self.applied:
+            return None
+        if self.before is None:
+            return f"job database {database}: tables created (schema revision {self.after})"
+        return f"job database {database}: schema migrated from revision {self.before} to {self.after}: " + "; ".join(
+            self.applied
+        )
+
+
+def _title(doc: str) -> str:
+    """A revision's message on one line: its docstring's first sentence, up to a colon."""
+    first = " ".join(doc.split("\n\n")[0].split())
+    return first.split(":")[0].split(". ")[0].rstrip(".")
 
 
 def async_url(url: str) -> URL:
@@ -148,8 +203,13 @@ class Database:
                 event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             database = cls(engine)
             async with _migration_lock(parsed if sqlite else None):
-                await database.migrate()
+                migration = await database.migrate()
                 await database._check_writable()
+            line = migration.describe(shown)
+            if line is not None:
+                LOG.info("%s", line)
+            else:
+                LOG.debug("job database %s: schema up to date (revision %s)", shown, migration.after)
         except StartupError:
             if engine is not None:
                 await engine.dispose()
@@ -179,13 +239,16 @@ class Database:
             await session.flush()
             await session.rollback()
 
-    async def migrate(self, revision: str = "head") -> None:
-        """Apply the alembic migrations not yet applied, up to ``revision``."""
+    async def migrate(self, revision: str = "head") -> Migration:
+        """Apply the alembic migrations not yet applied, up to ``revision``; what was done."""
         # Imported here: alembic is needed once, at start-up, beside the workers' start.
+        _alembic_at_debug()
         from alembic import command
         from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
 
-        def upgrade(connection: Any) -> None:
+        def upgrade(connection: Any) -> Migration:
             config = Config()
             config.set_main_option("script_location", str(_MIGRATIONS))
             # The revisions' folder is not alembic's default "versions": that word means
@@ -196,12 +259,20 @@ class Database:
             config.set_main_option("path_separator", "os")
             config.set_main_option("version_path_separator", "os")
             config.attributes["connection"] = connection
+            before = MigrationContext.configure(connection).get_current_revision()
             command.upgrade(config, revision)
+            after = MigrationContext.configure(connection).get_current_revision()
+            if after == before:
+                return Migration(before, after)
+            scripts = ScriptDirectory.from_config(config).iterate_revisions(after, before)
+            applied = tuple(reversed([_title(script.doc or script.revision) for script in scripts]))
+            return Migration(before, after, applied)
 
         async with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
-            await connection.run_sync(upgrade)
+            migration: Migration = await connection.run_sync(upgrade)
+        return migration
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -96,7 +96,7 @@ class GrpcServer:
         await server.start()
         self._server = server
         self._health_updates = asyncio.create_task(self._keep_health())
-        LOG.info("======== gRPC on %s: %s ========", self.address, ", ".join(names))
+        LOG.debug("gRPC on %s: %s", self.address, ", ".join(names))  # the start line says it, with the URLs
 
     def shutting_down(self) -> None:
         """Stop taking calls (health answers NOT_SERVING); calls running get ``shutdown-timeout``

@@ -43,6 +43,7 @@ from deepaas_like.serving.uploads import Uploads
 from deepaas_like.settings import Settings
 
 __all__ = [
+    "ACCESS_LOG",
     "ECHOED",
     "IDEMPOTENCY_KEY",
     "UUID",
@@ -50,11 +51,16 @@ __all__ = [
     "Incoming",
     "ModelService",
     "Shared",
+    "access_line",
     "caller_of",
     "metadata_of",
 ]
 
 LOG = logging.getLogger(__name__)
+#: Where access lines go, HTTP's and gRPC's.
+ACCESS_LOG = logging.getLogger("deepaas_like.access")
+_ACCESS_TEMPLATE = '%s "gRPC %s" %s %.6f "%s" %s'
+_ACCESS_FIELDS = ("remote_address", "path", "status", "seconds", "user_agent", "request_id")
 #: Called after each call with (model, method, gRPC code name, seconds).
 CallObserver = Callable[[str, str, str, float], None]
 #: A job's uuid: ``uuid4().hex``, 32 lower-case hexadecimal digits.
@@ -75,6 +81,22 @@ class Shared:
     settings: Settings
     calls: CallService
     on_call: CallObserver | None = None
+
+
+def access_line(peer: str, path: str, code: str, seconds: float, user_agent: str) -> None:
+    """Log one gRPC call's access line, beside the HTTP ones (logger ``deepaas_like.access``)::
+
+        127.0.0.1:50412 "gRPC /deepaas_like.demo.Demo/Predict" OK 0.012031 "grpc-python/1.76.0" 9c4791ce...
+
+    the client's address (gRPC's peer without its ``ipv4:``/``ipv6:`` prefix), the method's
+    path, the status code's name, seconds, User-Agent and the call's request id. With
+    ``--log-json`` the values are also fields: ``remote_address``, ``method`` (``gRPC``),
+    ``path``, ``status`` (the code's name), ``seconds``, ``user_agent``, ``request_id``.
+    """
+    address = peer.split(":", 1)[1] if peer.startswith(("ipv4:", "ipv6:", "unix:")) else peer
+    values = (address, path, code, seconds, user_agent, request_id.get())
+    extra = dict(zip(_ACCESS_FIELDS, values, strict=True)) | {"method": "gRPC"}
+    ACCESS_LOG.info(_ACCESS_TEMPLATE, *values, extra=extra)
 
 
 def metadata_of(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -338,8 +360,12 @@ class ModelService:
             LOG.exception("unhandled error in gRPC %s/%s", self.protos.service, method)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {type(error).__name__}")
         finally:
+            seconds = time.perf_counter() - started
             if self.shared.on_call is not None:
-                self.shared.on_call(self.model.name, method, code, time.perf_counter() - started)
+                self.shared.on_call(self.model.name, method, code, seconds)
+            if self.shared.settings.access_log and ACCESS_LOG.isEnabledFor(logging.INFO):
+                path = f"/{self.protos.service}/{method}"
+                access_line(context.peer() or "-", path, code, seconds, metadata.get("user-agent", "-"))
 
 
 def _parsed(request_class: type[Message], data: bytes) -> Message:

@@ -6,6 +6,7 @@ it when it is cancelled, here or on any instance sharing the database.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -90,16 +91,20 @@ class Execution:
         self.running: dict[str, tuple[Servable, asyncio.Task[None]]] = {}
         #: Jobs whose outcome is known and being written (their plugin call has ended).
         self._recording: set[str] = set()
+        self._kinds: dict[str, str] = {}  # the kind of each job running here
         #: Running jobs this instance is stopping because they were cancelled.
         self._cancelled: set[str] = set()
         #: Jobs whose end could not be recorded before the server stopped.
         self.abandoned = 0
+        #: Jobs :meth:`close` recorded as interrupted, per kind (``train``, ``predict``).
+        self.interrupted: collections.Counter[str] = collections.Counter()
 
     def begin(self, model: Servable, job: Job) -> None:
         """Start running ``job`` (claimed: ``running``, owned by this instance)."""
         task = asyncio.create_task(self._run(model, job))
         task.add_done_callback(_log_task_failure)
         self.running[job.uuid] = (model, task)
+        self._kinds[job.uuid] = job.kind
 
     async def stop(self, uuid: str) -> None:
         """Stop cancelled job ``uuid`` running here: kill its worker (or cancel its task)."""
@@ -131,10 +136,12 @@ class Execution:
             if uuid in self._recording:
                 continue  # its outcome is being written: let it land
             try:
-                await self.write(
+                interrupted = await self.write(
                     f"the interruption of job {uuid}",
                     functools.partial(self.store.finish, uuid, ERROR, message=INTERRUPTED),
                 )
+                if interrupted:
+                    self.interrupted[self._kinds.get(uuid, "job")] += 1
             except DatabaseUnavailable:
                 self.abandoned += 1
             task.cancel()
@@ -183,6 +190,7 @@ class Execution:
             self._recording.discard(job.uuid)
             self._cancelled.discard(job.uuid)
             self.running.pop(job.uuid, None)
+            self._kinds.pop(job.uuid, None)
             remove_uploads(job.upload_dir)
             self._on_end(model.name, job.kind)
 

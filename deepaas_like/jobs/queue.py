@@ -20,10 +20,12 @@ from typing import Any
 from deepaas_like.database.tables import Job
 from deepaas_like.exceptions import DatabaseUnavailable, HookNotImplemented, IdempotencyKeyReused
 from deepaas_like.jobs.execution import Execution, Servable
+from deepaas_like.jobs.recording import event
 from deepaas_like.jobs.result_files import remove_uploads
-from deepaas_like.jobs.states import JobView, view
+from deepaas_like.jobs.states import PENDING, JobView, view
 from deepaas_like.jobs.store import IdempotencyScopeTaken, JobStore
 from deepaas_like.model.args import UploadedFile, json_arguments
+from deepaas_like.workers.base import ServerNote
 
 __all__ = ["Queue"]
 
@@ -115,9 +117,22 @@ class Queue:
         # would post the job again); the dispatcher starts it later.
         try:
             await self.fill(model.name, kind)
-            return view(await self.store.get(model.name, job.uuid))
+            job = await self.store.get(model.name, job.uuid)
+            if job.status == PENDING and await self._queued(job):
+                job = await self.store.get(model.name, job.uuid)
+            return view(job)
         except DatabaseUnavailable:
             return view(job)
+
+    async def _queued(self, job: Job) -> bool:
+        """Say on ``job`` (left pending: no worker of its model and kind is free here) that
+        it waits for one; whether that was recorded."""
+        key = (job.model, job.kind)
+        running = f"{self._counts[key]} of {self.capacity[key]}"
+        message = ServerNote(f"queued: waiting for a free worker ({running} {job.kind} workers busy here)")
+        made = event(message)
+        assert made is not None
+        return await self.store.note_pending(job.uuid, made)
 
     async def _first_job(self, scope: str, fingerprint: str) -> Job | None:
         first = await self.store.find_idempotent(scope)

@@ -1,6 +1,7 @@
 """What a running job writes, and how: its outcome written until the database takes it
 (:class:`RetriedWrites`), its progress buffered and written at most every 0.2 s
-(:class:`ProgressBuffer`).
+(:class:`ProgressBuffer`): an event per message and per report of metrics (:func:`event`),
+the server's own messages (a worker starting, a call waiting) among them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any, TypeVar
 from deepaas_like.database import error_text
 from deepaas_like.exceptions import DatabaseUnavailable
 from deepaas_like.jobs.store import MAX_EVENTS, JobStore
+from deepaas_like.workers.base import ServerNote
 
-__all__ = ["CLOSE_GRACE", "RETRY_FIRST", "RETRY_MAX", "ProgressBuffer", "RetriedWrites"]
+__all__ = ["CLOSE_GRACE", "RETRY_FIRST", "RETRY_MAX", "ProgressBuffer", "RetriedWrites", "event"]
 
 LOG = logging.getLogger(__name__)
 #: Pauses between tries of a job state write while the database is away: from the first,
@@ -66,6 +68,29 @@ class RetriedWrites:
             return result
 
 
+def event(
+    message: str | None, metrics: dict[str, float] | None = None, step: int | None = None
+) -> dict[str, Any] | None:
+    """The job event of one report, or None for a report of progress alone:
+    ``{"time", "message"}``, with ``"metrics"`` and ``"step"`` for a report of metrics (its
+    message, else one naming them: ``"step 3: loss=0.31 accuracy=0.9"``) and ``"source":
+    "server"`` for a :class:`~deepaas_like.workers.base.ServerNote`. Every report of metrics
+    makes an event of its own, so per-step values survive a burst of reports.
+    """
+    if message is None and not metrics:
+        return None
+    if message is None:
+        assert metrics
+        message = f"step {step}: " + " ".join(f"{name}={value:.6g}" for name, value in metrics.items())
+    made: dict[str, Any] = {"time": str(datetime.datetime.now()), "message": str(message)}
+    if metrics:
+        made["metrics"] = dict(metrics)
+        made["step"] = step
+    if isinstance(message, ServerNote):
+        made["source"] = "server"
+    return made
+
+
 class ProgressBuffer:
     """Collects what a running job reports and writes it at most every 0.2 s, one write at
     a time (a late write must never overwrite a newer one). While the database is away,
@@ -89,6 +114,7 @@ class ProgressBuffer:
         self.metrics: dict[str, float] = {}
         self._new_metrics: dict[str, float] = {}
         self._next_step = 0
+        self._last: dict[str, Any] | None = None  # the latest event made
         self._flusher: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
         self._closed = False
@@ -100,10 +126,11 @@ class ProgressBuffer:
         metrics: dict[str, float] | None = None,
         step: int | None = None,
     ) -> None:
+        """Take one report (the plugin's, or a :class:`~deepaas_like.workers.base.ServerNote`
+        of the server's): see :func:`event` for the event it makes, if any.
+        """
         if progress is not None:
             self._progress = progress
-        if message is not None:
-            self._messages.append({"time": str(datetime.datetime.now()), "message": message})
         if metrics:
             # Reports without a step are numbered 0, 1, 2, ... after the last step seen.
             step = self._next_step if step is None else step
@@ -112,8 +139,22 @@ class ProgressBuffer:
             self._new_metrics.update(metrics)
             if self._on_metrics is not None:
                 self._on_metrics(metrics, step)
+        made = event(message, metrics, step if metrics else None)
+        if made is not None and not self._repeats(made):
+            self._messages.append(made)
+            self._last = made
+            if len(self._messages) > MAX_EVENTS:  # a burst between two writes: the latest are kept
+                del self._messages[:-MAX_EVENTS]
         if not self._closed and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.create_task(self._flush_later())
+
+    def _repeats(self, made: dict[str, Any]) -> bool:
+        """Whether ``made`` says again what the previous event said (same message, metrics
+        and step): a plugin reporting in a loop does not fill the job's events with copies."""
+        last = self._last
+        return last is not None and all(
+            last.get(key) == made.get(key) for key in ("message", "metrics", "step", "source")
+        )
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(0.2)

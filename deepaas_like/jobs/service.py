@@ -28,7 +28,7 @@ from deepaas_like.media import JSON
 from deepaas_like.results import FileResult, Prediction
 from deepaas_like.settings import Settings
 
-__all__ = ["JobOptions", "Jobs"]
+__all__ = ["JobOptions", "Jobs", "JobsStopped"]
 
 LOG = logging.getLogger(__name__)
 
@@ -69,6 +69,18 @@ class JobOptions:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class JobsStopped:
+    """What :meth:`Jobs.close` left: jobs ``interrupted`` per kind (recorded ``error``),
+    ``abandoned`` ones (their end could not be recorded: the next start reports them) and
+    the ``pending`` jobs of this instance's models that wait for a server (None: unknown).
+    """
+
+    interrupted: dict[str, int]
+    abandoned: int
+    pending: int | None
+
+
 class Jobs:
     """Submits, runs, cancels and reads jobs of the ``models`` this instance serves, stored
     in ``store``; binary prediction results are files in ``results``; ``render`` makes the
@@ -97,6 +109,8 @@ class Jobs:
         self.queue = Queue(
             store, models, self.execution, options.capacity, options.poll_interval, options.idempotency_window
         )
+        #: Set by :meth:`close`: what the jobs of this instance were left in.
+        self.stopped: JobsStopped | None = None
         self.housekeeping = Housekeeping(
             self.execution, options.heartbeat_interval, options.heartbeat_expiry, options.retention
         )
@@ -144,9 +158,18 @@ class Jobs:
             task.cancel()
         await self.execution.close()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        self.stopped = JobsStopped(dict(self.execution.interrupted), self.execution.abandoned, await self._pending())
         if not self.execution.abandoned:  # jobs left running stay ours: our heartbeat expires, then they are reported
             with contextlib.suppress(DatabaseUnavailable):
                 await self.housekeeping.leave()
+
+    async def _pending(self) -> int | None:
+        """Jobs of this instance's models left pending (None: the database did not say within a second)."""
+        try:
+            counts = await asyncio.wait_for(self.store.counts(), 1.0)
+        except Exception:  # noqa: BLE001 - only the shutdown line misses it
+            return None
+        return sum(n for (model, _, status), n in counts.items() if status == PENDING and model in self.queue.models)
 
     async def get(self, model: str, uuid: str, kind: str, visible_to: str | None = None) -> JobView:
         """The job (only if the API key hashed as ``visible_to`` created it, when given);

@@ -415,6 +415,24 @@ class JobStore:
                 )
 
     @guarded(write=True)
+    async def note_pending(self, uuid: str, event: dict[str, Any]) -> bool:
+        """Append ``event`` (``{"time", "message", ...}``) to job ``uuid`` if it is still
+        ``pending`` (a job claimed meanwhile has newer events); whether it was appended.
+        """
+        async with self._session.begin() as session:
+            job = await session.get(Job, uuid, with_for_update=True, populate_existing=True)
+            if job is None or job.status != PENDING:
+                return False
+            events = (list(job.events or []) + [event])[-MAX_EVENTS:]
+            updated = await session.execute(
+                update(Job)
+                .where(Job.uuid == uuid, Job.status == PENDING)
+                .values(events=events)
+                .execution_options(synchronize_session=False)
+            )
+            return _rowcount(updated) == 1
+
+    @guarded(write=True)
     async def annotate(self, uuid: str, run_id: str) -> None:
         """Record the MLflow run of job ``uuid`` (unless it has ended)."""
         async with self._session.begin() as session:

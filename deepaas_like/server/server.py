@@ -115,7 +115,7 @@ class Server:
             if settings.grpc_port:
                 server.grpc = await _grpc(server)
                 stack.push_async_callback(server.grpc.stop)
-            LOG.info("serving %s", ", ".join(models))
+            LOG.debug("serving %s", ", ".join(models))  # the start line names them, with the URLs
             yield server
 
     def shutting_down(self) -> None:

@@ -22,7 +22,7 @@ from deepaas_like.results import FileResult, Prediction, render
 from deepaas_like.serving.autoscaling import Autoscaler, Autoscaling
 from deepaas_like.serving.batching import Batcher
 from deepaas_like.serving.schemas import ModelSchemas
-from deepaas_like.workers.base import Placement, ProgressCallback, WorkerPool
+from deepaas_like.workers.base import Placement, ProgressCallback, WorkerPool, note
 
 __all__ = ["ServedModel"]
 
@@ -199,7 +199,12 @@ class ServedModel:
         fails is tried again by the next training.
         """
         self.require(TRAIN)
+        starting = self._train_pool is None  # the first training starts the training workers
+        if starting:
+            note(on_progress, "starting the training worker: loading the model")
         pool = await self._training_pool()
+        if starting:
+            note(on_progress, "training worker ready")
         return await pool.run("train", kwargs, job_id=job_id, on_progress=on_progress, save_to=save_to)
 
     async def _training_pool(self) -> WorkerPool:

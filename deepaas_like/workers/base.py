@@ -14,7 +14,7 @@ from typing import Any
 
 from deepaas_like.model.plugin import ModelDescription
 
-__all__ = ["Placement", "ProgressCallback", "WorkerOptions", "WorkerPool", "how_ended"]
+__all__ = ["Placement", "ProgressCallback", "ServerNote", "WorkerOptions", "WorkerPool", "how_ended", "note"]
 
 
 def how_ended(exitcode: int | None) -> str:
@@ -31,6 +31,20 @@ def how_ended(exitcode: int | None) -> str:
 #: Called with (fraction done or None, message or None, metrics or None, step or None) when
 #: plugin code reports progress (see :func:`deepaas_like.progress.report`).
 ProgressCallback = Callable[[float | None, str | None, "dict[str, float] | None", "int | None"], None]
+
+
+class ServerNote(str):
+    """A progress message the server writes itself (a call waits for a worker, a worker
+    starts, the plugin's hook runs), not the plugin: the job records it as a server event.
+    It travels through the same :data:`ProgressCallback` as the plugin's reports.
+    """
+
+
+def note(on_progress: ProgressCallback | None, message: str) -> None:
+    """Tell ``on_progress`` (when given) what the server is doing for the call: ``message``
+    becomes a server event of its job (see :class:`ServerNote`)."""
+    if on_progress is not None:
+        on_progress(None, ServerNote(message), None, None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 from deepaas_like import progress
 from deepaas_like.model.plugin import ModelDescription, Plugin
 from deepaas_like.workers import protocol
-from deepaas_like.workers.base import ProgressCallback, WorkerPool
+from deepaas_like.workers.base import ProgressCallback, WorkerPool, note
 from deepaas_like.workers.execution import execute, start_plugin
 
 __all__ = ["InProcessPool"]
@@ -52,8 +52,11 @@ class InProcessPool(WorkerPool):
         assert self.plugin is not None, "start() first"
         loop = asyncio.get_running_loop()
         self.waiting += 1
+        if self._lock.locked():
+            note(on_progress, f"waiting for the model {self.name} to finish its running call")
         async with self._lock:
             self.waiting -= 1
+            note(on_progress, f"running {hook}")
             # The plugin reports from the thread it runs in; the callback belongs to the loop.
             progress.install(None if on_progress is None else functools.partial(_threadsafe, loop, on_progress))
             try:

@@ -20,7 +20,7 @@ from deepaas_like.exceptions import ModelUnavailable, PluginLoadError, QueueFull
 from deepaas_like.model import deepaas_compat
 from deepaas_like.model.plugin import ModelDescription
 from deepaas_like.results import FileResult
-from deepaas_like.workers.base import ProgressCallback, WorkerPool
+from deepaas_like.workers.base import ProgressCallback, WorkerPool, note
 from deepaas_like.workers.protocol import BatchResult, Outcome, Result
 
 __all__ = ["TIMED_HOOKS", "CallNotDelivered", "QueuedPool", "Worker", "discard", "discard_result"]
@@ -156,8 +156,15 @@ class QueuedPool(WorkerPool, Generic[W]):
         save_to: str | None = None,
     ) -> Any:
         calls = 1 if hook in TIMED_HOOKS and job_id is None else self.depth
+        if on_progress is not None and (self._waiters or self._room(calls) is None):
+            busy = f"{self.busy_workers} of {self.live_workers} busy" if self.workers else "none started yet"
+            note(on_progress, f"waiting for a free worker of model {self.name} ({busy})")
         while True:
             worker = await self._take(calls)
+            note(
+                on_progress,
+                f"running {hook}" if worker.calls == calls else f"{hook} sent to a busy worker: it runs next",
+            )
             # The call holds the worker until it answers, even if our caller goes away.
             call = asyncio.create_task(self._call_on(worker, calls, hook, kwargs, job_id, on_progress, save_to))
             try:

@@ -47,6 +47,7 @@ from deepaas_like.results import FileResult, not_json
 from deepaas_like.workers import framing, protocol
 from deepaas_like.workers.base import Placement, ProgressCallback, WorkerOptions, how_ended
 from deepaas_like.workers.execution import execute, out_of_memory, start_plugin
+from deepaas_like.workers.output import WorkerOutput, capture_output
 from deepaas_like.workers.pooling import TIMED_HOOKS, CallNotDelivered, QueuedPool, discard
 from deepaas_like.workers.protocol import (
     BatchResult,
@@ -144,10 +145,18 @@ def serve(
     env: dict[str, str],
     server_pid: int,
     start_method: str,
+    output: Connection | None = None,
 ) -> None:
-    """Worker process main: load, warm, describe, then answer calls until told to stop."""
+    """Worker process main: load, warm, describe, then answer calls until told to stop.
+    With ``output`` (the pipe the server reads it from), what the worker prints goes there
+    (see :mod:`~deepaas_like.workers.output`) and its log lines to the server's standard error.
+    """
     die_with(server_pid)
     _start_reaper()
+    log_stream = None
+    if output is not None:
+        log_stream = os.fdopen(capture_output(os.dup(output.fileno())), "w", buffering=1, errors="backslashreplace")
+        output.close()
     # A spawned process defaults to spawning its own children; plugin code gets the
     # platform's default instead (fork on Linux), as under DEEPaaS.
     multiprocessing.set_start_method(start_method, force=True)
@@ -156,7 +165,7 @@ def serve(
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[variable] = str(options.threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
-    logs.setup(options.debug, options.log_json)
+    logs.setup(options.debug, options.log_json, log_stream)
     if options.memory_limit_mb:
         limit = options.memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -318,19 +327,23 @@ class _Worker:
         #: The GPU this worker was given (None: none).
         self.gpu = env.get("CUDA_VISIBLE_DEVICES")
         self.connection, child = _SPAWN.Pipe()
+        printed, prints = _SPAWN.Pipe(duplex=False)  # what the worker prints: see workers/output.py
         # Started from the event loop's thread, which lives as long as the server:
         # PR_SET_PDEATHSIG fires when the thread that started a process ends, not the process.
         self._loop = asyncio.get_running_loop()
         # Not daemonic: plugin code may start processes of its own (see the module's doc).
         self.process = _SPAWN.Process(
             target=serve,
-            args=(child, name, namespace, options, env, os.getpid(), multiprocessing.get_start_method()),
+            args=(child, name, namespace, options, env, os.getpid(), multiprocessing.get_start_method(), prints),
             name=f"worker-{name}",
             daemon=False,
         )
         self.process.start()
         _LIVE.add(self)
         child.close()  # so that the worker's death shows as EOF on our end
+        prints.close()
+        self.output = WorkerOutput(os.dup(printed.fileno()), f"model {name}, worker process {self.process.pid}")
+        printed.close()
         self.exited = False
         #: Calls held, and when it was last taken (see :class:`~deepaas_like.workers.pooling.Worker`).
         self.calls = 0
@@ -599,3 +612,5 @@ class ProcessWorkerPool(QueuedPool[_Worker]):
 async def _close(worker: _Worker) -> None:
     worker.detach()
     await asyncio.to_thread(worker.close)
+    worker.output.read()  # the last it printed (the process has ended)
+    worker.output.close()

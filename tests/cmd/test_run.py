@@ -5,9 +5,12 @@ one ``deepaas-like-run: ...`` line with exit code 1, never a traceback.
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -124,7 +127,7 @@ def test_help_shows_defaults_and_where_jobs_are_kept():
 def test_the_event_loop_chosen_serves(run_server, plugin_env, loop):
     server = run_server("predict_only", env=plugin_env, args=["--event-loop", loop])
     assert requests.post(server + "/v2/models/predict_only/predict/").json()["predictions"] == [1, 2, 3]
-    assert f"connections, {loop} event loop)" in server.log.read_text()
+    assert f"connections, {loop} event loop\n" in server.log.read_text()
 
 
 def test_auto_is_uvloop_where_it_is_installed(monkeypatch):
@@ -171,3 +174,99 @@ def test_the_deprecated_per_model_options_say_what_replaces_them(tmp_path):
     assert_one_line_failure(process, "heartbeat-expiry")
     assert "model-workers is deprecated: set workers in a [model:NAME] section" in process.stderr
     assert "[model:predict_only] workers = 2" in process.stderr
+
+
+def _log_until(path, text: str, process: subprocess.Popen, timeout: float = 120) -> str:
+    """The log at ``path`` once it holds ``text`` (``timeout``: a liveness bound)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = path.read_text()
+        if text in log:
+            return log
+        assert process.poll() is None, log
+        time.sleep(0.1)
+    raise AssertionError(f"no {text!r} within {timeout} s:\n{path.read_text()}")
+
+
+def test_one_start_line_and_one_shutdown_line(tmp_path):
+    # Started as a user starts it: no --database-url, so the per-user default database.
+    port, grpc_port = free_port(), free_port()
+    state = tmp_path / "state"
+    log = tmp_path / "server.log"
+    command = ["deepaas-like-run", "--listen-ip", "127.0.0.1", "--listen-port", str(port)]
+    command += ["--model-name", "predict_only", "--grpc-port", str(grpc_port)]
+    env = {**os.environ, "XDG_STATE_HOME": str(state), **make_plugin_site(tmp_path / "site", TEST_PLUGINS)}
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        started = _log_until(log, "serving predict_only at ", process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    lines = [line.split(" [-] ", 1)[1] for line in log.read_text().splitlines() if " INFO " in line]
+    base = f"http://127.0.0.1:{port}"
+    database = f"sqlite+aiosqlite:///{state}/deepaas_like/jobs.sqlite"
+    assert (
+        lines[-2]
+        == (
+            f"serving predict_only at {base} (REST {base}/v2/, Swagger UI {base}/api, gRPC 127.0.0.1:{grpc_port}); "
+            f"job database {database} (the default: shared by every server of this user; --database-url for one of its "
+            f"own); model store {state}/deepaas_like/model-store; at most "
+        )
+        + lines[-2].split("; at most ", 1)[1]
+    ), started
+    assert re.fullmatch(
+        r"stopped on SIGTERM in \d+\.\d\d s: 0 request\(s\) answered while draining \(0 with 503\); "
+        r"jobs: none interrupted",
+        lines[-1],
+    ), lines[-1]
+    # The tables were made: one line says so, and alembic says nothing at INFO.
+    assert lines[0] == f"job database {database}: tables created (schema revision 0009)"
+    assert not [line for line in log.read_text().splitlines() if " INFO alembic" in line]
+
+
+def test_the_start_line_hides_a_password_and_names_a_database_of_its_own():
+    from deepaas_like.cmd.process_server.server_lines import start_line
+    from deepaas_like.settings import Settings
+
+    settings = Settings(database_url="postgresql://jobs:s3cret@db.example/jobs", model_store="s3://bucket/models")
+    line = start_line(settings, ["demo", "other"], "http://0.0.0.0:5000", 100, "asyncio")
+    assert line == (
+        "serving demo, other at http://0.0.0.0:5000 (REST http://0.0.0.0:5000/v2/, Swagger UI "
+        "http://0.0.0.0:5000/api); job database postgresql://jobs:***@db.example/jobs; model store "
+        "s3://bucket/models; at most 100 connections, asyncio event loop"
+    )
+
+
+def test_the_shutdown_line_says_what_was_drained_and_interrupted():
+    from deepaas_like.cmd.process_server.server_lines import Drained, stop_line
+    from deepaas_like.jobs.service import JobsStopped
+
+    jobs = JobsStopped({"train": 1, "predict": 2}, abandoned=0, pending=4)
+    assert stop_line("SIGINT", 1.234, Drained(3, 1), jobs) == (
+        "stopped on SIGINT in 1.23 s: 3 request(s) answered while draining (1 with 503); "
+        "jobs: 2 predict interrupted, 1 train interrupted, 4 pending left for the next server"
+    )
+
+
+def test_the_shutdown_line_of_a_server_with_a_running_and_a_pending_training(run_server, plugin_env):
+    server = run_server("slow", env=plugin_env, args=["--job-poll-interval", "0.1"])
+    first = requests.post(server + "/v2/models/slow/train/", data={"seconds": "60"}, timeout=30).json()
+    second = requests.post(server + "/v2/models/slow/train/", data={"seconds": "60"}, timeout=30).json()
+    assert (first["status"], second["status"]) == ("running", "pending")
+    deadline = time.monotonic() + 60  # liveness bound: the training's worker starts
+    while time.monotonic() < deadline:
+        job = requests.get(server + f"/v2/models/slow/train/{first['uuid']}", timeout=30).json()
+        if any(event["message"] == "running train" for event in job.get("events", [])):
+            break
+        time.sleep(0.1)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0
+    last = server.log.read_text().splitlines()[-1]
+    assert re.search(
+        r"INFO deepaas_like \[-\] stopped on SIGTERM in \d+\.\d\d s: \d+ request\(s\) answered while draining "
+        r"\(0 with 503\); jobs: 1 train interrupted, 1 pending left for the next server$",
+        last,
+    ), last

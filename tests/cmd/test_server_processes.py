@@ -105,7 +105,7 @@ def test_a_process_that_dies_is_started_again_and_the_other_keeps_answering(two)
     assert "ended (killed by SIGKILL); starting it again" in two.log.read_text()
     # The new process starts as the first two did (slowly on a loaded machine: bounds for
     # liveness, not speed), then its worker is counted with the other's (published each second).
-    answers = eventually(lambda: two.log.read_text().count("======== Running on") == 3, timeout=120)
+    answers = eventually(lambda: two.log.read_text().count("INFO deepaas_like [-] serving slow at ") == 3, timeout=120)
     assert answers, two.log.read_text()[-4000:]
     counted = eventually(lambda: metric(two, "deepaas_like_workers", model="slow") == 2, 60)
     assert counted, (metric(two, "deepaas_like_workers", model="slow"), two.log.read_text()[-4000:])
@@ -116,7 +116,7 @@ def test_sigterm_stops_every_process(two):
     assert two.stop() == 0
     for pid in processes:
         assert not os.path.exists(f"/proc/{pid}"), f"server process {pid} outlived the supervisor"
-    assert "Running on" in two.log.read_text()
+    assert "INFO deepaas_like [-] stopped on SIGTERM in " in two.log.read_text()  # the supervisor's SIGTERM
 
 
 def test_a_killed_supervisor_takes_its_server_processes_with_it(two):
@@ -166,7 +166,7 @@ def test_grpc_is_served_on_one_port_by_every_process(run_server, plugin_env):
     port = free_port()
     server = run_server("slow", env=plugin_env, args=["--server-processes", "2", "--grpc-port", str(port)])
     assert eventually(lambda: "2 server processes answer" in server.log.read_text())
-    assert server.log.read_text().count(f"gRPC on 127.0.0.1:{port}") == 2
+    assert server.log.read_text().count(f", gRPC 127.0.0.1:{port}); job database") == 2  # each one's start line
     for _ in range(6):  # a channel, so a connection, each
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import importlib
 import io
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -100,6 +102,32 @@ def test_demo_predicts_json_and_png(demo, server):
 
     metrics = requests.get(f"{server}/metrics", timeout=10).text
     assert 'deepaas_like_grpc_requests_total{code="OK",method="Predict",model="demo"}' in metrics
+
+
+def test_each_call_has_an_access_line(demo, server):
+    messages, stub = demo
+    request_id = "grpc-access-line-test"
+    image = messages.File(content=png_bytes((8, 8)), filename="cat.png")
+    stub.Predict(messages.PredictRequest(image=image), metadata=(*key(), ("x-request-id", request_id)))
+    with pytest.raises(grpc.RpcError):
+        stub.Predict(
+            messages.PredictRequest(image=image), metadata=(*key("wrong"), ("x-request-id", request_id + "-2"))
+        )
+    pattern = (
+        r'INFO deepaas_like\.access \[{id}\] 127\.0\.0\.1:\d+ "gRPC /[\w.]+\.Demo/Predict" {code} \d+\.\d{{6}} '
+        r'"grpc-python[^"]*" {id}$'
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        log = server.log.read_text()
+        found = [
+            re.search(pattern.format(id=re.escape(rid), code=code), log, re.MULTILINE)
+            for rid, code in ((request_id, "OK"), (request_id + "-2", "UNAUTHENTICATED"))
+        ]
+        if all(found):
+            break
+        time.sleep(0.1)
+    assert all(found), log[-3000:]
 
 
 def test_invalid_arguments_answer_invalid_argument_naming_the_fields(demo):

@@ -1,4 +1,4 @@
-"""Uploaded files apart from the client's values (issue 10, item 1).
+"""Uploaded files apart from the client's values.
 
 Until now a job's ``kwargs`` held the client's values and its uploads alike, an upload
 written as ``{"__uploaded_file__": [name, path, content_type, original_filename]}``; a client

@@ -1,4 +1,4 @@
-"""Server instances and their heartbeats (issue 10, item 4).
+"""Server instances and their heartbeats.
 
 Each server writes, every ``heartbeat-interval`` seconds, the database's own clock (seconds
 since the epoch) into its row; any instance marks the running jobs of one whose heartbeat

@@ -1,4 +1,4 @@
-"""Binary prediction results as files (issue 10, item 9).
+"""Binary prediction results as files.
 
 A binary result is written to the results directory and the job keeps the file's name,
 relative to that directory, in ``result_file``; ``job_results`` keeps the bytes of results

@@ -1,4 +1,4 @@
-"""Jobs belong to the API key that created them (issue 10, item 15).
+"""Jobs belong to the API key that created them.
 
 ``api_key_hash`` is the SHA-256 of the key (never the key); NULL for jobs created without
 API keys configured.

@@ -1,4 +1,4 @@
-"""Idempotency keys of job-creating POSTs (issue 10, item 21).
+"""Idempotency keys of job-creating POSTs.
 
 ``idempotency_scope`` is the SHA-256 of (API key hash, model, kind, Idempotency-Key), unique:
 one job per key and client. ``request_hash`` fingerprints the request's arguments, so that

@@ -1,4 +1,4 @@
-"""Model versions (issue 13): a row per version a training made, the promotions that say
+"""Model versions: a row per version a training made, the promotions that say
 what a model's name serves, and on each job the metrics it reported, the version it made
 and its MLflow run.
 
