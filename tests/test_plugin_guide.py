@@ -116,3 +116,26 @@ def test_train_reports_progress_metrics_and_output(server):
     assert training["result"]["output"] == {"epochs": 3, "loss": 0.3333}
     for shown in ('"metrics": {"loss": 0.3333}', '"output": {"epochs": 3, "loss": 0.3333}', '"progress": 1.0'):
         assert shown in GUIDE
+
+
+def test_the_client_example_prints_what_the_guide_shows(server, tmp_path):
+    """doc/samples/wordcount_client.py, pointed at this server, prints the lines the guide shows."""
+    script = (ROOT / "doc" / "samples" / "wordcount_client.py").read_text(encoding="utf-8")
+    assert "samples/wordcount_client.py" in GUIDE
+    program = tmp_path / "wordcount_client.py"
+    program.write_text(script.replace('"http://127.0.0.1:5000"', repr(str(server))))
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    done = subprocess.run(
+        [sys.executable, str(program)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.splitlines()
+    assert printed[-1] == "done {'loss': 0.3333} {'epochs': 3, 'loss': 0.3333}"
+    for line in printed:
+        assert f"    {line}\n" in GUIDE, f"doc/plugin-guide.rst does not show the line {line!r}"
+    assert "epoch 3 of 3" in done.stderr, "the training's progress goes to stderr"
