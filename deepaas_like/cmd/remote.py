@@ -85,7 +85,7 @@ def run(client: Client, argv: list[str], first: argparse.Namespace, result: Text
         return _print(_predict(client, model, remote_arguments(flags.predict, options), output), result)
     if options.command == "train":
         assert flags is not None and flags.train is not None
-        job = client.train(model, **remote_arguments(flags.train, options))
+        job = _train(client, model, remote_arguments(flags.train, options))
         if first.no_wait:
             return _print(job.document, result)
         _started(job, first)
@@ -166,6 +166,14 @@ def _answer(model: str, arguments: Mapping[str, Any]) -> ops.Operation[httpx.Res
     if response.status_code >= 400:
         ops.answer(response)
     return response
+
+
+def _train(client: Client, model: str, arguments: Mapping[str, Any]) -> Job:
+    """Start a training, as :meth:`Client.train` does, with ``arguments`` as a mapping: a
+    plugin's argument may be named ``model`` (``Client.train(model, **arguments)`` could
+    not take it)."""
+    document = client.run(ops.start(model, "train", arguments))
+    return Job(client, model, document["uuid"], "train", document)
 
 
 def _predict(client: Client, model: str, arguments: Mapping[str, Any], output: str | None) -> Any:
