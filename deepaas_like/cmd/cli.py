@@ -161,18 +161,17 @@ async def _train(
     calls: CallService, model: ServedModel, options: argparse.Namespace, first: argparse.Namespace
 ) -> dict[str, Any]:
     """Run the training, its reports shown as they come; the training's document, with
-    ``result.version`` when it was kept as a model version."""
+    ``result.version`` when it was kept as a model version (what ``save`` wrote is removed
+    otherwise, also when the training fails or is stopped)."""
     version = await _local_version(model, first)
+    kept = None
     try:
         job = LocalJob(ProgressDisplay(sys.stderr))
         with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
             raw = decode_arguments(model, TRAIN, options, workdir)
             try:
-                answer = await calls.call(
-                    Call(model.name, TRAIN, raw),
-                    on_progress=job.report,
-                    save_to=None if version is None else version.save_to,
-                )
+                save_to = None if version is None else version.save_to
+                answer = await calls.call(Call(model.name, TRAIN, raw), on_progress=job.report, save_to=save_to)
             except BaseException:
                 job.end("error")
                 raise
@@ -183,13 +182,13 @@ async def _train(
         if job.metrics:
             document["metrics"] = job.metrics
         if version is not None and await _keep(version, first.keep_version):
-            document["result"]["version"] = await version.keep(arguments, answer.output, job.metrics)
-            print(f"deepaas-like-cli: kept as version {document['result']['version']}", file=sys.stderr)
-        elif version is not None:
-            await version.discard()
+            kept = document["result"]["version"] = await version.keep(arguments, answer.output, job.metrics)
+            print(f"deepaas-like-cli: kept as version {kept}", file=sys.stderr)
         return document
     finally:
         if version is not None:
+            if kept is None:
+                await version.discard()
             await version.close()
 
 

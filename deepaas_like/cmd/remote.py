@@ -57,6 +57,9 @@ def main(argv: list[str], first: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("deepaas-like-cli: stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (| head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def run(client: Client, argv: list[str], first: argparse.Namespace, result: TextIO) -> int:
