@@ -1,9 +1,7 @@
-"""A Python client of deepaas_like's HTTP API (and of DEEPaaS V2 servers): models,
-predictions, trainings followed with progress, their jobs, and model versions. See
-doc/client.rst.
+"""A Python client of deepaas_like's HTTP API: models, predictions, trainings followed
+with progress, their jobs, and model versions (doc/client.rst)::
 
-::
-
+    from pathlib import Path
     from deepaas_like.client import Client
 
     with Client("http://127.0.0.1:5000", api_key="s3cret") as client:

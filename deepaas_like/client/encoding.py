@@ -52,20 +52,14 @@ def _field_text(value: object) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class _FilePart:
-    name: str
-    value: FileArgument
-    position: int | None  # where a file object stood when the call was made: each try starts there
-
-
-@dataclasses.dataclass(frozen=True)
 class Form:
-    """A ``multipart/form-data`` body that can be sent again (a retry): paths are opened
-    and file objects rewound at each :meth:`opened`.
+    """A ``multipart/form-data`` body that can be sent again (a retry): paths are opened at
+    each :meth:`opened`; file objects are sent whole, from their start, at each try (httpx
+    seeks them to 0).
     """
 
     fields: tuple[tuple[str, str], ...]
-    files: tuple[_FilePart, ...]
+    files: tuple[tuple[str, FileArgument], ...]
 
     @classmethod
     def of(cls, arguments: Mapping[str, Any]) -> Form:
@@ -73,13 +67,12 @@ class Form:
         repeated fields). Raises ``TypeError`` for a file opened in text mode.
         """
         fields: list[tuple[str, str]] = []
-        files: list[_FilePart] = []
+        files: list[tuple[str, FileArgument]] = []
         for name, value in arguments.items():
             if is_file(value):
                 if isinstance(value, io.TextIOBase):
                     raise TypeError(f"argument {name!r}: open the file in binary mode ('rb')")
-                position = value.tell() if hasattr(value, "seekable") and value.seekable() else None
-                files.append(_FilePart(name, value, position))
+                files.append((name, value))
             elif isinstance(value, (list, tuple)):
                 fields.extend((name, _field_text(item)) for item in value)
             else:
@@ -88,30 +81,28 @@ class Form:
 
     @contextlib.contextmanager
     def opened(self) -> Iterator[dict[str, Any]]:
-        """``data=`` and ``files=`` for httpx, with paths open until the request is sent."""
+        """``data=`` and ``files=`` for httpx, with paths open until the request is sent;
+        each file part named as the file (a file object's ``name``; else the argument's) and
+        typed by that name's extension.
+        """
         with contextlib.ExitStack() as stack:
             files = []
-            for part in self.files:
-                content: Any = part.value
-                filename = part.name
-                if isinstance(content, Path):
-                    filename = content.name
-                    content = stack.enter_context(content.open("rb"))
-                elif isinstance(content, (bytearray, memoryview)):
-                    content = bytes(content)
-                elif not isinstance(content, bytes):
-                    filename = os.path.basename(str(getattr(content, "name", "") or "")) or part.name
-                    if part.position is not None:
-                        content.seek(part.position)
+            for name, value in self.files:
+                content: Any = value
+                filename = name
+                if isinstance(value, Path):
+                    filename = value.name
+                    content = stack.enter_context(value.open("rb"))
+                elif isinstance(value, (bytearray, memoryview)):
+                    content = bytes(value)
+                elif not isinstance(value, bytes):
+                    filename = os.path.basename(str(getattr(value, "name", "") or "")) or name
                 media_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-                files.append((part.name, (filename, content, media_type)))
+                files.append((name, (filename, content, media_type)))
             data: dict[str, list[str]] = {}
-            for name, text in self.fields:
-                data.setdefault(name, []).append(text)
-            yield {
-                "data": {name: texts[0] if len(texts) == 1 else texts for name, texts in data.items()},
-                "files": files,
-            }
+            for field, text in self.fields:
+                data.setdefault(field, []).append(text)
+            yield {"data": {key: texts[0] if len(texts) == 1 else texts for key, texts in data.items()}, "files": files}
 
 
 def body_of(arguments: Mapping[str, Any]) -> tuple[Any, Form | None]:

@@ -5,6 +5,7 @@ pipe, a CI job), from the job objects its events stream carries.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -15,6 +16,16 @@ __all__ = ["ProgressDisplay"]
 
 #: The bar's layout: status, percentage, bar, time spent, then the latest metrics.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}"
+
+
+def _has_width(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal that says how large it is (a pseudo-terminal made
+    without a size, as ``script`` and some CI runners make them, says 0 by 0, and tqdm then
+    draws nothing at all)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _metrics_text(metrics: Mapping[str, Any]) -> str:
@@ -78,7 +89,16 @@ class ProgressDisplay:
 
     def _draw(self, job: Mapping[str, Any], events: list[Mapping[str, Any]]) -> None:
         if self._bar is None:
-            self._bar = tqdm(total=100, file=self.stream, bar_format=BAR_FORMAT, dynamic_ncols=True, leave=True)
+            sized = _has_width(self.stream)
+            self._bar = tqdm(
+                total=100,
+                desc=str(job.get("status")),
+                file=self.stream,
+                bar_format=BAR_FORMAT,
+                dynamic_ncols=sized,
+                ncols=None if sized else 80,
+                nrows=None if sized else 20,
+            )
         for event in events:
             self._bar.write(str(event.get("message")), file=self.stream)
         progress = job.get("progress")

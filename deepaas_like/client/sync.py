@@ -120,8 +120,8 @@ class Job:
 
 
 class Client:
-    """A client of a deepaas_like (or DEEPaaS V2) server at ``url`` (e.g.
-    ``http://127.0.0.1:5000``, with its ``--base-path`` if any).
+    """A client of the deepaas_like server at ``url`` (e.g. ``http://127.0.0.1:5000``,
+    with its ``--base-path`` if any).
 
     ``api_key``: sent as ``Authorization: Bearer`` (servers with ``--auth-token``).
     ``timeout``: seconds to connect and between bytes of an answer (None: no limit).
