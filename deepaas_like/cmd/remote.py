@@ -206,12 +206,12 @@ class _VerboseDisplay(ProgressDisplay):
 
 
 def _started(job: Job, first: argparse.Namespace) -> None:
-    """On a terminal (or ``--verbose``), how to find the job again once this CLI is gone."""
+    """On a terminal (or ``--verbose``), the job's uuid and how to find it again."""
     if sys.stderr.isatty() or first.verbose:
-        again = f"deepaas-like-cli --url {first.url} --model-name {job.model} jobs"
+        what = "training" if job.kind == "train" else "prediction"
         print(
-            f"{job.kind} {job.uuid} of {job.model}: {job.document.get('status')}"
-            f" (follow: {again} follow {job.uuid}; cancel: {again} cancel {job.uuid})",
+            f"{what} {job.uuid} of {job.model}: {job.document.get('status')} "
+            f"(Ctrl-C stops following it, not the {what}; 'jobs follow|cancel {job.uuid}' later)",
             file=sys.stderr,
         )
 
@@ -233,9 +233,10 @@ def _follow(job: Job, first: argparse.Namespace, result: TextIO) -> int:
     except KeyboardInterrupt:
         display.close()
         again = f"deepaas-like-cli --url {first.url} --model-name {job.model} jobs"
+        what = "training" if job.kind == "train" else "prediction"
         print(
-            f"\ndeepaas-like-cli: {job.kind} {job.uuid} goes on on the server "
-            f"({again} follow {job.uuid}; {again} cancel {job.uuid})",
+            f"\ndeepaas-like-cli: the {what} {job.uuid} goes on on the server: follow it again with "
+            f"'{again} follow {job.uuid}', cancel it with '{again} cancel {job.uuid}'",
             file=sys.stderr,
         )
         return 130

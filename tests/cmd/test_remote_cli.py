@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -58,16 +59,24 @@ def remote(server: ServerURL, env: dict[str, str], tmp_path: Path) -> Iterator:
     yield run
 
 
-def run_in_terminal(command: list[str], env: dict[str, str], answer: str | None = None, limit: float = 120) -> str:
+def run_in_terminal(
+    command: list[str],
+    env: dict[str, str],
+    answer: str | None = None,
+    interrupt: bytes | None = None,
+    exit_code: int = 0,
+    limit: float = 120,
+) -> str:
     """What ``command`` writes to a pseudo-terminal of 24 x 100 characters (stdout and
-    stderr both, as a person sees them; ``\r\n`` read as ``\n``). ``answer`` is typed,
-    with Enter, once a ``[y/N]`` question appears. ``limit``: seconds, a liveness bound.
+    stderr both, as a person sees them; ``\r\n`` read as ``\n``), checking it exits with
+    ``exit_code``. ``answer`` is typed, with Enter, once a ``[y/N]`` question appears;
+    Ctrl-C (SIGINT) is sent once ``interrupt`` appears. ``limit``: seconds, a liveness bound.
     """
     pid, fd = pty.fork()
     if pid == 0:  # the child: its terminal is the pty
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         os.execvpe(command[0], command, env)
-    output, answered, deadline = b"", False, time.monotonic() + limit
+    output, answered, interrupted, deadline = b"", False, False, time.monotonic() + limit
     try:
         while time.monotonic() < deadline:
             if not select.select([fd], [], [], 1)[0]:
@@ -82,11 +91,14 @@ def run_in_terminal(command: list[str], env: dict[str, str], answer: str | None 
             if answer is not None and not answered and b"[y/N]" in output:
                 os.write(fd, answer.encode() + b"\r")
                 answered = True
+            if interrupt is not None and not interrupted and interrupt in output:
+                os.kill(pid, signal.SIGINT)
+                interrupted = True
     finally:
         os.close(fd)
         _, status = os.waitpid(pid, 0)
     text = output.decode(errors="replace").replace("\r\n", "\n")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert os.waitstatus_to_exitcode(status) == exit_code, text
     return text
 
 
@@ -240,4 +252,15 @@ def test_a_terminal_shows_the_progress_bar_moving(server, env):
     moving = [value for value in percentages(bar) if 0 < value < 100]
     assert len(set(moving)) >= 2, f"the bar did not move: {bar!r}"
     assert "epoch 3 of 8" in bar and "loss=" in bar, "the plugin's messages and metrics are shown"
-    assert "train " in bar and "jobs follow" in bar, "says how to follow the training again"
+    assert bar.startswith("training ") and "jobs follow|cancel" in bar, "says how to find the training again"
+
+
+def test_ctrl_c_stops_following_not_the_training(server, env, remote):
+    command = ["deepaas-like-cli", "--url", server, "--api-key", KEY, "--model-name", "reporting", "train"]
+    output = run_in_terminal(
+        [*command, "--seconds", "60", "--steps", "60"], env, interrupt=b"epoch 2 of", exit_code=130
+    )
+    uuid = output.split()[1]
+    assert f"the training {uuid} goes on on the server" in output and f"jobs cancel {uuid}" in output, output
+    assert json.loads(remote("jobs", "show", uuid).stdout)["status"] == "running"
+    assert json.loads(remote("jobs", "cancel", uuid).stdout)["status"] == "cancelled"
