@@ -187,6 +187,10 @@ def test_train_shows_json_lines_on_stderr_and_the_result_alone_on_stdout(remote)
     assert messages[-4:] == [f"epoch {n} of 4" for n in (1, 2, 3, 4)], lines
     assert any(line.get("metrics", {}).get("loss") == 0.25 for line in lines)
     assert lines[-1]["status"] == "done"
+    verbose = remote("--verbose", "train", "--steps", "2")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "HTTP Request: POST" in verbose.stderr and "/v2/models/reporting/train/" in verbose.stderr
+    assert 'event: {"uuid"' in verbose.stderr and '"status": "done"' in verbose.stderr, "the events followed"
 
 
 def test_jobs_list_show_follow_and_cancel(remote):
