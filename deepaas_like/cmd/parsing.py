@@ -133,7 +133,14 @@ def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
     remote.add_argument(
         "--no-wait",
         action="store_true",
-        help="train: print the training's job at once, without following it (see 'jobs follow')",
+        help="train (and predict with --async): print the job at once, without following it (see 'jobs follow')",
+    )
+    remote.add_argument(
+        "--async",
+        dest="run_async",
+        action="store_true",
+        help="predict as a job (Prefer: respond-async), followed with its progress like a training, then print "
+        "its result; for a long prediction",
     )
     parser.add_argument(
         "--verbose", action="store_true", help="show the requests, the job's events and the log on stderr"

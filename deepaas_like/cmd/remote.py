@@ -71,6 +71,8 @@ def run(client: Client, argv: list[str], first: argparse.Namespace, result: Text
     if command in ("predict", "train"):
         model = _model(client, first)
         flags = ModelFlags.of_document(client.openapi(), model)
+        if flags.predict is None and flags.train is None:
+            client.metadata(model)  # raises NotFoundError naming it, rather than a usage error
     options = build_parser(flags).parse_args(argv)  # exits with the usage, or --help
     if options.command == "models":
         return _print(client.models(), result)
@@ -85,7 +87,10 @@ def run(client: Client, argv: list[str], first: argparse.Namespace, result: Text
     if options.command == "predict":
         assert flags is not None and flags.predict is not None  # the parser offers predict only then
         output = getattr(options, "output", None) or first.method_output
-        return _print(_predict(client, model, remote_arguments(flags.predict, options), output), result)
+        arguments = remote_arguments(flags.predict, options)
+        if first.run_async:
+            return _predict_async(client, model, arguments, output, first, result)
+        return _print(_predict(client, model, arguments, output), result)
     if options.command == "train":
         assert flags is not None and flags.train is not None
         job = _train(client, model, remote_arguments(flags.train, options))
@@ -196,6 +201,44 @@ def _predict(client: Client, model: str, arguments: Mapping[str, Any], output: s
     return {"status": "OK", "output": output, "bytes": len(response.content), "media_type": media_type}
 
 
+def _predict_async(
+    client: Client,
+    model: str,
+    arguments: Mapping[str, Any],
+    output: str | None,
+    first: argparse.Namespace,
+    result: TextIO,
+) -> int:
+    """``--async``: the prediction as a job followed like a training; then its result, as
+    a synchronous prediction prints it (media written to ``output``)."""
+    document = client.run(ops.start(model, "predict", arguments))
+    job = Job(client, model, document["uuid"], "predict", document)
+    if first.no_wait:
+        return _print(job.document, result)
+    _started(job, first)
+    try:
+        final = _wait(job, first)
+    except _Stopped as stopped:
+        if stopped.job is not None:
+            _print(stopped.job, result)
+        return stopped.code
+    stored = final.get("result") or {}
+    media_type = stored.get("media_type") or "application/json"
+    if is_json(media_type):
+        if output:
+            _write_json(output, stored.get("output"))
+        return _print(stored.get("output"), result)
+    if not output:
+        raise DeepaasLikeError(
+            f"the prediction is {media_type}: give --output FILE (its job {job.uuid} keeps it meanwhile)"
+        )
+    _make_parent(output)
+    written = client.run(ops.result(final, model, None, output))
+    return _print(
+        {"status": "OK", "output": output, "bytes": os.path.getsize(written), "media_type": media_type}, result
+    )
+
+
 class _VerboseDisplay(ProgressDisplay):
     """A progress display that also logs each job object the events stream brings."""
 
@@ -216,20 +259,30 @@ def _started(job: Job, first: argparse.Namespace) -> None:
         )
 
 
-def _follow(job: Job, first: argparse.Namespace, result: TextIO) -> int:
-    """Follow ``job`` with a progress display until it ends; print its final object. Exit
-    code 1 when it ended in ``error`` or ``cancelled`` (its object still printed)."""
+class _Stopped(Exception):
+    """Following a job ended without its result: ``code`` is the exit code, ``job`` the
+    object to print (None: none)."""
+
+    def __init__(self, code: int, job: dict[str, Any] | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.job = job
+
+
+def _wait(job: Job, first: argparse.Namespace) -> dict[str, Any]:
+    """Follow ``job`` with a progress display until it ends ``done``; its final object.
+    Raises :class:`_Stopped` (1 with the job object) when it ended in ``error`` or
+    ``cancelled``, and (130) after Ctrl-C, which stops following, not the job."""
     display = _VerboseDisplay(sys.stderr) if first.verbose else ProgressDisplay(sys.stderr)
     try:
         with logging_redirect_tqdm():  # log lines above the bar, not through it
-            final = job.wait(progress=display)
+            return job.wait(progress=display)
     except (ServerError, JobCancelled) as error:
         if error.job is None:
             raise
         display.close()
-        _print(error.job, result)
         print(f"deepaas-like-cli: {job.kind} {job.uuid} ended {error.job.get('status')}: {error}", file=sys.stderr)
-        return 1
+        raise _Stopped(1, error.job) from None
     except KeyboardInterrupt:
         display.close()
         again = f"deepaas-like-cli --url {first.url} --model-name {job.model} jobs"
@@ -239,8 +292,20 @@ def _follow(job: Job, first: argparse.Namespace, result: TextIO) -> int:
             f"'{again} follow {job.uuid}', cancel it with '{again} cancel {job.uuid}'",
             file=sys.stderr,
         )
-        return 130
-    display.close()
+        raise _Stopped(130) from None
+    finally:
+        display.close()
+
+
+def _follow(job: Job, first: argparse.Namespace, result: TextIO) -> int:
+    """Follow ``job`` until it ends; print its final object (also when it ended in
+    ``error`` or ``cancelled``: exit code 1)."""
+    try:
+        final = _wait(job, first)
+    except _Stopped as stopped:
+        if stopped.job is not None:
+            _print(stopped.job, result)
+        return stopped.code
     if first.method_output:
         _write_json(first.method_output, final)
     return _print(final, result)

@@ -26,7 +26,7 @@ from tests.conftest import ServerFactory, ServerURL, make_plugin_site
 
 KEY = "user-key-0123"
 ADMIN = "admin-key-4567"
-PLUGINS = {"reporting": "reporting", "cli_probe": "cli_probe"}
+PLUGINS = {"reporting": "reporting", "cli_probe": "cli_probe", "slow": "slow"}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def server(module_server: ServerFactory, env: dict[str, str]) -> ServerURL:
     return module_server(
         "reporting",
         "cli_probe",
+        "slow",
         env=env,
         args=["--auth-token", KEY, "--admin-token", ADMIN, "--job-poll-interval", "0.1"],
     )
@@ -169,6 +170,8 @@ def test_bad_arguments_exit_2_naming_the_argument(remote, tmp_path):
     assert unknown.returncode == 2 and "unrecognized arguments: --epochs" in unknown.stderr
     no_model = remote("metadata", model="nope")
     assert no_model.returncode == 1 and "404" in no_model.stderr
+    no_model = remote("predict", "--data", str(data), model="nope")
+    assert no_model.returncode == 1 and "404" in no_model.stderr and "'nope'" in no_model.stderr, no_model.stderr
     no_server = subprocess.run(
         ["deepaas-like-cli", "--url", "http://127.0.0.1:9", "models"], capture_output=True, text=True, timeout=120
     )
@@ -268,3 +271,17 @@ def test_ctrl_c_stops_following_not_the_training(server, env, remote):
     assert f"the training {uuid} goes on on the server" in output and f"jobs cancel {uuid}" in output, output
     assert json.loads(remote("jobs", "show", uuid).stdout)["status"] == "running"
     assert json.loads(remote("jobs", "cancel", uuid).stdout)["status"] == "cancelled"
+
+
+def test_async_predict_is_followed_with_progress_then_prints_its_result(remote, tmp_path):
+    ran = remote("--async", "predict", "--seconds", "0.8", model="slow")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == {"status": "OK", "predictions": {"slept": 0.8, "data": None}}
+    messages = [line.get("message") for line in map(json.loads, ran.stderr.splitlines())]
+    assert [f"step {n} of 4" for n in (1, 2, 3, 4)] == [m for m in messages if m], ran.stderr
+    image = tmp_path / "answer.png"
+    media = remote("--async", "predict", "--accept", "image/png", "--output", str(image), model="slow")
+    assert media.returncode == 0, media.stderr
+    assert json.loads(media.stdout)["media_type"] == "image/png" and image.read_bytes().startswith(b"\x89PNG")
+    no_output = remote("--async", "predict", "--accept", "image/png", model="slow")
+    assert no_output.returncode == 1 and "give --output FILE" in no_output.stderr
