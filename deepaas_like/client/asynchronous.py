@@ -14,7 +14,7 @@ import httpx
 import httpx_sse
 
 from deepaas_like.client import operations as ops
-from deepaas_like.client.following import Reconnects, Waiting
+from deepaas_like.client.following import Reconnects, Waiting, no_deadline, watched_async
 from deepaas_like.client.operations import Kind, Operation, Request
 from deepaas_like.client.progress import ProgressDisplay
 from deepaas_like.client.retries import delay_after_answer, delay_after_error
@@ -30,7 +30,9 @@ class AsyncJob:
     last read (see doc/http-api.rst, Training object).
     """
 
-    def __init__(self, client: AsyncClient, model: str, uuid: str, kind: Kind, document: dict[str, Any] | None = None):
+    def __init__(
+        self, client: AsyncClient, model: str, uuid: str, kind: Kind, document: dict[str, Any] | None = None
+    ) -> None:
         self.client = client
         self.model = model
         self.uuid = uuid
@@ -70,7 +72,8 @@ class AsyncJob:
                     if source.response.status_code >= 400:
                         await source.response.aread()
                         ops.answer(source.response)
-                    async for event in source.aiter_sse():
+                    check = waiting.check if waiting else no_deadline
+                    async for event in httpx_sse.EventSource(watched_async(source.response, check)).aiter_sse():
                         reconnects.received()
                         if event.event == "end":
                             return
@@ -223,7 +226,8 @@ class AsyncClient:
         self, model: str, *, accept: str | None = None, version: int | None = None, **arguments: Any
     ) -> AsyncJob:
         """Start an asynchronous prediction (arguments as :meth:`predict`); its result is
-        kept in the ``accept`` media type: read it with :meth:`Job.result`.
+        kept in the ``accept`` media type: read it with :meth:`Job.result`. A version
+        (``version``) answers synchronous predictions only: :class:`ServerError` 501.
         """
         document = await self.run(ops.start(model, "predict", arguments, accept, version))
         return AsyncJob(self, model if version is None else f"{model}@{version}", document["uuid"], "predict", document)

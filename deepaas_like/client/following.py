@@ -1,10 +1,12 @@
 """What following a job's events stream takes, on either client: when to reconnect a
-stream that dropped, and the bookkeeping of :meth:`Job.wait` (progress display, deadline).
+stream that dropped, the bookkeeping of :meth:`Job.wait` (progress display, deadline), and
+a look at the clock at each chunk of the stream.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -13,7 +15,7 @@ from deepaas_like.client.errors import TransportError
 from deepaas_like.client.progress import ProgressDisplay
 from deepaas_like.client.retries import FIRST_BACKOFF
 
-__all__ = ["Reconnects", "Waiting"]
+__all__ = ["Reconnects", "Waiting", "no_deadline", "watched", "watched_async"]
 
 
 class Reconnects:
@@ -82,3 +84,47 @@ class Waiting:
         """End the display this wait made."""
         if self.own_display and self.display is not None:
             self.display.close()
+
+
+def no_deadline() -> None:
+    """The check of a stream followed without a deadline (:meth:`Job.events`)."""
+
+
+class _Watched(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes], check: Callable[[], None]) -> None:
+        self.chunks, self.check = chunks, check
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self.check()
+            yield chunk
+
+
+class _AsyncWatched(httpx.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes], check: Callable[[], None]) -> None:
+        self.chunks, self.check = chunks, check
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.chunks:
+            self.check()
+            yield chunk
+
+
+def _headers(response: httpx.Response) -> dict[str, str]:
+    return {"Content-Type": response.headers.get("Content-Type", "")}
+
+
+def watched(response: httpx.Response, check: Callable[[], None]) -> httpx.Response:
+    """``response``, an events stream, calling ``check`` at each chunk it reads. httpx-sse
+    passes over comments, and the server's keep-alive (a comment every 15 s) is what shows
+    time passing on a job that reports nothing: ``check`` sees it.
+    """
+    return httpx.Response(
+        response.status_code, headers=_headers(response), stream=_Watched(response.iter_bytes(), check)
+    )
+
+
+def watched_async(response: httpx.Response, check: Callable[[], None]) -> httpx.Response:
+    """:func:`watched` for an ``httpx.AsyncClient``'s response."""
+    stream = _AsyncWatched(response.aiter_bytes(), check)
+    return httpx.Response(response.status_code, headers=_headers(response), stream=stream)

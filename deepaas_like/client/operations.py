@@ -115,14 +115,23 @@ def _job_path(model: str, kind: Kind, uuid: str | None = None) -> str:
 
 
 def answer(response: httpx.Response) -> Any:
-    """The JSON of a successful answer; raises the :class:`ClientError` of an error answer."""
+    """The JSON of a successful answer; raises the :class:`ClientError` of an error answer,
+    and a :class:`ClientError` naming the URL for an answer that is not JSON (the URL is
+    not a deepaas_like server's).
+    """
     if response.status_code >= 400:
         try:
             body = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
         raise error_for(response.status_code, body, response.text)
-    return response.json()
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        kind = response.headers.get("Content-Type", "no Content-Type")
+        raise ClientError(
+            response.status_code, f"{response.url} answered {kind}, not JSON: is it a deepaas_like server's URL?"
+        ) from None
 
 
 def _get(path: str, params: Mapping[str, str] | None = None) -> Operation[Any]:

@@ -13,7 +13,7 @@ import httpx
 import httpx_sse
 
 from deepaas_like.client import operations as ops
-from deepaas_like.client.following import Reconnects, Waiting
+from deepaas_like.client.following import Reconnects, Waiting, no_deadline, watched
 from deepaas_like.client.operations import Kind, Operation, Request
 from deepaas_like.client.progress import ProgressDisplay
 from deepaas_like.client.retries import delay_after_answer, delay_after_error
@@ -29,7 +29,9 @@ class Job:
     last read (see doc/http-api.rst, Training object).
     """
 
-    def __init__(self, client: Client, model: str, uuid: str, kind: Kind, document: dict[str, Any] | None = None):
+    def __init__(
+        self, client: Client, model: str, uuid: str, kind: Kind, document: dict[str, Any] | None = None
+    ) -> None:
         self.client = client
         self.model = model
         self.uuid = uuid
@@ -69,7 +71,8 @@ class Job:
                     if source.response.status_code >= 400:
                         source.response.read()
                         ops.answer(source.response)
-                    for event in source.iter_sse():
+                    check = waiting.check if waiting else no_deadline
+                    for event in httpx_sse.EventSource(watched(source.response, check)).iter_sse():
                         reconnects.received()
                         if event.event == "end":
                             return
@@ -222,7 +225,8 @@ class Client:
         self, model: str, *, accept: str | None = None, version: int | None = None, **arguments: Any
     ) -> Job:
         """Start an asynchronous prediction (arguments as :meth:`predict`); its result is
-        kept in the ``accept`` media type: read it with :meth:`Job.result`.
+        kept in the ``accept`` media type: read it with :meth:`Job.result`. A version
+        (``version``) answers synchronous predictions only: :class:`ServerError` 501.
         """
         document = self.run(ops.start(model, "predict", arguments, accept, version))
         return Job(self, model if version is None else f"{model}@{version}", document["uuid"], "predict", document)

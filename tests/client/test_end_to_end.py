@@ -54,7 +54,10 @@ def test_a_user_drives_demo_and_text_classifier_through_the_client_only(run_serv
     )
     image = tmp_path / "green.png"
     image.write_bytes(png_bytes((40, 30)))
-    with Client(server, api_key=USER_KEY, timeout=120) as client, Client(server, api_key=ADMIN_KEY) as admin:
+    with (
+        Client(server, api_key=USER_KEY, timeout=120) as client,
+        Client(server, api_key=ADMIN_KEY, timeout=120) as admin,
+    ):
         assert [model["name"] for model in client.models()] == ["demo", "text_classifier"]
 
         # Predictions in each media type the demo offers.

@@ -69,3 +69,9 @@ def test_no_server_is_a_transport_error_naming_the_url() -> None:
     ) as raised:
         client.models()
     assert raised.value.status == 0 and isinstance(raised.value, ClientError)
+
+
+def test_a_url_that_is_not_a_servers_says_so() -> None:
+    client = client_answering(200, text="<html>a web page</html>")
+    with pytest.raises(ClientError, match=r"http://server/v2/models/ answered text/plain; charset=utf-8, not JSON"):
+        client.models()

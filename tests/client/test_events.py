@@ -5,6 +5,8 @@ wait() reads the final job object and raises for a failed job."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -66,3 +68,24 @@ def test_wait_answers_the_final_job_object_or_raises_with_it() -> None:
     with pytest.raises(ServerError, match="ValueError: no data") as raised:
         failed.wait()
     assert raised.value.job == FAILED
+
+
+class RunningThenPings(httpx.SyncByteStream):
+    """A job that reports once, then nothing: the server's keep-alive comments only."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield f"event: job\ndata: {json.dumps(RUNNING)}\n\n".encode()
+        while True:
+            time.sleep(0.05)
+            yield b": ping\n\n"
+
+
+def test_wait_times_out_on_a_silent_job_whose_stream_stays_alive() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=RunningThenPings())
+
+    job = Job(Client("http://server", transport=httpx.MockTransport(handler)), "demo", "u", "train")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not end within 0.5 s"):
+        job.wait(timeout=0.5)
+    assert time.monotonic() - started < 30  # liveness: the comments did not keep it waiting

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepaas_like.client import Client, TransportError, retries
+from deepaas_like.client import AsyncClient, Client, TransportError, retries
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +119,20 @@ def test_the_api_key_goes_as_a_bearer_token_and_arguments_as_json_without_files(
     assert str(request.url) == "http://server/base/v2/models/text_classifier@2/predict/"
     assert request.headers["Authorization"] == "Bearer k3y" and request.headers["Accept"] == "application/json"
     assert json.loads(request.content) == {"text": "hi", "flag": True}  # None: left out, the default applies
+
+
+async def test_the_async_client_retries_alike(tmp_path: Path) -> None:
+    flaky, dropping = Flaky(1), Flaky(1)
+    data = tmp_path / "sentences.csv"
+    data.write_text("text,label\nhello,a\n")
+    with open(data, "rb") as handle:
+        async with AsyncClient("http://server", transport=httpx.MockTransport(flaky)) as client:
+            job = await client.train("text_classifier", data=handle, epochs=3)
+    assert job.uuid == "f" * 32 and len(flaky.requests) == 2
+    first, retried = flaky.requests
+    assert first.headers["Idempotency-Key"] == retried.headers["Idempotency-Key"]
+    assert all(b"hello,a" in request.content for request in (first, retried))
+    async with AsyncClient("http://server", transport=httpx.MockTransport(dropping)) as client:
+        with pytest.raises(TransportError):
+            await client.predict("demo", text="hello")  # it may have run: not sent again
+    assert len(dropping.requests) == 1
