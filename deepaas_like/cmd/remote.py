@@ -49,7 +49,8 @@ def main(argv: list[str], first: argparse.Namespace) -> int:
         sys.stderr.write("\n")
         return 2
     except ClientError as error:
-        print(f"deepaas-like-cli: {first.url}: {error}", file=sys.stderr)
+        where = "" if first.url in str(error) else f"{first.url}: "  # a failed request names its URL
+        print(f"deepaas-like-cli: {where}{error}", file=sys.stderr)
         return 1
     except DeepaasLikeError as error:
         print(f"deepaas-like-cli: {error.message}", file=sys.stderr)
