@@ -1,12 +1,20 @@
-"""``deepaas-like-cli``: call one model in-process, without a server; install plugins.
+"""``deepaas-like-cli``: call one model in-process, without a server, or a running server's
+with ``--url``; install plugins.
 
 ``deepaas-like-cli --model-name demo predict --image cat.png --size 32 --output out.png``;
 subcommands ``metadata``, ``predict``, ``train``, ``openapi``, ``protos`` (the gRPC
-service's ``.proto`` file) and ``install``. Flags of
-``predict`` and ``train`` are generated from the plugin's arguments: file arguments take a
-path (the plugin receives a temporary copy, as over HTTP), list arguments take the flag
+service's ``.proto`` file) and ``install``; with ``--url URL`` also ``models``, ``jobs``
+and ``versions`` (:mod:`deepaas_like.cmd.remote`). Flags of ``predict`` and ``train`` are
+generated from the plugin's arguments (:mod:`deepaas_like.cmd.flags`): file arguments take
+a path (the plugin receives a temporary copy, as over HTTP), list arguments take the flag
 repeated or a JSON list (``--labels '["cat", "dog"]'``, DEEPaaS's syntax), dict arguments a
 JSON object. JSON goes to stdout, media to ``--output FILE``.
+
+What the plugin reports with ``deepaas_like.progress.report()`` is shown on stderr as it
+happens: a progress bar with its messages and metrics on a terminal, JSON lines otherwise
+(:mod:`deepaas_like.cmd.local_progress`). A training of a plugin with ``save`` may be kept
+as a model version (``--keep-version``; asked on a terminal):
+:mod:`deepaas_like.cmd.local_versions`.
 
 The options before the command are the CLI's, those after it the command's: a plugin's
 argument may have the name of any of them (``--model``, ``--model-name``, ``--output``), and
@@ -21,6 +29,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import mimetypes
 import os
 import shutil
@@ -29,15 +38,17 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-import marshmallow
-from marshmallow import fields
-
 from deepaas_like import config
 from deepaas_like.api import openapi
 from deepaas_like.api.routes import ROUTES
-from deepaas_like.cmd import install
+from deepaas_like.client import ProgressDisplay
+from deepaas_like.cmd import install, remote
+from deepaas_like.cmd.flags import flag_values
+from deepaas_like.cmd.local_progress import LocalJob
+from deepaas_like.cmd.local_versions import LocalVersion
+from deepaas_like.cmd.parsing import LOCAL_ONLY, METHOD_OUTPUT, REMOTE_ONLY, ModelFlags, build_parser, global_options
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
-from deepaas_like.kinds import PREDICT, TRAIN
+from deepaas_like.kinds import PREDICT, TRAIN, Kind
 from deepaas_like.model import args as model_args
 from deepaas_like.model.files import UploadedFile
 from deepaas_like.model.loading import resolve_model_names
@@ -47,164 +58,20 @@ from deepaas_like.serving.calls import Call, CallService
 from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.router import Router
 from deepaas_like.serving.served import ServedModel
-from deepaas_like.settings import Settings
+from deepaas_like.settings import Settings, default_model_store
 from deepaas_like.workers.inprocess import InProcessPool
 
 __all__ = ["build_parser", "decode_arguments", "global_options", "main", "result_stdout", "run"]
 
-DESCRIPTION = "Call a model plugin in this process, without a server, or install a plugin."
-EPILOG = (
-    "Examples: deepaas-like-cli --model-name demo predict --image cat.png --size 32; "
-    "deepaas-like-cli --model-name demo train --epochs 2; deepaas-like-cli install ./my_plugin. "
-    "'deepaas-like-cli --model-name NAME predict --help' lists the model's own arguments."
-)
 
-
-#: DEEPaaS's deepaas-cli spelling of the output file, before the command (its oslo.config
-#: option ``deepaas_method_output``, "intentionally long to avoid a conflict" with plugins').
-METHOD_OUTPUT = "--deepaas_method_output"
-
-
-class _Parser(argparse.ArgumentParser):
-    """A parser that takes no option by a prefix of its name (``allow_abbrev=False``): a
-    prefix of an option (``--model``) must stay free for a plugin's argument, not be taken
-    for the option (or answered "ambiguous option").
+def decode_arguments(model: ServedModel, kind: Kind, namespace: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    """The flags given as the raw arguments of a ``kind`` call of ``model`` (the call
+    service validates them as the server's); file arguments are copied into ``workdir``
+    first, so the plugin never holds the user's file. Raises ``InvalidArguments``.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["allow_abbrev"] = False
-        super().__init__(*args, **kwargs)
-
-
-#: The server's options that the CLI reads, declared once in :mod:`deepaas_like.settings`.
-GLOBAL_OPTIONS = ("model-name", "model-namespace", "warm")
-
-
-def _base_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = _Parser(prog="deepaas-like-cli", description=DESCRIPTION, epilog=EPILOG, add_help=add_help)
-    config.add_arguments(parser, GLOBAL_OPTIONS)
-    parser.add_argument(
-        METHOD_OUTPUT,
-        dest="method_output",
-        metavar="FILE",
-        help="write the result of metadata, predict or train to FILE too (DEEPaaS's deepaas-cli option; "
-        "for predict, as --output)",
-    )
-    return parser
-
-
-def global_options(argv: list[str]) -> argparse.Namespace:
-    """The options before the command; ``command`` is the command and all that follows it,
-    which may repeat the names of these options (a plugin's arguments). ``model_name`` is
-    the ``--model-name`` values joined by commas (None without one), ``model_namespace`` a
-    string, ``warm`` a bool.
-    """
-    parser = _base_parser(add_help=False)
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    options = parser.parse_known_args(argv)[0]
-    options.model_name = ",".join(options.model_name) or None
-    return options
-
-
-def _help(field: fields.Field) -> str:
-    parts = [str(field.metadata.get("description", "")).rstrip(".")]
-    choices = next((v.choices for v in field.validators if isinstance(v, marshmallow.validate.OneOf)), None)
-    if choices:
-        parts.append(f"one of: {', '.join(map(str, choices))}")
-    if field.load_default is not marshmallow.missing and not callable(field.load_default):
-        parts.append(f"default: {field.load_default}")
-    if model_args.is_file_field(field):
-        parts.append("a path to a file")
-    elif isinstance(field, marshmallow.fields.List):
-        parts.append("repeat the flag, or give a JSON list")
-    elif isinstance(field, marshmallow.fields.Dict):
-        parts.append("a JSON object")
-    return "; ".join(part for part in parts if part).replace("%", "%%")
-
-
-def _add_argument_flags(
-    parser: argparse.ArgumentParser, arguments: dict[str, fields.Field], server_supplied: set[str]
-) -> None:
-    for name, field in arguments.items():
-        parser.add_argument(
-            f"--{name}",
-            dest=f"arg:{name}",
-            action="append" if isinstance(field, fields.List) else "store",
-            required=field.required and name not in server_supplied,
-            help=_help(field),
-            metavar=name.upper(),
-        )
-
-
-def build_parser(model: ServedModel | None) -> argparse.ArgumentParser:
-    """The full parser once ``model``'s description is known (None: the commands only)."""
-    parser = _base_parser()
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    commands.add_parser("metadata", help="print the model's metadata (JSON)")
-    commands.add_parser("openapi", help="print the OpenAPI document of the model's routes (JSON)")
-    protos = commands.add_parser(
-        "protos", help="write the .proto file of the model's gRPC service (needs deepaas_like[grpc])"
-    )
-    protos.add_argument("--output", required=True, metavar="DIR", help="directory to write it in (made if missing)")
-    hooks = (
-        (("predict", {}), ("train", {}))
-        if model is None
-        else (("predict", model.schemas.description.predict_args), ("train", model.schemas.description.train_args))
-    )
-    for hook, arguments in hooks:
-        if arguments is None:
-            continue
-        command = commands.add_parser(
-            hook,
-            help=f"run {hook}() with the model's arguments (--model-name M {hook} --help lists them)",
-            # The plugin's arguments come last and win: its --output, --help or
-            # --deepaas_method_output takes that name from the CLI's option (-h stays help).
-            conflict_handler="resolve",
-        )
-        if model is None:
-            continue
-        if hook == "predict":
-            command.add_argument(
-                "--output",
-                METHOD_OUTPUT,
-                help="write the prediction to this file (required for non-JSON media)",
-                metavar="FILE",
-            )
-        _add_argument_flags(
-            command, arguments or {}, {"accept"} if hook == "predict" and model.schemas.accept_choices else set()
-        )
-    commands.add_parser(
-        "install", help="install a plugin without letting its requirements change the server's (see install --help)"
-    )
-    return parser
-
-
-def _json_value(name: str, value: str) -> Any:
-    try:
-        return json.loads(value)
-    except ValueError as error:
-        raise InvalidArguments({name: [f"not valid JSON: {error}"]}) from None
-
-
-def _flag_values(schema: type[marshmallow.Schema], namespace: argparse.Namespace) -> dict[str, Any]:
-    """The flags given, with JSON lists and objects decoded (DEEPaaS's CLI syntax)."""
-    instance = schema()
-    raw = {key[4:]: value for key, value in vars(namespace).items() if key.startswith("arg:") and value is not None}
-    for name, value in raw.items():
-        field = instance.fields[name]
-        if isinstance(field, fields.List) and len(value) == 1 and value[0].lstrip().startswith("["):
-            raw[name] = _json_value(name, value[0])
-        elif isinstance(field, fields.Dict):
-            raw[name] = _json_value(name, value)
-    return raw
-
-
-def decode_arguments(schema: type[marshmallow.Schema], namespace: argparse.Namespace, workdir: str) -> dict[str, Any]:
-    """The flags given as the raw arguments of a call (the call service validates them as
-    the server's); file arguments are copied into ``workdir`` first, so the plugin never
-    holds the user's file. Raises ``InvalidArguments``.
-    """
-    raw = _flag_values(schema, namespace)
+    flags = ModelFlags.of_schemas(model.schemas)
+    schema = model.schemas.require(kind)
+    raw = flag_values((flags.predict if kind == PREDICT else flags.train) or [], namespace)
     for name, value in raw.items():
         if model_args.is_file_field(schemas.instance(schema).fields[name]):
             if not os.path.isfile(value):
@@ -217,13 +84,16 @@ def decode_arguments(schema: type[marshmallow.Schema], namespace: argparse.Names
 
 
 async def run(argv: list[str], result: TextIO) -> int:
-    """Run the command ``argv`` asks for; the result (or ``--help``) is written to ``result``.
-    Raises :class:`DeepaasLikeError`, ``SystemExit`` for invalid flags.
+    """Run the command ``argv`` asks for, the plugin in this process; the result (or
+    ``--help``) is written to ``result``. Raises :class:`DeepaasLikeError`, ``SystemExit``
+    for invalid flags.
     """
     first = global_options(argv)
     if not first.command:  # none, or only --help
         with contextlib.redirect_stdout(result):
             build_parser(None).parse_args(argv)  # prints the usage (or the help) and exits
+    if first.command[0] in REMOTE_ONLY:
+        raise DeepaasLikeError(f"{first.command[0]} needs a running server: give --url URL before the command")
     names = list(config.model_names([first.model_name] if first.model_name else []))
     name = resolve_model_names(names, first.model_namespace)
     if len(name) != 1:
@@ -232,7 +102,7 @@ async def run(argv: list[str], result: TextIO) -> int:
     model = ServedModel(name[0], pool, lambda: pool)
     await model.start()
     with contextlib.redirect_stdout(result):  # a command's --help is its answer
-        options = build_parser(model).parse_args(argv)
+        options = build_parser(ModelFlags.of_schemas(model.schemas)).parse_args(argv)
     # The same call path as the server's, without jobs: every endpoint is on, a training waited for.
     calls = CallService(Router({model.name: model}), None, Drain(), lambda kind: True)
     if options.command == "protos":
@@ -250,7 +120,7 @@ async def run(argv: list[str], result: TextIO) -> int:
     elif options.command == "openapi":
         document = _openapi(model)
     else:
-        document = await _train(calls, model, options)
+        document = await _train(calls, model, options, first)
     if first.method_output:
         _write_json(first.method_output, document)
     return _print(document, result)
@@ -265,22 +135,87 @@ def _openapi(model: ServedModel) -> dict[str, Any]:
     return api_spec.swagger_dict()
 
 
-async def _train(calls: CallService, model: ServedModel, options: argparse.Namespace) -> dict[str, Any]:
-    assert model.schemas.train is not None  # the parser offers train only then
-    with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
-        raw = decode_arguments(model.schemas.train, options, workdir)
-        answer = await calls.call(Call(model.name, TRAIN, raw))
-    assert answer.arguments is not None
-    return {"status": "done", "args": model_args.json_arguments(answer.arguments), "result": {"output": answer.output}}
+def _interactive() -> bool:
+    """Whether a person can answer a question: stdin and stderr are a terminal."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+async def _local_version(model: ServedModel, first: argparse.Namespace) -> LocalVersion | None:
+    """Where a local training of ``model`` is saved to become a version: None for a plugin
+    without ``save``, with ``--no-keep-version``, and, without either flag, when no one
+    can be asked (the default answer is no)."""
+    if not model.makes_versions or first.keep_version is False:
+        return None
+    if first.keep_version is None and not _interactive():
+        print(
+            f"deepaas-like-cli: {model.name} makes model versions; this training is not kept as one "
+            "(--keep-version keeps it)",
+            file=sys.stderr,
+        )
+        return None
+    store = first.model_store or default_model_store(first.database_url)
+    return await LocalVersion.open(model.name, first.database_url, store)
+
+
+async def _train(
+    calls: CallService, model: ServedModel, options: argparse.Namespace, first: argparse.Namespace
+) -> dict[str, Any]:
+    """Run the training, its reports shown as they come; the training's document, with
+    ``result.version`` when it was kept as a model version (what ``save`` wrote is removed
+    otherwise, also when the training fails or is stopped)."""
+    version = await _local_version(model, first)
+    kept = None
+    try:
+        job = LocalJob(ProgressDisplay(sys.stderr))
+        with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
+            raw = decode_arguments(model, TRAIN, options, workdir)
+            try:
+                save_to = None if version is None else version.save_to
+                answer = await calls.call(Call(model.name, TRAIN, raw), on_progress=job.report, save_to=save_to)
+            except BaseException:
+                job.end("error")
+                raise
+            job.end("done")
+        assert answer.arguments is not None
+        arguments = model_args.json_arguments(answer.arguments)
+        document: dict[str, Any] = {"status": "done", "args": arguments, "result": {"output": answer.output}}
+        if job.metrics:
+            document["metrics"] = job.metrics
+        if version is not None and await _keep(version, first.keep_version):
+            kept = document["result"]["version"] = await version.keep(arguments, answer.output, job.metrics)
+            print(f"deepaas-like-cli: kept as version {kept}", file=sys.stderr)
+        return document
+    finally:
+        if version is not None:
+            if kept is None:
+                await version.discard()
+            await version.close()
+
+
+async def _keep(version: LocalVersion, keep: bool | None) -> bool:
+    """``--keep-version``, else the answer of the person at the terminal (default no)."""
+    if keep is not None:
+        return keep
+    number = await version.next_number()
+    sys.stderr.write(f"Keep this training as version {number} of {version.model} in {version.store.url}? [y/N] ")
+    sys.stderr.flush()
+    answer = await asyncio.to_thread(sys.stdin.readline)
+    return answer.strip().lower() in ("y", "yes")
 
 
 async def _predict(calls: CallService, model: ServedModel, options: argparse.Namespace, output: str | None) -> Any:
     """The prediction's JSON document (written to ``output`` too when given), or, for media,
-    a summary of the file ``output`` it was written to."""
-    assert model.schemas.predict is not None  # the parser offers predict only then
+    a summary of the file ``output`` it was written to; what the plugin reports meanwhile
+    is shown as it comes."""
     with tempfile.TemporaryDirectory(prefix="deepaas-like-cli-") as workdir:
-        raw = decode_arguments(model.schemas.predict, options, workdir)
-        prediction = (await calls.call(Call(model.name, PREDICT, raw))).prediction
+        raw = decode_arguments(model, PREDICT, options, workdir)
+        job = LocalJob(ProgressDisplay(sys.stderr))
+        try:
+            prediction = (await calls.call(Call(model.name, PREDICT, raw), on_progress=job.report)).prediction
+        except BaseException:
+            job.end("error")
+            raise
+        job.end("done")
         assert prediction is not None  # a synchronous prediction
         if not prediction.binary:
             if output:
@@ -338,12 +273,26 @@ def result_stdout() -> Iterator[TextIO]:
         result.close()
 
 
+def verbose_logging() -> None:
+    """``--verbose``: the log (deepaas_like's, the plugin's, the HTTP client's requests)
+    on stderr, from INFO up."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; exit code 0, 2 for invalid arguments, 1 for other errors."""
+    """Entry point; exit code 0, 2 for invalid arguments, 1 for other errors (130: stopped
+    with Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else argv
-    command = global_options(argv).command
-    if command[:1] == ["install"]:
-        return install.main(command[1:])
+    first = global_options(argv)
+    if first.command[:1] == ["install"]:
+        return install.main(first.command[1:])
+    if first.verbose:
+        verbose_logging()
+    if first.url is not None and first.command[:1] and first.command[0] in LOCAL_ONLY:
+        print(f"deepaas-like-cli: {first.command[0]} runs the plugin in this process: leave out --url", file=sys.stderr)
+        return 2
+    if first.url is not None:
+        return remote.main(argv, first)
     with result_stdout() as result:
         try:
             return asyncio.run(run(argv, result))
@@ -354,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         except DeepaasLikeError as error:
             print(f"deepaas-like-cli: {error.message}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("deepaas-like-cli: stopped", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

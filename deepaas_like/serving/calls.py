@@ -35,6 +35,7 @@ from deepaas_like.serving.draining import Drain
 from deepaas_like.serving.model_versions import ModelVersions, version_document
 from deepaas_like.serving.router import ModelHandle, Router
 from deepaas_like.serving.uploads import Uploads
+from deepaas_like.workers.base import ProgressCallback
 
 __all__ = ["SYNC_TRAINING", "Answer", "Call", "CallService", "Mode"]
 
@@ -174,12 +175,20 @@ class CallService:
             raise InvalidArguments(not_files)
         return loaded
 
-    async def call(self, call: Call, handle: ModelHandle | None = None) -> Answer:
+    async def call(
+        self,
+        call: Call,
+        handle: ModelHandle | None = None,
+        on_progress: ProgressCallback | None = None,
+        save_to: str | None = None,
+    ) -> Answer:
         """Run ``call``: a synchronous prediction's result, or the job it makes (the job
         owns ``call.uploads`` from then on). ``handle`` is what :meth:`target` resolved when
-        the front looked before reading the arguments. Raises what :meth:`target` and
-        :meth:`validate` raise, ``ShuttingDown`` (503) when the server must stop first, and
-        what the prediction or the job runner raise.
+        the front looked before reading the arguments. A synchronous call tells
+        ``on_progress`` what the plugin reports; a synchronous training (the CLI's local
+        mode) saves the trained model to ``save_to`` (a version directory's URL) when given.
+        Raises what :meth:`target` and :meth:`validate` raise, ``ShuttingDown`` (503) when
+        the server must stop first, and what the prediction or the job runner raise.
         """
         if handle is None:
             handle = await self.target(call.model, call.kind)
@@ -187,9 +196,10 @@ class CallService:
         kwargs = self.validate(handle, call)
         if call.kind == PREDICT and call.mode == Mode.SYNC:
             with self.drain:  # answered 503 if the server must stop first
-                return Answer(handle, prediction=await handle.predict(kwargs))
+                return Answer(handle, prediction=await handle.predict(kwargs, on_progress=on_progress))
         if call.mode == Mode.SYNC:  # a training waited for: the CLI's local mode
-            return Answer(handle, output=await handle.train(kwargs, job_id=SYNC_TRAINING), arguments=kwargs)
+            output = await handle.train(kwargs, job_id=SYNC_TRAINING, on_progress=on_progress, save_to=save_to)
+            return Answer(handle, output=output, arguments=kwargs)
         assert self.jobs is not None, "jobs need the job runner"
         upload_dir = call.uploads.take() if call.uploads is not None else None
         job = await self.jobs.submit(handle, call.kind, kwargs, upload_dir, call.owner, call.idempotency_key)
