@@ -114,9 +114,18 @@ class ProgressDisplay:
         self, job: Mapping[str, Any], events: list[Mapping[str, Any]], metrics: dict[str, Any] | None
     ) -> None:
         base = {"uuid": job.get("uuid"), "status": job.get("status"), "progress": job.get("progress")}
-        lines = [{**base, "time": event.get("time"), "message": event.get("message")} for event in events] or [base]
+        lines = [_line(base, event) for event in events] or [base]
         if metrics is not None:
             lines[-1]["metrics"] = metrics
         for line in lines:
             self.stream.write(json.dumps(line) + "\n")
         self.stream.flush()
+
+
+def _line(base: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+    """One event's JSON line: the job's state, the event's time and message, and
+    ``"source": "server"`` for the server's own messages (a worker starting, a queue)."""
+    line = {**base, "time": event.get("time"), "message": event.get("message")}
+    if event.get("source"):
+        line["source"] = event["source"]
+    return line

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 from typing import Any, Protocol
 
+from deepaas_like.workers.base import ServerNote
+
 __all__ = ["Display", "LocalJob"]
 
 #: The messages a local job keeps, as a server's job keeps its latest ones.
@@ -46,14 +48,15 @@ class LocalJob:
         step: int | None = None,
     ) -> None:
         """One ``report()`` of the plugin: the job changes and is shown again."""
-        self.reported = True
+        event: dict[str, Any] = {"time": str(datetime.datetime.now()), "message": message}
+        if isinstance(message, ServerNote):
+            event["source"] = "server"
+        else:
+            self.reported = True
         if progress is not None:
             self.document["progress"] = progress
         if message is not None:
-            self.document["events"] = [
-                *self.document["events"][-(MAX_EVENTS - 1) :],
-                {"time": str(datetime.datetime.now()), "message": message},
-            ]
+            self.document["events"] = [*self.document["events"][-(MAX_EVENTS - 1) :], event]
         if metrics:
             self.document["metrics"] = {**self.document["metrics"], **metrics}
         self._show()

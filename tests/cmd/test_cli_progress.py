@@ -38,7 +38,9 @@ def test_train_shows_reports_as_json_lines_and_returns_metrics(env):
     training = json.loads(ran.stdout)
     assert training["status"] == "done" and training["metrics"] == {"loss": 0.25, "accuracy": 1.0}
     assert "version" not in training["result"]
-    lines = _json_lines(ran.stderr)
+    every_line = _json_lines(ran.stderr)
+    assert every_line[0]["source"] == "server", "the server says what it does before the plugin reports"
+    lines = [line for line in every_line if line.get("source") != "server"]
     assert [line["message"] for line in lines if "message" in line] == ["loading the data"] + [
         f"epoch {n} of 4" for n in (1, 2, 3, 4)
     ]
@@ -46,7 +48,8 @@ def test_train_shows_reports_as_json_lines_and_returns_metrics(env):
     assert lines[1]["metrics"] == {"loss": 1.0, "accuracy": 0.25} and lines[-1]["status"] == "done"
     predicted = cli(env, "predict", "--data", str(Path(__file__)))
     assert predicted.returncode == 0, predicted.stderr
-    assert _json_lines(predicted.stderr)[0]["message"] == "reading the file", "a prediction's reports too"
+    plugin_lines = [line for line in _json_lines(predicted.stderr) if line.get("source") != "server"]
+    assert plugin_lines[0]["message"] == "reading the file", "a prediction's reports too"
 
 
 def test_without_a_terminal_a_training_is_kept_only_with_keep_version(env, tmp_path):

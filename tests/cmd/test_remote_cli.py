@@ -277,8 +277,10 @@ def test_async_predict_is_followed_with_progress_then_prints_its_result(remote, 
     ran = remote("--async", "predict", "--seconds", "0.8", model="slow")
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout) == {"status": "OK", "predictions": {"slept": 0.8, "data": None}}
-    messages = [line.get("message") for line in map(json.loads, ran.stderr.splitlines())]
+    lines = list(map(json.loads, ran.stderr.splitlines()))
+    messages = [line.get("message") for line in lines if line.get("source") != "server"]
     assert [f"step {n} of 4" for n in (1, 2, 3, 4)] == [m for m in messages if m], ran.stderr
+    assert "running predict" in [line.get("message") for line in lines if line.get("source") == "server"]
     image = tmp_path / "answer.png"
     media = remote("--async", "predict", "--accept", "image/png", "--output", str(image), model="slow")
     assert media.returncode == 0, media.stderr
