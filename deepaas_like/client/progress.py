@@ -126,6 +126,8 @@ def _line(base: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
     """One event's JSON line: the job's state, the event's time and message, and
     ``"source": "server"`` for the server's own messages (a worker starting, a queue)."""
     line = {**base, "time": event.get("time"), "message": event.get("message")}
+    if event.get("progress") is not None:  # the fraction when it was reported, not the job's latest
+        line["progress"] = event["progress"]
     if event.get("source"):
         line["source"] = event["source"]
     return line

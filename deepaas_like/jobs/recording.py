@@ -69,12 +69,16 @@ class RetriedWrites:
 
 
 def event(
-    message: str | None, metrics: dict[str, float] | None = None, step: int | None = None
+    message: str | None,
+    metrics: dict[str, float] | None = None,
+    step: int | None = None,
+    progress: float | None = None,
 ) -> dict[str, Any] | None:
     """The job event of one report, or None for a report of progress alone:
     ``{"time", "message"}``, with ``"metrics"`` and ``"step"`` for a report of metrics (its
     message, else one naming them: ``"step 3: loss=0.31 accuracy=0.9"``) and ``"source":
-    "server"`` for a :class:`~deepaas_like.workers.base.ServerNote`. Every report of metrics
+    "server"`` for a :class:`~deepaas_like.workers.base.ServerNote`, and ``"progress"`` (0..1)
+    when the report gave one, so a burst keeps each step's fraction. Every report of metrics
     makes an event of its own, so per-step values survive a burst of reports.
     """
     if message is None and not metrics:
@@ -88,6 +92,8 @@ def event(
         made["step"] = step
     if isinstance(message, ServerNote):
         made["source"] = "server"
+    if progress is not None:
+        made["progress"] = progress
     return made
 
 
@@ -139,7 +145,7 @@ class ProgressBuffer:
             self._new_metrics.update(metrics)
             if self._on_metrics is not None:
                 self._on_metrics(metrics, step)
-        made = event(message, metrics, step if metrics else None)
+        made = event(message, metrics, step if metrics else None, progress)
         if made is not None and not self._repeats(made):
             self._messages.append(made)
             self._last = made

@@ -87,11 +87,12 @@ def test_a_training_says_what_the_server_does_before_the_plugin_reports(run_serv
     assert [(e["step"], e["metrics"]) for e in plugin[:-1]] == [
         (epoch, {"loss": 1.0 / (epoch + 1), "accuracy": epoch / 10}) for epoch in range(10)
     ]
+    assert [e["progress"] for e in plugin[:-1]] == [(epoch + 1) / 10 for epoch in range(10)], "each its own"
     assert plugin[0]["message"] == "step 0: loss=1 accuracy=0"
     assert plugin[-1]["message"] == "trained" and "metrics" not in plugin[-1]
     assert done["metrics"] == {"loss": 0.1, "accuracy": 0.9}
     for one in done["events"]:
-        assert set(one) <= {"time", "message", "metrics", "step", "source"}
+        assert set(one) <= {"time", "message", "metrics", "step", "source", "progress"}
 
 
 def test_a_queued_job_says_it_waits_for_a_worker(run_server, tmp_path):
