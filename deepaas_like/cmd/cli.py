@@ -47,6 +47,7 @@ from deepaas_like.cmd.flags import flag_values
 from deepaas_like.cmd.local_progress import LocalJob
 from deepaas_like.cmd.local_versions import LocalVersion
 from deepaas_like.cmd.parsing import LOCAL_ONLY, METHOD_OUTPUT, REMOTE_ONLY, ModelFlags, build_parser, global_options
+from deepaas_like.cmd.printing import make_parent, print_json, write_json
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
 from deepaas_like.kinds import PREDICT, TRAIN, Kind
 from deepaas_like.model import args as model_args
@@ -111,10 +112,10 @@ async def run(argv: list[str], result: TextIO) -> int:
         path = os.path.join(options.output, file_name)
         with open(path, "w") as handle:
             handle.write(text)
-        return _print({"status": "OK", "output": path}, result)
+        return print_json({"status": "OK", "output": path}, result)
     if options.command == "predict":
         output = getattr(options, "output", None) or first.method_output
-        return _print(await _predict(calls, model, options, output), result)
+        return print_json(await _predict(calls, model, options, output), result)
     if options.command == "metadata":
         document = model.metadata()
     elif options.command == "openapi":
@@ -122,8 +123,8 @@ async def run(argv: list[str], result: TextIO) -> int:
     else:
         document = await _train(calls, model, options, first)
     if first.method_output:
-        _write_json(first.method_output, document)
-    return _print(document, result)
+        write_json(first.method_output, document)
+    return print_json(document, result)
 
 
 def _openapi(model: ServedModel) -> dict[str, Any]:
@@ -219,12 +220,12 @@ async def _predict(calls: CallService, model: ServedModel, options: argparse.Nam
         assert prediction is not None  # a synchronous prediction
         if not prediction.binary:
             if output:
-                _write_json(output, prediction.document)
+                write_json(output, prediction.document)
             return prediction.document
         if not output:
             prediction.discard()
             raise DeepaasLikeError(f"the prediction is binary: give --output FILE (or {METHOD_OUTPUT} FILE)")
-        _make_parent(output)
+        make_parent(output)
         if prediction.file is not None:
             shutil.copyfile(prediction.file.path, output)
             prediction.discard()
@@ -232,23 +233,6 @@ async def _predict(calls: CallService, model: ServedModel, options: argparse.Nam
             with open(output, "wb") as handle:
                 handle.write(prediction.data or b"")
     return {"status": "OK", "output": output, "bytes": os.path.getsize(output), "media_type": prediction.media_type}
-
-
-def _make_parent(path: str) -> None:
-    """Make the folder ``path`` is to be written in, as DEEPaaS's deepaas-cli does."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-
-
-def _write_json(path: str, document: Any) -> None:
-    _make_parent(path)
-    with open(path, "w") as handle:
-        json.dump(document, handle)
-
-
-def _print(document: Any, result: TextIO) -> int:
-    json.dump(document, result, indent=2)
-    result.write("\n")
-    return 0
 
 
 @contextlib.contextmanager

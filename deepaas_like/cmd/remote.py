@@ -30,6 +30,7 @@ from deepaas_like.client import operations as ops
 from deepaas_like.client.encoding import is_json
 from deepaas_like.cmd.flags import FILE, LIST, Flag, flag_values
 from deepaas_like.cmd.parsing import METHOD_OUTPUT, ModelFlags, build_parser
+from deepaas_like.cmd.printing import make_parent, print_json, write_json
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
 
 __all__ = ["main", "remote_arguments", "run"]
@@ -76,27 +77,27 @@ def run(client: Client, argv: list[str], first: argparse.Namespace, result: Text
             client.metadata(model)  # raises NotFoundError naming it, rather than a usage error
     options = build_parser(flags).parse_args(argv)  # exits with the usage, or --help
     if options.command == "models":
-        return _print(client.models(), result)
+        return print_json(client.models(), result)
     if options.command == "openapi":
-        return _print(client.openapi(), result)
+        return print_json(client.openapi(), result)
     model = model or _model(client, first)
     if options.command == "metadata":
         document = client.metadata(model)
         if first.method_output:
-            _write_json(first.method_output, document)
-        return _print(document, result)
+            write_json(first.method_output, document)
+        return print_json(document, result)
     if options.command == "predict":
         assert flags is not None and flags.predict is not None  # the parser offers predict only then
         output = getattr(options, "output", None) or first.method_output
         arguments = remote_arguments(flags.predict, options)
         if first.run_async:
             return _predict_async(client, model, arguments, output, first, result)
-        return _print(_predict(client, model, arguments, output), result)
+        return print_json(_predict(client, model, arguments, output), result)
     if options.command == "train":
         assert flags is not None and flags.train is not None
         job = _train(client, model, remote_arguments(flags.train, options))
         if first.no_wait:
-            return _print(job.document, result)
+            return print_json(job.document, result)
         _started(job, first)
         return _follow(job, first, result)
     if options.command == "jobs":
@@ -193,11 +194,11 @@ def _predict(client: Client, model: str, arguments: Mapping[str, Any], output: s
     if is_json(media_type):
         document = response.json()
         if output:
-            _write_json(output, document)
+            write_json(output, document)
         return document
     if not output:
         raise DeepaasLikeError(f"the prediction is {media_type}: give --output FILE (or {METHOD_OUTPUT} FILE)")
-    _make_parent(output)
+    make_parent(output)
     Path(output).write_bytes(response.content)
     return {"status": "OK", "output": output, "bytes": len(response.content), "media_type": media_type}
 
@@ -215,27 +216,27 @@ def _predict_async(
     document = client.run(ops.start(model, "predict", arguments))
     job = Job(client, model, document["uuid"], "predict", document)
     if first.no_wait:
-        return _print(job.document, result)
+        return print_json(job.document, result)
     _started(job, first)
     try:
         final = _wait(job, first)
     except _Stopped as stopped:
         if stopped.job is not None:
-            _print(stopped.job, result)
+            print_json(stopped.job, result)
         return stopped.code
     stored = final.get("result") or {}
     media_type = stored.get("media_type") or "application/json"
     if is_json(media_type):
         if output:
-            _write_json(output, stored.get("output"))
-        return _print(stored.get("output"), result)
+            write_json(output, stored.get("output"))
+        return print_json(stored.get("output"), result)
     if not output:
         raise DeepaasLikeError(
             f"the prediction is {media_type}: give --output FILE (its job {job.uuid} keeps it meanwhile)"
         )
-    _make_parent(output)
+    make_parent(output)
     written = client.run(ops.result(final, model, None, output))
-    return _print(
+    return print_json(
         {"status": "OK", "output": output, "bytes": os.path.getsize(written), "media_type": media_type}, result
     )
 
@@ -305,11 +306,11 @@ def _follow(job: Job, first: argparse.Namespace, result: TextIO) -> int:
         final = _wait(job, first)
     except _Stopped as stopped:
         if stopped.job is not None:
-            _print(stopped.job, result)
+            print_json(stopped.job, result)
         return stopped.code
     if first.method_output:
-        _write_json(first.method_output, final)
-    return _print(final, result)
+        write_json(first.method_output, final)
+    return print_json(final, result)
 
 
 # Jobs and versions ------------------------------------------------------------------------
@@ -318,42 +319,22 @@ def _follow(job: Job, first: argparse.Namespace, result: TextIO) -> int:
 def _jobs(client: Client, model: str, options: argparse.Namespace, first: argparse.Namespace, result: TextIO) -> int:
     if options.action == "list":
         jobs = client.jobs(model, options.kind, status=options.status, order=options.order, limit=options.limit)
-        return _print([job.document for job in jobs], result)
+        return print_json([job.document for job in jobs], result)
     job = client.job(model, options.uuid, options.kind)
     if options.action == "show":
-        return _print(job.document, result)
+        return print_json(job.document, result)
     if options.action == "cancel":
-        return _print(job.cancel(), result)
+        return print_json(job.cancel(), result)
     return _follow(job, first, result)
 
 
 def _versions(client: Client, model: str, options: argparse.Namespace, result: TextIO) -> int:
     if options.action == "list":
-        return _print(client.versions(model), result)
+        return print_json(client.versions(model), result)
     if options.action == "show":
-        return _print(client.version(model, options.number), result)
+        return print_json(client.version(model, options.number), result)
     if options.action == "promote":
-        return _print(client.promote(model, options.number), result)
+        return print_json(client.promote(model, options.number), result)
     if options.action == "rollback":
-        return _print(client.rollback(model), result)
-    return _print(client.delete_version(model, options.number), result)
-
-
-# Output ----------------------------------------------------------------------------------
-
-
-def _make_parent(path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-
-
-def _write_json(path: str, document: Any) -> None:
-    _make_parent(path)
-    with open(path, "w") as handle:
-        json.dump(document, handle)
-
-
-def _print(document: Any, result: TextIO) -> int:
-    json.dump(document, result, indent=2)
-    result.write("\n")
-    result.flush()
-    return 0
+        return print_json(client.rollback(model), result)
+    return print_json(client.delete_version(model, options.number), result)
