@@ -44,8 +44,10 @@ async def test_a_training_followed_with_progress_and_its_events(server: str) -> 
         lines = io.StringIO()
         done = await job.wait(progress=ProgressDisplay(lines, tty=False), timeout=120)
         assert done["status"] == "done" and len(done["result"]["output"]["epochs"]) == 3
-        messages = [json.loads(line).get("message") for line in lines.getvalue().splitlines()]
+        shown = [json.loads(line) for line in lines.getvalue().splitlines()]
+        messages = [line.get("message") for line in shown if line.get("source") != "server"]
         assert [m.split(":")[0] for m in messages if m] == ["epoch 1", "epoch 2", "epoch 3"]
+        assert "running train" in [line.get("message") for line in shown if line.get("source") == "server"]
         seen = [document async for document in job.events()]  # an ended job: as it is, then the end
         assert seen[-1]["status"] == "done"
         assert await job.status() == "done"

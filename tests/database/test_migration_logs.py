@@ -37,6 +37,13 @@ def server_log(capsys, monkeypatch):
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
+    # In the whole suite (never alone) alembic's loggers were once found disabled here, as
+    # logging.config's dictConfig and fileConfig leave every logger that existed before
+    # them when some library in this process calls them. A server process starts with
+    # them enabled, so the test does too.
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("alembic") and isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "disabled", False)
 
     def show(debug: bool = False) -> list[str]:
         logs.setup(debug)
