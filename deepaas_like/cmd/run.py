@@ -211,10 +211,7 @@ async def _serve(
         await _stop_within(runner, settings.shutdown_timeout)
         lines.flush()
         if started:
-            answered, refused = (after - earlier for after, earlier in zip(_answered(app), before, strict=True))
-            signal_name = stopped_by[0] if stopped_by else "request"
-            stopped = app[JOBS].stopped if JOBS in app else None
-            LOG.info("%s", stop_line(signal_name, loop.time() - began, Drained(answered, refused), stopped))
+            _log_stop(app, stopped_by[0] if stopped_by else "request", loop.time() - began, before)
 
 
 def _answered(app: web.Application) -> tuple[int, int]:
@@ -226,6 +223,14 @@ def _answered(app: web.Application) -> tuple[int, int]:
                 answered += int(sample.value)
                 refused += int(sample.value) if sample.labels.get("status") == "503" else 0
     return answered, refused
+
+
+def _log_stop(app: web.Application, signal_name: str, seconds: float, before: tuple[int, int]) -> None:
+    """The shutdown line: what stopped the server, in how many seconds, the requests answered
+    (and refused) since ``before`` (:func:`_answered` when the drain began), the jobs stopped."""
+    answered, refused = (after - earlier for after, earlier in zip(_answered(app), before, strict=True))
+    stopped = app[JOBS].stopped if JOBS in app else None
+    LOG.info("%s", stop_line(signal_name, seconds, Drained(answered, refused), stopped))
 
 
 async def _stop_within(runner: web.AppRunner, seconds: float) -> None:

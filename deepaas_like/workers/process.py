@@ -39,7 +39,7 @@ import traceback
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TextIO
 
 from deepaas_like import logs, progress
 from deepaas_like.exceptions import PluginLoadError, PredictTimeout, WorkerDied
@@ -137,6 +137,16 @@ def _start_reaper() -> None:
         os._exit(1)
 
 
+def _print_to(output: Connection | None) -> TextIO | None:
+    """Send what this worker prints to ``output`` (see :mod:`~deepaas_like.workers.output`);
+    the stream its log lines go to instead (the server's standard error), or None."""
+    if output is None:
+        return None
+    log_stream = os.fdopen(capture_output(os.dup(output.fileno())), "w", buffering=1, errors="backslashreplace")
+    output.close()
+    return log_stream
+
+
 def serve(
     connection: Connection,
     name: str,
@@ -153,10 +163,7 @@ def serve(
     """
     die_with(server_pid)
     _start_reaper()
-    log_stream = None
-    if output is not None:
-        log_stream = os.fdopen(capture_output(os.dup(output.fileno())), "w", buffering=1, errors="backslashreplace")
-        output.close()
+    log_stream = _print_to(output)
     # A spawned process defaults to spawning its own children; plugin code gets the
     # platform's default instead (fork on Linux), as under DEEPaaS.
     multiprocessing.set_start_method(start_method, force=True)
