@@ -37,19 +37,22 @@ def server_log(capsys, monkeypatch):
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
-    # In the whole suite (never alone) alembic's loggers were once found disabled here, as
-    # logging.config's dictConfig and fileConfig leave every logger that existed before
-    # them when some library in this process calls them. A server process starts with
-    # them enabled, so the test does too.
-    for name, logger in list(logging.Logger.manager.loggerDict.items()):
-        if name.startswith("alembic") and isinstance(logger, logging.Logger):
-            monkeypatch.setattr(logger, "disabled", False)
+    # Importing mlflow (tests/versions/test_tracking_http.py does, when the whole suite is
+    # collected) sets the "alembic" logger to WARNING with a handler of its own and no
+    # propagation (mlflow.utils.logging_utils._configure_mlflow_loggers). A server without
+    # --mlflow-tracking-uri never imports mlflow: the test starts from alembic's own state.
+    alembic = logging.getLogger("alembic")
+    monkeypatch.setattr(alembic, "handlers", [])
+    monkeypatch.setattr(alembic, "propagate", True)
+    level = alembic.level
+    alembic.setLevel(logging.NOTSET)  # setLevel, unlike an attribute, clears the level caches
 
     def show(debug: bool = False) -> list[str]:
         logs.setup(debug)
         return capsys.readouterr().err
 
-    return show
+    yield show
+    alembic.setLevel(level)
 
 
 def _lines(text: str) -> list[str]:
