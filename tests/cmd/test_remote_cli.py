@@ -76,6 +76,9 @@ def run_in_terminal(
     pid, fd = pty.fork()
     if pid == 0:  # the child: its terminal is the pty
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        # As a person's shell starts it: a suite started in the background by a
+        # non-interactive shell ignores SIGINT, which exec would pass on to the CLI.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execvpe(command[0], command, env)
     output, answered, interrupted, deadline = b"", False, False, time.monotonic() + limit
     try:
