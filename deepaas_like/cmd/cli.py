@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import mimetypes
 import os
@@ -47,7 +46,7 @@ from deepaas_like.cmd.flags import flag_values
 from deepaas_like.cmd.local_progress import LocalJob
 from deepaas_like.cmd.local_versions import LocalVersion
 from deepaas_like.cmd.parsing import LOCAL_ONLY, METHOD_OUTPUT, REMOTE_ONLY, ModelFlags, build_parser, global_options
-from deepaas_like.cmd.printing import make_parent, print_json, write_json
+from deepaas_like.cmd.printing import failed, make_parent, print_json, write_json
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
 from deepaas_like.kinds import PREDICT, TRAIN, Kind
 from deepaas_like.model import args as model_args
@@ -280,16 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     with result_stdout() as result:
         try:
             return asyncio.run(run(argv, result))
-        except InvalidArguments as error:
-            json.dump(error.messages, sys.stderr)
-            sys.stderr.write("\n")
-            return 2
-        except DeepaasLikeError as error:
-            print(f"deepaas-like-cli: {error.message}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("deepaas-like-cli: stopped", file=sys.stderr)
-            return 130
+        except (DeepaasLikeError, KeyboardInterrupt) as error:
+            return failed(error)
 
 
 if __name__ == "__main__":

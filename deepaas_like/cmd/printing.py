@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, TextIO
 
-__all__ = ["make_parent", "print_json", "write_json"]
+from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
+
+__all__ = ["failed", "make_parent", "print_json", "write_json"]
 
 
 def make_parent(path: str) -> None:
@@ -28,3 +31,18 @@ def print_json(document: Any, result: TextIO) -> int:
     result.write("\n")
     result.flush()
     return 0
+
+
+def failed(error: DeepaasLikeError | KeyboardInterrupt) -> int:
+    """Say on stderr why the CLI stops, locally and with ``--url``; the exit code: 2 with
+    the field messages (JSON) of invalid arguments, 1 with the message of another error,
+    130 after Ctrl-C."""
+    if isinstance(error, InvalidArguments):
+        json.dump(error.messages, sys.stderr)
+        sys.stderr.write("\n")
+        return 2
+    if isinstance(error, DeepaasLikeError):
+        print(f"deepaas-like-cli: {error.message}", file=sys.stderr)
+        return 1
+    print("deepaas-like-cli: stopped", file=sys.stderr)
+    return 130

@@ -30,7 +30,7 @@ from deepaas_like.client import operations as ops
 from deepaas_like.client.encoding import is_json
 from deepaas_like.cmd.flags import FILE, LIST, Flag, flag_values
 from deepaas_like.cmd.parsing import METHOD_OUTPUT, ModelFlags, build_parser
-from deepaas_like.cmd.printing import make_parent, print_json, write_json
+from deepaas_like.cmd.printing import failed, make_parent, print_json, write_json
 from deepaas_like.exceptions import DeepaasLikeError, InvalidArguments
 
 __all__ = ["main", "remote_arguments", "run"]
@@ -44,21 +44,16 @@ def main(argv: list[str], first: argparse.Namespace) -> int:
     try:
         with Client(first.url, api_key=first.api_key) as client:
             return run(client, argv, first, sys.stdout)
-    except (InvalidArguments, ArgumentsError) as error:
-        messages = error.messages if isinstance(error, InvalidArguments) else error.fields
-        json.dump(messages, sys.stderr)
+    except ArgumentsError as error:  # the server's 422
+        json.dump(error.fields, sys.stderr)
         sys.stderr.write("\n")
         return 2
     except ClientError as error:
         where = "" if first.url in str(error) else f"{first.url}: "  # a failed request names its URL
         print(f"deepaas-like-cli: {where}{error}", file=sys.stderr)
         return 1
-    except DeepaasLikeError as error:
-        print(f"deepaas-like-cli: {error.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("deepaas-like-cli: stopped", file=sys.stderr)
-        return 130
+    except (DeepaasLikeError, KeyboardInterrupt) as error:
+        return failed(error)
     except BrokenPipeError:  # stdout closed early (| head): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -67,7 +62,18 @@ def main(argv: list[str], first: argparse.Namespace) -> int:
 def run(client: Client, argv: list[str], first: argparse.Namespace, result: TextIO) -> int:
     """Run the command ``argv`` asks for with ``client``; the result is written to
     ``result``. Raises ``ClientError``, ``DeepaasLikeError`` and ``SystemExit`` (flags).
+    A followed job that ended in ``error`` or ``cancelled`` prints its object (exit code
+    1); Ctrl-C while following stops following, not the job (130).
     """
+    try:
+        return _run(client, argv, first, result)
+    except _Stopped as stopped:
+        if stopped.job is not None:
+            print_json(stopped.job, result)
+        return stopped.code
+
+
+def _run(client: Client, argv: list[str], first: argparse.Namespace, result: TextIO) -> int:
     command = first.command[0] if first.command else None
     flags, model = None, None
     if command in ("predict", "train"):
@@ -218,12 +224,7 @@ def _predict_async(
     if first.no_wait:
         return print_json(job.document, result)
     _started(job, first)
-    try:
-        final = _wait(job, first)
-    except _Stopped as stopped:
-        if stopped.job is not None:
-            print_json(stopped.job, result)
-        return stopped.code
+    final = _wait(job, first)
     stored = final.get("result") or {}
     media_type = stored.get("media_type") or "application/json"
     if is_json(media_type):
@@ -300,14 +301,9 @@ def _wait(job: Job, first: argparse.Namespace) -> dict[str, Any]:
 
 
 def _follow(job: Job, first: argparse.Namespace, result: TextIO) -> int:
-    """Follow ``job`` until it ends; print its final object (also when it ended in
-    ``error`` or ``cancelled``: exit code 1)."""
-    try:
-        final = _wait(job, first)
-    except _Stopped as stopped:
-        if stopped.job is not None:
-            print_json(stopped.job, result)
-        return stopped.code
+    """Follow ``job`` until it ends; print its final object (raises :class:`_Stopped` as
+    :func:`_wait` does)."""
+    final = _wait(job, first)
     if first.method_output:
         write_json(first.method_output, final)
     return print_json(final, result)
