@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from deepaas_like.api import openapi, probes
+from deepaas_like.api import openapi, probes, web_page
 from deepaas_like.api import server_handlers as server
 from deepaas_like.api.metrics import metrics_endpoint
 from deepaas_like.api.security import Access
@@ -107,6 +107,17 @@ ROUTES: tuple[Route, ...] = (
     Route("metrics", "GET", "/metrics", metrics_endpoint, doc=openapi.metrics),
     Route("openapi", "GET", "/openapi.json", server.openapi_document, served=lambda s: s.doc_endpoint),
     Route("ui", "GET", "/ui", server.redirect_to_ui, served=lambda s: s.doc_endpoint),
+    # The web page is built in the browser from /openapi.json, so it is served with it. It
+    # loads without a key (Access.OPEN) and asks for one before it shows any model.
+    Route("web", "GET", "/web/", web_page.web_page, Access.OPEN, served=lambda s: s.doc_endpoint),
+    Route(
+        "web_asset",
+        "GET",
+        "/web/static/{path:.+}",
+        web_page.web_asset,
+        Access.OPEN,
+        served=lambda s: s.doc_endpoint,
+    ),
     Route("debug", "GET", "/debug", server.debug, Access.KEY, served=lambda s: s.debug_endpoint),
 )
 

@@ -40,7 +40,9 @@ def wait_for(url: str, status: str, timeout: float = 60.0) -> dict:
 def test_versions_and_v2(demo):
     root = requests.get(demo + "/").json()
     assert root["versions"][0]["id"] == "v2" and root["versions"][0]["version"] == "stable"
-    assert {link["rel"] for link in root["links"]} == {"help", "describedby"}
+    assert {link["rel"] for link in root["links"]} == {"help", "describedby", "alternate"}
+    web = next(link for link in root["links"] if link["rel"] == "alternate")
+    assert web["type"] == "text/html" and requests.get(demo + web["href"]).status_code == 200
     assert requests.get(demo + "/v2/").json()["id"] == "v2"
 
 

@@ -211,7 +211,8 @@ def test_one_start_line_and_one_shutdown_line(tmp_path):
     assert (
         lines[-2]
         == (
-            f"serving predict_only at {base} (REST {base}/v2/, Swagger UI {base}/api, gRPC 127.0.0.1:{grpc_port}); "
+            f"serving predict_only at {base} (REST {base}/v2/, Swagger UI {base}/api, web page {base}/web/, "
+            f"gRPC 127.0.0.1:{grpc_port}); "
             f"job database {database} (the default: shared by every server of this user; --database-url for one of its "
             f"own); model store {state}/deepaas_like/model-store; at most "
         )
@@ -235,7 +236,8 @@ def test_the_start_line_hides_a_password_and_names_a_database_of_its_own():
     line = start_line(settings, ["demo", "other"], "http://0.0.0.0:5000", 100, "asyncio")
     assert line == (
         "serving demo, other at http://0.0.0.0:5000 (REST http://0.0.0.0:5000/v2/, Swagger UI "
-        "http://0.0.0.0:5000/api); job database postgresql://jobs:***@db.example/jobs; model store "
+        "http://0.0.0.0:5000/api, web page http://0.0.0.0:5000/web/); "
+        "job database postgresql://jobs:***@db.example/jobs; model store "
         "s3://bucket/models; at most 100 connections, asyncio event loop"
     )
 

@@ -77,6 +77,7 @@ async def api_versions(request: web.Request) -> web.Response:
     if request.app[SETTINGS].doc_endpoint:
         links = [
             {"rel": "help", "type": "text/html", "href": request.app[LINKS].url(request, "/api")},
+            {"rel": "alternate", "type": "text/html", "href": request.app[LINKS].url(request, "/web/")},
             {
                 "rel": "describedby",
                 "type": "application/json",

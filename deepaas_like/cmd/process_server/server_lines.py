@@ -4,7 +4,7 @@ it uses, then what its shutdown drained or interrupted.
 A start::
 
     serving demo at http://127.0.0.1:5000 (REST http://127.0.0.1:5000/v2/, Swagger UI
-    http://127.0.0.1:5000/api); job database sqlite+aiosqlite:////home/me/.local/state/
+    http://127.0.0.1:5000/api, web page http://127.0.0.1:5000/web/); job database sqlite+aiosqlite:////home/me/.local/state/
     deepaas_like/jobs.sqlite (the default: shared by every server of this user;
     --database-url for one of its own); model store /home/me/.local/state/deepaas_like/
     model-store; at most 10000 connections, uvloop event loop
@@ -42,6 +42,7 @@ def start_line(settings: Settings, models: list[str], address: str, connections:
     urls = [f"REST {base}/v2/"]
     if settings.doc_endpoint:
         urls.append(f"Swagger UI {base}/api")
+        urls.append(f"web page {base}/web/")
     if settings.grpc_port:
         urls.append(f"gRPC {settings.listen_ip}:{settings.grpc_port}")
     database = shown_url(settings.database_url)
