@@ -70,7 +70,7 @@ def test_the_pages_own_files_fetch_nothing_from_elsewhere():
     for path in own:
         text = path.read_text()
         assert not re.search(r"""(?:src|href|url)\s*[=(]\s*["']?(?:https?:)?//""", text), path
-        assert "fetch(\"http" not in text and "fetch('http" not in text, path
+        assert 'fetch("http' not in text and "fetch('http" not in text, path
 
 
 def test_the_pinned_libraries_are_unchanged_and_carry_their_licences():
