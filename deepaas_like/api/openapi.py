@@ -197,7 +197,11 @@ def setup_openapi(app: web.Application, settings: Settings) -> AiohttpApiSpec:
         title="deepaas_like",
         version=deepaas_like.__version__,
         openapi_version=OpenApiVersion.V303,
-        info={"description": "Model serving API (DEEPaaS V2 compatible)."},
+        # Swagger UI shows it as Markdown; the link is relative to its page (<base-path>/api).
+        info={
+            "description": "Model serving API (DEEPaaS V2 compatible). Forms for every model, answers shown "
+            "as what they are, and trainings with live charts: [the web page](web/)."
+        },
     )
     add_attribute_functions(api_spec)
     return api_spec
