@@ -160,9 +160,20 @@ async function modelView(target, [name], signal) {
     target,
     modelHeader(document, baseName(name), "overview"),
     stateLine(state, name),
+    await versionsLine(document, name, signal),
     h("h2", {}, "Metadata"),
     metadataList(model),
   );
+}
+
+// "3 versions, version 2 promoted" with a link to them, for a model that makes versions.
+async function versionsLine(document, name, signal) {
+  if (!document.paths[modelPath(name, "versions/")] || name.includes("@")) return null;
+  const listing = await json(`v2/models/${encodeURIComponent(name)}/versions/`, {signal}).catch(() => null);
+  if (!listing) return null;
+  const count = (listing.versions || []).length;
+  const promoted = listing.promoted_version ? `, version ${listing.promoted_version} promoted` : ", none promoted";
+  return h("p", {class: "state"}, h("a", {href: modelHash(name, "versions")}, `${count} version${count === 1 ? "" : "s"}`), count ? promoted : "");
 }
 
 function metadataList(model) {
