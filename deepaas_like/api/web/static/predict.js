@@ -278,7 +278,10 @@ function showJob(view, running) {
   if (progress === null) view.progress.removeAttribute("value");
   else view.progress.value = progress;
   const percent = progress === null ? "" : ` ${Math.round(progress * 100)} %`;
-  running.note = `job ${job.uuid.slice(0, 8)} ${job.status}${percent}${job.message ? `: ${job.message}` : ""}`;
+  // The plugin's latest report (deepaas_like.progress.report) is the job's last event.
+  const reports = (job.events || []).filter((event) => event.message);
+  const message = job.message || (reports.length ? reports[reports.length - 1].message : "");
+  running.note = `job ${job.uuid.slice(0, 8)} ${job.status}${percent}${message ? `: ${message}` : ""}`;
   showElapsed(view, running);
 }
 
