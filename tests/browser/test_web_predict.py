@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot_path
@@ -51,9 +52,9 @@ def server(module_server, tmp_path_factory) -> str:
     """demo, slow (a predict that reports progress) and ai4os_demo_app on one server."""
     folder = tmp_path_factory.mktemp("plugins")
     app = install_ai4os_demo_app(folder)
-    plugins = make_plugin_site(folder / "test-plugins", {"slow": "slow"})
+    plugins = make_plugin_site(folder / "test-plugins", {"slow": "slow", "reporting": "reporting"})
     path = os.pathsep.join([app["PYTHONPATH"], plugins["PYTHONPATH"]])
-    return module_server("demo", "slow", "ai4os_demo_app", env={**app, "PYTHONPATH": path})
+    return module_server("demo", "slow", "reporting", "ai4os_demo_app", env={**app, "PYTHONPATH": path})
 
 
 @pytest.fixture
@@ -223,6 +224,35 @@ def test_a_job_can_be_cancelled(page, server):
     assert_clean(page)
 
 
+# --- versions -----------------------------------------------------------------------------
+
+
+def test_a_version_is_chosen_and_predicts(page, server, tmp_path):
+    started = requests.post(server + "/v2/models/reporting/train/", data={"value": "5"}, timeout=60).json()
+    events = requests.get(f"{server}/v2/models/reporting/train/{started['uuid']}/events", timeout=120)
+    assert '"status": "done"' in events.text
+    versions = requests.get(server + "/v2/models/reporting/versions/", timeout=60).json()["versions"]
+    assert [version["id"] for version in versions] == ["reporting@1"]
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"12345678")
+
+    open_predict(page, server, "reporting@1")
+    version = page.get_by_label("Version")
+    expect(version).to_have_value("reporting@1")
+    field(page, "data").set_input_files(str(data))
+    sent = predict(page)
+    assert urlsplit(sent.url).path == "/v2/models/reporting@1/predict/"
+    answered(page)
+    expect(page.locator(".json-tree")).to_contain_text("value: 5")  # what version 1 learnt
+
+    version.select_option("reporting")  # the served version again
+    assert page.url.endswith("#/models/reporting/predict")
+    sent = predict(page)
+    assert urlsplit(sent.url).path == "/v2/models/reporting/predict/"
+    answered(page)
+    assert_clean(page)
+
+
 # --- ai4os-demo-app, the real public plugin -----------------------------------------------
 
 
@@ -284,6 +314,10 @@ def test_ai4os_demo_app_json_shows_its_media_and_classification(page, server, so
     expect(page.locator(".json-tree")).to_contain_text("demo_int_range: 7")
     expect(page.locator(".json-tree")).to_contain_text("in base64 (shown above)")
     shoot(page, "web-predict-ai4os-json.png")
+    # At a phone's width the page does not scroll sideways (wide parts scroll in their box).
+    page.set_viewport_size({"width": 390, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    shoot(page, "web-predict-ai4os-json-phone.png")
     assert_clean(page)
 
 

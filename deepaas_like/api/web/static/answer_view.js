@@ -63,7 +63,7 @@ function mediaView(kind, blob, filename, urls, caption = null) {
     media = h(kind, {src: address, controls: true, preload: "metadata", "aria-label": label});
   }
   const facts = h("span", {class: "media-facts"}, `${blob.type || kind} · ${bytesText(blob.size)}`);
-  if (kind === "image") media.addEventListener("load", () => facts.append(` · ${media.naturalWidth}×${media.naturalHeight} px`));
+  if (kind === "image") media.addEventListener("load", () => showSize(media, facts));
   return h(
     "figure",
     {class: `answer-media answer-${kind}`},
@@ -71,6 +71,20 @@ function mediaView(kind, blob, filename, urls, caption = null) {
     media,
     download(blob, filename, urls),
   );
+}
+
+// Images narrower than this are drawn at a whole multiple of their size, pixels kept sharp
+// (a generated 64x64 image is otherwise a stamp).
+const SMALLEST_SHOWN = 160;
+
+function showSize(image, facts) {
+  const {naturalWidth: width, naturalHeight: height} = image;
+  facts.append(` · ${width}×${height} px`);
+  if (!width || width >= SMALLEST_SHOWN) return;
+  const scale = Math.ceil(SMALLEST_SHOWN / width);
+  image.style.width = `${width * scale}px`;
+  image.classList.add("enlarged");
+  facts.append(` (shown ×${scale})`);
 }
 
 // --- ZIP ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // /openapi.json documents them from its marshmallow fields): one control per property, its
 // default, range and description, and room beside it for the server's 422 messages.
 import {resolve} from "./api.js";
-import {h, slug} from "./dom.js";
+import {h, replace, slug} from "./dom.js";
 
 /** The media types a file argument takes, from its description, as deepaas_ui reads it
  * ("image", "video" or "audio" in the description; several or none: any file). */
@@ -112,10 +112,10 @@ function fileControl(schema, id, required) {
     if (previewURL) URL.revokeObjectURL(previewURL);
     previewURL = null;
     const file = input.files[0];
-    if (!file) return void preview.replaceChildren();
+    if (!file) return void replace(preview);
     const media = mediaKind(file.type);
     if (media) previewURL = URL.createObjectURL(file);
-    preview.replaceChildren(filePreview(media, previewURL, file), h("span", {class: "file-facts"}, `${file.name} · ${bytesText(file.size)}`));
+    replace(preview, filePreview(media, previewURL, file), h("span", {class: "file-facts"}, `${file.name} · ${bytesText(file.size)}`));
   });
   return {
     element: h("div", {class: "file-control"}, input, preview),
@@ -175,7 +175,8 @@ function numberControl(schema, id, required, name) {
     value: schema.default ?? null,
     required,
   });
-  const bounded = integer && schema.minimum !== undefined && schema.maximum !== undefined && !schema.exclusiveMinimum && !schema.exclusiveMaximum;
+  // A slider helps over a span a hand can pick from (not a seed's 2**53).
+  const bounded = integer && !schema.exclusiveMinimum && !schema.exclusiveMaximum && schema.maximum - schema.minimum <= SLIDER_SPAN;
   if (!bounded) return single(input);
   const slider = h("input", {type: "range", min: schema.minimum, max: schema.maximum, step: 1, value: schema.default ?? schema.minimum, "aria-label": `${name} (slider)`, tabindex: "-1"});
   slider.addEventListener("input", () => {
@@ -189,6 +190,8 @@ function numberControl(schema, id, required, name) {
 
 // Free text: a text area for what is written in sentences (a text to classify, a prompt),
 // a one-line box for the rest.
+const SLIDER_SPAN = 10000;
+
 function textControl(schema, id, required, name) {
   const type = {date: "date", "date-time": "datetime-local", password: "password", email: "email", uri: "url"}[schema.format] || "text";
   const prose = type === "text" && !schema.enum && (PROSE_NAME.test(name) || schema.maxLength > 200);
