@@ -2,7 +2,7 @@
 // /openapi.json documents them from its marshmallow fields): one control per property, its
 // default, range and description, and room beside it for the server's 422 messages.
 import {resolve} from "./api.js";
-import {h, slug} from "./dom.js";
+import {h, replace, slug} from "./dom.js";
 
 /** The media types a file argument takes, from its description, as deepaas_ui reads it
  * ("image", "video" or "audio" in the description; several or none: any file). */
@@ -17,7 +17,8 @@ export function fileKind(schema) {
  * options.omit: property names left out (e.g. "accept"); options.prefix: id prefix.
  * Returns {element, fields, formData(), showErrors(messages), clearErrors()}:
  * formData() gives a FormData of the filled fields (empty optional ones are left for the
- * server's defaults); showErrors({name: ["message"]}) writes each message beside its field
+ * server's defaults); jsonBody() the same as a JSON object, typed as the schema says (for an
+ * application/json request body; files are left out); showErrors({name: ["message"]}) writes each message beside its field
  * and returns the names that have no field here.
  */
 export function buildForm(document, schema, options = {}) {
@@ -42,6 +43,7 @@ export function buildForm(document, schema, options = {}) {
       for (const [name, field] of fields) field.append(data, name);
       return data;
     },
+    jsonBody: () => jsonBody(fields),
     showErrors: (messages) => showErrors(fields, messages),
     clearErrors: () => {
       for (const field of fields.values()) field.setError([]);
@@ -50,7 +52,7 @@ export function buildForm(document, schema, options = {}) {
 }
 
 function buildField(document, name, schema, required, id) {
-  const control = controlOf(document, schema, id, required);
+  const control = controlOf(document, schema, id, required, name);
   const hint = schema.description ? h("p", {class: "field-hint", id: `${id}-hint`}, schema.description) : null;
   const error = h("p", {class: "field-error", id: `${id}-error`, "aria-live": "polite"});
   control.input.setAttribute("aria-describedby", [hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(" "));
@@ -78,14 +80,14 @@ function rangeText(schema) {
 }
 
 // The control of one property: {element, input, append(formData, name)}.
-function controlOf(document, schema, id, required) {
+function controlOf(document, schema, id, required, name) {
   if (schema.format === "binary") return fileControl(schema, id, required);
   if (schema.enum) return selectControl(schema, id, required);
   if (schema.type === "boolean") return booleanControl(schema, id);
-  if (schema.type === "integer" || schema.type === "number") return numberControl(schema, id, required);
+  if (schema.type === "integer" || schema.type === "number") return numberControl(schema, id, required, name);
   if (schema.type === "array") return listControl(document, schema, id, required);
   if (schema.type === "object") return jsonControl(schema, id, required);
-  return textControl(schema, id, required);
+  return textControl(schema, id, required, name);
 }
 
 function single(input, toValue = (element) => element.value) {
@@ -99,16 +101,49 @@ function single(input, toValue = (element) => element.value) {
   };
 }
 
+// A file picker with what it takes (image/*, audio/*, video/*) and a preview of the chosen
+// file, so a person sees what will be sent: the image, or a player for audio and video.
 function fileControl(schema, id, required) {
   const kind = fileKind(schema);
   const input = h("input", {id, type: "file", accept: kind ? `${kind}/*` : null, required, dataset: {kind: kind || "file"}});
+  const preview = h("div", {class: "file-preview", id: `${id}-preview`, "aria-live": "polite"});
+  let previewURL = null;
+  input.addEventListener("change", () => {
+    if (previewURL) URL.revokeObjectURL(previewURL);
+    previewURL = null;
+    const file = input.files[0];
+    if (!file) return void replace(preview);
+    const media = mediaKind(file.type);
+    if (media) previewURL = URL.createObjectURL(file);
+    replace(preview, filePreview(media, previewURL, file), h("span", {class: "file-facts"}, `${file.name} · ${bytesText(file.size)}`));
+  });
   return {
-    element: input,
+    element: h("div", {class: "file-control"}, input, preview),
     input,
     append(data, name) {
       if (input.files.length) data.append(name, input.files[0], input.files[0].name);
     },
   };
+}
+
+function filePreview(media, address, file) {
+  if (media === "image") return h("img", {src: address, alt: `preview of ${file.name}`});
+  if (media === "audio") return h("audio", {src: address, controls: true, "aria-label": `preview of ${file.name}`});
+  if (media === "video") return h("video", {src: address, controls: true, muted: true, "aria-label": `preview of ${file.name}`});
+  return null;
+}
+
+/** "image", "audio" or "video" for a media type ("image/png"), else null. */
+export function mediaKind(mediaType) {
+  const top = String(mediaType || "").split("/")[0].toLowerCase();
+  return ["image", "audio", "video"].includes(top) ? top : null;
+}
+
+/** A size in bytes as people read it: "830 B", "12.4 kB", "3.1 MB". */
+export function bytesText(size) {
+  if (size < 1000) return `${size} B`;
+  if (size < 1e6) return `${(size / 1e3).toFixed(1)} kB`;
+  return `${(size / 1e6).toFixed(1)} MB`;
 }
 
 function selectControl(schema, id, required) {
@@ -126,25 +161,52 @@ function booleanControl(schema, id) {
   return single(input, (element) => (element.checked ? "true" : "false"));
 }
 
-function numberControl(schema, id, required) {
+// A number, with a slider beside it when both ends of its range are known (as Gradio draws a
+// bounded integer): the number box stays the labelled control the form reads.
+function numberControl(schema, id, required, name) {
+  const integer = schema.type === "integer";
   const input = h("input", {
     id,
     type: "number",
-    inputmode: schema.type === "integer" ? "numeric" : "decimal",
-    step: schema.type === "integer" ? "1" : "any",
+    inputmode: integer ? "numeric" : "decimal",
+    step: integer ? "1" : "any",
     min: schema.exclusiveMinimum ? null : schema.minimum,
     max: schema.exclusiveMaximum ? null : schema.maximum,
     value: schema.default ?? null,
     required,
   });
+  // A slider helps over a span a hand can pick from (not a seed's 2**53).
+  const bounded = integer && !schema.exclusiveMinimum && !schema.exclusiveMaximum && schema.maximum - schema.minimum <= SLIDER_SPAN;
+  if (!bounded) return single(input);
+  const slider = h("input", {type: "range", min: schema.minimum, max: schema.maximum, step: 1, value: schema.default ?? schema.minimum, "aria-label": `${name} (slider)`, tabindex: "-1"});
+  slider.addEventListener("input", () => {
+    input.value = slider.value;
+  });
+  input.addEventListener("input", () => {
+    if (input.value !== "") slider.value = input.value;
+  });
+  return {...single(input), element: h("div", {class: "number-control"}, input, slider)};
+}
+
+// Free text: a text area for what is written in sentences (a text to classify, a prompt),
+// a one-line box for the rest.
+const SLIDER_SPAN = 10000;
+
+function textControl(schema, id, required, name) {
+  const type = {date: "date", "date-time": "datetime-local", password: "password", email: "email", uri: "url"}[schema.format] || "text";
+  const prose = type === "text" && !schema.enum && (PROSE_NAME.test(name) || schema.maxLength > 200);
+  if (prose) {
+    const input = h("textarea", {id, rows: 3, required, minlength: schema.minLength, maxlength: schema.maxLength}, schema.default ?? "");
+    return single(input);
+  }
+  // A password argument is a secret for the model, not this page's login: never autofilled.
+  const autocomplete = type === "password" ? "new-password" : null;
+  const input = h("input", {id, type, value: schema.default ?? null, required, minlength: schema.minLength, maxlength: schema.maxLength, autocomplete});
   return single(input);
 }
 
-function textControl(schema, id, required) {
-  const type = {date: "date", "date-time": "datetime-local", password: "password", email: "email", uri: "url"}[schema.format] || "text";
-  const input = h("input", {id, type, value: schema.default ?? null, required, minlength: schema.minLength, maxlength: schema.maxLength});
-  return single(input);
-}
+// Argument names whose values are sentences rather than words.
+const PROSE_NAME = /(^|_)(text|texts|prompt|sentences?|question|query|caption)$/i;
 
 function jsonControl(schema, id, required) {
   const value = schema.default === undefined ? null : JSON.stringify(schema.default);
@@ -202,4 +264,32 @@ function flatten(value) {
   if (Array.isArray(value)) return value.flatMap(flatten);
   if (value && typeof value === "object") return Object.entries(value).flatMap(([key, inner]) => flatten(inner).map((m) => `${key}: ${m}`));
   return [String(value)];
+}
+
+// The filled fields as a JSON object, each value typed by its schema (numbers, booleans,
+// lists, objects written as JSON), for a request body of application/json.
+function jsonBody(fields) {
+  const data = new FormData();
+  for (const [name, field] of fields) field.append(data, name);
+  const body = {};
+  for (const [name, field] of fields) {
+    const values = data.getAll(name).filter((value) => typeof value === "string");
+    if (!values.length) continue;
+    if (field.schema.type === "array") body[name] = values.map((value) => typed(field.schema.items || {}, value));
+    else body[name] = typed(field.schema, values[0]);
+  }
+  return body;
+}
+
+function typed(schema, text) {
+  if (schema.type === "integer" || schema.type === "number") return text.trim() === "" || Number.isNaN(Number(text)) ? text : Number(text);
+  if (schema.type === "boolean") return text === "true";
+  if (schema.type === "object") {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text; // the server says what is wrong with it, beside the field
+    }
+  }
+  return text;
 }
