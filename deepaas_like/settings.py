@@ -384,7 +384,10 @@ class Settings:
     )
     train_endpoint: bool = HTTP.option(cfg.BoolOpt, "train-endpoint", True, "Serve the train endpoints (402 when off).")
     doc_endpoint: bool = HTTP.option(
-        cfg.BoolOpt, "doc-endpoint", True, "Serve /swagger.json, /openapi.json, Swagger UI at /api and the web page at /web/."
+        cfg.BoolOpt,
+        "doc-endpoint",
+        True,
+        "Serve /swagger.json, /openapi.json, Swagger UI at /api and the web page at /web/.",
     )
     debug_endpoint: bool = HTTP.option(cfg.BoolOpt, "debug-endpoint", False, "Serve recent log lines at /debug.")
     debug: bool = LOGGING.option(cfg.BoolOpt, "debug", False, "Log at DEBUG and add tracebacks to error responses.")
