@@ -144,8 +144,47 @@ function jsonAnswer(value, context) {
     {class: "answer-json"},
     findClassifications(value, "", 0).map(classificationChart),
     media.map((found) => mediaView(found.kind, found.blob, `${found.path.replace(/[^\w.-]+/g, "_") || "media"}.${found.blob.type.split("/")[1]}`, context.urls, found.path)),
+    findRecords(value, "", 0).map(recordsTable),
     h("details", {class: "json-tree", open: true}, h("summary", {}, "Answer as JSON"), treeNode(value, "", shownMedia, 0)),
     rawJSON(value),
+  );
+}
+
+// A list of records (objects of the same plain fields: a caption per frame, a box per
+// detection) reads best as a table: [{path, rows, columns}], at most two levels down.
+function findRecords(value, path, depth, found = []) {
+  if (depth > 2 || value === null || typeof value !== "object") return found;
+  if (isRecords(value)) {
+    const columns = [...new Set(value.flatMap((row) => Object.keys(row)))];
+    found.push({path: path || "answer", rows: value, columns});
+    return found;
+  }
+  const entries = Array.isArray(value) ? [] : Object.entries(value);
+  for (const [key, item] of entries) findRecords(item, childPath(path, key, false), depth + 1, found);
+  return found;
+}
+
+function isRecords(value) {
+  if (!Array.isArray(value) || value.length < 2 || value.length > 1000) return false;
+  const plain = (row) => row && typeof row === "object" && !Array.isArray(row) && Object.values(row).every((cell) => cell === null || typeof cell !== "object" || isShortList(cell));
+  if (!value.every(plain)) return false;
+  const keys = Object.keys(value[0]);
+  return keys.length >= 2 && keys.length <= 12 && value.every((row) => keys.every((key) => key in row));
+}
+
+function recordsTable({path, rows, columns}) {
+  const cell = (value) => (value === null || value === undefined ? "" : typeof value === "object" ? JSON.stringify(value) : String(value));
+  return h(
+    "div",
+    {class: "table-wrap answer-records"},
+    h(
+      "table",
+      {},
+      h("caption", {}, `${path} (${rows.length})`),
+      h("thead", {}, h("tr", {}, columns.map((column) => h("th", {scope: "col"}, column)))),
+      h("tbody", {}, rows.slice(0, LIST_ITEMS).map((row) => h("tr", {}, columns.map((column) => h("td", {}, cell(row[column])))))),
+    ),
+    rows.length > LIST_ITEMS ? h("p", {class: "muted"}, `… ${rows.length - LIST_ITEMS} more rows in the JSON below`) : null,
   );
 }
 

@@ -14,6 +14,7 @@ const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("api-key");
 const keyStatus = document.getElementById("key-status");
 const forgetKey = document.getElementById("forget-key");
+const keyEntry = document.getElementById("key-entry");
 const modelsNav = document.getElementById("models-nav");
 
 const ROUTES = [
@@ -68,7 +69,9 @@ async function ready() {
   if (!apiKey()) return askForKey("");
   const refused = await keyRefused(document);
   if (refused) return askForKey(refused);
-  keyStatus.textContent = "key accepted";
+  // Accepted: the header says so in one line; the entry comes back with "Forget key".
+  keyEntry.hidden = true;
+  keyStatus.textContent = "API key in use";
   forgetKey.hidden = false;
   return document;
 }
@@ -91,6 +94,7 @@ async function keyRefused(document) {
 
 function askForKey(message) {
   keyForm.hidden = false;
+  keyEntry.hidden = false;
   forgetKey.hidden = !apiKey();
   keyStatus.textContent = message;
   replace(modelsNav);
@@ -139,7 +143,7 @@ function modelCard(document, model, state) {
     "article",
     {class: "card", "aria-labelledby": `model-${name}`},
     h("h2", {id: `model-${name}`}, h("a", {href: modelHash(name)}, name)),
-    model.description ? h("p", {}, model.description) : null,
+    model.description ? h("p", {}, summary(String(model.description))) : null,
     model.error ? notice("error", `metadata: ${model.error.message}`) : null,
     stateLine(state, name),
     h(
@@ -150,6 +154,12 @@ function modelCard(document, model, state) {
       document.paths[modelPath(name, "versions/")] ? h("a", {class: "button", href: modelHash(name, "versions")}, "Versions") : null,
     ),
   );
+}
+
+// A card shows a description's first sentence or so; the model's page shows all of it.
+function summary(text, limit = 220) {
+  const line = text.split(/\n\s*\n/)[0].trim();
+  return line.length <= limit ? line : `${line.slice(0, line.lastIndexOf(" ", limit)).trimEnd()}…`;
 }
 
 // "#/models/{name}": metadata in full, workers' state.
