@@ -16,6 +16,7 @@ export const routes = [
 ];
 const STATUSES = ["pending", "running", "done", "error", "cancelled"];
 const LISTED = 200; // the newest trainings listed; older ones stay reachable by the API
+const LOGGED = 500; // events kept in a live view's log (a long training reports thousands)
 
 /** The API path of a model's trainings, or of one ("v2/models/demo/train/<uuid>"). */
 function trainPath(name, uuid = "") {
@@ -203,14 +204,29 @@ function trainingsTable(model, trainings, onPick) {
 
 function argumentsText(args) {
   return Object.entries(args || {})
-    .map(([key, value]) => `${key}=${typeof value === "object" && value !== null ? (value.original_filename || value.filename || JSON.stringify(value)) : value}`)
+    .map(([key, value]) => `${key}=${argumentText(value)}`)
     .join(", ");
+}
+
+// An argument's value in a line: an upload by its file name.
+function argumentText(value) {
+  if (typeof value !== "object" || value === null) return String(value);
+  return value.original_filename || value.filename || JSON.stringify(value);
 }
 
 function metricsText(metrics) {
   return Object.entries(metrics || {})
     .map(([key, value]) => `${key} ${metricText(value)}`)
     .join(", ");
+}
+
+// A training's line in a comparison: its short uuid and the arguments that differ between
+// the trainings compared (else its date).
+function seriesLabel(job, trainings) {
+  const text = (value) => JSON.stringify(value);
+  const keys = Object.keys(job.args || {}).filter((key) => trainings.some((other) => text((other.args || {})[key]) !== text(job.args[key])));
+  const differ = keys.map((key) => `${key}=${argumentText(job.args[key])}`);
+  return `${job.uuid.slice(0, 8)} (${differ.length ? differ.join(", ") : when(job.date)})`;
 }
 
 const compared = new WeakMap(); // a compare box -> its charts (destroyed when redrawn)
@@ -222,7 +238,7 @@ function drawCompare(target, trainings) {
   for (const job of trainings) {
     for (const [metric, points] of Object.entries(metricPoints(job))) {
       if (!byMetric.has(metric)) byMetric.set(metric, []);
-      byMetric.get(metric).push({label: `${job.uuid.slice(0, 8)} (${when(job.date)})`, points});
+      byMetric.get(metric).push({label: seriesLabel(job, trainings), points});
     }
   }
   const charts = [...byMetric].map(([metric, series]) =>
@@ -364,6 +380,7 @@ function drawLog(log, logged, job) {
     logged.add(key);
     log.append(h("li", {class: event.source === "server" ? "server" : null}, h("time", {}, String(event.time || "").slice(11, 19)), " ", event.message));
   }
+  while (log.childElementCount > LOGGED) log.firstElementChild.remove();
   if (following) log.scrollTop = log.scrollHeight;
 }
 
