@@ -152,6 +152,13 @@ def test_text_classifier_training_live_then_its_version_promoted_and_used(page, 
     card.get_by_role("link", name="Predict with this version").click()
     expect(page).to_have_url(re.compile(rf"#/models/text_classifier(@|%40){number}/predict$"))
 
+    page.go_back()
+    page.get_by_role("button", name="Roll back").click()
+    expect(page.locator(".serving")).to_contain_text("serves the plugin as installed")
+    card.get_by_role("button", name="Delete").click()  # confirmed by the page fixture
+    expect(page.locator(".said")).to_contain_text(f"{version} is deleted")
+    expect(card).to_have_count(0)
+
 
 def test_demo_training_watched_live_then_cancelled(page, server):
     _start(page, server, "demo", {"epochs": "200", "epoch_seconds": "0.3"})
@@ -162,7 +169,8 @@ def test_demo_training_watched_live_then_cancelled(page, server):
     expect(chart.locator(".chart-summary")).to_contain_text("last ")
     expect(page.locator("#training-progress")).not_to_have_js_property("value", 0)
     page.set_viewport_size({"width": 390, "height": 900})  # the chart follows its box
-    page.wait_for_function("document.querySelector('figure.chart canvas').clientWidth < 390")
+    # A function, not an expression: the page's CSP forbids eval, which string expressions use.
+    page.wait_for_function("() => document.querySelector('figure.chart canvas').clientWidth < 390")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.set_viewport_size({"width": 1280, "height": 1000})
 
