@@ -29,8 +29,9 @@ function figure(metric, caption) {
   return {element, plot, summary};
 }
 
-function options(metric, width, series) {
+function options(metric, width, series, legend = {}) {
   return {
+    legend,
     width,
     height: HEIGHT,
     scales: {x: {time: false}},
@@ -106,7 +107,8 @@ export function compareChart(metric, series, caption = metric) {
   });
   const data = tables.length ? uPlot.join(tables) : [[]];
   const lines = series.map(({label}, index) => ({label, stroke: COLOURS[index % COLOURS.length], width: 2, spanGaps: true, points: {show: true, size: 4}}));
-  const chart = new uPlot(options(metric, 600, lines), data, plot);
+  // The legend names the lines (its values under the cursor would be one line per training).
+  const chart = new uPlot(options(metric, 600, lines, {live: false}), data, plot);
   const observer = fitWidth(chart, plot);
   element.dataset.points = String(data[0].length);
   element.dataset.series = String(series.length);

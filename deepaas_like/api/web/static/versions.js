@@ -53,9 +53,7 @@ function drawVersions(target, model, listing, act) {
     h(
       "p",
       {class: "serving"},
-      `${model} serves `,
-      promoted ? h("strong", {}, promoted) : "the plugin as installed (no promoted version)",
-      ". ",
+      h("span", {}, `${model} serves `, promoted ? h("strong", {}, promoted) : "the plugin as installed (no promoted version)", "."),
       promoted ? rollback : null,
     ),
     listing.versions.length
