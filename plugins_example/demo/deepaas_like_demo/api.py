@@ -12,6 +12,7 @@ import json
 import random
 import time
 import zipfile
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate
@@ -21,7 +22,12 @@ try:
     from deepaas_like.progress import report
 except ImportError:  # served by plain DEEPaaS: progress is not reported
 
-    def report(progress: float | None = None, message: str | None = None) -> None:
+    def report(
+        progress: float | None = None,
+        message: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        step: int | None = None,
+    ) -> None:
         pass
 
 
@@ -144,8 +150,8 @@ def get_train_args() -> dict[str, fields.Field]:
 
 def train(epochs: int = 5, learning_rate: float = 0.1, epoch_seconds: float = 0.0, seed: int = 0) -> dict[str, Any]:
     """Fit ``y = a*x + b`` on 200 noisy points of ``y = 2x + 1`` by full-batch gradient
-    descent, reporting progress after each epoch; returns the mean squared error after each
-    epoch and the fitted ``a``, ``b``.
+    descent, reporting progress and the epoch's loss (metric ``loss`` at step ``epoch``) after
+    each epoch; returns the mean squared error after each epoch and the fitted ``a``, ``b``.
     """
     rng = random.Random(seed)
     points = [(x, 2 * x + 1 + rng.gauss(0, 0.05)) for x in (rng.uniform(-1, 1) for _ in range(200))]
@@ -158,7 +164,7 @@ def train(epochs: int = 5, learning_rate: float = 0.1, epoch_seconds: float = 0.
         b -= learning_rate * grad_b
         loss = sum((a * x + b - y) ** 2 for x, y in points) / len(points)
         history.append({"epoch": epoch, "loss": round(loss, 6)})
-        report(progress=epoch / epochs, message=f"epoch {epoch}: loss {loss:.6f}")
+        report(progress=epoch / epochs, message=f"epoch {epoch}: loss {loss:.6f}", metrics={"loss": loss}, step=epoch)
         if epoch_seconds:
             time.sleep(epoch_seconds)
     return {"epochs": history, "final_loss": history[-1]["loss"], "a": round(a, 4), "b": round(b, 4)}
