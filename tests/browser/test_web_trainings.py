@@ -221,5 +221,5 @@ def test_a_refused_argument_is_shown_beside_its_field(page, server):
     assert answer.value.status == 422
     field = page.locator(".field[data-field=epochs]")
     expect(field.locator(".field-error")).to_contain_text("greater than or equal to 1")
-    expect(field.locator("input")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#train-epochs")).to_have_attribute("aria-invalid", "true")
     expect(page).to_have_url(re.compile(r"#/models/demo/trainings$"))
