@@ -120,7 +120,8 @@ function drawModelsNav(document) {
   const names = Object.keys(document.paths)
     .map((path) => path.match(/^\/v2\/models\/([^/{}]+)\/$/))
     .filter(Boolean)
-    .map((match) => match[1]);
+    .map((match) => match[1])
+    .filter((name) => !name.includes("@")); // a version is reached from its model's Versions tab
   replace(modelsNav, names.map((name) => h("a", {href: modelHash(name)}, name)));
 }
 
