@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -55,3 +56,11 @@ def screenshot_path(name: str) -> Path | None:
         return None
     Path(folder).mkdir(parents=True, exist_ok=True)
     return Path(folder) / name
+
+
+def request_host(url: str) -> str | None:
+    """The host a page's request went to; None for data: and blob: URLs (never on the
+    network). Tests assert that every other request went to 127.0.0.1, the server."""
+    if url.startswith(("data:", "blob:")):
+        return None
+    return urlsplit(url).hostname

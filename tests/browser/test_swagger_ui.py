@@ -10,13 +10,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot_path
+from tests.browser.conftest import request_host, screenshot_path
 
 KEY = "swagger-s3cret"
 PREDICT = "/v2/models/demo/predict/"
@@ -38,16 +37,9 @@ def page(chromium, keyed_demo) -> Iterator[Any]:
     page = context.new_page()
     page.set_default_timeout(STEP_MS)
     page.hosts = []
-    page.on("request", lambda request: page.hosts.append(_host(request.url)))
+    page.on("request", lambda request: page.hosts.append(request_host(request.url)))
     yield page
     context.close()
-
-
-def _host(url: str) -> str | None:
-    """The host a request went to; None for data: and blob: URLs (never on the network)."""
-    if url.startswith(("data:", "blob:")):
-        return None
-    return urlsplit(url).hostname
 
 
 def _open_predict(page: Any, server: str, image: Path) -> Any:

