@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
+import zipfile
 
 import pytest
 import requests
@@ -90,3 +93,15 @@ def test_no_page_without_the_documents(run_server):
     assert requests.get(server + "/web/static/app.js", timeout=30).status_code == 404
     links = requests.get(server + "/", timeout=30).json()["links"]
     assert links == []
+
+
+def test_the_wheel_carries_every_file_of_the_page(tmp_path):
+    # package_data in setup.cfg lists them by pattern: a new folder would be left out of
+    # the wheel users install while an editable install still finds it.
+    root = WEB_ROOT.parents[2]
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", tmp_path]
+    subprocess.run([*command, str(root)], check=True, timeout=300, capture_output=True)
+    (wheel,) = tmp_path.glob("deepaas_like-*.whl")
+    packed = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("deepaas_like/api/web/")}
+    files = {path.relative_to(root).as_posix() for path in WEB_ROOT.rglob("*") if path.is_file()}
+    assert files and packed == files
