@@ -8,6 +8,7 @@ server. The predict view: test_web_predict.py; trainings and versions: test_web_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,6 +134,42 @@ def test_the_keyboard_alone_gives_the_key_and_opens_a_model(chromium, keyed):
             pytest.fail("Tab never reached the link to the demo's page")
         page.keyboard.press("Enter")
         expect(page.locator("main h1")).to_have_text("demo")
+        watched.assert_clean()
+    finally:
+        context.close()
+
+
+def test_the_keyboard_alone_fills_a_form_and_starts_a_training(chromium, keyed):
+    context = chromium.new_context(viewport=PHONE)
+    try:
+        watched = Watched(context.new_page())
+        page = watched.page
+        page.goto(keyed + "/web/")
+        expect(page.get_by_label("API key")).to_be_focused()
+        page.keyboard.type(KEY)
+        page.keyboard.press("Enter")
+        expect(page.locator("main")).to_contain_text("Image statistics")
+        page.goto(keyed + "/web/#/models/demo/trainings")
+        epochs = page.locator("#train-epochs")
+        expect(epochs).to_be_visible()
+        for _ in range(60):  # Tab to the epochs box, as a person without a mouse does
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.id") == "train-epochs":
+                break
+        else:
+            pytest.fail("Tab never reached the epochs box")
+        page.keyboard.press("Control+A")
+        page.keyboard.type("3")
+        for _ in range(20):  # on to the form's button, then Enter
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.textContent") == "Start training":
+                break
+        else:
+            pytest.fail("Tab never reached Start training")
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"#/models/demo/trainings/[0-9a-f]{32}$"))
+        expect(page.locator("main")).to_contain_text("done")
+        _no_sideways_scroll(page)
         watched.assert_clean()
     finally:
         context.close()
