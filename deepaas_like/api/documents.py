@@ -16,7 +16,8 @@ __all__ = ["job_document", "version_document"]
 def job_document(job: JobView) -> dict[str, Any]:
     """The DEEPaaS V2 training object: ``date``, ``args``, ``uuid``, ``status``, and
     ``finish_date``/``message``/``result`` as the state adds them, plus ``progress`` and
-    ``events`` (and ``metrics``, their latest values) when the plugin reported any; a
+    ``events`` (and ``metrics``, their latest values, and ``metric_history``, every value
+    by step) when the plugin reported any; a
     training that made a model version names it (``version``), one tracked in MLflow its
     ``mlflow_run_id``; a ``message`` on a done job says what went wrong beside it (MLflow
     tracking). Dates print as DEEPaaS prints them
@@ -40,6 +41,10 @@ def job_document(job: JobView) -> dict[str, Any]:
         document["events"] = list(job.events)
     if job.metrics:
         document["metrics"] = dict(job.metrics)
+    if job.metric_history:
+        document["metric_history"] = {
+            name: [list(point) for point in points] for name, points in job.metric_history.items()
+        }
     if job.run_id is not None:
         document["mlflow_run_id"] = job.run_id
     if job.status == DONE:

@@ -111,6 +111,16 @@ _JOB = {
         "message": {"type": "string"},
         "progress": {"type": "number", "minimum": 0, "maximum": 1},
         "events": {"type": "array", "items": {"type": "object"}},
+        "metrics": {"type": "object", "additionalProperties": {"type": "number", "nullable": True}},
+        "metric_history": {
+            "type": "object",
+            "description": "every reported value of each metric by step, [[step, value], ...] in step order "
+            "(at most 1000 points per metric: past it the older half is thinned to every other point)",
+            "additionalProperties": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "number", "nullable": True}, "minItems": 2, "maxItems": 2},
+            },
+        },
         "result": {"type": "object"},
     },
     "required": ["uuid", "date", "args", "status"],

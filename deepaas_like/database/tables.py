@@ -65,6 +65,9 @@ class Job(Base):
     events: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     #: The latest value of each metric the plugin reported (``progress.report(metrics=...)``).
     metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    #: Every reported value of each metric by step, ``{metric: [[step, value], ...]}`` in step
+    #: order, bounded per metric (see ``jobs.metric_history``).
+    metric_history: Mapped[dict[str, list[list[Any]]] | None] = mapped_column(JSON, nullable=True)
     #: The model version a training made (``name@n``), and its MLflow run's id.
     version: Mapped[str | None] = mapped_column(String(250), nullable=True)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from deepaas_like.database import error_text
 from deepaas_like.exceptions import DatabaseUnavailable
+from deepaas_like.jobs import metric_history
 from deepaas_like.jobs.store import MAX_EVENTS, JobStore
 from deepaas_like.workers.base import ServerNote
 
@@ -100,7 +101,8 @@ def event(
 class ProgressBuffer:
     """Collects what a running job reports and writes it at most every 0.2 s, one write at
     a time (a late write must never overwrite a newer one). While the database is away,
-    reports wait here (the latest :data:`MAX_EVENTS` messages).
+    reports wait here (the latest :data:`MAX_EVENTS` messages, and every report of metrics
+    by step, bounded as :mod:`~deepaas_like.jobs.metric_history` bounds it).
     """
 
     def __init__(
@@ -119,6 +121,9 @@ class ProgressBuffer:
         #: The latest value of each metric reported.
         self.metrics: dict[str, float] = {}
         self._new_metrics: dict[str, float] = {}
+        # Every report of metrics since the last write, {metric: [[step, value], ...]}:
+        # none is lost between two writes (bounded as the stored history is).
+        self._history: metric_history.History = {}
         self._next_step = 0
         self._last: dict[str, Any] | None = None  # the latest event made
         self._flusher: asyncio.Task[None] | None = None
@@ -143,6 +148,7 @@ class ProgressBuffer:
             self._next_step = max(self._next_step, step + 1)
             self.metrics.update(metrics)
             self._new_metrics.update(metrics)
+            metric_history.add(self._history, step, metrics)
             if self._on_metrics is not None:
                 self._on_metrics(metrics, step)
         made = event(message, metrics, step if metrics else None, progress)
@@ -176,13 +182,14 @@ class ProgressBuffer:
         async with self._writing:
             if self._progress is None and not self._messages and not self._new_metrics:
                 return
-            progress, messages, metrics = self._progress, self._messages, self._new_metrics
-            self._progress, self._messages, self._new_metrics = None, [], {}
+            progress, messages, metrics, history = self._progress, self._messages, self._new_metrics, self._history
+            self._progress, self._messages, self._new_metrics, self._history = None, [], {}, {}
             try:
-                await self.store.report(self.uuid, progress, messages, metrics)
+                await self.store.report(self.uuid, progress, messages, metrics, history)
             except (DatabaseUnavailable, asyncio.CancelledError):
                 self._messages = (messages + self._messages)[-MAX_EVENTS:]
                 self._new_metrics = {**metrics, **self._new_metrics}
+                self._history = metric_history.merge(history, self._history)
                 if self._progress is None:
                     self._progress = progress
                 raise

@@ -56,7 +56,8 @@ class JobView:
     arguments as shown to clients (files by their names); ``duration`` is in seconds;
     ``output`` is a training's return value or a JSON prediction; ``media_type`` and
     ``has_file`` describe a prediction's stored result; ``events`` are the latest progress
-    messages (``{"time", "message"}``), ``metrics`` the latest value of each reported metric;
+    messages (``{"time", "message"}``), ``metrics`` the latest value of each reported metric,
+    ``metric_history`` every value by step (``{metric: [[step, value], ...]}``, bounded);
     ``version`` is the model version a training made (``name@n``), ``run_id`` its MLflow run.
     """
 
@@ -75,6 +76,7 @@ class JobView:
     events: tuple[dict[str, Any], ...] = ()
     has_file: bool = False
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    metric_history: dict[str, list[list[Any]]] = dataclasses.field(default_factory=dict)
     version: str | None = None
     run_id: str | None = None
 
@@ -101,6 +103,7 @@ def view(job: Job) -> JobView:
         events=tuple(job.events or ()),
         has_file=job.result_file is not None,
         metrics=dict(job.metrics or {}),
+        metric_history=dict(job.metric_history or {}),
         version=job.version,
         run_id=job.run_id,
     )

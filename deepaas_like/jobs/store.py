@@ -7,7 +7,7 @@ from __future__ import annotations
 import builtins
 import datetime
 import uuid as uuid_module
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Float, and_, delete, func, insert, or_, select, update
@@ -20,6 +20,7 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from deepaas_like.database import Database, guarded
 from deepaas_like.database.tables import Instance, Job, JobResult
 from deepaas_like.exceptions import JobNotFound
+from deepaas_like.jobs import metric_history
 from deepaas_like.jobs.states import ACTIVE, CANCELLED, ERROR, NEWEST_FIRST, OLDEST_FIRST, PENDING, RUNNING
 from deepaas_like.model.args import UploadedFile
 
@@ -388,11 +389,15 @@ class JobStore:
         progress: float | None,
         messages: builtins.list[dict[str, Any]],
         metrics: dict[str, float] | None = None,
+        history: Mapping[str, builtins.list[builtins.list[Any]]] | None = None,
     ) -> None:
         """Record progress (0..1, or None to keep it), append log ``messages``
-        (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`, and set the latest
-        value of each of ``metrics``. Nothing is written once the job has ended: a report
-        that arrives after a cancel must not change what the client was answered.
+        (``{"time", "message"}``), keeping the latest :data:`MAX_EVENTS`, set the latest
+        value of each of ``metrics``, and add the points of ``history`` (``{metric: [[step,
+        value], ...]}``, every report since the last write) to the job's ``metric_history``
+        (:func:`~deepaas_like.jobs.metric_history.merge`, bounded per metric). Nothing is
+        written once the job has ended: a report that arrives after a cancel must not change
+        what the client was answered.
         """
         async with self._session.begin() as session:
             job = await session.get(Job, uuid, with_for_update=True, populate_existing=True)
@@ -405,6 +410,8 @@ class JobStore:
                 values["events"] = (list(job.events or []) + messages)[-MAX_EVENTS:]
             if metrics:
                 values["metrics"] = {**(job.metrics or {}), **metrics}
+            if history:
+                values["metric_history"] = metric_history.merge(job.metric_history, history)
             if values:
                 # Conditional as finish() is: an end that landed since the read wins.
                 await session.execute(

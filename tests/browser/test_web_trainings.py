@@ -204,6 +204,14 @@ def test_two_trainings_compared(page, server):
     _shot(page, "web-trainings-compare.png")
 
 
+def test_a_long_finished_training_opened_later_draws_every_step(page, server):
+    """Its events keep the latest 50 reports; its metric_history every one of its 80 epochs."""
+    uuid = _train(server, {"epochs": "80"})
+    page.goto(f"{server}/web/#/models/demo/trainings/{uuid}")
+    chart = page.locator(".training figure.chart[data-metric=loss]")
+    expect(chart).to_have_attribute("data-points", "80")
+
+
 def test_a_refused_argument_is_shown_beside_its_field(page, server):
     page.expected_errors.append(
         "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"

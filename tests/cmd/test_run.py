@@ -224,7 +224,7 @@ def test_one_start_line_and_one_shutdown_line(tmp_path):
         lines[-1],
     ), lines[-1]
     # The tables were made: one line says so, and alembic says nothing at INFO.
-    assert lines[0] == f"job database {database}: tables created (schema revision 0009)"
+    assert lines[0] == f"job database {database}: tables created (schema revision 0010)"
     assert not [line for line in log.read_text().splitlines() if " INFO alembic" in line]
 
 

@@ -65,7 +65,7 @@ def test_a_fresh_database_logs_one_line_and_alembic_only_at_debug(tmp_path, serv
     server_log()
     _open(url)
     assert _lines(server_log()) == [
-        f"INFO deepaas_like.database.engine job database {url}: tables created (schema revision 0009)"
+        f"INFO deepaas_like.database.engine job database {url}: tables created (schema revision 0010)"
     ]
     _open(url)  # up to date: nothing at INFO
     assert _lines(server_log(debug=True)) == []
@@ -81,16 +81,17 @@ def test_an_upgrade_says_what_was_migrated(tmp_path, server_log):
     server_log()
     _open(url)
     assert _lines(server_log()) == [
-        f"INFO deepaas_like.database.engine job database {url}: schema migrated from revision 0007 to 0009: "
-        "Model versions; A model version belongs to the API key that owned the training that made it"
+        f"INFO deepaas_like.database.engine job database {url}: schema migrated from revision 0007 to 0010: "
+        "Model versions; A model version belongs to the API key that owned the training that made it; "
+        "Jobs keep the history of their metrics"
     ]
 
 
 def test_a_password_is_hidden_in_the_line():
     from deepaas_like.database.engine import Migration
 
-    line = Migration(None, "0009", ("Jobs",)).describe("postgresql+psycopg://jobs:***@db/jobs")
-    assert line == "job database postgresql+psycopg://jobs:***@db/jobs: tables created (schema revision 0009)"
+    line = Migration(None, "0010", ("Jobs",)).describe("postgresql+psycopg://jobs:***@db/jobs")
+    assert line == "job database postgresql+psycopg://jobs:***@db/jobs: tables created (schema revision 0010)"
 
 
 def test_revision_messages_name_no_tracker_items():

@@ -57,13 +57,21 @@ export function jsonTree(value, depth = 0) {
   return h("details", {}, h("summary", {}, Array.isArray(value) ? `${entries.length} items` : `${entries.length} keys`), list);
 }
 
-// The metric points of a training's events: {metric: [[step, value], ...]} in step order.
+// The metric points of a training: {metric: [[step, value], ...]} in step order. Its
+// metric_history holds every step (bounded per metric, the server thins old ones); its
+// events only the latest 50 reports, and those after the history's last step are added
+// (an older server sends no history: the events alone).
 export function metricPoints(job) {
   const points = {};
+  const lastKept = {}; // metric -> the history's last step
+  for (const [metric, history] of Object.entries(job.metric_history || {})) {
+    if (history.length) lastKept[metric] = history[history.length - 1][0];
+    points[metric] = history.filter(([step, value]) => step !== null && value !== null);
+  }
   for (const event of job.events || []) {
     if (!event.metrics || event.step === undefined || event.step === null) continue;
     for (const [metric, value] of Object.entries(event.metrics)) {
-      if (value === null) continue;
+      if (value === null || event.step <= lastKept[metric]) continue;
       (points[metric] = points[metric] || []).push([event.step, value]);
     }
   }
