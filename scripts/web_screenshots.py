@@ -200,7 +200,15 @@ def shots(folder: Path) -> dict[str, Callable[[Any, str], None]]:
         "predict-demo-422": lambda page, url: predict(page, url, "demo", {"image": ROOT / "README.md"}),
         "predict-ai4os-json": lambda page, url: predict(page, url, "ai4os_demo_app", ai4os_files, "application/json"),
         "predict-image-generation": lambda page, url: predict(
-            page, url, "image_generation", {}, None, prompt="a red square", num_inference_steps="2", width="64"
+            page,
+            url,
+            "image_generation",
+            {},
+            None,
+            prompt="a red square",
+            num_inference_steps="2",
+            width="64",
+            height="64",
         ),
         "predict-video-captioning": lambda page, url: predict(
             page, url, "video_captioning", {"video": folder / "clip.mp4"}, None, max_frames="4"

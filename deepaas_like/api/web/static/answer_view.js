@@ -73,15 +73,16 @@ function mediaView(kind, blob, filename, urls, caption = null) {
   );
 }
 
-// Images narrower than this are drawn at a whole multiple of their size, pixels kept sharp
-// (a generated 64x64 image is otherwise a stamp).
+// Images whose longer side is shorter than this are drawn at a whole multiple of their
+// size, pixels kept sharp (a generated 64x64 image is otherwise a stamp).
 const SMALLEST_SHOWN = 160;
 
 function showSize(image, facts) {
   const {naturalWidth: width, naturalHeight: height} = image;
   facts.append(` · ${width}×${height} px`);
-  if (!width || width >= SMALLEST_SHOWN) return;
-  const scale = Math.ceil(SMALLEST_SHOWN / width);
+  const side = Math.max(width, height);
+  if (!width || side >= SMALLEST_SHOWN) return;
+  const scale = Math.ceil(SMALLEST_SHOWN / side);
   image.style.width = `${width * scale}px`;
   image.classList.add("enlarged");
   facts.append(` (shown ×${scale})`);
