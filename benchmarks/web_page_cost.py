@@ -7,7 +7,8 @@ the same run, taking turns.
 ``--before`` defaults to the parent of the commit that added ``deepaas_like/api/web_page.py``;
 that commit is checked out in a temporary git worktree and served from there (same venv,
 same plugin, ``PYTHONPATH`` pointing at it). Each round serves the trivial plugin
-(``benchmarks/plugins/trivial``, one worker) from each checkout in turn and loads its
+(``benchmarks/plugins/trivial``, one worker) from each checkout in turn (which goes first
+alternates between rounds) and loads its
 predict with wrk (or the aiohttp generator) at concurrency 1, 8 and 64. It prints Markdown
 and writes ``benchmarks/results/web-page-cost-<date>-<nproc>cores.md``. Servers are
 stopped by PID however the run ends.
@@ -99,7 +100,8 @@ def main() -> None:
     results: dict[str, list[dict[int, loadgen.LoadResult]]] = {label: [] for label in labels}
     try:
         for round_ in range(options.rounds):
-            for index, (label, path) in enumerate(labels.items()):
+            turns = list(enumerate(labels.items()))
+            for index, (label, path) in turns if round_ % 2 == 0 else reversed(turns):  # neither always first
                 print(f"round {round_ + 1}: {label}", file=sys.stderr)
                 results[label].append(measure(f"s{index}", path, workdir, options.duration))
     finally:
@@ -113,7 +115,7 @@ def main() -> None:
         f"- date: {date:%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores; load generator "
         f"{'wrk' if loadgen.have_wrk() else 'aiohttp'} on the same cores",
         f"- command: `python benchmarks/web_page_cost.py --rounds {options.rounds} --duration {options.duration}`;"
-        " the servers take turns each round (1 worker, access log off)",
+        " the servers take turns each round, in alternating order (1 worker, access log off)",
         "",
         *table(results),
     ]
