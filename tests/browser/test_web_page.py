@@ -116,22 +116,34 @@ def test_the_overview_shows_each_model_its_state_and_its_pages(watched, keyed):
     watched.assert_clean()
 
 
+def _keyboard_page(chromium: Any, url: str, viewport: dict[str, int]) -> tuple[Any, Watched]:
+    """A new context's page on ``url``/web/ with the key typed and Enter pressed, as a person
+    without a mouse gives it; the overview shown."""
+    context = chromium.new_context(viewport=viewport)
+    watched = Watched(context.new_page())
+    page = watched.page
+    page.goto(url + "/web/")
+    expect(page.get_by_label("API key")).to_be_focused()  # the gate puts the cursor there
+    page.keyboard.type(KEY)
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_contain_text("Image statistics")
+    return context, watched
+
+
+def _tab_to(page: Any, expression: str, wanted: str, what: str, presses: int = 60) -> None:
+    """Press Tab until the focused element's ``expression`` (JS) is ``wanted``."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate(expression) == wanted:
+            return
+    pytest.fail(f"Tab never reached {what}")
+
+
 def test_the_keyboard_alone_gives_the_key_and_opens_a_model(chromium, keyed):
-    context = chromium.new_context(viewport=DESKTOP)
+    context, watched = _keyboard_page(chromium, keyed, DESKTOP)
     try:
-        watched = Watched(context.new_page())
         page = watched.page
-        page.goto(keyed + "/web/")
-        expect(page.get_by_label("API key")).to_be_focused()  # the gate puts the cursor there
-        page.keyboard.type(KEY)
-        page.keyboard.press("Enter")
-        expect(page.locator("main")).to_contain_text("Image statistics")
-        for _ in range(40):  # Tab until the card's link to the demo's page has the focus
-            page.keyboard.press("Tab")
-            if page.evaluate("document.activeElement.getAttribute('href')") == "#/models/demo":
-                break
-        else:
-            pytest.fail("Tab never reached the link to the demo's page")
+        _tab_to(page, "document.activeElement.getAttribute('href')", "#/models/demo", "the link to the demo's page")
         page.keyboard.press("Enter")
         expect(page.locator("main h1")).to_have_text("demo")
         watched.assert_clean()
@@ -140,32 +152,15 @@ def test_the_keyboard_alone_gives_the_key_and_opens_a_model(chromium, keyed):
 
 
 def test_the_keyboard_alone_fills_a_form_and_starts_a_training(chromium, keyed):
-    context = chromium.new_context(viewport=PHONE)
+    context, watched = _keyboard_page(chromium, keyed, PHONE)
     try:
-        watched = Watched(context.new_page())
         page = watched.page
-        page.goto(keyed + "/web/")
-        expect(page.get_by_label("API key")).to_be_focused()
-        page.keyboard.type(KEY)
-        page.keyboard.press("Enter")
-        expect(page.locator("main")).to_contain_text("Image statistics")
         page.goto(keyed + "/web/#/models/demo/trainings")
-        epochs = page.locator("#train-epochs")
-        expect(epochs).to_be_visible()
-        for _ in range(60):  # Tab to the epochs box, as a person without a mouse does
-            page.keyboard.press("Tab")
-            if page.evaluate("document.activeElement.id") == "train-epochs":
-                break
-        else:
-            pytest.fail("Tab never reached the epochs box")
+        expect(page.locator("#train-epochs")).to_be_visible()
+        _tab_to(page, "document.activeElement.id", "train-epochs", "the epochs box")
         page.keyboard.press("Control+A")
         page.keyboard.type("3")
-        for _ in range(20):  # on to the form's button, then Enter
-            page.keyboard.press("Tab")
-            if page.evaluate("document.activeElement.textContent") == "Start training":
-                break
-        else:
-            pytest.fail("Tab never reached Start training")
+        _tab_to(page, "document.activeElement.textContent", "Start training", "Start training", presses=20)
         page.keyboard.press("Enter")
         expect(page).to_have_url(re.compile(r"#/models/demo/trainings/[0-9a-f]{32}$"))
         expect(page.locator("main")).to_contain_text("done")
